@@ -1,0 +1,3 @@
+from losstrail.cli import main
+
+main()

@@ -1,0 +1,39 @@
+"""Names of every strategy chosen by name, and the one check that validates them.
+
+This module imports nothing heavy: the CLI reads its choices from here so that
+``losstrail --help`` answers without importing torch. Each heavy module maps the same
+names to implementations, and a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "rmsprop")
+# Names the reference package used for the same optimizers.
+OPTIMIZER_ALIASES = {"sgd+momentum": "momentum"}
+DIRECTIONS = ("pca", "random", "custom")
+DATASETS = ("spirals",)
+MODELS = ("mlp",)
+FORMATS = ("gif",)
+
+
+def quoted(names: Iterable[str]) -> str:
+    """``'a', 'b', 'c'`` for an error message."""
+    return ", ".join(repr(n) for n in names)
+
+
+def check_choice(argument: str, value: object, names: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``names``, else raise a ValueError that lists them.
+
+    >>> check_choice("optimizer", "adam", OPTIMIZERS)
+    'adam'
+    >>> check_choice("optimizer", "adma", OPTIMIZERS)
+    Traceback (most recent call last):
+    ...
+    ValueError: optimizer='adma' is not known; expected one of 'sgd', 'momentum', 'adam', 'adamw', 'adagrad', 'rmsprop'
+    """
+    names = tuple(names)
+    if value not in names:
+        raise ValueError(f"{argument}={value!r} is not known; expected one of {quoted(names)}")
+    return value  # type: ignore[return-value]

@@ -1,0 +1,257 @@
+"""The one-call API of the reference package, built from the pipeline's stages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from losstrail._files import check_writable_dir
+from losstrail._registry import DIRECTIONS, check_choice
+
+__all__ = ["loss_landscape_anim", "render"]
+
+
+def _accelerator(gpus) -> str:
+    import torch
+
+    if not gpus:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise ValueError(f"gpus={gpus!r} but no CUDA device is visible to PyTorch; pass gpus=0 to run on the CPU")
+    return "gpu"
+
+
+def _title(model, optimizer, datamodule) -> str:
+    lr = getattr(model, "learning_rate", None)
+    data = type(datamodule).__name__.removesuffix("DataModule")
+    opt = getattr(model, "optimizer", optimizer)
+    opt = opt if isinstance(opt, str) else getattr(opt, "__name__", "custom optimizer")
+    lr_text = f" (lr {lr:g})" if isinstance(lr, (int, float)) else ""
+    return f"{type(model).__name__} trained with {opt}{lr_text} on {data}"
+
+
+def _saved_plane_and_surface(run_dir: Path, settings: dict, wanted: dict):
+    """The plane and surface saved in ``run_dir`` if they were made with the ``wanted`` settings."""
+    from losstrail.artifacts import load_run_value
+    from losstrail.directions import Plane
+    from losstrail.surface import Surface
+
+    if wanted["reduction_method"] == "custom":
+        return None, None  # the vectors themselves are not compared; recompute
+    if any(settings.get(key) != value for key, value in wanted.items()):
+        return None, None
+    try:
+        return load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
+    except FileNotFoundError:
+        return None, None
+
+
+def loss_landscape_anim(
+    n_epochs: int = 300,
+    datamodule=None,
+    model=None,
+    optimizer: str = "adam",
+    reduction_method: str = "pca",
+    custom_directions=None,
+    model_dirpath: str | os.PathLike = "checkpoints/",
+    model_filename: str = "model.pt",
+    gpus: int = 0,
+    load_model: bool = False,
+    output_to_file: bool = True,
+    output_filename: str | os.PathLike = "sample.gif",
+    giffps: float = 15,
+    sampling: bool = False,
+    n_frames: int = 300,
+    seed: int | None = None,
+    return_data: bool = False,
+    *,
+    learning_rate: float | None = None,
+    resolution: int = 100,
+    record_every: int = 1,
+    quiet: bool = False,
+):
+    """Train a network, slice its loss landscape along a plane and animate the path across it.
+
+    Accepts every argument of ``loss_landscape_anim`` from ``loss-landscape-anim`` 0.1.10
+    with the same meaning and defaults, plus a few keyword-only extras.
+
+    Args:
+        n_epochs: epochs of training (default 300).
+        datamodule: a LightningDataModule; default the 2-D spirals.
+        model: a LightningModule; default an MLP (1 hidden layer of 50, lr 5e-3).
+        optimizer: for the default model: ``'sgd'``, ``'momentum'``, ``'adam'``, ``'adamw'``,
+            ``'adagrad'`` or ``'rmsprop'`` (default ``'adam'``). A given model keeps its own.
+        reduction_method: ``'pca'`` (default), ``'random'`` or ``'custom'``.
+        custom_directions: ``(u, v)``, two vectors of the model's parameter count, for ``'custom'``.
+        model_dirpath: the run directory, where weights, trajectory, plane and surface are saved.
+        model_filename: file name of the weights in ``model_dirpath``.
+        gpus: 0 for the CPU (default), 1 to train and evaluate on a CUDA GPU.
+        load_model: reuse the run saved in ``model_dirpath`` instead of training; the plane and
+            grid are reused too when they were made with the same settings.
+        output_to_file: write the animation to ``output_filename``; if False it is shown inline
+            when running under IPython/Jupyter.
+        output_filename: the animation file (default ``'sample.gif'``).
+        giffps: frames per second (default 15).
+        sampling: accepted for compatibility; frames are always at most ``n_frames``, spread
+            evenly over the steps with the first and last in.
+        n_frames: most frames in the animation (default 300).
+        seed: seeds the model's initial weights, the data order and random directions.
+        return_data: return ``(optim_path, loss_steps, accu_steps)``.
+        learning_rate: learning rate of the default model (default 5e-3).
+        resolution: grid points per axis (default 100).
+        record_every: record the parameters every this many optimizer steps (default 1).
+        quiet: no progress bars.
+
+    Returns:
+        ``(optim_path, loss_steps, accu_steps)`` when ``return_data``: the flat parameter
+        vectors (torch tensors) of every recorded point, and the loss and accuracy at each.
+    """
+    from losstrail.renderers import check_animation_args, output_format
+    from losstrail.train import check_optimizer, check_positive_int
+
+    optimizer = check_optimizer(optimizer)
+    check_choice("reduction_method", reduction_method, DIRECTIONS)
+    check_positive_int("n_epochs", n_epochs, 300)
+    check_animation_args(giffps, n_frames)
+    if output_to_file:
+        output_format(output_filename)
+        check_writable_dir("output_filename", Path(output_filename).resolve().parent)
+    run_dir = check_writable_dir("model_dirpath", model_dirpath)
+    weights = run_dir / model_filename
+    if load_model and not weights.is_file():
+        raise FileNotFoundError(
+            f"load_model=True but there is no saved model at {str(weights)!r} (model_dirpath={str(model_dirpath)!r}, "
+            f"model_filename={model_filename!r}); run once with load_model=False to train and save one"
+        )
+    accelerator = _accelerator(gpus)
+    return _run_job(**locals())
+
+
+def _run_job(
+    n_epochs, datamodule, model, optimizer, reduction_method, custom_directions, model_dirpath, model_filename,
+    gpus, load_model, output_to_file, output_filename, giffps, sampling, n_frames, seed, return_data,
+    learning_rate, resolution, record_every, quiet, run_dir, weights, accelerator, **_,
+):
+    import lightning.pytorch as pl
+    import torch
+
+    from losstrail.artifacts import load_run_value, load_weights, read_settings, save_run_value, save_weights, write_settings
+    from losstrail.data import SpiralsDataModule
+    from losstrail.directions import check_custom_directions, make_plane
+    from losstrail.models import MLP
+    from losstrail.project import project
+    from losstrail.record import Trajectory
+    from losstrail.surface import loss_surface, path_grid
+    from losstrail.train import fit
+
+    if seed is not None:
+        pl.seed_everything(seed, workers=True, verbose=False)
+    datamodule = datamodule if datamodule is not None else SpiralsDataModule()
+    if model is None:
+        model = MLP(
+            input_dim=datamodule.input_dim,
+            num_classes=datamodule.num_classes,
+            num_hidden_layers=1,
+            hidden_dim=50,
+            learning_rate=5e-3 if learning_rate is None else learning_rate,
+            optimizer=optimizer,
+            gpus=gpus,
+        )
+        learning_rate = None  # already the model's
+    n_params = sum(p.numel() for p in model.parameters())
+    if reduction_method == "custom":
+        check_custom_directions(custom_directions, n_params)
+
+    wanted = {"reduction_method": reduction_method, "seed": seed, "resolution": resolution}
+    if load_model:
+        load_weights(weights, model)
+        trajectory = load_run_value(run_dir, Trajectory)
+        plane, surface = _saved_plane_and_surface(run_dir, read_settings(run_dir), wanted)
+    else:
+        run = fit(
+            model, datamodule, learning_rate=learning_rate, epochs=n_epochs, seed=seed, record_every=record_every,
+            accelerator=accelerator, quiet=quiet,
+        )
+        trajectory = run.trajectory
+        save_weights(weights, model)
+        save_run_value(run_dir, trajectory)
+        plane = surface = None
+
+    if plane is None:
+        plane = make_plane(trajectory, reduction_method, directions=custom_directions, seed=seed)
+    projection = project(plane, trajectory)
+    if surface is None:
+        xs, ys = path_grid(projection.xy, resolution)
+        device = "cuda" if accelerator == "gpu" else "cpu"
+        surface = loss_surface(model, datamodule, plane, xs, ys, device=device, quiet=quiet)
+        save_run_value(run_dir, plane)
+        save_run_value(run_dir, surface)
+    title = _title(model, optimizer, datamodule)
+    write_settings(
+        run_dir,
+        {**wanted, "n_epochs": n_epochs, "optimizer": optimizer if isinstance(optimizer, str) else "custom",
+         "model": type(model).__name__, "model_filename": model_filename, "n_params": n_params, "title": title},
+    )
+    _output(projection, surface, output_to_file, output_filename, giffps, n_frames, title, quiet)
+    if return_data:
+        optim_path = [torch.from_numpy(row.copy()) for row in trajectory.params]
+        return optim_path, trajectory.loss.tolist(), trajectory.accuracy.tolist()
+    return None
+
+
+def _output(projection, surface, output_to_file, output_filename, fps, n_frames, title, quiet) -> None:
+    from losstrail.renderers import animate
+
+    if output_to_file:
+        animate(projection, surface, output_filename, fps=fps, max_frames=n_frames, title=title, quiet=quiet)
+        return
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = animate(projection, surface, Path(tmp) / "anim.gif", fps=fps, max_frames=n_frames, title=title, quiet=quiet)
+        display(Image(data=out.read_bytes(), format="gif"))
+
+
+def render(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike = "sample.gif",
+    *,
+    fps: float = 15,
+    max_frames: int = 300,
+    title: str | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Draw the animation of a saved run again, without training or evaluating anything.
+
+    Args:
+        run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``.
+        out: the output file (default ``'sample.gif'``).
+        fps, max_frames: as for ``animate``.
+        title: figure title; default the one saved with the run.
+        quiet: no progress bar.
+    """
+    from losstrail.artifacts import load_run_value, read_settings
+    from losstrail.directions import Plane
+    from losstrail.project import project
+    from losstrail.record import Trajectory
+    from losstrail.renderers import animate, check_animation_args, output_format
+    from losstrail.surface import Surface
+
+    output_format(out)
+    check_animation_args(fps, max_frames)
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run")
+    settings = read_settings(run_dir)
+    trajectory = load_run_value(run_dir, Trajectory)
+    plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
+    projection = project(plane, trajectory)
+    chosen_title = title if title is not None else settings.get("title", "")
+    return animate(projection, surface, out, fps=fps, max_frames=max_frames, title=chosen_title, quiet=quiet)
+

@@ -1,0 +1,124 @@
+"""Saving and loading a run directory, so a picture can be redrawn without retraining.
+
+A run directory holds:
+
+- ``model.pt``: the trained model's ``state_dict`` (``torch.load(weights_only=True)``),
+- ``trajectory.npz``, ``plane.npz``, ``surface.npz``: the stage values, as plain arrays,
+- ``run.json``: the settings of the run and the versions that made it.
+
+Every file is written to a temporary name and moved into place, so a crash never leaves
+a half-written file; arrays load with ``allow_pickle=False``; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from losstrail._files import atomic_path
+from losstrail.directions import Plane
+from losstrail.record import Trajectory
+from losstrail.surface import Surface
+
+__all__ = ["load_run_value", "read_settings", "save_run_value", "write_settings"]
+
+FORMAT_VERSION = 1
+SETTINGS_FILE = "run.json"
+VALUE_FILES = {Trajectory: "trajectory.npz", Plane: "plane.npz", Surface: "surface.npz"}
+
+
+def _to_arrays(value) -> dict[str, np.ndarray]:
+    arrays = {}
+    for field in dataclasses.fields(value):
+        item = getattr(value, field.name)
+        if item is None:
+            continue
+        arrays[field.name] = np.asarray(item) if not isinstance(item, str) else np.array(item, dtype=np.str_)
+    return arrays
+
+
+def save_run_value(run_dir: str | os.PathLike, value) -> Path:
+    """Write a ``Trajectory``, ``Plane`` or ``Surface`` into ``run_dir`` under its standard name."""
+    path = Path(run_dir) / VALUE_FILES[type(value)]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **_to_arrays(value))
+    return path
+
+
+def load_run_value(run_dir: str | os.PathLike, cls):
+    """Read the ``cls`` value (``Trajectory``, ``Plane`` or ``Surface``) saved in ``run_dir``."""
+    path = Path(run_dir) / VALUE_FILES[cls]
+    if not path.is_file():
+        raise FileNotFoundError(f"run directory {str(run_dir)!r} has no {path.name}; it holds {_listing(run_dir)}")
+    with np.load(path, allow_pickle=False) as data:
+        kwargs = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in data.files:
+                if field.default is dataclasses.MISSING:
+                    raise ValueError(f"{path} has no array {field.name!r}; it was written by another version of losstrail")
+                continue
+            item = data[field.name]
+            if item.dtype.kind == "U":
+                item = str(item)
+            elif field.name == "explained":
+                item = (float(item[0]), float(item[1]))
+            kwargs[field.name] = item
+    return cls(**kwargs)
+
+
+def _listing(run_dir) -> str:
+    names = sorted(p.name for p in Path(run_dir).iterdir()) if Path(run_dir).is_dir() else []
+    return ", ".join(names) if names else "nothing"
+
+
+def write_settings(run_dir: str | os.PathLike, settings: dict) -> Path:
+    """Write ``settings`` with the versions that made the run to ``run_dir/run.json``."""
+    import lightning
+    import torch
+
+    from losstrail import __version__
+
+    record = {
+        "format_version": FORMAT_VERSION,
+        "versions": {"losstrail": __version__, "torch": torch.__version__, "lightning": lightning.__version__, "numpy": np.__version__},
+        "settings": settings,
+    }
+    path = Path(run_dir) / SETTINGS_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+def read_settings(run_dir: str | os.PathLike) -> dict:
+    """The settings saved in ``run_dir/run.json`` (empty if there is none)."""
+    path = Path(run_dir) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format_version={record.get('format_version')!r}; this losstrail reads {FORMAT_VERSION}. "
+            "Re-run the job to rewrite it"
+        )
+    return record["settings"]
+
+
+def save_weights(path: str | os.PathLike, model) -> Path:
+    """Write ``model.state_dict()`` to ``path`` atomically."""
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return path
+
+
+def load_weights(path: str | os.PathLike, model) -> None:
+    """Load a ``state_dict`` saved by ``save_weights`` into ``model`` (no unpickling)."""
+    import torch
+
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -1,0 +1,111 @@
+"""Built-in datasets as Lightning DataModules, and the loaders that feed them fast.
+
+Every built-in dataset is small enough to live in memory as a ``TensorDataset``. Its
+loaders draw whole batches of indices at once (a ``BatchSampler`` with
+``batch_size=None``), which avoids the per-sample indexing and collation that makes a
+default ``DataLoader`` the slowest part of training a small model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+from losstrail._registry import DATASETS, check_choice
+
+__all__ = ["SpiralsDataModule", "batch_loader", "make_datamodule", "make_spirals"]
+
+
+def batch_loader(
+    dataset: TensorDataset, batch_size: int | None, *, shuffle: bool, num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader over ``dataset`` that indexes a whole batch at a time.
+
+    ``batch_size=None`` means the whole dataset in one batch.
+
+    >>> ds = TensorDataset(torch.arange(10.0), torch.arange(10))
+    >>> [len(x) for x, _ in batch_loader(ds, 4, shuffle=False)]
+    [4, 4, 2]
+    """
+    n = len(dataset)
+    size = n if batch_size is None else batch_size
+    base = RandomSampler(range(n)) if shuffle else SequentialSampler(range(n))
+    sampler = BatchSampler(base, batch_size=size, drop_last=False)
+    return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers)
+
+
+def make_spirals(n_per_class: int = 370, n_classes: int = 3, noise: float = 0.2, seed: int = 0):
+    """Points on ``n_classes`` interleaved spiral arms in 2-D, the same for the same seed.
+
+    Returns ``(X, y)``: float32 tensor ``(n_per_class * n_classes, 2)`` and int64 labels.
+
+    >>> X, y = make_spirals()
+    >>> tuple(X.shape), int(y.max()) + 1
+    ((1110, 2), 3)
+    """
+    rng = np.random.default_rng(seed)
+    radius = np.linspace(0.0, 1.0, n_per_class)
+    xs, ys = [], []
+    for k in range(n_classes):
+        turn = 4.0 * 3.0 / n_classes  # about two thirds of a turn per arm for 3 classes
+        angle = np.linspace(k * turn, (k + 1) * turn, n_per_class) + rng.normal(0.0, noise, n_per_class)
+        xs.append(np.stack([radius * np.sin(angle), radius * np.cos(angle)], axis=1))
+        ys.append(np.full(n_per_class, k))
+    X = torch.from_numpy(np.concatenate(xs).astype(np.float32))
+    y = torch.from_numpy(np.concatenate(ys).astype(np.int64))
+    return X, y
+
+
+class SpiralsDataModule(pl.LightningDataModule):
+    """Three interleaved spirals in 2-D (1,110 points), generated in code, no file.
+
+    Args:
+        batch_size: examples per training step; ``None`` (default) is the whole set.
+        n_per_class: points on each arm (default 370).
+        noise: standard deviation of the angle noise (default 0.2).
+        seed: seed of the generator that draws the points (default 0).
+        num_workers: DataLoader workers (default 0).
+
+    >>> dm = SpiralsDataModule()
+    >>> dm.input_dim, dm.num_classes, len(dm.dataset)
+    (2, 3, 1110)
+    """
+
+    input_dim = 2
+    num_classes = 3
+
+    def __init__(
+        self,
+        batch_size: int | None = None,
+        n_per_class: int = 370,
+        noise: float = 0.2,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer, or None for the whole set")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        # Built at once (not in setup) so that `datamodule.dataset.tensors` works as in the reference.
+        self.dataset = TensorDataset(*make_spirals(n_per_class, self.num_classes, noise, seed))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        size = len(self.dataset) if self.batch_size is None else self.batch_size
+        return math.ceil(len(self.dataset) / size)
+
+    def train_dataloader(self) -> DataLoader:
+        return batch_loader(self.dataset, self.batch_size, shuffle=True, num_workers=self.num_workers)
+
+
+DATAMODULES = {"spirals": SpiralsDataModule}
+
+
+def make_datamodule(name: str, **kwargs) -> pl.LightningDataModule:
+    """A built-in DataModule by name (one of ``losstrail._registry.DATASETS``)."""
+    return DATAMODULES[check_choice("dataset", name, DATASETS)](**kwargs)

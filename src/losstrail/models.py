@@ -1,0 +1,193 @@
+"""Built-in models: an MLP, LeNet-5, and the reference package's ``GenericModel`` base.
+
+Nothing in losstrail needs a model to subclass ``GenericModel``: any LightningModule (or,
+through ``fit``, any ``nn.Module`` with a loss) works. The base exists so that a model
+written for ``loss-landscape-anim`` keeps working unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from losstrail._registry import MODELS, check_choice
+
+__all__ = ["LeNet", "MLP", "GenericModel", "flat_params", "make_model"]
+
+
+def flat_params(model: nn.Module) -> torch.Tensor:
+    """The parameters of ``model`` as one float32 vector, in ``model.parameters()`` order.
+
+    >>> flat_params(nn.Linear(3, 2)).shape
+    torch.Size([8])
+    """
+    return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+
+
+def load_flat_params(model: nn.Module, flat: torch.Tensor) -> None:
+    """Copy the vector ``flat`` (P,) into the parameters of ``model``, in place."""
+    flat = torch.as_tensor(flat)
+    n_params = sum(p.numel() for p in model.parameters())
+    if flat.numel() != n_params:
+        raise ValueError(f"a flat vector of {flat.numel()} values does not fit a model of {n_params} parameters")
+    offset = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+
+class GenericModel(pl.LightningModule):
+    """The reference package's base class: classification with an optimizer chosen by name.
+
+    Subclasses define ``forward``; the training step, the loss (cross-entropy), the
+    optimizer and the flat-parameter helpers come from here.
+
+    Args:
+        optimizer: one of ``'sgd'``, ``'momentum'`` (also ``'sgd+momentum'``), ``'adam'``,
+            ``'adamw'``, ``'adagrad'``, ``'rmsprop'`` (default ``'adam'``).
+        learning_rate: step size (default 1e-3).
+        custom_optimizer: a callable ``(params, lr=...) -> torch.optim.Optimizer`` that
+            replaces ``optimizer``.
+        gpus: kept for compatibility with the reference; the device is chosen by ``fit``.
+    """
+
+    def __init__(
+        self,
+        optimizer: str = "adam",
+        learning_rate: float = 1e-3,
+        custom_optimizer: Callable | None = None,
+        gpus: int = 0,
+    ):
+        super().__init__()
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.custom_optimizer = custom_optimizer
+        self.gpus = gpus
+        self.optim_path: list = []  # the reference filled this; losstrail records a Trajectory instead
+
+    def loss_fn(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(y_pred, y)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        y_pred = self(x)
+        accuracy = (y_pred.argmax(dim=-1) == y).float().mean()
+        return {"loss": self.loss_fn(y_pred, y), "accuracy": accuracy}
+
+    def configure_optimizers(self):
+        from losstrail.train import make_optimizer
+
+        chosen = self.custom_optimizer if self.custom_optimizer is not None else self.optimizer
+        return make_optimizer(chosen, self.parameters(), self.learning_rate)
+
+    def get_flat_params(self) -> torch.Tensor:
+        """All parameters as one vector (P,), in ``parameters()`` order."""
+        return flat_params(self)
+
+    def init_from_flat_params(self, flat_params: torch.Tensor) -> None:
+        """Set all parameters from a vector (P,) made by ``get_flat_params``."""
+        load_flat_params(self, flat_params)
+
+
+class MLP(GenericModel):
+    """A multilayer perceptron with ReLU activations.
+
+    Args:
+        input_dim: features per example.
+        num_classes: output logits.
+        hidden_dim: units per hidden layer (default 50).
+        num_hidden_layers: hidden layers (default 1).
+        learning_rate, optimizer, custom_optimizer, gpus: as for ``GenericModel``;
+            the learning rate defaults to 5e-3 as in the reference.
+
+    >>> MLP(input_dim=2, num_classes=3)(torch.zeros(4, 2)).shape
+    torch.Size([4, 3])
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int,
+        hidden_dim: int = 50,
+        num_hidden_layers: int = 1,
+        learning_rate: float = 5e-3,
+        optimizer: str = "adam",
+        custom_optimizer: Callable | None = None,
+        gpus: int = 0,
+    ):
+        super().__init__(optimizer, learning_rate, custom_optimizer, gpus)
+        widths = [input_dim] + [hidden_dim] * num_hidden_layers
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(w_in, w_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x.flatten(1))
+
+
+class LeNet(GenericModel):
+    """LeNet-5 (LeCun et al., 1998) for square single- or multi-channel images.
+
+    Args:
+        learning_rate: step size (default 1e-3).
+        in_channels: image channels (default 1).
+        num_classes: output logits (default 10).
+        input_size: image height and width (default 28, as MNIST); smaller images such
+            as the 8×8 digits get padding so that both pooling stages still fit.
+        optimizer, custom_optimizer, gpus: as for ``GenericModel``.
+
+    >>> LeNet()(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: int = 28,
+        optimizer: str = "adam",
+        custom_optimizer: Callable | None = None,
+        gpus: int = 0,
+    ):
+        super().__init__(optimizer, learning_rate, custom_optimizer, gpus)
+        pad = 2 if input_size >= 16 else 4  # 28 -> 28 -> 14 -> 10 -> 5; 8 -> 12 -> 6 -> 2 -> 1
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, kernel_size=5, padding=pad),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        with torch.no_grad():
+            n_flat = self.features(torch.zeros(1, in_channels, input_size, input_size)).numel()
+        self.classifier = nn.Sequential(
+            nn.Linear(n_flat, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+def _mlp(datamodule, **kwargs) -> MLP:
+    return MLP(input_dim=datamodule.input_dim, num_classes=datamodule.num_classes, **kwargs)
+
+
+MODEL_BUILDERS = {"mlp": _mlp}
+
+
+def make_model(name: str, datamodule, **kwargs) -> GenericModel:
+    """A built-in model by name, sized for ``datamodule``."""
+    return MODEL_BUILDERS[check_choice("model", name, MODELS)](datamodule, **kwargs)

@@ -1,0 +1,63 @@
+"""Where the recorded path lies in a plane: coordinates and distance from the plane."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from losstrail.directions import Plane
+from losstrail.record import Trajectory
+
+__all__ = ["Projection", "project"]
+
+_ROW_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A trajectory seen in a plane: what the pictures draw."""
+
+    plane: Plane
+    xy: np.ndarray  # (T, 2) plane coordinates, least squares
+    off_plane: np.ndarray  # (T,) distance of θ_k from the plane
+    loss: np.ndarray  # (T,) loss recorded at θ_k during training
+    accuracy: np.ndarray  # (T,) accuracy recorded at θ_k; NaN when not classification
+    step: np.ndarray  # (T,) int64 global step
+    epoch: np.ndarray  # (T,) int64
+
+    def __len__(self) -> int:
+        return self.xy.shape[0]
+
+
+def project(plane: Plane, trajectory: Trajectory) -> Projection:
+    """Plane coordinates and off-plane distance of every recorded point.
+
+    >>> rng = np.random.default_rng(0)
+    >>> plane = Plane(np.zeros(4, np.float32), np.eye(4, dtype=np.float32)[0], np.eye(4, dtype=np.float32)[1], "custom")
+    >>> traj = Trajectory(np.array([[1, 2, 0, 0], [0, 0, 3, 4]], np.float32), np.zeros(2), np.zeros(2),
+    ...                   np.arange(2), np.zeros(2, dtype=np.int64))
+    >>> p = project(plane, traj)
+    >>> p.xy.tolist(), p.off_plane.tolist()
+    ([[1.0, 2.0], [0.0, 0.0]], [0.0, 5.0])
+    """
+    if trajectory.n_params != plane.n_params:
+        raise ValueError(
+            f"the trajectory has P={trajectory.n_params} parameters but the plane has P={plane.n_params}; "
+            "make the plane from this trajectory"
+        )
+    xy = plane.project(trajectory.params)
+    basis = np.stack([plane.u, plane.v]).astype(np.float64)  # (2, P)
+    off = np.empty(len(trajectory))
+    for start in range(0, len(trajectory), _ROW_BLOCK):
+        block = trajectory.params[start : start + _ROW_BLOCK].astype(np.float64) - plane.origin  # (B, P)
+        off[start : start + _ROW_BLOCK] = np.linalg.norm(block - xy[start : start + _ROW_BLOCK] @ basis, axis=1)
+    return Projection(
+        plane=plane,
+        xy=xy,
+        off_plane=off,
+        loss=trajectory.loss,
+        accuracy=trajectory.accuracy,
+        step=trajectory.step,
+        epoch=trajectory.epoch,
+    )

@@ -1,0 +1,82 @@
+"""Pictures of a path on a loss surface: animations and stills."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from losstrail._files import atomic_path
+from losstrail._progress import track
+from losstrail._registry import FORMATS, quoted
+from losstrail.project import Projection
+from losstrail.surface import Surface
+
+__all__ = ["animate", "output_format"]
+
+
+def output_format(out: str | os.PathLike, format: str | None = None) -> str:
+    """The format of ``out``: ``format`` if given, else its extension; checked against the known ones.
+
+    >>> output_format("runs/sample.GIF")
+    'gif'
+    >>> output_format("movie.avi")
+    Traceback (most recent call last):
+    ...
+    ValueError: output 'movie.avi' has format 'avi', which is not supported; expected one of 'gif'
+    """
+    chosen = (format or Path(out).suffix.lstrip(".")).lower()
+    if chosen not in FORMATS:
+        raise ValueError(f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(FORMATS)}")
+    return chosen
+
+
+def check_animation_args(fps: float, max_frames: int) -> None:
+    """Raise ValueError for a frame rate or frame budget no animation can have."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise ValueError(f"giffps={fps!r} must be a positive number of frames per second, e.g. giffps=15")
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
+        raise ValueError(f"n_frames={max_frames!r} must be an integer of at least 2, e.g. n_frames=300")
+
+
+def animate(
+    projection: Projection,
+    surface: Surface,
+    out: str | os.PathLike = "sample.gif",
+    *,
+    fps: float = 15,
+    max_frames: int = 300,
+    title: str = "",
+    size: tuple[int, int] = (900, 600),
+    dpi: int = 100,
+    cmap: str = "YlGnBu",
+    levels: int = 35,
+    path_color: str = "red",
+    quiet: bool = False,
+) -> Path:
+    """Animate the path moving across the loss contour and write it to ``out``.
+
+    Args:
+        projection: the path in the plane (from ``project``).
+        surface: the loss grid (from ``loss_surface``).
+        out: output file; its extension picks the format (``.gif``).
+        fps: frames per second (default 15).
+        max_frames: at most this many frames, spread evenly over the steps, first and
+            last always in (default 300).
+        title, size, dpi, cmap, levels, path_color: the look; see ``PathFigure``.
+        quiet: no progress bar.
+
+    Returns:
+        The path of the written file. It appears only once complete.
+    """
+    from losstrail.renderers._figure import PathFigure, select_frames
+    from losstrail.renderers.gif import PaletteMapper, write_gif
+
+    output_format(out)
+    check_animation_args(fps, max_frames)
+    figure = PathFigure(projection, surface, title=title, size=size, dpi=dpi, cmap=cmap, levels=levels, path_color=path_color)
+    frames = select_frames(len(projection), max_frames)
+    mapper = PaletteMapper(figure.background_rgba(), figure.rgba(int(frames[-1])))
+    with atomic_path(out) as tmp:
+        rgba = (figure.rgba(int(k)) for k in frames)
+        write_gif(track(rgba, len(frames), "rendering", quiet, unit="frame"), tmp, fps=fps, mapper=mapper)
+    return Path(out)

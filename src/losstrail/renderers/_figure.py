@@ -1,0 +1,173 @@
+"""The contour picture: a static background drawn once, the moving path blitted per frame."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from losstrail.project import Projection
+from losstrail.surface import Surface
+
+_METHOD_AXIS = {"pca": "principal component", "random": "random direction", "custom": "custom direction"}
+
+
+def select_frames(n_points: int, max_frames: int) -> np.ndarray:
+    """Indices of at most ``max_frames`` points spread evenly, first and last always in.
+
+    >>> select_frames(10, 4).tolist()
+    [0, 3, 6, 9]
+    >>> select_frames(3, 300).tolist()
+    [0, 1, 2]
+    """
+    n = min(n_points, max_frames)
+    return np.unique(np.round(np.linspace(0, n_points - 1, n)).astype(np.int64))
+
+
+def axis_labels(projection: Projection) -> tuple[str, str]:
+    """Axis labels naming the method and the share of the path's variance along each axis."""
+    plane = projection.plane
+    name = _METHOD_AXIS.get(plane.method, f"{plane.method} direction")
+    labels = []
+    for k in range(2):
+        share = f" ({plane.explained[k]:.1%} of path variance)" if plane.explained is not None else ""
+        labels.append(f"{name} {k + 1}{share}")
+    return labels[0], labels[1]
+
+
+def _format_value(value: float, percent: bool = False) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.1%}" if percent else f"{value:.4f}"
+
+
+class PathFigure:
+    """A 2-D loss contour with the optimizer's path, rendered frame by frame.
+
+    Args:
+        projection: the path in the plane.
+        surface: the loss grid over the plane.
+        title: figure title.
+        size: figure size in pixels (width, height); default (900, 600).
+        dpi: dots per inch (default 100).
+        cmap: colormap of the log-loss contour (default ``'YlGnBu'``, as the reference).
+        levels: contour levels (default 35).
+        path_color: colour of the path and the current point (default ``'red'``).
+    """
+
+    def __init__(
+        self,
+        projection: Projection,
+        surface: Surface,
+        *,
+        title: str = "",
+        size: tuple[int, int] = (900, 600),
+        dpi: int = 100,
+        cmap: str = "YlGnBu",
+        levels: int = 35,
+        path_color: str = "red",
+    ):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.projection = projection
+        width, height = size
+        self.fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+        self.canvas = FigureCanvasAgg(self.fig)
+        ax = self.ax = self.fig.add_subplot()
+        ax.set_facecolor("0.85")  # cells with a non-finite loss are masked and show this grey
+
+        loss = np.ma.masked_invalid(surface.loss)
+        log_loss = np.ma.log(np.ma.masked_less_equal(loss, 0))
+        contour = ax.contourf(surface.xs, surface.ys, log_loss, levels=levels, cmap=cmap, alpha=0.9)
+        self.fig.colorbar(contour, ax=ax, label="log loss on this slice")
+        min_x, min_y, min_loss = surface.minimum
+        ax.plot([min_x], [min_y], "bx", markersize=9, mew=2, label=f"lowest loss on slice ({min_loss:.3g})")
+        xy = projection.xy
+        ax.plot(xy[-1:, 0], xy[-1:, 1], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
+        xlabel, ylabel = axis_labels(projection)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(surface.xs[0], surface.xs[-1])
+        ax.set_ylim(surface.ys[0], surface.ys[-1])
+        ax.set_title(title)
+
+        (self.line,) = ax.plot([], [], color=path_color, lw=1.5, animated=True)
+        (self.point,) = ax.plot([], [], "o", color=path_color, ms=7, animated=True, label="optimizer")
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+        self.fig.tight_layout()
+        self.canvas.draw()
+        self._background = self.canvas.copy_from_bbox(self.fig.bbox)
+        # The step/loss read-out changes every frame. Matplotlib rasterizes text glyph by
+        # glyph, which would cost more than the rest of a frame, so Pillow draws it.
+        self._label = _Label(self.ax, dpi)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        width, height = self.canvas.get_width_height()
+        return int(width), int(height)
+
+    def label(self, k: int) -> str:
+        p = self.projection
+        return (
+            f"step  {int(p.step[k]):>6d}   epoch {int(p.epoch[k])}\n"
+            f"loss  {_format_value(float(p.loss[k]))}   acc {_format_value(float(p.accuracy[k]), percent=True)}"
+        )
+
+    def rgba(self, k: int) -> np.ndarray:
+        """Frame ``k``, the state at recorded point ``k``, as an (H, W, 4) uint8 array (a fresh copy)."""
+        p = self.projection
+        self.canvas.restore_region(self._background)
+        self.line.set_data(p.xy[: k + 1, 0], p.xy[: k + 1, 1])
+        self.point.set_data(p.xy[k : k + 1, 0], p.xy[k : k + 1, 1])
+        self.ax.draw_artist(self.line)
+        self.ax.draw_artist(self.point)
+        frame = np.array(self.canvas.buffer_rgba())
+        self._label.draw(frame, self.label(k))
+        return frame
+
+    def background_rgba(self) -> np.ndarray:
+        """The static picture without the moving parts, (H, W, 4) uint8."""
+        self.canvas.restore_region(self._background)
+        return np.array(self.canvas.buffer_rgba())
+
+
+class _Label:
+    """A two-line read-out in a translucent box at the top left of an axes, drawn with Pillow."""
+
+    def __init__(self, ax, dpi: int, lines: int = 2, chars: int = 34, pad: int = 6):
+        from matplotlib import get_data_path
+        from PIL import ImageFont
+
+        self.font = ImageFont.truetype(f"{get_data_path()}/fonts/ttf/DejaVuSansMono.ttf", round(10 * dpi / 72))
+        left, top, right, bottom = self.font.getbbox("M" * chars)
+        self.line_height = round((bottom - 0) * 1.25)
+        width, height = (right - left) + 2 * pad, self.line_height * lines + 2 * pad
+        box = ax.get_window_extent()  # display pixels, origin bottom left
+        fig_height = ax.figure.bbox.height
+        self.x0 = int(box.x0) + 8
+        self.y0 = int(fig_height - box.y1) + 8
+        self.size = (int(width), int(height))
+        self.pad = pad
+        self._overlay = self._box()
+
+    def _box(self):
+        from PIL import Image, ImageDraw
+
+        overlay = Image.new("RGBA", self.size, (0, 0, 0, 0))
+        ImageDraw.Draw(overlay).rounded_rectangle(
+            (0, 0, self.size[0] - 1, self.size[1] - 1), radius=5, fill=(255, 255, 255, 205), outline=(150, 150, 150, 255)
+        )
+        return overlay
+
+    def draw(self, frame: np.ndarray, text: str) -> None:
+        """Draw ``text`` onto ``frame`` (H, W, 4) uint8, in place."""
+        from PIL import Image, ImageDraw
+
+        w, h = self.size
+        region = frame[self.y0 : self.y0 + h, self.x0 : self.x0 + w]
+        image = Image.alpha_composite(Image.fromarray(region), self._overlay)
+        ImageDraw.Draw(image).multiline_text(
+            (self.pad, self.pad), text, font=self.font, fill=(0, 0, 0, 255), spacing=self.line_height - self.font.size
+        )
+        region[...] = np.asarray(image)

@@ -1,0 +1,80 @@
+"""GIF output through Pillow, with one palette for the whole animation.
+
+Quantizing each frame on its own is the slow part of writing a GIF. Every frame here is
+the same background with a few moving pixels on top, so the background is quantized once
+and only the pixels that differ from it are mapped, through a lookup table, to the nearest
+colour of a palette made from the fullest frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+# Lookup-table resolution: 5 bits per channel (32,768 cells).
+_BITS = 5
+
+
+def _nearest_lut(palette: np.ndarray) -> np.ndarray:
+    """Nearest palette index (uint8) for the centre of every 5-bit RGB cell, shape (32768,)."""
+    levels = (np.arange(1 << _BITS) << (8 - _BITS)) + (1 << (7 - _BITS))
+    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
+    cells = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1).astype(np.int32)  # (32768, 3)
+    pal = palette.astype(np.int32)  # (K, 3)
+    dist = (cells**2).sum(1)[:, None] - 2 * cells @ pal.T + (pal**2).sum(1)[None, :]  # (32768, K)
+    return dist.argmin(axis=1).astype(np.uint8)
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """Index of the 5-bit cell of each (..., 3 or 4) uint8 colour."""
+    q = (rgb >> (8 - _BITS)).astype(np.int32)
+    return (q[..., 0] << (2 * _BITS)) | (q[..., 1] << _BITS) | q[..., 2]
+
+
+class PaletteMapper:
+    """Maps frames that share a background to palette images quickly.
+
+    Args:
+        background: (H, W, 4) uint8 RGBA, the static part of every frame.
+        sample: (H, W, 4) uint8 RGBA, a frame with the moving parts drawn, so their colours
+            are in the palette.
+    """
+
+    def __init__(self, background: np.ndarray, sample: np.ndarray):
+        from PIL import Image
+
+        both = np.ascontiguousarray(np.concatenate([background, sample], axis=0)[..., :3])
+        quantized = Image.fromarray(both).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        self.palette = np.asarray(quantized.getpalette()[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
+        self._background = np.ascontiguousarray(background).view(np.uint32)[..., 0]  # (H, W), one word a pixel
+        self._background_index = np.asarray(quantized)[: background.shape[0]].copy()
+        self._lut = _nearest_lut(self.palette)
+        self._flat_palette = self.palette.ravel().tolist()
+
+    def to_image(self, frame: np.ndarray):
+        """A Pillow 'P' image of ``frame`` (H, W, 4) uint8 RGBA."""
+        from PIL import Image
+
+        changed = np.ascontiguousarray(frame).view(np.uint32)[..., 0] != self._background
+        index = self._background_index.copy()
+        index[changed] = self._lut[_pack(frame[changed])]
+        image = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
+        image.putpalette(self._flat_palette)
+        return image
+
+
+def write_gif(frames: Iterable[np.ndarray], path, *, fps: float, mapper: PaletteMapper, hold_last_ms: int = 1500) -> int:
+    """Write (H, W, 4) uint8 RGBA ``frames`` as a looping GIF at ``fps``; returns the frame count.
+
+    The last frame is held for ``hold_last_ms`` so the end of training can be read.
+    """
+    images = [mapper.to_image(f) for f in frames]
+    duration = 1000.0 / fps
+    durations = [duration] * len(images)
+    durations[-1] = max(duration, hold_last_ms)
+    images[0].save(
+        path, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False,
+        disposal=1,
+    )
+    return len(images)

@@ -1,0 +1,181 @@
+"""Training with the path recorded: optimizers by name and ``fit``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import torch
+
+from losstrail._progress import bar
+from losstrail._registry import OPTIMIZER_ALIASES, OPTIMIZERS, check_choice
+from losstrail.record import Trajectory, TrajectoryRecorder
+
+__all__ = ["Run", "fit", "make_optimizer"]
+
+OPTIMIZER_BUILDERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
+    "adagrad": lambda params, lr: torch.optim.Adagrad(params, lr=lr),
+    "rmsprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
+}
+
+
+def check_optimizer(optimizer: str | Callable) -> str | Callable:
+    """The canonical name of ``optimizer`` (aliases resolved), or the callable unchanged."""
+    if callable(optimizer):
+        return optimizer
+    name = OPTIMIZER_ALIASES.get(optimizer, optimizer)
+    return check_choice("optimizer", name, OPTIMIZERS)
+
+
+def make_optimizer(optimizer: str | Callable, params: Iterable, lr: float) -> torch.optim.Optimizer:
+    """An optimizer by name, or built by ``optimizer(params, lr=lr)`` when it is a callable.
+
+    >>> make_optimizer("momentum", torch.nn.Linear(2, 1).parameters(), 0.1).defaults["momentum"]
+    0.9
+    """
+    chosen = check_optimizer(optimizer)
+    if callable(chosen):
+        return chosen(params, lr=lr)
+    return OPTIMIZER_BUILDERS[chosen](params, lr)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A trained model and the trajectory its parameters took."""
+
+    model: torch.nn.Module
+    trajectory: Trajectory
+
+
+class _StepProgress(pl.Callback):
+    """One progress bar over all optimizer steps, with the latest loss."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self._bar = None
+
+    def on_train_start(self, trainer, pl_module):
+        total = trainer.estimated_stepping_batches
+        self._bar = bar(int(total) if total != float("inf") else 0, "training", self.quiet, unit="step")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._bar.update(1)
+        if batch_idx % 20 == 0 and not self.quiet:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            if isinstance(loss, torch.Tensor):
+                self._bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+
+    def on_train_end(self, trainer, pl_module):
+        self._bar.close()
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Silence Lightning's start-up banner and the warnings that do not apply to small in-memory data."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _optimizer_override(model: pl.LightningModule, optimizer, learning_rate):
+    """Make ``model`` use ``optimizer``/``learning_rate`` for this fit, then restore it.
+
+    A model that defines no ``configure_optimizers`` gets Adam at its ``learning_rate``
+    (or 1e-3).
+    """
+    defines_own = type(model).configure_optimizers is not pl.LightningModule.configure_optimizers
+    if optimizer is None and learning_rate is None and defines_own:
+        yield
+        return
+    chosen = optimizer if optimizer is not None else getattr(model, "optimizer", None)
+    chosen = chosen if isinstance(chosen, str) or callable(chosen) else "adam"
+    lr = learning_rate if learning_rate is not None else getattr(model, "learning_rate", 1e-3)
+    model.configure_optimizers = lambda: make_optimizer(chosen, model.parameters(), lr)
+    try:
+        yield
+    finally:
+        del model.configure_optimizers
+
+
+def check_positive_int(argument: str, value, example: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{argument}={value!r} must be a positive integer, e.g. {argument}={example}")
+    return value
+
+
+def fit(
+    model: pl.LightningModule,
+    datamodule,
+    *,
+    optimizer: str | Callable | None = None,
+    learning_rate: float | None = None,
+    epochs: int = 10,
+    seed: int | None = None,
+    record_every: int = 1,
+    accelerator: str = "cpu",
+    quiet: bool = False,
+) -> Run:
+    """Train ``model`` on ``datamodule`` with Lightning and record its trajectory.
+
+    Args:
+        model: any LightningModule.
+        datamodule: a LightningDataModule (or a training DataLoader).
+        optimizer: a name (``'sgd'``, ``'momentum'``, ``'adam'``, ``'adamw'``, ``'adagrad'``,
+            ``'rmsprop'``) or a callable ``(params, lr=...)``; default: the model's own
+            ``configure_optimizers``, or Adam when it has none.
+        learning_rate: default: the model's ``learning_rate`` attribute, else 1e-3.
+        epochs: passes over the data (default 10).
+        seed: seeds Python, NumPy and torch before training, for the data order.
+            Seed before building the model too for identical initial weights.
+        record_every: record one point every this many optimizer steps (default 1).
+        accelerator: ``'cpu'`` (default), ``'gpu'``/``'cuda'`` or ``'auto'``.
+        quiet: no progress bar.
+
+    Returns:
+        ``Run(model, trajectory)``; the trajectory has one point per recorded step plus the
+        final parameters.
+    """
+    if optimizer is not None:
+        check_optimizer(optimizer)
+    check_positive_int("epochs", epochs, 10)
+    recorder = TrajectoryRecorder(every_n_steps=check_positive_int("record_every", record_every, 1))
+    if seed is not None:
+        pl.seed_everything(seed, workers=True, verbose=False)
+    with _quiet_lightning(), _optimizer_override(model, optimizer, learning_rate):
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator="gpu" if accelerator == "cuda" else accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[recorder, _StepProgress(quiet)],
+        )
+        if isinstance(datamodule, pl.LightningDataModule):
+            trainer.fit(model, datamodule=datamodule)
+        else:
+            trainer.fit(model, train_dataloaders=datamodule)
+    model.cpu()
+    return Run(model=model, trajectory=recorder.trajectory)
