@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from losstrail._files import check_writable_dir
@@ -128,18 +129,47 @@ def loss_landscape_anim(
 
 
 def _run_job(
-    n_epochs, datamodule, model, optimizer, reduction_method, custom_directions, model_dirpath, model_filename,
-    gpus, load_model, output_to_file, output_filename, giffps, sampling, n_frames, seed, return_data,
-    learning_rate, resolution, record_every, quiet, run_dir, weights, accelerator, **_,
+    n_epochs,
+    datamodule,
+    model,
+    optimizer,
+    reduction_method,
+    custom_directions,
+    model_dirpath,
+    model_filename,
+    gpus,
+    load_model,
+    output_to_file,
+    output_filename,
+    giffps,
+    sampling,
+    n_frames,
+    seed,
+    return_data,
+    learning_rate,
+    resolution,
+    record_every,
+    quiet,
+    run_dir,
+    weights,
+    accelerator,
+    **_,
 ):
     import lightning.pytorch as pl
     import torch
 
-    from losstrail.artifacts import load_run_value, load_weights, read_settings, save_run_value, save_weights, write_settings
+    from losstrail.artifacts import (
+        load_run_value,
+        load_weights,
+        read_settings,
+        save_run_value,
+        save_weights,
+        write_settings,
+    )
     from losstrail.data import SpiralsDataModule
     from losstrail.directions import check_custom_directions, make_plane
     from losstrail.models import MLP
-    from losstrail.project import project
+    from losstrail.projection import project
     from losstrail.record import Trajectory
     from losstrail.surface import loss_surface, path_grid
     from losstrail.train import fit
@@ -169,14 +199,29 @@ def _run_job(
         plane, surface = _saved_plane_and_surface(run_dir, read_settings(run_dir), wanted)
     else:
         run = fit(
-            model, datamodule, learning_rate=learning_rate, epochs=n_epochs, seed=seed, record_every=record_every,
-            accelerator=accelerator, quiet=quiet,
+            model,
+            datamodule,
+            learning_rate=learning_rate,
+            epochs=n_epochs,
+            seed=seed,
+            record_every=record_every,
+            accelerator=accelerator,
+            quiet=quiet,
         )
         trajectory = run.trajectory
         save_weights(weights, model)
         save_run_value(run_dir, trajectory)
         plane = surface = None
 
+    recorded, finite = trajectory, trajectory.finite_prefix()
+    if len(finite) < len(trajectory):
+        warnings.warn(
+            f"training diverged: the parameters are NaN or infinite from step {int(trajectory.step[len(finite)])} on; "
+            f"the picture shows the {len(finite)} points before that. Lower the learning rate",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        trajectory = finite
     if plane is None:
         plane = make_plane(trajectory, reduction_method, directions=custom_directions, seed=seed)
     projection = project(plane, trajectory)
@@ -189,13 +234,20 @@ def _run_job(
     title = _title(model, optimizer, datamodule)
     write_settings(
         run_dir,
-        {**wanted, "n_epochs": n_epochs, "optimizer": optimizer if isinstance(optimizer, str) else "custom",
-         "model": type(model).__name__, "model_filename": model_filename, "n_params": n_params, "title": title},
+        {
+            **wanted,
+            "n_epochs": n_epochs,
+            "optimizer": optimizer if isinstance(optimizer, str) else "custom",
+            "model": type(model).__name__,
+            "model_filename": model_filename,
+            "n_params": n_params,
+            "title": title,
+        },
     )
     _output(projection, surface, output_to_file, output_filename, giffps, n_frames, title, quiet)
     if return_data:
-        optim_path = [torch.from_numpy(row.copy()) for row in trajectory.params]
-        return optim_path, trajectory.loss.tolist(), trajectory.accuracy.tolist()
+        optim_path = [torch.from_numpy(row.copy()) for row in recorded.params]
+        return optim_path, recorded.loss.tolist(), recorded.accuracy.tolist()
     return None
 
 
@@ -215,7 +267,9 @@ def _output(projection, surface, output_to_file, output_filename, fps, n_frames,
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = animate(projection, surface, Path(tmp) / "anim.gif", fps=fps, max_frames=n_frames, title=title, quiet=quiet)
+        out = animate(
+            projection, surface, Path(tmp) / "anim.gif", fps=fps, max_frames=n_frames, title=title, quiet=quiet
+        )
         display(Image(data=out.read_bytes(), format="gif"))
 
 
@@ -239,7 +293,7 @@ def render(
     """
     from losstrail.artifacts import load_run_value, read_settings
     from losstrail.directions import Plane
-    from losstrail.project import project
+    from losstrail.projection import project
     from losstrail.record import Trajectory
     from losstrail.renderers import animate, check_animation_args, output_format
     from losstrail.surface import Surface
@@ -247,11 +301,12 @@ def render(
     output_format(out)
     check_animation_args(fps, max_frames)
     if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run")
+        raise FileNotFoundError(
+            f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
+        )
     settings = read_settings(run_dir)
     trajectory = load_run_value(run_dir, Trajectory)
     plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
     projection = project(plane, trajectory)
     chosen_title = title if title is not None else settings.get("title", "")
     return animate(projection, surface, out, fps=fps, max_frames=max_frames, title=chosen_title, quiet=quiet)
-

@@ -59,7 +59,9 @@ def load_run_value(run_dir: str | os.PathLike, cls):
         for field in dataclasses.fields(cls):
             if field.name not in data.files:
                 if field.default is dataclasses.MISSING:
-                    raise ValueError(f"{path} has no array {field.name!r}; it was written by another version of losstrail")
+                    raise ValueError(
+                        f"{path} has no array {field.name!r}; it was written by another version of losstrail"
+                    )
                 continue
             item = data[field.name]
             if item.dtype.kind == "U":
@@ -84,7 +86,12 @@ def write_settings(run_dir: str | os.PathLike, settings: dict) -> Path:
 
     record = {
         "format_version": FORMAT_VERSION,
-        "versions": {"losstrail": __version__, "torch": torch.__version__, "lightning": lightning.__version__, "numpy": np.__version__},
+        "versions": {
+            "losstrail": __version__,
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "numpy": np.__version__,
+        },
         "settings": settings,
     }
     path = Path(run_dir) / SETTINGS_FILE

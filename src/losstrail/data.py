@@ -20,9 +20,7 @@ from losstrail._registry import DATASETS, check_choice
 __all__ = ["SpiralsDataModule", "batch_loader", "make_datamodule", "make_spirals"]
 
 
-def batch_loader(
-    dataset: TensorDataset, batch_size: int | None, *, shuffle: bool, num_workers: int = 0
-) -> DataLoader:
+def batch_loader(dataset: TensorDataset, batch_size: int | None, *, shuffle: bool, num_workers: int = 0) -> DataLoader:
     """A DataLoader over ``dataset`` that indexes a whole batch at a time.
 
     ``batch_size=None`` means the whole dataset in one batch.

@@ -41,7 +41,8 @@ class Plane:
         n = self.origin.shape
         if len(n) != 1 or self.u.shape != n or self.v.shape != n:
             raise ValueError(
-                f"origin, u and v must be 1-D arrays of one length; got {self.origin.shape}, {self.u.shape}, {self.v.shape}"
+                "origin, u and v must be 1-D arrays of one length; "
+                f"got {self.origin.shape}, {self.u.shape}, {self.v.shape}"
             )
 
     @property
@@ -128,7 +129,7 @@ def _custom(params: np.ndarray, origin: np.ndarray, directions=None, **_) -> tup
 
 def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.ndarray]:
     """Two usable direction vectors of length ``n_params`` from ``directions``, or a ValueError."""
-    example = "custom_directions=(u, v) with u and v NumPy arrays of shape ({n},)".format(n=n_params)
+    example = f"custom_directions=(u, v) with u and v NumPy arrays of shape ({n_params},)"
     if directions is None:
         raise ValueError(f"reduction_method='custom' needs two directions; pass {example}")
     try:
@@ -140,14 +141,19 @@ def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.n
         d = np.asarray(d.detach().cpu() if hasattr(d, "detach") else d, dtype=np.float64).reshape(-1)
         if d.shape[0] != n_params:
             raise ValueError(
-                f"custom_directions {name} has {d.shape[0]} values but the model has P={n_params} parameters; pass {example}"
+                f"custom_directions {name} has {d.shape[0]} values but the model has P={n_params} parameters; "
+                f"pass {example}"
             )
         if not np.all(np.isfinite(d)) or np.linalg.norm(d) == 0:
-            raise ValueError(f"custom_directions {name} has zero length (or NaN/inf values); pass a non-zero finite vector")
+            raise ValueError(
+                f"custom_directions {name} has zero length (or NaN/inf values); pass a non-zero finite vector"
+            )
         pair.append(d)
     cos = abs(pair[0] @ pair[1]) / (np.linalg.norm(pair[0]) * np.linalg.norm(pair[1]))
     if cos > 1 - 1e-9:
-        raise ValueError("custom_directions u and v are parallel, so they span a line, not a plane; pass two independent vectors")
+        raise ValueError(
+            "custom_directions u and v are parallel, so they span a line, not a plane; pass two independent vectors"
+        )
     return pair[0], pair[1]
 
 
@@ -213,6 +219,11 @@ def make_plane(
     """
     check_choice("reduction_method", method, DIRECTIONS)
     params = trajectory.params
+    if len(trajectory.finite_prefix()) != len(trajectory):
+        raise ValueError(
+            "the trajectory has NaN or infinite parameters (training diverged); "
+            "use trajectory.finite_prefix() or lower the learning rate"
+        )
     origin = params[-1].astype(np.float64)
     made = DIRECTION_BUILDERS[method](params, origin, directions=directions, seed=seed)
     u, v = made[0], made[1]

@@ -44,6 +44,14 @@ class Trajectory:
     def n_params(self) -> int:
         return self.params.shape[1]
 
+    def finite_prefix(self) -> Trajectory:
+        """The points before the first one with a NaN or infinite parameter (training diverged there)."""
+        bad = ~np.isfinite(self.params).all(axis=1)
+        if not bad.any():
+            return self
+        end = int(np.argmax(bad))
+        return Trajectory(*(getattr(self, f)[:end] for f in ("params", "loss", "accuracy", "step", "epoch")))
+
 
 class _Points:
     """The growing lists behind a recorder; ``freeze`` turns them into a ``Trajectory``."""

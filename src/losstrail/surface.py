@@ -41,7 +41,9 @@ class Surface:
     def __post_init__(self):
         shape = (len(self.ys), len(self.xs))
         if self.loss.shape != shape or self.accuracy.shape != shape:
-            raise ValueError(f"Surface.loss and .accuracy must have shape {shape}; got {self.loss.shape}, {self.accuracy.shape}")
+            raise ValueError(
+                f"Surface.loss and .accuracy must have shape {shape}; got {self.loss.shape}, {self.accuracy.shape}"
+            )
 
     @property
     def minimum(self) -> tuple[float, float, float]:
@@ -58,9 +60,9 @@ def path_grid(xy: np.ndarray, resolution: int | tuple[int, int] = 100, margin: f
     still sits in a landscape rather than on a sliver.
 
     >>> xs, ys = path_grid(np.array([[-2.0, -1.0], [0.0, 0.0]]), resolution=5, margin=0.5)
-    >>> xs
-    array([-3. , -2. , -1. ,  0. ,  1. ])
-    >>> ys.min(), ys.max()
+    >>> xs.tolist()
+    [-3.0, -2.0, -1.0, 0.0, 1.0]
+    >>> float(ys.min()), float(ys.max())
     (-1.5, 0.5)
     """
     nx, ny = (resolution, resolution) if isinstance(resolution, int) else resolution
@@ -117,7 +119,9 @@ def _pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch):
         return batch[0], batch[1]
     kind = type(batch).__name__ if not isinstance(batch, (tuple, list)) else f"{type(batch).__name__} of {len(batch)}"
-    raise ValueError(f"data must yield (inputs, targets) pairs of tensors; got a {kind}. Wrap it so each batch is (x, y)")
+    raise ValueError(
+        f"data must yield (inputs, targets) pairs of tensors; got a {kind}. Wrap it so each batch is (x, y)"
+    )
 
 
 def _batch_source(data, batch_size: int) -> Callable[[], Iterable]:
@@ -143,7 +147,8 @@ def _batch_source(data, batch_size: int) -> Callable[[], Iterable]:
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
         return lambda: iter(loader)
     raise TypeError(
-        f"data={type(data).__name__} is not supported; pass an (X, y) pair of tensors, a Dataset, a DataLoader or a LightningDataModule"
+        f"data={type(data).__name__} is not supported; "
+        "pass an (X, y) pair of tensors, a Dataset, a DataLoader or a LightningDataModule"
     )
 
 
@@ -227,7 +232,10 @@ def loss_surface(
     xs, ys = _check_axis("xs", xs), _check_axis("ys", ys)
     n_params = sum(p.numel() for p in model.parameters())
     if plane.n_params != n_params:
-        raise ValueError(f"the plane has P={plane.n_params} parameters but the model has P={n_params}; make the plane from this model's trajectory")
+        raise ValueError(
+            f"the plane has P={plane.n_params} parameters but the model has P={n_params}; "
+            "make the plane from this model's trajectory"
+        )
     device = torch.device(device)
     batches = _Batches(data, batch_size, device)
     coords = torch.from_numpy(_grid_coords(xs, ys).astype(np.float32)).to(device)  # (N, 2)
@@ -235,8 +243,15 @@ def loss_surface(
     basis = torch.from_numpy(np.stack([plane.u, plane.v])).to(device)  # (2, P)
     with _eval_mode(model):
         loss, accuracy = _evaluate(
-            model, batches, lambda sl: origin + coords[sl] @ basis, len(coords), resolve_loss(model, loss_fn),
-            chunk_size, memory_budget, device, quiet,
+            model,
+            batches,
+            lambda sl: origin + coords[sl] @ basis,
+            len(coords),
+            resolve_loss(model, loss_fn),
+            chunk_size,
+            memory_budget,
+            device,
+            quiet,
         )
     loss = loss.reshape(len(ys), len(xs))
     bad = int((~np.isfinite(loss)).sum())
@@ -268,8 +283,15 @@ def evaluate_points(
     batches = _Batches(data, batch_size, device)
     with _eval_mode(model):
         return _evaluate(
-            model, batches, lambda sl: rows[sl].to(device), rows.shape[0], resolve_loss(model, loss_fn),
-            None, 32 << 20, device, quiet,
+            model,
+            batches,
+            lambda sl: rows[sl].to(device),
+            rows.shape[0],
+            resolve_loss(model, loss_fn),
+            None,
+            32 << 20,
+            device,
+            quiet,
         )
 
 

@@ -88,6 +88,7 @@ def _quiet_lightning():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         try:
             yield
         finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 from losstrail._files import atomic_path
 from losstrail._progress import track
 from losstrail._registry import FORMATS, quoted
-from losstrail.project import Projection
+from losstrail.projection import Projection
 from losstrail.surface import Surface
 
 __all__ = ["animate", "output_format"]
@@ -26,7 +26,9 @@ def output_format(out: str | os.PathLike, format: str | None = None) -> str:
     """
     chosen = (format or Path(out).suffix.lstrip(".")).lower()
     if chosen not in FORMATS:
-        raise ValueError(f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(FORMATS)}")
+        raise ValueError(
+            f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(FORMATS)}"
+        )
     return chosen
 
 
@@ -73,7 +75,9 @@ def animate(
 
     output_format(out)
     check_animation_args(fps, max_frames)
-    figure = PathFigure(projection, surface, title=title, size=size, dpi=dpi, cmap=cmap, levels=levels, path_color=path_color)
+    figure = PathFigure(
+        projection, surface, title=title, size=size, dpi=dpi, cmap=cmap, levels=levels, path_color=path_color
+    )
     frames = select_frames(len(projection), max_frames)
     mapper = PaletteMapper(figure.background_rgba(), figure.rgba(int(frames[-1])))
     with atomic_path(out) as tmp:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from losstrail.project import Projection
+from losstrail.projection import Projection
 from losstrail.surface import Surface
 
 _METHOD_AXIS = {"pca": "principal component", "random": "random direction", "custom": "custom direction"}
@@ -156,7 +156,10 @@ class _Label:
 
         overlay = Image.new("RGBA", self.size, (0, 0, 0, 0))
         ImageDraw.Draw(overlay).rounded_rectangle(
-            (0, 0, self.size[0] - 1, self.size[1] - 1), radius=5, fill=(255, 255, 255, 205), outline=(150, 150, 150, 255)
+            (0, 0, self.size[0] - 1, self.size[1] - 1),
+            radius=5,
+            fill=(255, 255, 255, 205),
+            outline=(150, 150, 150, 255),
         )
         return overlay
 

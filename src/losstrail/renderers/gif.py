@@ -45,7 +45,9 @@ class PaletteMapper:
         from PIL import Image
 
         both = np.ascontiguousarray(np.concatenate([background, sample], axis=0)[..., :3])
-        quantized = Image.fromarray(both).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        quantized = Image.fromarray(both).quantize(
+            colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
         self.palette = np.asarray(quantized.getpalette()[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
         self._background = np.ascontiguousarray(background).view(np.uint32)[..., 0]  # (H, W), one word a pixel
         self._background_index = np.asarray(quantized)[: background.shape[0]].copy()
@@ -64,7 +66,9 @@ class PaletteMapper:
         return image
 
 
-def write_gif(frames: Iterable[np.ndarray], path, *, fps: float, mapper: PaletteMapper, hold_last_ms: int = 1500) -> int:
+def write_gif(
+    frames: Iterable[np.ndarray], path, *, fps: float, mapper: PaletteMapper, hold_last_ms: int = 1500
+) -> int:
     """Write (H, W, 4) uint8 RGBA ``frames`` as a looping GIF at ``fps``; returns the frame count.
 
     The last frame is held for ``hold_last_ms`` so the end of training can be read.
@@ -74,7 +78,13 @@ def write_gif(frames: Iterable[np.ndarray], path, *, fps: float, mapper: Palette
     durations = [duration] * len(images)
     durations[-1] = max(duration, hold_last_ms)
     images[0].save(
-        path, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=False,
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=durations,
+        loop=0,
+        optimize=False,
         disposal=1,
     )
     return len(images)

@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   trains the default MLP on spirals and writes sample.gif
+#   make test   runs lint and the test suite (what CI runs)
+VENV ?= .venv
+PYTHON ?= python3
+# The CPU build of PyTorch, installed before the package so pip never pulls a CUDA build.
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/losstrail run --out sample.gif
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_default_job.py
+	$(PY) benchmarks/bench_surface.py
+	$(PY) benchmarks/bench_render.py
+
+clean:
+	rm -rf $(VENV) checkpoints sample.gif

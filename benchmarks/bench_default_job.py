@@ -1,0 +1,57 @@
+"""The default job, `loss_landscape_anim(n_epochs=300)`, timed end to end and phase by phase.
+
+Run: .venv/bin/python benchmarks/bench_default_job.py
+Target (issue 2): at most 10 s of wall time on a 2-core machine, interpreter start included.
+"""
+
+import subprocess
+import sys
+import tempfile
+import time
+
+PHASES = r"""
+import time, tempfile, pathlib
+t0 = time.perf_counter()
+import torch
+import losstrail
+from losstrail import SpiralsDataModule, MLP, fit, make_plane, project, path_grid, loss_surface, animate
+import matplotlib.figure, PIL.Image  # what rendering needs
+t1 = time.perf_counter()
+torch.manual_seed(0)
+dm = SpiralsDataModule()
+run = fit(MLP(2, 3, learning_rate=5e-3), dm, epochs=300, quiet=True)
+t2 = time.perf_counter()
+plane = make_plane(run.trajectory, "pca")
+proj = project(plane, run.trajectory)
+xs, ys = path_grid(proj.xy, 100)
+t3 = time.perf_counter()
+surface = loss_surface(run.model, dm, plane, xs, ys, quiet=True)
+t4 = time.perf_counter()
+animate(proj, surface, pathlib.Path(tempfile.mkdtemp()) / "s.gif", fps=15, max_frames=300, quiet=True)
+t5 = time.perf_counter()
+for name, a, b in [("import", t0, t1), ("train 300 steps", t1, t2), ("plane + projection", t2, t3),
+                   ("grid 100x100", t3, t4), ("render 300-frame GIF", t4, t5)]:
+    print(f"  {name:<22s} {b - a:6.2f} s")
+"""
+
+WHOLE = "import losstrail; losstrail.loss_landscape_anim(n_epochs=300, quiet=True)"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        print("phases (one process):")
+        subprocess.run([sys.executable, "-c", PHASES], check=True, cwd=tmp)
+        walls = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", WHOLE], check=True, cwd=tmp)
+            walls.append(time.perf_counter() - start)
+    best = min(walls)
+    print(
+        f"loss_landscape_anim(n_epochs=300), whole process: best {best:.2f} s of {', '.join(f'{w:.2f}' for w in walls)}"
+    )
+    print(f"target 10 s: {'met' if best <= 10 else 'NOT met'} (ratio {best / 10:.2f} of the budget)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+import subprocess
+import sys
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from losstrail.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "run" in result.output and "render" in result.output
+
+
+def test_run_help_lists_every_option():
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0
+    for option in (
+        "--dataset",
+        "--model",
+        "--optimizer",
+        "--lr",
+        "--epochs",
+        "--batch-size",
+        "--directions",
+        "--resolution",
+        "--fps",
+        "--frames",
+        "--seed",
+        "--out",
+        "--run-dir",
+        "--quiet",
+    ):
+        assert option in result.output
+
+
+def test_run_then_render(tmp_path):
+    out, run_dir = tmp_path / "x.gif", tmp_path / "ck"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--epochs",
+            "6",
+            "--resolution",
+            "10",
+            "--frames",
+            "4",
+            "--seed",
+            "1",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.1",
+            "--batch-size",
+            "555",
+            "--out",
+            str(out),
+            "--run-dir",
+            str(run_dir),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out}" in result.output
+    with Image.open(out) as im:
+        assert im.n_frames == 4
+    again = tmp_path / "y.gif"
+    result = runner.invoke(app, ["render", str(run_dir), "--out", str(again), "--frames", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    with Image.open(again) as im:
+        assert im.n_frames == 3
+
+
+def test_bad_arguments_exit_2_with_the_message(tmp_path):
+    cases = [
+        (["run", "--optimizer", "adamm"], "optimizer='adamm' is not known"),
+        (["run", "--directions", "pcaa"], "reduction_method='pcaa' is not known"),
+        (["run", "--dataset", "mnistt"], "dataset='mnistt' is not known; expected one of 'spirals'"),
+        (["run", "--epochs", "0"], "n_epochs=0 must be a positive integer"),
+        (["run", "--batch-size", "0"], "--batch-size=0 must be a positive integer"),
+        (["render", str(tmp_path / "nowhere")], "is not a directory"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args + ["--out", str(tmp_path / "z.gif")])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output
+
+
+def test_the_cli_module_does_not_import_torch():
+    code = "import sys, losstrail.cli; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == [
+        "False",
+        "False",
+    ]

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from losstrail.directions import Plane
+from losstrail.projection import project
+from losstrail.record import Trajectory
+from losstrail.renderers import animate, output_format
+from losstrail.renderers._figure import PathFigure, select_frames
+from losstrail.surface import Surface
+
+
+@pytest.fixture
+def scene(rng):
+    t = 40
+    s = np.linspace(0, 1, t)
+    xy = np.stack([-3 + 3 * s, -1 + np.sin(3 * s) + (1 - np.sin(3.0)) * s], axis=1)
+    xy[-1] = 0
+    plane = Plane(
+        np.zeros(6, np.float32), np.eye(6, dtype=np.float32)[0], np.eye(6, dtype=np.float32)[1], "pca", (0.8, 0.1)
+    )
+    params = np.zeros((t, 6), np.float32)
+    params[:, :2] = xy
+    traj = Trajectory(params, np.exp(-3 * s), s, np.arange(t), np.arange(t))
+    proj = project(plane, traj)
+    xs, ys = np.linspace(-4, 1, 60), np.linspace(-2, 2, 50)
+    gx, gy = np.meshgrid(xs, ys)
+    surface = Surface(xs, ys, 0.1 + gx**2 + gy**2, np.zeros_like(gx))
+    return proj, surface
+
+
+def test_select_frames_even_with_first_and_last():
+    frames = select_frames(301, 300)
+    assert len(frames) == 300 and frames[0] == 0 and frames[-1] == 300
+    assert np.all(np.diff(frames) >= 1)
+
+
+def test_gif_has_the_frame_count_size_and_rate(scene, tmp_path):
+    out = animate(*scene, tmp_path / "a.gif", fps=20, max_frames=25, quiet=True)
+    with Image.open(out) as im:
+        assert im.n_frames == 25 and im.size == (900, 600)
+        assert im.info["duration"] == 50
+        assert im.info["loop"] == 0
+
+
+def test_current_point_is_drawn_where_the_projection_says(scene, tmp_path):
+    proj, surface = scene
+    figure = PathFigure(proj, surface)
+    background = figure.background_rgba()
+
+    def red_around(image, xy):
+        px, py = figure.ax.transData.transform(xy)
+        col, row = int(round(px)), int(round(image.shape[0] - py))
+        patch = image[row - 2 : row + 3, col - 2 : col + 3, :3].astype(int)
+        return int(((patch[..., 0] > 200) & (patch[..., 1] < 60) & (patch[..., 2] < 60)).sum())
+
+    for k in (0, 20):
+        assert red_around(figure.rgba(k), proj.xy[k]) >= 20, f"no red marker at step {k}"
+        assert red_around(background, proj.xy[k]) == 0
+    assert red_around(figure.rgba(0), proj.xy[20]) == 0  # the path so far stops at the current point
+
+
+def test_non_finite_cells_render(scene, tmp_path):
+    proj, surface = scene
+    loss = surface.loss.copy()
+    loss[:10, :10] = np.nan
+    loss[10:12, :10] = np.inf
+    out = animate(
+        proj, Surface(surface.xs, surface.ys, loss, surface.accuracy), tmp_path / "nan.gif", max_frames=3, quiet=True
+    )
+    with Image.open(out) as im:
+        assert im.n_frames == 3
+
+
+def test_bad_output_arguments(scene, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"output 'a.avi' has format 'avi', which is not supported; expected one of 'gif'"
+    ):
+        output_format("a.avi")
+    with pytest.raises(ValueError, match=r"giffps=0 must be a positive number"):
+        animate(*scene, tmp_path / "a.gif", fps=0)
+    with pytest.raises(ValueError, match=r"n_frames=1 must be an integer of at least 2"):
+        animate(*scene, tmp_path / "a.gif", max_frames=1)
+
+
+def test_a_failed_render_leaves_no_file(scene, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("losstrail.renderers.gif.write_gif", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        animate(*scene, tmp_path / "a.gif", quiet=True)
+    assert list(tmp_path.iterdir()) == []
