@@ -135,7 +135,7 @@ class PathFigure:
 class _Label:
     """A two-line read-out in a translucent box at the top left of an axes, drawn with Pillow."""
 
-    def __init__(self, ax, dpi: int, lines: int = 2, chars: int = 34, pad: int = 6):
+    def __init__(self, ax, dpi: int, lines: int = 2, chars: int = 27, pad: int = 6):
         from matplotlib import get_data_path
         from PIL import ImageFont
 
