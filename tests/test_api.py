@@ -15,9 +15,10 @@ def _frames(path):
 def test_default_arguments_write_the_sample_gif(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert losstrail.loss_landscape_anim(n_epochs=12, quiet=True) is None
-    assert _frames(tmp_path / "sample.gif") == (13, (900, 600))  # 12 steps + the final point
+    assert _frames(tmp_path / "sample.gif") == (13, (1280, 600))  # 12 steps + the final point; loss panel beside
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "model.pt",
+        "path.npz",
         "plane.npz",
         "run.json",
         "surface.npz",
@@ -94,7 +95,7 @@ def test_render_redraws_a_saved_run(tmp_path, monkeypatch):
     _small(tmp_path)
     monkeypatch.setattr("losstrail.surface.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     out = losstrail.render(tmp_path / "run", tmp_path / "again.gif", max_frames=4, quiet=True)
-    assert _frames(out) == (4, (900, 600))
+    assert _frames(out) == (4, (1280, 600))  # the saved path carries its true and slice losses
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,8 @@ def test_render_redraws_a_saved_run(tmp_path, monkeypatch):
         (
             {"reduction_method": "pcaa"},
             ValueError,
-            r"reduction_method='pcaa' is not known; expected one of 'pca', 'random', 'custom'",
+            r"reduction_method='pcaa' is not known; expected one of 'pca', 'random', 'filter', 'layer', "
+            r"'hessian', 'interpolation', 'custom'",
         ),
         ({"reduction_method": "custom"}, ValueError, r"reduction_method='custom' needs two directions"),
         (
@@ -161,3 +163,40 @@ def test_parameters_that_overflow_end_the_path_with_a_warning(tmp_path):
 def test_user_datamodule_with_minibatches(tmp_path):
     optim_path, _, _ = _small(tmp_path, datamodule=SpiralsDataModule(batch_size=370), n_epochs=2)
     assert len(optim_path) == 2 * 3 + 1
+
+
+def test_return_data_carries_the_faithfulness_figures(tmp_path):
+    data = _small(tmp_path)
+    assert len(data) == 3
+    assert data.true_loss.shape == data.slice_loss.shape == data.off_plane.shape == (9,)
+    assert data.true_loss[-1] == pytest.approx(data.slice_loss[-1], abs=1e-6)  # the centre lies in the plane
+    assert 0.5 < data.captured <= 1
+    with np.load(tmp_path / "run" / "path.npz") as saved:
+        np.testing.assert_allclose(saved["true_loss"], data.true_loss)
+
+
+def test_a_plane_that_misses_the_path_warns_and_suggests_pca(tmp_path):
+    with pytest.warns(UserWarning, match=r"'random' plane captures only .* reduction_method='pca' captures the most"):
+        _small(tmp_path, reduction_method="random")
+
+
+@pytest.mark.parametrize("method", ["filter", "layer", "hessian", "interpolation"])
+def test_every_direction_method_makes_an_animation(tmp_path, method):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        data = _small(tmp_path, reduction_method=method, return_data=True, n_frames=3)
+    with np.load(tmp_path / "run" / "plane.npz") as plane:
+        assert str(plane["method"]) == method
+        assert ("eigenvalues" in plane.files) == (method == "hessian")
+    assert _frames(tmp_path / "a.gif")[0] == 3 and np.isfinite(data.true_loss).all()
+
+
+def test_grid_control_through_the_one_call_api(tmp_path):
+    _small(tmp_path, resolution=(6, 4), xrange=(-3, 1), subset=100, centre="initial", return_data=False)
+    with np.load(tmp_path / "run" / "surface.npz") as s:
+        assert s["loss"].shape == s["loss_se"].shape == (4, 6)
+        assert (s["xs"][0], s["xs"][-1]) == (-3.0, 1.0)
+    with np.load(tmp_path / "run" / "plane.npz") as plane, np.load(tmp_path / "run" / "trajectory.npz") as t:
+        np.testing.assert_array_equal(plane["origin"], t["params"][0])

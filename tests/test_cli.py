@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -16,7 +17,7 @@ def test_help_lists_the_commands():
 
 
 def test_run_help_lists_every_option():
-    result = runner.invoke(app, ["run", "--help"])
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
     for option in (
         "--dataset",
@@ -33,6 +34,15 @@ def test_run_help_lists_every_option():
         "--out",
         "--run-dir",
         "--quiet",
+        "--centre",
+        "--xrange",
+        "--yrange",
+        "--subset",
+        "--bn-batches",
+        "--keep-biases",
+        "--negative-curvature",
+        "--hessian-examples",
+        "--no-faithfulness",
     ):
         assert option in result.output
 
@@ -83,6 +93,9 @@ def test_bad_arguments_exit_2_with_the_message(tmp_path):
         (["run", "--epochs", "0"], "n_epochs=0 must be a positive integer"),
         (["run", "--batch-size", "0"], "--batch-size=0 must be a positive integer"),
         (["render", str(tmp_path / "nowhere")], "is not a directory"),
+        (["run", "--resolution", "10y"], "--resolution='10y' must be a count such as 100, or NXxNY"),
+        (["run", "--xrange", "1"], "--xrange='1' must be LOW,HIGH"),
+        (["run", "--subset", "5000"], "subset=5000 is larger than the data (1110 examples)"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args + ["--out", str(tmp_path / "z.gif")])
@@ -96,3 +109,15 @@ def test_the_cli_module_does_not_import_torch():
         "False",
         "False",
     ]
+
+
+def test_run_with_filter_directions_and_grid_options(tmp_path):
+    out, run_dir = tmp_path / "f.gif", tmp_path / "ck"
+    args = ["run", "--epochs", "5", "--frames", "3", "--seed", "2", "--directions", "filter", "--resolution", "6x4"]
+    args += ["--xrange=-2,1", "--subset", "200", "--out", str(out), "--run-dir", str(run_dir), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with np.load(run_dir / "surface.npz") as s:
+        assert s["loss"].shape == (4, 6) and (s["xs"][0], s["xs"][-1]) == (-2.0, 1.0)
+    with np.load(run_dir / "plane.npz") as plane:
+        assert str(plane["method"]) == "filter"

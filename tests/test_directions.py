@@ -89,7 +89,9 @@ def test_custom_direction_errors(rng, directions, message):
 
 def test_unknown_method_and_too_short_path(rng):
     with pytest.raises(
-        ValueError, match=r"reduction_method='pcaa' is not known; expected one of 'pca', 'random', 'custom'"
+        ValueError,
+        match=r"reduction_method='pcaa' is not known; expected one of 'pca', 'random', 'filter', 'layer', "
+        r"'hessian', 'interpolation', 'custom'",
     ):
         make_plane(_trajectory(_path(rng)), "pcaa")
     with pytest.raises(ValueError, match=r"needs a path of at least 3 points; this one has 2"):
@@ -105,3 +107,127 @@ def test_diverged_trajectory_is_refused_with_the_fix(rng):
     ):
         make_plane(traj, "pca")
     assert len(traj.finite_prefix()) == 5
+
+
+# --- directions that need the model -------------------------------------------------------
+
+
+def _model_trajectory(model, rng, t=12):
+    """A path of ``t`` points around the model's own weights (the last one is the model)."""
+    from losstrail.models import flat_params
+
+    end = flat_params(model).numpy().astype(np.float64)
+    params = end + np.cumsum(rng.normal(size=(t, end.size)) * 0.05, axis=0)[::-1]
+    params[-1] = end
+    return _trajectory(params)
+
+
+def _pieces(model, flat):
+    from losstrail._functional import ParamLayout
+
+    return dict(zip(ParamLayout(model).names, ParamLayout(model).split(np.asarray(flat, dtype=np.float64))))
+
+
+def test_filter_directions_have_the_centre_filter_norms_and_zero_biases(tiny_model, rng):
+    traj = _model_trajectory(tiny_model, rng)
+    plane = make_plane(traj, "filter", model=tiny_model, seed=3)
+    centre = _pieces(tiny_model, plane.origin)
+    for direction in (plane.u, plane.v):
+        for name, d in _pieces(tiny_model, direction).items():
+            if d.ndim >= 2:
+                np.testing.assert_allclose(np.linalg.norm(d, axis=1), np.linalg.norm(centre[name], axis=1), rtol=1e-5)
+            else:
+                assert not d.any(), name
+    kept = make_plane(traj, "filter", model=tiny_model, seed=3, keep_biases=True)
+    for name, d in _pieces(tiny_model, kept.u).items():
+        if d.ndim == 1:
+            assert np.linalg.norm(d) == pytest.approx(np.linalg.norm(centre[name]), rel=1e-5)
+
+
+def test_layer_directions_have_the_centre_tensor_norms(tiny_model, rng):
+    plane = make_plane(_model_trajectory(tiny_model, rng), "layer", model=tiny_model, seed=1, keep_biases=True)
+    centre = _pieces(tiny_model, plane.origin)
+    for name, d in _pieces(tiny_model, plane.v).items():
+        assert np.linalg.norm(d) == pytest.approx(np.linalg.norm(centre[name]), rel=1e-5)
+
+
+def test_seeded_random_directions_repeat(tiny_model, rng):
+    traj = _model_trajectory(tiny_model, rng)
+    a, b = (make_plane(traj, "filter", model=tiny_model, seed=7) for _ in range(2))
+    np.testing.assert_array_equal(a.u, b.u)
+    assert not np.array_equal(a.u, make_plane(traj, "filter", model=tiny_model, seed=8).u)
+
+
+def test_filter_on_a_model_without_weight_matrices_is_refused(rng):
+    import torch
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(5))
+
+        def forward(self, x):
+            return x * self.w
+
+    model = Scale()
+    with pytest.raises(ValueError, match=r"reduction_method='filter' .* has none .* use 'layer', 'random' or 'pca'"):
+        make_plane(_model_trajectory(model, rng), "filter", model=model)
+
+
+def test_methods_that_read_the_model_say_how_to_pass_it(rng, tiny_model):
+    traj = _model_trajectory(tiny_model, rng)
+    with pytest.raises(ValueError, match=r"reduction_method='filter' reads the model's layers; pass it"):
+        make_plane(traj, "filter")
+    with pytest.raises(ValueError, match=r"reduction_method='hessian' evaluates the loss; pass the data"):
+        make_plane(traj, "hessian", model=tiny_model)
+
+
+def test_zero_length_filter_direction_is_refused(rng):
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    traj = _trajectory(np.zeros((4, 8)))
+    with pytest.raises(ValueError, match=r"reduction_method='filter' made a zero-length direction"):
+        make_plane(traj, "filter", model=model)
+
+
+def test_interpolation_axis_runs_from_the_initial_to_the_final_point(rng):
+    path = _path(rng)
+    plane = make_plane(_trajectory(path), "interpolation")
+    np.testing.assert_allclose(plane.project(path[0]), [-1.0, 0.0], atol=1e-4)
+    np.testing.assert_allclose(plane.u, path[-1] - path[0], rtol=1e-4, atol=1e-4)
+    assert abs(float(plane.u @ plane.v)) < 1e-3 * float(plane.u @ plane.u)
+    assert np.linalg.norm(plane.v) == pytest.approx(np.linalg.norm(plane.u), rel=1e-5)
+    # v is the top principal direction of what u leaves of the path: nothing captures more
+    residual = make_plane(_trajectory(path), "interpolation", second="random", seed=0)
+    assert sum(plane.explained) > sum(residual.explained)
+
+
+def test_interpolation_of_a_path_that_does_not_move_is_refused():
+    with pytest.raises(ValueError, match=r"'interpolation' made a zero-length direction"):
+        make_plane(_trajectory(np.ones((5, 6))), "interpolation")
+
+
+def test_captured_fraction_of_any_plane(rng):
+    path = _path(rng)
+    for method in ("random", "interpolation"):
+        plane = make_plane(_trajectory(path), method, seed=0)
+        assert plane.explained == pytest.approx(captured_fraction(path, plane.u, plane.v))
+    pca = make_plane(_trajectory(path), "pca")
+    assert captured_fraction(path, pca.u, pca.v) == pytest.approx(pca.explained, rel=1e-5)
+    u, v = rng.normal(size=(2, 30))
+    flat = rng.normal(size=(25, 1)) * u + rng.normal(size=(25, 1)) * v
+    assert make_plane(_trajectory(flat), "random", seed=1).captured < 1
+    assert make_plane(_trajectory(flat), "custom", directions=(u, v)).captured == pytest.approx(1.0, abs=1e-6)
+
+
+def test_centre_picks_the_origin(rng):
+    path = _path(rng)
+    traj = _trajectory(path)
+    np.testing.assert_allclose(make_plane(traj, "pca", centre="initial").origin, path[0].astype(np.float32))
+    np.testing.assert_allclose(make_plane(traj, "pca", centre=7).origin, path[7].astype(np.float32))
+    with pytest.raises(ValueError, match=r"centre=99 is not 'final', 'initial' or a recorded step; .* from 0 to 39"):
+        make_plane(traj, "pca", centre=99)

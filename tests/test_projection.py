@@ -24,3 +24,31 @@ def test_size_mismatch_is_named():
     plane = Plane(np.zeros(5, np.float32), np.ones(5, np.float32), np.ones(5, np.float32), "custom")
     with pytest.raises(ValueError, match=r"the trajectory has P=4 parameters but the plane has P=5"):
         project(plane, traj)
+
+
+def test_true_loss_and_slice_loss_equal_the_model_loaded_with_those_weights(tiny_model, tiny_data, rng):
+    import torch
+    import torch.nn.functional as F
+
+    from losstrail.models import flat_params, load_flat_params
+
+    end = flat_params(tiny_model).numpy()
+    params = (end + rng.normal(size=(5, 27)) * 0.3).astype(np.float32)
+    params[-1] = end
+    traj = Trajectory(params, np.zeros(5), np.zeros(5), np.arange(5), np.zeros(5, dtype=np.int64))
+    u, v = rng.normal(size=(2, 27)).astype(np.float32)
+    plane = Plane(end, u, v, "random")
+    proj = project(plane, traj, model=tiny_model, data=tiny_data)
+    probe = type(tiny_model)(input_dim=2, num_classes=3, hidden_dim=4).eval()
+
+    def loss_at(theta):
+        load_flat_params(probe, torch.from_numpy(np.asarray(theta, np.float32)))
+        with torch.no_grad():
+            return F.cross_entropy(probe(tiny_data[0]), tiny_data[1]).item()
+
+    for k in range(5):
+        assert proj.true_loss[k] == pytest.approx(loss_at(params[k]), abs=1e-5)
+        assert proj.slice_loss[k] == pytest.approx(loss_at(plane.point(*proj.xy[k])), abs=1e-5)
+    assert proj.true_loss[-1] == pytest.approx(proj.slice_loss[-1], abs=1e-6)  # the centre is in the plane
+    with pytest.raises(ValueError, match=r"pass both model and data"):
+        project(plane, traj, model=tiny_model)

@@ -91,3 +91,24 @@ def test_a_failed_render_leaves_no_file(scene, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         animate(*scene, tmp_path / "a.gif", quiet=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_loss_panel_and_captured_fraction_are_drawn(scene, tmp_path):
+    import dataclasses
+
+    from losstrail.renderers._figure import faithfulness_title
+
+    proj, surface = scene
+    measured = dataclasses.replace(proj, true_loss=proj.loss * 1.1, slice_loss=proj.loss * 0.9)
+    out = animate(measured, surface, tmp_path / "p.gif", max_frames=5, quiet=True)
+    with Image.open(out) as im:
+        assert (im.n_frames, im.size) == (5, (1280, 600))
+        im.seek(2)
+        middle = np.asarray(im.convert("RGB"))
+        im.seek(4)
+        last = np.asarray(im.convert("RGB"))
+    panel = (slice(60, 560), slice(800, 1270))
+    assert (middle[panel] != last[panel]).any()  # the panel's cursor follows the frame
+    assert "captures 90.0% of the path's variance" in faithfulness_title("t", proj)
+    with pytest.raises(ValueError, match=r"panel=True needs the true and slice losses"):
+        animate(proj, surface, tmp_path / "q.gif", panel=True, quiet=True)

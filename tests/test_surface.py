@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from losstrail.data import SpiralsDataModule
 from losstrail.directions import Plane
@@ -104,3 +105,101 @@ def test_surface_errors(tiny_model, tiny_data, rng):
         loss_surface(tiny_model, "data.csv", _plane(tiny_model, rng), [0.0], [0.0])
     with pytest.raises(ValueError, match=r"resolution nx=1 must be an integer of at least 2"):
         path_grid(np.zeros((3, 2)), resolution=1)
+
+
+def test_subset_reports_the_standard_error_of_each_cell(tiny_model, tiny_data, rng):
+    from losstrail.surface import take_subset
+
+    plane = _plane(tiny_model, rng)
+    xs, ys = np.array([-1.0, 1.0]), np.array([0.0, 0.5, 1.0])
+    surface = loss_surface(tiny_model, tiny_data, plane, xs, ys, subset=40, seed=5, quiet=True)
+    X, y = take_subset(tiny_data, 40, 5).tensors
+    assert len(set(map(tuple, X.tolist())) & set(map(tuple, tiny_data[0].tolist()))) == 40
+    probe = type(tiny_model)(input_dim=2, num_classes=3, hidden_dim=4).eval()
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            load_flat_params(probe, torch.from_numpy(plane.point(xv, yv)))
+            with torch.no_grad():
+                each = F.cross_entropy(probe(X), y, reduction="none").double().numpy()
+            assert surface.loss[i, j] == pytest.approx(each.mean(), abs=1e-5)
+            assert surface.loss_se[i, j] == pytest.approx(each.std(ddof=1) / np.sqrt(40), rel=1e-4)
+    assert loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True).loss_se is None
+
+
+def test_a_subset_larger_than_the_data_is_refused(tiny_model, tiny_data, rng):
+    with pytest.raises(ValueError, match=r"subset=65 is larger than the data \(64 examples\); pass at most 64"):
+        loss_surface(tiny_model, tiny_data, _plane(tiny_model, rng), [0.0, 1.0], [0.0, 1.0], subset=65)
+
+
+class _NormNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b = torch.nn.Linear(2, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.bn(self.a(x))))
+
+
+def test_batchnorm_statistics_recomputed_at_every_point_equal_a_loop(tiny_data, rng):
+    import copy
+
+    torch.manual_seed(0)
+    model = _NormNet()
+    model.train()
+    with torch.no_grad():
+        model(tiny_data[0] * 3 + 1)  # running statistics that differ from any grid point's
+    plane = _plane(model, rng, scale=0.3)
+    xs, ys = np.array([-1.0, 0.5]), np.array([0.0, 1.0])
+    X, y = tiny_data
+    surface = loss_surface(model, (X, y), plane, xs, ys, bn_batches=2, batch_size=16, quiet=True)
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            probe = copy.deepcopy(model)
+            load_flat_params(probe, torch.from_numpy(plane.point(xv, yv)))
+            probe.bn.reset_running_stats()
+            probe.bn.momentum = None  # a cumulative average over the batches
+            probe.train()
+            with torch.no_grad():
+                probe(X[:16])
+                probe(X[16:32])
+                probe.eval()
+                expected = F.cross_entropy(probe(X), y).item()
+            assert surface.loss[i, j] == pytest.approx(expected, abs=1e-5)
+    kept = loss_surface(model, (X, y), plane, xs, ys, quiet=True)
+    assert not np.allclose(kept.loss, surface.loss)
+    with pytest.raises(ValueError, match=r"bn_batches=2 recomputes BatchNorm statistics, but MLP has no BatchNorm"):
+        from losstrail.models import MLP
+
+        loss_surface(MLP(2, 3, hidden_dim=4), (X, y), _plane(MLP(2, 3, hidden_dim=4), rng), xs, ys, bn_batches=2)
+
+
+def test_explicit_and_asymmetric_ranges_and_resolution_per_axis():
+    xy = np.array([[-2.0, -1.0], [0.0, 0.0]])
+    xs, ys = path_grid(xy, (7, 4), xrange=(-5, 1))
+    assert (len(xs), len(ys)) == (7, 4)
+    assert (xs[0], xs[-1]) == (-5.0, 1.0)
+    assert ys[0] < -1 and ys[-1] > 0  # still fitted to the path
+    with pytest.raises(ValueError, match=r"yrange=\(2, 1\) must have a finite low < high"):
+        path_grid(xy, yrange=(2, 1))
+
+
+def test_loss_line_equals_the_model_loaded_at_each_point(tiny_model, tiny_data, rng, tmp_path):
+    from losstrail.renderers import plot_loss_line
+    from losstrail.surface import loss_line
+
+    start = rng.normal(size=27).astype(np.float32)
+    end = torch.cat([q.detach().flatten() for q in tiny_model.parameters()]).numpy()
+    ts = np.linspace(-0.5, 1.5, 5)
+    line = loss_line(tiny_model, tiny_data, start, end - start, ts)
+    probe = type(tiny_model)(input_dim=2, num_classes=3, hidden_dim=4).eval()
+    for t, value in zip(ts, line.loss):
+        load_flat_params(probe, torch.from_numpy((start + t * (end - start)).astype(np.float32)))
+        with torch.no_grad():
+            assert value == pytest.approx(F.cross_entropy(probe(tiny_data[0]), tiny_data[1]).item(), abs=1e-5)
+    out = plot_loss_line(line, tmp_path / "line.png")
+    with Image.open(out) as im:
+        assert im.size == (800, 450)
+    with pytest.raises(ValueError, match=r"direction has zero length"):
+        loss_line(tiny_model, tiny_data, start, np.zeros(27), ts)
+    with pytest.raises(ValueError, match=r"has format 'gif', which is not supported; expected one of 'png', 'pdf'"):
+        plot_loss_line(line, tmp_path / "line.gif")

@@ -16,6 +16,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "loss_landscape_anim": "api",
+    "AnimationData": "api",
+    "hessian_eigenpairs": "hessian",
+    "LossLine": "surface",
+    "loss_line": "surface",
+    "take_subset": "surface",
+    "plot_loss_line": "renderers",
     "render": "api",
     "SpiralsDataModule": "data",
     "make_datamodule": "data",

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "rmsprop")
 # Names the reference package used for the same optimizers.
 OPTIMIZER_ALIASES = {"sgd+momentum": "momentum"}
-DIRECTIONS = ("pca", "random", "custom")
+DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom")
 DATASETS = ("spirals",)
 MODELS = ("mlp",)
 FORMATS = ("gif",)

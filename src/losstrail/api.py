@@ -9,7 +9,25 @@ from pathlib import Path
 from losstrail._files import check_writable_dir
 from losstrail._registry import DIRECTIONS, check_choice
 
-__all__ = ["loss_landscape_anim", "render"]
+__all__ = ["AnimationData", "loss_landscape_anim", "render"]
+
+# Below this share of the path's variance, a picture warns that the plane misses most of the path.
+CAPTURED_WARNING = 0.5
+
+
+class AnimationData(tuple):
+    """``(optim_path, loss_steps, accu_steps)``, as the reference returned, plus the faithfulness figures.
+
+    Unpacks as the reference's triple; the extra attributes are ``steps``, ``xy`` (T, 2)
+    plane coordinates, ``off_plane`` (T,), ``true_loss`` and ``slice_loss`` (T,; NaN past a
+    divergence), ``captured`` (fraction of the path's variance in the plane) and ``plane``.
+    """
+
+    def __new__(cls, optim_path, loss_steps, accu_steps, **extras):
+        data = super().__new__(cls, (optim_path, loss_steps, accu_steps))
+        for name, value in extras.items():
+            setattr(data, name, value)
+        return data
 
 
 def _accelerator(gpus) -> str:
@@ -47,6 +65,19 @@ def _saved_plane_and_surface(run_dir: Path, settings: dict, wanted: dict):
         return None, None
 
 
+def _saved_projection(run_dir: Path, plane, trajectory):
+    """The path saved with ``plane`` in ``run_dir``, if it is there and matches ``trajectory``."""
+    from losstrail.artifacts import load_run_value
+    from losstrail.projection import Projection
+
+    try:
+        projection = load_run_value(run_dir, Projection, plane=plane)
+    except FileNotFoundError:
+        return None
+    same = len(projection) == len(trajectory) and (projection.step == trajectory.step).all()
+    return projection if same else None
+
+
 def loss_landscape_anim(
     n_epochs: int = 300,
     datamodule=None,
@@ -67,8 +98,17 @@ def loss_landscape_anim(
     return_data: bool = False,
     *,
     learning_rate: float | None = None,
-    resolution: int = 100,
+    resolution: int | tuple[int, int] = 100,
     record_every: int = 1,
+    centre: str | int = "final",
+    xrange: tuple[float, float] | None = None,
+    yrange: tuple[float, float] | None = None,
+    subset: int | None = None,
+    bn_batches: int = 0,
+    keep_biases: bool = False,
+    negative_curvature: bool = False,
+    hessian_examples: int | None = None,
+    faithfulness: bool = True,
     quiet: bool = False,
 ):
     """Train a network, slice its loss landscape along a plane and animate the path across it.
@@ -82,7 +122,8 @@ def loss_landscape_anim(
         model: a LightningModule; default an MLP (1 hidden layer of 50, lr 5e-3).
         optimizer: for the default model: ``'sgd'``, ``'momentum'``, ``'adam'``, ``'adamw'``,
             ``'adagrad'`` or ``'rmsprop'`` (default ``'adam'``). A given model keeps its own.
-        reduction_method: ``'pca'`` (default), ``'random'`` or ``'custom'``.
+        reduction_method: ``'pca'`` (default), ``'random'``, ``'filter'``, ``'layer'``,
+            ``'hessian'``, ``'interpolation'`` or ``'custom'`` (see ``make_plane``).
         custom_directions: ``(u, v)``, two vectors of the model's parameter count, for ``'custom'``.
         model_dirpath: the run directory, where weights, trajectory, plane and surface are saved.
         model_filename: file name of the weights in ``model_dirpath``.
@@ -99,13 +140,23 @@ def loss_landscape_anim(
         seed: seeds the model's initial weights, the data order and random directions.
         return_data: return ``(optim_path, loss_steps, accu_steps)``.
         learning_rate: learning rate of the default model (default 5e-3).
-        resolution: grid points per axis (default 100).
+        resolution: grid points per axis (default 100), or ``(nx, ny)``.
         record_every: record the parameters every this many optimizer steps (default 1).
+        centre: the plane's origin: ``'final'`` (default), ``'initial'`` or a recorded step.
+        xrange, yrange: ``(low, high)`` plane coordinates of the grid; default fits the path.
+        subset: evaluate the grid and the path on a seeded subset of this many examples; the
+            surface then carries each cell's standard error.
+        bn_batches: recompute BatchNorm statistics at every grid point from this many
+            batches (default 0: the centre's running statistics, as the reference).
+        keep_biases, negative_curvature, hessian_examples: see ``make_plane``.
+        faithfulness: evaluate the true loss at every recorded point and the slice loss at
+            its projection, and draw them beside the contour (default True).
         quiet: no progress bars.
 
     Returns:
-        ``(optim_path, loss_steps, accu_steps)`` when ``return_data``: the flat parameter
-        vectors (torch tensors) of every recorded point, and the loss and accuracy at each.
+        ``AnimationData`` when ``return_data``: unpacks as ``(optim_path, loss_steps,
+        accu_steps)`` — the flat parameter vectors (torch tensors) of every recorded point,
+        and the loss and accuracy at each — and carries the faithfulness figures.
     """
     from losstrail.renderers import check_animation_args, output_format
     from losstrail.train import check_optimizer, check_positive_int
@@ -114,6 +165,7 @@ def loss_landscape_anim(
     check_choice("reduction_method", reduction_method, DIRECTIONS)
     check_positive_int("n_epochs", n_epochs, 300)
     check_animation_args(giffps, n_frames)
+    _check_grid_args(resolution, xrange, yrange)
     if output_to_file:
         output_format(output_filename)
         check_writable_dir("output_filename", Path(output_filename).resolve().parent)
@@ -126,6 +178,14 @@ def loss_landscape_anim(
         )
     accelerator = _accelerator(gpus)
     return _run_job(**locals())
+
+
+def _check_grid_args(resolution, xrange, yrange) -> None:
+    import numpy as np
+
+    from losstrail.surface import path_grid
+
+    path_grid(np.zeros((2, 2)), resolution, xrange=xrange, yrange=yrange)  # raises on a bad value
 
 
 def _run_job(
@@ -149,6 +209,15 @@ def _run_job(
     learning_rate,
     resolution,
     record_every,
+    centre,
+    xrange,
+    yrange,
+    subset,
+    bn_batches,
+    keep_biases,
+    negative_curvature,
+    hessian_examples,
+    faithfulness,
     quiet,
     run_dir,
     weights,
@@ -156,7 +225,6 @@ def _run_job(
     **_,
 ):
     import lightning.pytorch as pl
-    import torch
 
     from losstrail.artifacts import (
         load_run_value,
@@ -171,7 +239,7 @@ def _run_job(
     from losstrail.models import MLP
     from losstrail.projection import project
     from losstrail.record import Trajectory
-    from losstrail.surface import loss_surface, path_grid
+    from losstrail.surface import loss_surface, path_grid, take_subset
     from losstrail.train import fit
 
     if seed is not None:
@@ -191,8 +259,25 @@ def _run_job(
     n_params = sum(p.numel() for p in model.parameters())
     if reduction_method == "custom":
         check_custom_directions(custom_directions, n_params)
+    subset_seed = 0 if seed is None else seed  # the grid and the path see the same examples
+    grid_data = datamodule if subset is None else take_subset(datamodule, subset, subset_seed)
+    plane_options = {
+        "centre": centre,
+        "keep_biases": keep_biases,
+        "negative_curvature": negative_curvature,
+        "hessian_examples": hessian_examples,
+    }
 
-    wanted = {"reduction_method": reduction_method, "seed": seed, "resolution": resolution}
+    wanted = {
+        "reduction_method": reduction_method,
+        "seed": seed,
+        "resolution": list(resolution) if isinstance(resolution, tuple) else resolution,
+        "xrange": None if xrange is None else [float(v) for v in xrange],
+        "yrange": None if yrange is None else [float(v) for v in yrange],
+        "subset": subset,
+        "bn_batches": bn_batches,
+        **plane_options,
+    }
     if load_model:
         load_weights(weights, model)
         trajectory = load_run_value(run_dir, Trajectory)
@@ -222,15 +307,41 @@ def _run_job(
             stacklevel=3,
         )
         trajectory = finite
+    device = "cuda" if accelerator == "gpu" else "cpu"
     if plane is None:
-        plane = make_plane(trajectory, reduction_method, directions=custom_directions, seed=seed)
-    projection = project(plane, trajectory)
+        plane = make_plane(
+            trajectory,
+            reduction_method,
+            directions=custom_directions,
+            seed=seed,
+            model=model,
+            data=grid_data,
+            device=device,
+            quiet=quiet,
+            **plane_options,
+        )
+    measure = {"model": model, "data": grid_data, "bn_batches": bn_batches, "device": device} if faithfulness else {}
+    projection = _saved_projection(run_dir, plane, trajectory) if surface is not None else None
+    if projection is None or (faithfulness and not projection.measured):
+        projection = project(plane, trajectory, **measure)
     if surface is None:
-        xs, ys = path_grid(projection.xy, resolution)
-        device = "cuda" if accelerator == "gpu" else "cpu"
-        surface = loss_surface(model, datamodule, plane, xs, ys, device=device, quiet=quiet)
+        xs, ys = path_grid(projection.xy, resolution, xrange=xrange, yrange=yrange)
+        surface = loss_surface(
+            model,
+            datamodule,
+            plane,
+            xs,
+            ys,
+            subset=subset,
+            seed=subset_seed,
+            bn_batches=bn_batches,
+            device=device,
+            quiet=quiet,
+        )
         save_run_value(run_dir, plane)
         save_run_value(run_dir, surface)
+    save_run_value(run_dir, projection)
+    _warn_if_unfaithful(plane)
     title = _title(model, optimizer, datamodule)
     write_settings(
         run_dir,
@@ -246,9 +357,43 @@ def _run_job(
     )
     _output(projection, surface, output_to_file, output_filename, giffps, n_frames, title, quiet)
     if return_data:
-        optim_path = [torch.from_numpy(row.copy()) for row in recorded.params]
-        return optim_path, recorded.loss.tolist(), recorded.accuracy.tolist()
+        return _animation_data(recorded, projection)
     return None
+
+
+def _animation_data(recorded, projection) -> AnimationData:
+    import numpy as np
+    import torch
+
+    def padded(values):  # NaN for the points past a divergence, which the plane does not hold
+        out = np.full(len(recorded), np.nan)
+        if values is not None:
+            out[: len(values)] = values
+        return out
+
+    return AnimationData(
+        [torch.from_numpy(row.copy()) for row in recorded.params],
+        recorded.loss.tolist(),
+        recorded.accuracy.tolist(),
+        steps=recorded.step.copy(),
+        xy=np.vstack([projection.xy, np.full((len(recorded) - len(projection), 2), np.nan)]),
+        off_plane=padded(projection.off_plane),
+        true_loss=padded(projection.true_loss),
+        slice_loss=padded(projection.slice_loss),
+        captured=projection.plane.captured,
+        plane=projection.plane,
+    )
+
+
+def _warn_if_unfaithful(plane) -> None:
+    captured = plane.captured
+    if captured is not None and captured < CAPTURED_WARNING:
+        warnings.warn(
+            f"the {plane.method!r} plane captures only {captured:.1%} of the path's variance, so the picture shows "
+            "little of where the optimizer went; reduction_method='pca' captures the most",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _output(projection, surface, output_to_file, output_filename, fps, n_frames, title, quiet) -> None:
@@ -305,8 +450,8 @@ def render(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
     settings = read_settings(run_dir)
-    trajectory = load_run_value(run_dir, Trajectory)
+    trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
     plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    projection = project(plane, trajectory)
+    projection = _saved_projection(Path(run_dir), plane, trajectory) or project(plane, trajectory)
     chosen_title = title if title is not None else settings.get("title", "")
     return animate(projection, surface, out, fps=fps, max_frames=max_frames, title=chosen_title, quiet=quiet)

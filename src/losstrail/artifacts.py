@@ -4,6 +4,7 @@ A run directory holds:
 
 - ``model.pt``: the trained model's ``state_dict`` (``torch.load(weights_only=True)``),
 - ``trajectory.npz``, ``plane.npz``, ``surface.npz``: the stage values, as plain arrays,
+- ``path.npz``: the path in the plane with its true and slice losses (the plane is in ``plane.npz``),
 - ``run.json``: the settings of the run and the versions that made it.
 
 Every file is written to a temporary name and moved into place, so a crash never leaves
@@ -21,6 +22,7 @@ import numpy as np
 
 from losstrail._files import atomic_path
 from losstrail.directions import Plane
+from losstrail.projection import Projection
 from losstrail.record import Trajectory
 from losstrail.surface import Surface
 
@@ -28,35 +30,40 @@ __all__ = ["load_run_value", "read_settings", "save_run_value", "write_settings"
 
 FORMAT_VERSION = 1
 SETTINGS_FILE = "run.json"
-VALUE_FILES = {Trajectory: "trajectory.npz", Plane: "plane.npz", Surface: "surface.npz"}
+VALUE_FILES = {Trajectory: "trajectory.npz", Plane: "plane.npz", Surface: "surface.npz", Projection: "path.npz"}
+# Fields held by reference to another saved value rather than as arrays.
+_LINKED = {"plane"}
+_PAIRS = {"explained", "eigenvalues"}
 
 
 def _to_arrays(value) -> dict[str, np.ndarray]:
     arrays = {}
     for field in dataclasses.fields(value):
         item = getattr(value, field.name)
-        if item is None:
+        if item is None or field.name in _LINKED:
             continue
         arrays[field.name] = np.asarray(item) if not isinstance(item, str) else np.array(item, dtype=np.str_)
     return arrays
 
 
 def save_run_value(run_dir: str | os.PathLike, value) -> Path:
-    """Write a ``Trajectory``, ``Plane`` or ``Surface`` into ``run_dir`` under its standard name."""
+    """Write a ``Trajectory``, ``Plane``, ``Surface`` or ``Projection`` into ``run_dir`` under its standard name."""
     path = Path(run_dir) / VALUE_FILES[type(value)]
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **_to_arrays(value))
     return path
 
 
-def load_run_value(run_dir: str | os.PathLike, cls):
-    """Read the ``cls`` value (``Trajectory``, ``Plane`` or ``Surface``) saved in ``run_dir``."""
+def load_run_value(run_dir: str | os.PathLike, cls, **linked):
+    """Read the ``cls`` value saved in ``run_dir``; ``linked`` gives fields saved elsewhere (a Projection's plane)."""
     path = Path(run_dir) / VALUE_FILES[cls]
     if not path.is_file():
         raise FileNotFoundError(f"run directory {str(run_dir)!r} has no {path.name}; it holds {_listing(run_dir)}")
     with np.load(path, allow_pickle=False) as data:
-        kwargs = {}
+        kwargs = dict(linked)
         for field in dataclasses.fields(cls):
+            if field.name in _LINKED:
+                continue
             if field.name not in data.files:
                 if field.default is dataclasses.MISSING:
                     raise ValueError(
@@ -66,7 +73,7 @@ def load_run_value(run_dir: str | os.PathLike, cls):
             item = data[field.name]
             if item.dtype.kind == "U":
                 item = str(item)
-            elif field.name == "explained":
+            elif field.name in _PAIRS:
                 item = (float(item[0]), float(item[1]))
             kwargs[field.name] = item
     return cls(**kwargs)

@@ -44,7 +44,22 @@ def run(
     epochs: int = typer.Option(300, help="Epochs of training."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per step [default: the whole dataset]."),
     directions: str = typer.Option("pca", help=f"Plane directions: {_names(DIRECTIONS)}."),
-    resolution: int = typer.Option(100, help="Grid points per axis."),
+    resolution: str = typer.Option("100", help="Grid points per axis, or NXxNY (e.g. 120x80)."),
+    centre: str = typer.Option("final", help="Plane centre: final, initial, or a recorded step."),
+    xrange: Optional[str] = typer.Option(
+        None, help="Grid x range LOW,HIGH in plane coordinates [default: fit the path]."
+    ),
+    yrange: Optional[str] = typer.Option(
+        None, help="Grid y range LOW,HIGH in plane coordinates [default: fit the path]."
+    ),
+    subset: Optional[int] = typer.Option(None, help="Evaluate on a seeded subset of this many examples."),
+    bn_batches: int = typer.Option(0, help="Recompute BatchNorm statistics at each grid point from this many batches."),
+    keep_biases: bool = typer.Option(False, help="filter/layer directions: give biases a direction too."),
+    negative_curvature: bool = typer.Option(False, help="hessian directions: v along the most negative curvature."),
+    hessian_examples: Optional[int] = typer.Option(
+        None, help="hessian directions: use a subset of this many examples."
+    ),
+    faithfulness: bool = typer.Option(True, help="Measure the true and slice loss along the path and plot them."),
     fps: float = typer.Option(15, help="Frames per second of the animation."),
     frames: int = typer.Option(300, help="Most frames in the animation."),
     seed: Optional[int] = typer.Option(None, help="Seed for weights, data order and random directions."),
@@ -83,10 +98,45 @@ def run(
             giffps=fps,
             n_frames=frames,
             seed=seed,
-            resolution=resolution,
+            resolution=_resolution(resolution),
+            centre=_centre(centre),
+            xrange=_pair("--xrange", xrange),
+            yrange=_pair("--yrange", yrange),
+            subset=subset,
+            bn_batches=bn_batches,
+            keep_biases=keep_biases,
+            negative_curvature=negative_curvature,
+            hessian_examples=hessian_examples,
+            faithfulness=faithfulness,
             quiet=quiet,
         )
     typer.echo(f"wrote {out} (run saved in {run_dir})")
+
+
+def _resolution(text: str):
+    """``'100'`` -> 100, ``'120x80'`` -> (120, 80)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise ValueError(f"--resolution={text!r} must be a count such as 100, or NXxNY such as 120x80")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _centre(text: str):
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _pair(option: str, text: Optional[str]):
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option}={text!r} must be LOW,HIGH, e.g. {option} -1,2") from None
+    return low, high
 
 
 @app.command()

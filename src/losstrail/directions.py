@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,6 +30,7 @@ class Plane:
 
     ``explained`` is the fraction of the path's variance (about its mean) along ``u`` and
     along the part of ``v`` orthogonal to ``u``; its sum is the fraction the plane captures.
+    ``eigenvalues`` are the Hessian's curvatures along ``u`` and ``v`` for ``'hessian'`` planes.
     """
 
     origin: np.ndarray  # (P,) float32
@@ -36,6 +38,12 @@ class Plane:
     v: np.ndarray  # (P,) float32
     method: str
     explained: tuple[float, float] | None = None
+    eigenvalues: tuple[float, float] | None = None
+
+    @property
+    def captured(self) -> float | None:
+        """The fraction of the path's variance that the plane captures (``sum(explained)``)."""
+        return None if self.explained is None else float(sum(self.explained))
 
     def __post_init__(self):
         n = self.origin.shape
@@ -94,7 +102,14 @@ def _centred_gram(params: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return gram
 
 
-def _pca(params: np.ndarray, origin: np.ndarray, **_) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+class _Made(NamedTuple):
+    u: np.ndarray  # (P,)
+    v: np.ndarray  # (P,)
+    explained: tuple[float, float] | None = None
+    eigenvalues: tuple[float, float] | None = None
+
+
+def _pca(params: np.ndarray, origin: np.ndarray, **_) -> _Made:
     """Top two principal directions of the path, from the eigenvectors of its Gram matrix."""
     T, P = params.shape
     if T < 3:
@@ -106,25 +121,131 @@ def _pca(params: np.ndarray, origin: np.ndarray, **_) -> tuple[np.ndarray, np.nd
     if top[1] <= 1e-12 * max(top[0], 1e-300):
         raise ValueError("reduction_method='pca' found a path with fewer than two directions of movement; use 'random'")
     coeffs = eigvecs[:, ::-1][:, :2] / np.sqrt(top)  # (T, 2): PC_k = X_c^T V_k / sqrt(λ_k)
-    dirs = np.zeros((2, P))
-    for cols in _column_blocks(P):
-        dirs[:, cols] = coeffs.T @ (params[:, cols].astype(np.float64) - mean[cols])
+    dirs = _combine_rows(params, mean, coeffs)
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     total = float(np.trace(gram))
-    return dirs[0], dirs[1], (float(top[0] / total), float(top[1] / total))
+    return _Made(dirs[0], dirs[1], (float(top[0] / total), float(top[1] / total)))
 
 
-def _random(params: np.ndarray, origin: np.ndarray, seed: int | None = None, **_) -> tuple[np.ndarray, np.ndarray]:
+def _combine_rows(params: np.ndarray, mean: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """``coeffs.T @ (params - mean)``: (k, P) combinations of the centred rows, one column block at a time."""
+    out = np.zeros((coeffs.shape[1], params.shape[1]))
+    for cols in _column_blocks(params.shape[1]):
+        out[:, cols] = coeffs.T @ (params[:, cols].astype(np.float64) - mean[cols])
+    return out
+
+
+def _random(params: np.ndarray, origin: np.ndarray, seed: int | None = None, **_) -> _Made:
     """Two Gaussian directions of unit length, the same for the same seed."""
     rng = np.random.default_rng(seed)
     u, v = rng.standard_normal((2, params.shape[1]))
-    return u / np.linalg.norm(u), v / np.linalg.norm(v)
+    return _Made(u / np.linalg.norm(u), v / np.linalg.norm(v))
 
 
-def _custom(params: np.ndarray, origin: np.ndarray, directions=None, **_) -> tuple[np.ndarray, np.ndarray]:
+def _custom(params: np.ndarray, origin: np.ndarray, directions=None, **_) -> _Made:
     """The two given directions, checked and scaled to unit length."""
     u, v = check_custom_directions(directions, params.shape[1])
-    return u / np.linalg.norm(u), v / np.linalg.norm(v)
+    return _Made(u / np.linalg.norm(u), v / np.linalg.norm(v))
+
+
+def _scaled_direction(rng, model, centre: np.ndarray, per_filter: bool, keep_biases: bool, method: str) -> np.ndarray:
+    """A Gaussian direction rescaled piece by piece to the size of the ``centre`` weights (Li et al., 2018).
+
+    Each filter (row along the first axis of a tensor of rank >= 2) when ``per_filter``, else
+    each whole tensor, gets the norm of the same piece of ``centre``. Tensors of rank < 2
+    (biases, normalization scales) are zero unless ``keep_biases``; then each is scaled as a whole.
+    """
+    from losstrail._functional import ParamLayout
+
+    layout = ParamLayout(model)
+    direction = rng.standard_normal(layout.n_params)
+    for d, c in zip(layout.split(direction), layout.split(centre)):
+        if d.ndim >= 2 and per_filter:
+            axes = tuple(range(1, d.ndim))
+            d *= np.sqrt((c**2).sum(axis=axes, keepdims=True) / (d**2).sum(axis=axes, keepdims=True))
+        elif d.ndim >= 2 or keep_biases:
+            d *= np.linalg.norm(c) / np.linalg.norm(d)
+        else:
+            d[...] = 0.0
+    if not np.linalg.norm(direction) > 0:
+        raise ValueError(
+            f"reduction_method={method!r} made a zero-length direction: the centre's weights are all zero. "
+            "Centre the plane elsewhere (centre='final') or use 'random'"
+        )
+    return direction
+
+
+def _filter(params, origin, *, model=None, seed=None, keep_biases=False, **_) -> _Made:
+    """Filter-normalized random directions."""
+    from losstrail._functional import ParamLayout
+
+    if not any(len(shape) >= 2 for shape in ParamLayout(model).shapes):
+        raise ValueError(
+            "reduction_method='filter' rescales each filter of the weight tensors of rank >= 2, and this model "
+            "has none (only vectors such as biases); use 'layer', 'random' or 'pca'"
+        )
+    rng = np.random.default_rng(seed)
+    return _Made(*(_scaled_direction(rng, model, origin, True, keep_biases, "filter") for _ in range(2)))
+
+
+def _layer(params, origin, *, model=None, seed=None, keep_biases=False, **_) -> _Made:
+    """Layer-normalized random directions: each tensor scaled to the centre tensor's norm."""
+    rng = np.random.default_rng(seed)
+    return _Made(*(_scaled_direction(rng, model, origin, False, keep_biases, "layer") for _ in range(2)))
+
+
+def _hessian(params, origin, *, model=None, data=None, loss_fn=None, seed=None, options=None, **_) -> _Made:
+    """The Hessian's two largest-curvature eigenvectors at the centre (or largest and most negative)."""
+    from losstrail.hessian import hessian_eigenpairs
+    from losstrail.surface import take_subset
+
+    options = options or {}
+    examples = options.get("hessian_examples")
+    if examples is not None:
+        data = take_subset(data, examples, seed, argument="hessian_examples")
+    eig = hessian_eigenpairs(
+        model,
+        data,
+        origin,
+        2,
+        loss_fn=loss_fn,
+        seed=seed,
+        device=options.get("device", "cpu"),
+        quiet=options.get("quiet", True),
+    )
+    if options.get("negative_curvature"):
+        return _Made(eig.vectors[0], eig.lowest_vector, eigenvalues=(float(eig.values[0]), eig.lowest_value))
+    return _Made(eig.vectors[0], eig.vectors[1], eigenvalues=(float(eig.values[0]), float(eig.values[1])))
+
+
+def _interpolation(params, origin, *, seed=None, options=None, **_) -> _Made:
+    """u from the initial to the final parameters; v the path's top principal direction orthogonal to u.
+
+    Both have the length of u, so plane coordinates count in initial-to-final distances.
+    """
+    u = params[-1].astype(np.float64) - params[0]
+    length = float(np.linalg.norm(u))
+    if not length > 0:
+        raise ValueError(
+            "reduction_method='interpolation' made a zero-length direction: the final parameters equal the "
+            "initial ones. Train for at least one step, or use 'random'"
+        )
+    unit = u / length
+    v = None
+    if (options or {}).get("second", "pca") == "pca" and params.shape[0] >= 3:
+        mean = _mean(params)
+        along = np.zeros(params.shape[0])  # (T,) centred rows dotted with unit
+        for cols in _column_blocks(params.shape[1]):
+            along += (params[:, cols].astype(np.float64) - mean[cols]) @ unit[cols]
+        gram = _centred_gram(params, mean) - np.outer(along, along)  # Gram of the rows with u projected out
+        eigvals, eigvecs = np.linalg.eigh(gram)
+        if eigvals[-1] > 1e-12 * max(float(np.trace(gram)), 1e-300):
+            top = eigvecs[:, -1:]
+            v = _combine_rows(params, mean, top)[0] - unit * float(along @ top[:, 0])
+    if v is None:  # the path is a straight line (or 'random' was asked): a random v orthogonal to u
+        v = np.random.default_rng(seed).standard_normal(params.shape[1])
+        v -= (v @ unit) * unit
+    return _Made(u, v / np.linalg.norm(v) * length)
 
 
 def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +278,19 @@ def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.n
     return pair[0], pair[1]
 
 
-DIRECTION_BUILDERS: dict[str, Callable] = {"pca": _pca, "random": _random, "custom": _custom}
+DIRECTION_BUILDERS: dict[str, Callable] = {
+    "pca": _pca,
+    "random": _random,
+    "filter": _filter,
+    "layer": _layer,
+    "hessian": _hessian,
+    "interpolation": _interpolation,
+    "custom": _custom,
+}
+# Methods that read the model's parameter shapes, and those that also evaluate it on data.
+_NEEDS_MODEL = ("filter", "layer", "hessian")
+_NEEDS_DATA = ("hessian",)
+CENTRES = ("final", "initial")
 
 
 def captured_fraction(params: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
@@ -193,47 +326,139 @@ def _orient(u: np.ndarray, v: np.ndarray, start: np.ndarray, origin: np.ndarray)
     return (u if offset @ u <= 0 else -u), (v if offset @ v <= 0 else -v)
 
 
+def centre_index(trajectory: Trajectory, centre: str | int = "final") -> int:
+    """Row of ``trajectory`` that ``centre`` names: ``'final'``, ``'initial'`` or a recorded global step.
+
+    >>> t = Trajectory(np.zeros((3, 2), np.float32), np.zeros(3), np.zeros(3), np.array([0, 5, 10]), np.zeros(3, int))
+    >>> centre_index(t, "final"), centre_index(t, "initial"), centre_index(t, 5)
+    (2, 0, 1)
+    """
+    if centre == "final":
+        return len(trajectory) - 1
+    if centre == "initial":
+        return 0
+    if isinstance(centre, (int, np.integer)) and not isinstance(centre, bool):
+        hits = np.flatnonzero(trajectory.step == centre)
+        if len(hits):
+            return int(hits[0])
+    steps = trajectory.step
+    raise ValueError(
+        f"centre={centre!r} is not 'final', 'initial' or a recorded step; "
+        f"the recorded steps run from {int(steps[0])} to {int(steps[-1])}"
+        + (f" every {int(steps[1] - steps[0])}" if len(steps) > 1 else "")
+    )
+
+
 def make_plane(
     trajectory: Trajectory,
     method: str = "pca",
     *,
     directions=None,
     seed: int | None = None,
+    centre: str | int = "final",
+    model=None,
+    data=None,
+    loss_fn: Callable | None = None,
+    keep_biases: bool = False,
+    negative_curvature: bool = False,
+    hessian_examples: int | None = None,
+    second: str = "pca",
+    device: str = "cpu",
+    quiet: bool = True,
 ) -> Plane:
-    """A plane through the final parameters of ``trajectory``.
+    """A plane through a point of ``trajectory`` (the final parameters by default).
 
     Args:
         trajectory: the recorded path.
-        method: ``'pca'`` (top two principal components of the path, default),
-            ``'random'`` (two Gaussian unit vectors) or ``'custom'`` (two given vectors).
+        method: how to choose the directions:
+            ``'pca'`` (top two principal components of the path, default);
+            ``'random'`` (two Gaussian unit vectors);
+            ``'filter'`` (Gaussian, each filter rescaled to the centre filter's norm; Li et al., 2018);
+            ``'layer'`` (Gaussian, each tensor rescaled to the centre tensor's norm);
+            ``'hessian'`` (the Hessian's top-2 eigenvectors at the centre);
+            ``'interpolation'`` (u from the initial to the final parameters, v the path's top
+            principal direction orthogonal to u; Goodfellow et al., 2015);
+            ``'custom'`` (two given vectors).
         directions: ``(u, v)``, two vectors of length P, for ``'custom'``.
-        seed: seed of the random directions.
+        seed: seed of every random choice (directions, Hessian start vector, data subset).
+        centre: the plane's origin: ``'final'`` (default, as the reference), ``'initial'``,
+            or the global step of a recorded point.
+        model: the network; needed by ``'filter'``, ``'layer'`` and ``'hessian'``.
+        data: the data the Hessian is taken on (anything ``loss_surface`` accepts).
+        loss_fn: the loss for ``'hessian'``; default as ``loss_surface``.
+        keep_biases: ``'filter'``/``'layer'``: give tensors of rank < 2 (biases, normalization
+            scales) a direction too, scaled as a whole; default zero, as Li et al.
+        negative_curvature: ``'hessian'``: make ``v`` the most negative curvature direction.
+        hessian_examples: ``'hessian'``: take it on a seeded subset of this many examples.
+        second: ``'interpolation'``: ``'pca'`` (default) or ``'random'`` for ``v``.
+        device, quiet: where the Hessian is evaluated, and whether to hide its progress bar.
 
     >>> rng = np.random.default_rng(0)
     >>> t = 50
     >>> traj = Trajectory(rng.normal(size=(t, 8)).astype(np.float32), np.zeros(t), np.zeros(t),
     ...                   np.arange(t), np.zeros(t, dtype=np.int64))
     >>> plane = make_plane(traj, "pca")
-    >>> plane.method, plane.u.shape, 0 < sum(plane.explained) <= 1
+    >>> plane.method, plane.u.shape, 0 < plane.captured <= 1
     ('pca', (8,), True)
     """
     check_choice("reduction_method", method, DIRECTIONS)
+    check_choice("second", second, ("pca", "random"))
     params = trajectory.params
     if len(trajectory.finite_prefix()) != len(trajectory):
         raise ValueError(
             "the trajectory has NaN or infinite parameters (training diverged); "
             "use trajectory.finite_prefix() or lower the learning rate"
         )
-    origin = params[-1].astype(np.float64)
-    made = DIRECTION_BUILDERS[method](params, origin, directions=directions, seed=seed)
-    u, v = made[0], made[1]
-    if method != "custom":  # a user's own directions keep their signs
+    index = centre_index(trajectory, centre)
+    if method in _NEEDS_MODEL:
+        _check_model(method, model, trajectory.n_params)
+    if method in _NEEDS_DATA and data is None:
+        raise ValueError(f"reduction_method={method!r} evaluates the loss; pass the data: make_plane(..., data=...)")
+    origin = params[index].astype(np.float64)
+    options = {
+        "hessian_examples": hessian_examples,
+        "negative_curvature": negative_curvature,
+        "second": second,
+        "device": device,
+        "quiet": quiet,
+    }
+    made = DIRECTION_BUILDERS[method](
+        params,
+        origin,
+        directions=directions,
+        seed=seed,
+        model=model,
+        data=data,
+        loss_fn=loss_fn,
+        keep_biases=keep_biases,
+        options=options,
+    )
+    u, v = made.u, made.v
+    if method not in ("custom", "interpolation"):  # their signs carry meaning
         u, v = _orient(u, v, params[0], origin)
-    explained = made[2] if len(made) == 3 else captured_fraction(params, u, v)
+    elif method == "interpolation":
+        v = _orient(u, v, params[0], origin)[1]
+    explained = made.explained if made.explained is not None else captured_fraction(params, u, v)
     return Plane(
-        origin=params[-1].astype(np.float32).copy(),
+        origin=params[index].astype(np.float32).copy(),
         u=u.astype(np.float32),
         v=v.astype(np.float32),
         method=method,
         explained=explained,
+        eigenvalues=made.eigenvalues,
     )
+
+
+def _check_model(method: str, model, n_params: int) -> None:
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(
+            f"reduction_method={method!r} reads the model's layers; pass it: make_plane(trajectory, {method!r}, "
+            "model=model)"
+        )
+    own = sum(p.numel() for p in model.parameters())
+    if own != n_params:
+        raise ValueError(
+            f"the model has P={own} parameters but the trajectory has P={n_params}; pass the model it recorded"
+        )

@@ -1,4 +1,9 @@
-"""Where the recorded path lies in a plane: coordinates and distance from the plane."""
+"""Where the recorded path lies in a plane, and how far the plane can be trusted there.
+
+For each recorded point: its plane coordinates, its distance from the plane, and (given the
+model and data) its **true loss** next to the **slice loss** at its projection. Where the two
+differ, the picture's contour is not the landscape the optimizer walked on.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +30,32 @@ class Projection:
     accuracy: np.ndarray  # (T,) accuracy recorded at θ_k; NaN when not classification
     step: np.ndarray  # (T,) int64 global step
     epoch: np.ndarray  # (T,) int64
+    true_loss: np.ndarray | None = None  # (T,) mean loss over the grid's data at θ_k itself
+    slice_loss: np.ndarray | None = None  # (T,) the same at θ_k's projection onto the plane
 
     def __len__(self) -> int:
         return self.xy.shape[0]
 
+    @property
+    def measured(self) -> bool:
+        """True when the true and slice losses were evaluated."""
+        return self.true_loss is not None and self.slice_loss is not None
 
-def project(plane: Plane, trajectory: Trajectory) -> Projection:
+
+def project(
+    plane: Plane,
+    trajectory: Trajectory,
+    *,
+    model=None,
+    data=None,
+    loss_fn=None,
+    bn_batches: int = 0,
+    device: str = "cpu",
+) -> Projection:
     """Plane coordinates and off-plane distance of every recorded point.
+
+    Given ``model`` and ``data`` (the grid's data), it also evaluates the true loss at every
+    recorded point and the slice loss at its projection, with the grid's batched machinery.
 
     >>> rng = np.random.default_rng(0)
     >>> plane = Plane(np.zeros(4, np.float32), np.eye(4, dtype=np.float32)[0], np.eye(4, dtype=np.float32)[1], "custom")
@@ -52,6 +76,16 @@ def project(plane: Plane, trajectory: Trajectory) -> Projection:
     for start in range(0, len(trajectory), _ROW_BLOCK):
         block = trajectory.params[start : start + _ROW_BLOCK].astype(np.float64) - plane.origin  # (B, P)
         off[start : start + _ROW_BLOCK] = np.linalg.norm(block - xy[start : start + _ROW_BLOCK] @ basis, axis=1)
+    true_loss = slice_loss = None
+    if (model is None) != (data is None):
+        raise ValueError("pass both model and data to measure the true and slice losses along the path, or neither")
+    if model is not None:
+        from losstrail.surface import evaluate_points
+
+        options = {"loss_fn": loss_fn, "bn_batches": bn_batches, "device": device}
+        points = np.concatenate([trajectory.params, plane.origin + xy.astype(np.float32) @ basis.astype(np.float32)])
+        both, _ = evaluate_points(model, data, points, **options)
+        true_loss, slice_loss = both[: len(trajectory)], both[len(trajectory) :]
     return Projection(
         plane=plane,
         xy=xy,
@@ -60,4 +94,6 @@ def project(plane: Plane, trajectory: Trajectory) -> Projection:
         accuracy=trajectory.accuracy,
         step=trajectory.step,
         epoch=trajectory.epoch,
+        true_loss=true_loss,
+        slice_loss=slice_loss,
     )

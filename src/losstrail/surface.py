@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import math
 import sys
 import warnings
@@ -25,7 +26,7 @@ from losstrail._loss import correct_count, cross_entropy_logsumexp, is_classific
 from losstrail._progress import bar
 from losstrail.directions import Plane
 
-__all__ = ["Surface", "loss_surface", "path_grid"]
+__all__ = ["LossLine", "Surface", "evaluate_points", "loss_line", "loss_surface", "path_grid", "take_subset"]
 
 # Data held in memory between chunks when it comes from a loader (bytes).
 _CACHE_LIMIT = 1 << 30
@@ -41,13 +42,14 @@ class Surface:
     ys: np.ndarray  # (ny,)
     loss: np.ndarray  # (ny, nx) mean loss over the data
     accuracy: np.ndarray  # (ny, nx) fraction correct; NaN when the task is not classification
+    loss_se: np.ndarray | None = None  # (ny, nx) standard error of each mean loss, when on a data subset
 
     def __post_init__(self):
         shape = (len(self.ys), len(self.xs))
-        if self.loss.shape != shape or self.accuracy.shape != shape:
-            raise ValueError(
-                f"Surface.loss and .accuracy must have shape {shape}; got {self.loss.shape}, {self.accuracy.shape}"
-            )
+        for name in ("loss", "accuracy", "loss_se"):
+            value = getattr(self, name)
+            if value is not None and value.shape != shape:
+                raise ValueError(f"Surface.{name} must have shape {shape}; got {value.shape}")
 
     @property
     def minimum(self) -> tuple[float, float, float]:
@@ -57,11 +59,20 @@ class Surface:
         return float(self.xs[j]), float(self.ys[i]), float(self.loss[i, j])
 
 
-def path_grid(xy: np.ndarray, resolution: int | tuple[int, int] = 100, margin: float = 0.25):
+def path_grid(
+    xy: np.ndarray,
+    resolution: int | tuple[int, int] = 100,
+    margin: float = 0.25,
+    *,
+    xrange: tuple[float, float] | None = None,
+    yrange: tuple[float, float] | None = None,
+):
     """Grid axes ``(xs, ys)`` that hold the whole path ``xy`` (T, 2) with a margin on each side.
 
     The shorter side spans at least a fifth of the longer one, so a nearly straight path
-    still sits in a landscape rather than on a sliver.
+    still sits in a landscape rather than on a sliver. ``resolution`` is one count for both
+    axes or ``(nx, ny)``; ``xrange``/``yrange`` ``(low, high)`` replace the fitted extent of
+    that axis (they need not be symmetric about anything).
 
     >>> xs, ys = path_grid(np.array([[-2.0, -1.0], [0.0, 0.0]]), resolution=5, margin=0.5)
     >>> xs.tolist()
@@ -80,9 +91,23 @@ def path_grid(xy: np.ndarray, resolution: int | tuple[int, int] = 100, margin: f
         span = np.ones(2)
     span = np.maximum(span, 0.2 * span.max())
     centre, half = (lo + hi) / 2, span / 2 * (1 + 2 * margin)
-    xs = np.linspace(centre[0] - half[0], centre[0] + half[0], nx)
-    ys = np.linspace(centre[1] - half[1], centre[1] + half[1], ny)
-    return xs, ys
+    axes = []
+    for k, (name, chosen, n) in enumerate((("xrange", xrange, nx), ("yrange", yrange, ny))):
+        low, high = (centre[k] - half[k], centre[k] + half[k]) if chosen is None else _check_range(name, chosen)
+        axes.append(np.linspace(low, high, n))
+    return axes[0], axes[1]
+
+
+def _check_range(name: str, value) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name}={value!r} must be a pair (low, high) of plane coordinates, e.g. {name}=(-1, 2)"
+        ) from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"{name}={value!r} must have a finite low < high, e.g. {name}=(-1, 2)")
+    return low, high
 
 
 class _Batches:
@@ -128,32 +153,60 @@ def _pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def _batch_source(data, batch_size: int) -> Callable[[], Iterable]:
-    """A function that returns a fresh iterable of batches over ``data``, in a fixed order."""
+def _as_dataset(data) -> Dataset:
+    """The Dataset behind any supported kind of data."""
     import lightning.pytorch as pl
 
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        data = TensorDataset(*data)
+        return TensorDataset(*data)
     if isinstance(data, pl.LightningDataModule):
         dataset = getattr(data, "dataset", None)
         if isinstance(dataset, Dataset):
-            data = dataset
-        else:
-            data.prepare_data()
-            data.setup("fit")
-            data = data.train_dataloader()
+            return dataset
+        data.prepare_data()
+        data.setup("fit")
+        data = data.train_dataloader()
+    if isinstance(data, DataLoader):
+        return data.dataset
+    if isinstance(data, Dataset):
+        return data
+    raise TypeError(
+        f"data={type(data).__name__} is not supported; "
+        "pass an (X, y) pair of tensors, a Dataset, a DataLoader or a LightningDataModule"
+    )
+
+
+def take_subset(data, n: int, seed: int | None = 0, *, argument: str = "subset") -> Dataset:
+    """A seeded random subset of ``n`` examples of ``data``, in their original order.
+
+    >>> X, y = torch.arange(10.0)[:, None], torch.arange(10)
+    >>> sub = take_subset((X, y), 4, seed=0)
+    >>> len(sub), sorted(sub.tensors[1].tolist()) == sub.tensors[1].tolist()
+    (4, True)
+    """
+    dataset = _as_dataset(data)
+    size = len(dataset)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{argument}={n!r} must be a positive number of examples, or None for all of them")
+    if n > size:
+        raise ValueError(f"{argument}={n} is larger than the data ({size} examples); pass at most {size}, or None")
+    index = np.sort(np.random.default_rng(seed).choice(size, int(n), replace=False))
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[torch.from_numpy(index)] for t in dataset.tensors))
+    return torch.utils.data.Subset(dataset, index.tolist())
+
+
+def _batch_source(data, batch_size: int) -> Callable[[], Iterable]:
+    """A function that returns a fresh iterable of batches over ``data``, in a fixed order."""
+    if not isinstance(data, DataLoader):
+        data = _as_dataset(data)
     if isinstance(data, TensorDataset):
         X, y = data.tensors
         return lambda: ((X[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(X), batch_size))
     if isinstance(data, DataLoader):
         return lambda: iter(data)
-    if isinstance(data, Dataset):
-        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-        return lambda: iter(loader)
-    raise TypeError(
-        f"data={type(data).__name__} is not supported; "
-        "pass an (X, y) pair of tensors, a Dataset, a DataLoader or a LightningDataModule"
-    )
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    return lambda: iter(loader)
 
 
 def _activation_elements(model: torch.nn.Module, params: dict, buffers: dict, x: torch.Tensor) -> int:
@@ -199,6 +252,9 @@ def loss_surface(
     ys,
     *,
     loss_fn: Callable | None = None,
+    subset: int | None = None,
+    seed: int | None = 0,
+    bn_batches: int = 0,
     batch_size: int = 4096,
     chunk_size: int | None = None,
     memory_budget: int = 48 << 20,
@@ -213,6 +269,12 @@ def loss_surface(
         plane: the plane of the grid.
         xs: (nx,) plane x coordinates.  ys: (ny,) plane y coordinates.
         loss_fn: ``(outputs, targets) -> mean loss``; default ``model.loss_fn``, else cross-entropy.
+        subset: evaluate on a random subset of this many examples (seeded by ``seed``) and
+            report each cell's standard error in ``Surface.loss_se``.
+        seed: seed of the subset (default 0).
+        bn_batches: 0 (default) evaluates BatchNorm layers with the centre's running
+            statistics, as the reference does; ``n > 0`` recomputes them at every grid point
+            from the first ``n`` batches of ``data``, for models where that matters.
         batch_size: examples per batch when ``data`` is tensors or a Dataset (default 4096).
         chunk_size: grid points evaluated together; default from ``memory_budget``.
         memory_budget: bytes the working set of one chunk may take (default 48 MiB: small
@@ -240,24 +302,29 @@ def loss_surface(
             f"the plane has P={plane.n_params} parameters but the model has P={n_params}; "
             "make the plane from this model's trajectory"
         )
+    _check_bn_batches(model, bn_batches)
+    if subset is not None:
+        data = take_subset(data, subset, seed)
     device = torch.device(device)
     batches = _Batches(data, batch_size, device)
     coords = torch.from_numpy(_grid_coords(xs, ys).astype(np.float32)).to(device)  # (N, 2)
     origin = torch.from_numpy(plane.origin).to(device)
     basis = torch.from_numpy(np.stack([plane.u, plane.v])).to(device)  # (2, P)
     with _eval_mode(model):
-        loss, accuracy = _evaluate(
+        result = _evaluate(
             model,
             batches,
             lambda sl: origin + coords[sl] @ basis,
             len(coords),
             resolve_loss(model, loss_fn),
-            chunk_size,
-            memory_budget,
-            device,
-            quiet,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+            quiet=quiet,
+            bn_batches=bn_batches,
+            spread=subset is not None,
         )
-    loss = loss.reshape(len(ys), len(xs))
+    grid = (len(ys), len(xs))
+    loss = result.loss.reshape(grid)
     bad = int((~np.isfinite(loss)).sum())
     if bad:
         warnings.warn(
@@ -265,7 +332,8 @@ def loss_surface(
             RuntimeWarning,
             stacklevel=2,
         )
-    return Surface(xs=xs, ys=ys, loss=loss, accuracy=accuracy.reshape(len(ys), len(xs)))
+    se = None if result.loss_se is None else result.loss_se.reshape(grid)
+    return Surface(xs=xs, ys=ys, loss=loss, accuracy=result.accuracy.reshape(grid), loss_se=se)
 
 
 def evaluate_points(
@@ -274,28 +342,82 @@ def evaluate_points(
     params: np.ndarray,
     *,
     loss_fn: Callable | None = None,
+    bn_batches: int = 0,
     batch_size: int = 4096,
     device: str | torch.device = "cpu",
     quiet: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean loss and accuracy (N,) over ``data`` at each parameter vector of ``params`` (N, P).
 
-    The same batched machinery as the grid, for points that are not on a grid.
+    The same batched machinery as the grid, for points that are not on a grid (the recorded
+    path, a line).
     """
+    _check_bn_batches(model, bn_batches)
     device = torch.device(device)
     rows = torch.from_numpy(np.ascontiguousarray(params, dtype=np.float32))  # (N, P)
     batches = _Batches(data, batch_size, device)
     with _eval_mode(model):
-        return _evaluate(
+        result = _evaluate(
             model,
             batches,
             lambda sl: rows[sl].to(device),
             rows.shape[0],
             resolve_loss(model, loss_fn),
-            None,
-            48 << 20,
-            device,
-            quiet,
+            quiet=quiet,
+            bn_batches=bn_batches,
+        )
+    return result.loss, result.accuracy
+
+
+@dataclass(frozen=True)
+class LossLine:
+    """Loss and accuracy along a line ``origin + t * direction`` in parameter space."""
+
+    ts: np.ndarray  # (n,) line coordinates
+    loss: np.ndarray  # (n,) mean loss over the data
+    accuracy: np.ndarray  # (n,) fraction correct; NaN when not classification
+
+
+def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) -> LossLine:
+    """Mean loss and accuracy over ``data`` at ``origin + t * direction`` for each ``t`` in ``ts``.
+
+    With ``origin`` the initial parameters and ``direction`` the final minus the initial ones,
+    ``t`` runs from the start (0) to the end (1) of training in a straight line (Goodfellow
+    et al., 2015). ``options`` are those of ``evaluate_points``.
+
+    >>> model = torch.nn.Linear(2, 2)
+    >>> theta = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
+    >>> line = loss_line(model, (torch.randn(8, 2), torch.randint(0, 2, (8,))), theta, theta, [0.0, 1.0])
+    >>> line.loss.shape
+    (2,)
+    """
+    ts = _check_axis("ts", ts)
+    origin = np.asarray(origin, dtype=np.float64).reshape(-1)
+    direction = np.asarray(direction, dtype=np.float64).reshape(-1)
+    n_params = sum(p.numel() for p in model.parameters())
+    for name, vector in (("origin", origin), ("direction", direction)):
+        if vector.shape[0] != n_params:
+            raise ValueError(f"{name} has {vector.shape[0]} values but the model has P={n_params} parameters")
+    if not np.linalg.norm(direction) > 0:
+        raise ValueError("direction has zero length, so the line is a point; pass a non-zero direction")
+    points = origin[None, :] + ts[:, None] * direction[None, :]  # (n, P)
+    loss, accuracy = evaluate_points(model, data, points, **options)
+    return LossLine(ts=ts, loss=loss, accuracy=accuracy)
+
+
+def _batch_norms(model: torch.nn.Module) -> list:
+    return [
+        m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+def _check_bn_batches(model: torch.nn.Module, bn_batches: int) -> None:
+    if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
+        raise ValueError(f"bn_batches={bn_batches!r} must be 0 (keep the running statistics) or a number of batches")
+    if bn_batches and not _batch_norms(model):
+        raise ValueError(
+            f"bn_batches={bn_batches} recomputes BatchNorm statistics, but {type(model).__name__} has no BatchNorm "
+            "layers with running statistics; leave bn_batches=0"
         )
 
 
@@ -350,13 +472,37 @@ def _eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def _evaluate(model, batches, chunk_params, n_points, loss_fn, chunk_size, memory_budget, device, quiet):
-    """Loss and accuracy (n_points,) at the parameter vectors ``chunk_params(slice) -> (C, P)``."""
+@dataclass(frozen=True)
+class _Evaluated:
+    loss: np.ndarray  # (n_points,)
+    accuracy: np.ndarray  # (n_points,)
+    loss_se: np.ndarray | None  # (n_points,)
+
+
+def _evaluate(
+    model,
+    batches: _Batches,
+    chunk_params: Callable[[slice], torch.Tensor],
+    n_points: int,
+    loss_fn: Callable,
+    *,
+    chunk_size: int | None = None,
+    memory_budget: int = 48 << 20,
+    quiet: bool = True,
+    bn_batches: int = 0,
+    spread: bool = False,
+) -> _Evaluated:
+    """Loss and accuracy (n_points,) at the parameter vectors ``chunk_params(slice) -> (C, P)``.
+
+    With ``spread`` it also returns each point's standard error of the mean loss, from the
+    per-example losses; with ``bn_batches`` each point gets its own BatchNorm statistics.
+    """
     from torch.func import functional_call, vmap
 
-    names = [name for name, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    numels = [p.numel() for p in model.parameters()]
+    from losstrail._functional import ParamLayout
+
+    layout = ParamLayout(model)
+    device = batches.device
     buffers = {name: b.to(device) for name, b in model.named_buffers()}
     own = {name: p.detach().to(device) for name, p in model.named_parameters()}
 
@@ -367,29 +513,77 @@ def _evaluate(model, batches, chunk_params, n_points, loss_fn, chunk_size, memor
     if loss_fn is F.cross_entropy and classify and _labels_in_range(batches, out0.shape[-1]):
         loss_fn = cross_entropy_logsumexp
 
-    def at_point(flat, x, y):  # flat (P,)
-        params = {n: t.view(s) for n, t, s in zip(names, torch.split(flat, numels), shapes)}
-        out = functional_call(model, (params, buffers), (x,))
-        correct = correct_count(out, y) if classify else torch.zeros((), device=x.device)
-        return loss_fn(out, y), correct
+    def per_example(out, y):  # (N,) the loss of each example alone
+        return vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(out, y)
 
-    batched = vmap(at_point, in_dims=(0, None, None), randomness="same")
+    def at_point(flat, bufs, x, y):  # flat (P,)
+        out = functional_call(model, (layout.unflatten(flat), bufs), (x,))
+        correct = correct_count(out, y) if classify else torch.zeros((), device=x.device)
+        if spread:
+            losses = per_example(out, y)
+            return losses.mean(), correct, (losses * losses).sum()
+        return loss_fn(out, y), correct, torch.zeros((), device=x.device)
+
+    buffer_dim = 0 if bn_batches else None
+    batched = vmap(at_point, in_dims=(0, buffer_dim, None, None), randomness="same")
     if chunk_size is None:
-        per_point = 4 * (sum(numels) + 3 * _activation_elements(model, own, buffers, x0))
+        per_point = 4 * (layout.n_params + 3 * _activation_elements(model, own, buffers, x0))
         chunk_size = int(max(1, min(_MAX_CHUNK, memory_budget // per_point)))
-    loss_sum = np.zeros(n_points)
-    correct = np.zeros(n_points)
+    loss_sum, correct, squares = np.zeros(n_points), np.zeros(n_points), np.zeros(n_points)
     n_chunks = math.ceil(n_points / chunk_size)
     progress = bar(n_chunks * batches.n_batches, "grid", quiet, unit="batch")
     with _reuse_freed_memory(), torch.inference_mode(), progress as pbar:
         for start in range(0, n_points, chunk_size):
             sl = slice(start, min(start + chunk_size, n_points))
             flat = chunk_params(sl)
+            bufs = _recomputed_statistics(model, layout, buffers, flat, batches, bn_batches) if bn_batches else buffers
             for x, y in batches:
-                loss, right = batched(flat, x, y)
+                loss, right, sq = batched(flat, bufs, x, y)
                 loss_sum[sl] += loss.double().cpu().numpy() * len(y)
                 correct[sl] += right.double().cpu().numpy()
+                squares[sl] += sq.double().cpu().numpy()
                 pbar.update(1)
-    loss = loss_sum / batches.n_examples
-    accuracy = correct / batches.n_examples if classify else np.full(n_points, np.nan)
-    return loss, accuracy
+    n = batches.n_examples
+    loss = loss_sum / n
+    accuracy = correct / n if classify else np.full(n_points, np.nan)
+    loss_se = None
+    if spread:
+        variance = np.maximum(squares - n * loss**2, 0) / max(n - 1, 1)
+        loss_se = np.sqrt(variance / n)
+    return _Evaluated(loss, accuracy, loss_se)
+
+
+def _recomputed_statistics(model, layout, buffers: dict, flat: torch.Tensor, batches: _Batches, n_batches: int):
+    """Per-point BatchNorm buffers (C, ...): the mean of the batch statistics over the first ``n_batches``.
+
+    Runs the BatchNorm layers in training mode with momentum 1, so after each batch their
+    running buffers hold that batch's statistics; averaging over batches gives what
+    ``momentum=None`` (a cumulative average) would, without the ``.item()`` it needs.
+    """
+    from torch.func import functional_call, vmap
+
+    norms = _batch_norms(model)
+    saved = [(m, m.training, m.momentum) for m in norms]
+    n_points = flat.shape[0]
+    state = {name: b.unsqueeze(0).repeat(n_points, *([1] * b.dim())).clone() for name, b in buffers.items()}
+    totals = {name: torch.zeros_like(b) for name, b in state.items() if b.is_floating_point()}
+
+    def forward(params_flat, bufs, x):
+        functional_call(model, (layout.unflatten(params_flat), bufs), (x,))
+        return bufs
+
+    used = 0
+    try:
+        for m in norms:
+            m.train()
+            m.momentum = 1.0
+        for x, _ in itertools.islice(iter(batches), n_batches):
+            vmap(lambda p, b, x=x: forward(p, b, x), in_dims=(0, 0))(flat, state)
+            for name in totals:
+                totals[name] += state[name]
+            used += 1
+    finally:
+        for m, training, momentum in saved:
+            m.train(training)
+            m.momentum = momentum
+    return {name: (totals[name] / used if name in totals else b) for name, b in state.items()}

@@ -11,10 +11,17 @@ from losstrail._registry import FORMATS, quoted
 from losstrail.projection import Projection
 from losstrail.surface import Surface
 
-__all__ = ["animate", "output_format"]
+__all__ = ["animate", "output_format", "plot_loss_line"]
 
 
-def output_format(out: str | os.PathLike, format: str | None = None) -> str:
+def plot_loss_line(line, out="line.png", **options) -> Path:
+    """A still of the loss along a line; see ``losstrail.renderers.line.plot_loss_line``."""
+    from losstrail.renderers.line import plot_loss_line as plot
+
+    return plot(line, out, **options)
+
+
+def output_format(out: str | os.PathLike, format: str | None = None, *, allowed=FORMATS) -> str:
     """The format of ``out``: ``format`` if given, else its extension; checked against the known ones.
 
     >>> output_format("runs/sample.GIF")
@@ -25,9 +32,9 @@ def output_format(out: str | os.PathLike, format: str | None = None) -> str:
     ValueError: output 'movie.avi' has format 'avi', which is not supported; expected one of 'gif'
     """
     chosen = (format or Path(out).suffix.lstrip(".")).lower()
-    if chosen not in FORMATS:
+    if chosen not in allowed:
         raise ValueError(
-            f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(FORMATS)}"
+            f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(allowed)}"
         )
     return chosen
 
@@ -48,11 +55,12 @@ def animate(
     fps: float = 15,
     max_frames: int = 300,
     title: str = "",
-    size: tuple[int, int] = (900, 600),
+    size: tuple[int, int] | None = None,
     dpi: int = 100,
     cmap: str = "YlGnBu",
     levels: int = 35,
     path_color: str = "red",
+    panel: bool | None = None,
     quiet: bool = False,
 ) -> Path:
     """Animate the path moving across the loss contour and write it to ``out``.
@@ -64,7 +72,10 @@ def animate(
         fps: frames per second (default 15).
         max_frames: at most this many frames, spread evenly over the steps, first and
             last always in (default 300).
-        title, size, dpi, cmap, levels, path_color: the look; see ``PathFigure``.
+        title, size, dpi, cmap, levels, path_color: the look; see ``PathFigure``. The
+            default size is 900x600, or 1280x600 with the loss panel.
+        panel: draw the true-loss and slice-loss curves beside the contour; default when
+            ``projection`` carries them (``project(..., model=, data=)``).
         quiet: no progress bar.
 
     Returns:
@@ -76,7 +87,15 @@ def animate(
     output_format(out)
     check_animation_args(fps, max_frames)
     figure = PathFigure(
-        projection, surface, title=title, size=size, dpi=dpi, cmap=cmap, levels=levels, path_color=path_color
+        projection,
+        surface,
+        title=title,
+        size=size,
+        dpi=dpi,
+        cmap=cmap,
+        levels=levels,
+        path_color=path_color,
+        panel=panel,
     )
     frames = select_frames(len(projection), max_frames)
     mapper = PaletteMapper(figure.background_rgba(), figure.rgba(int(frames[-1])))

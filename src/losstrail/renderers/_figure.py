@@ -9,7 +9,18 @@ import numpy as np
 from losstrail.projection import Projection
 from losstrail.surface import Surface
 
-_METHOD_AXIS = {"pca": "principal component", "random": "random direction", "custom": "custom direction"}
+_METHOD_AXIS = {
+    "pca": "principal component",
+    "random": "random direction",
+    "filter": "filter-normalized direction",
+    "layer": "layer-normalized direction",
+    "hessian": "Hessian eigenvector",
+    "interpolation": "interpolation axis",
+    "custom": "custom direction",
+}
+# Figure size (pixels) without and with the loss panel beside the contour.
+SIZE = (900, 600)
+SIZE_WITH_PANEL = (1280, 600)
 
 
 def select_frames(n_points: int, max_frames: int) -> np.ndarray:
@@ -25,14 +36,29 @@ def select_frames(n_points: int, max_frames: int) -> np.ndarray:
 
 
 def axis_labels(projection: Projection) -> tuple[str, str]:
-    """Axis labels naming the method and the share of the path's variance along each axis."""
+    """Axis labels naming the method, the share of the path's variance along each axis and any curvature."""
     plane = projection.plane
     name = _METHOD_AXIS.get(plane.method, f"{plane.method} direction")
     labels = []
     for k in range(2):
-        share = f" ({plane.explained[k]:.1%} of path variance)" if plane.explained is not None else ""
-        labels.append(f"{name} {k + 1}{share}")
+        notes = []
+        if plane.explained is not None:
+            notes.append(f"{plane.explained[k]:.1%} of path variance")
+        if plane.eigenvalues is not None:
+            notes.append(f"curvature {plane.eigenvalues[k]:.3g}")
+        labels.append(f"{name} {k + 1}" + (f" ({', '.join(notes)})" if notes else ""))
     return labels[0], labels[1]
+
+
+def faithfulness_title(title: str, projection: Projection) -> str:
+    """``title`` with a second line saying how much of the path the plane captures."""
+    captured = projection.plane.captured
+    if captured is None:
+        return title
+    line = f"the plane captures {captured:.1%} of the path's variance"
+    if len(projection):
+        line += f"; largest distance from it {float(np.max(projection.off_plane)):.3g}"
+    return f"{title}\n{line}" if title else line
 
 
 def _format_value(value: float, percent: bool = False) -> str:
@@ -61,20 +87,28 @@ class PathFigure:
         surface: Surface,
         *,
         title: str = "",
-        size: tuple[int, int] = (900, 600),
+        size: tuple[int, int] | None = None,
         dpi: int = 100,
         cmap: str = "YlGnBu",
         levels: int = 35,
         path_color: str = "red",
+        panel: bool | None = None,
     ):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         self.projection = projection
-        width, height = size
+        self.panel = projection.measured if panel is None else panel
+        if self.panel and not projection.measured:
+            raise ValueError("panel=True needs the true and slice losses: project(..., model=model, data=data)")
+        width, height = size if size is not None else (SIZE_WITH_PANEL if self.panel else SIZE)
         self.fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
         self.canvas = FigureCanvasAgg(self.fig)
-        ax = self.ax = self.fig.add_subplot()
+        if self.panel:
+            ax, side = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.55, 1]})
+            self.ax = ax
+        else:
+            ax = self.ax = self.fig.add_subplot()
         ax.set_facecolor("0.85")  # cells with a non-finite loss are masked and show this grey
 
         loss = np.ma.masked_invalid(surface.loss)
@@ -90,17 +124,39 @@ class PathFigure:
         ax.set_ylabel(ylabel)
         ax.set_xlim(surface.xs[0], surface.xs[-1])
         ax.set_ylim(surface.ys[0], surface.ys[-1])
-        ax.set_title(title)
+        self.fig.suptitle(faithfulness_title(title, projection), fontsize=11)
 
         (self.line,) = ax.plot([], [], color=path_color, lw=1.5, animated=True)
         (self.point,) = ax.plot([], [], "o", color=path_color, ms=7, animated=True, label="optimizer")
         ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+        self._moving = [(ax, self.line), (ax, self.point)]
+        if self.panel:
+            self._draw_panel(side, path_color)
         self.fig.tight_layout()
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(self.fig.bbox)
         # The step/loss read-out changes every frame. Matplotlib rasterizes text glyph by
         # glyph, which would cost more than the rest of a frame, so Pillow draws it.
-        self._label = _Label(self.ax, dpi)
+        self._label = _Label(self.ax, dpi, lines=4 if projection.measured else 2)
+
+    def _draw_panel(self, side, path_color: str) -> None:
+        """True loss and slice loss over the steps, with a cursor that follows the frame."""
+        p = self.projection
+        steps = p.step
+        side.plot(steps, p.loss, color="0.6", lw=0.8, label="batch loss (training)")
+        side.plot(steps, p.true_loss, color="k", lw=1.6, label="true loss at θ")
+        side.plot(steps, p.slice_loss, color=path_color, lw=1.4, ls="--", label="slice loss at projection")
+        values = np.concatenate([p.loss, p.true_loss, p.slice_loss])
+        if np.all(values[np.isfinite(values)] > 0):
+            side.set_yscale("log")
+        side.set_xlabel("step")
+        side.set_title("loss along the path", fontsize=10)
+        side.grid(alpha=0.3)
+        side.legend(loc="upper right", fontsize=8, framealpha=0.8)
+        self._cursor = side.axvline(steps[0], color="0.3", lw=0.8, animated=True)
+        (self._true_dot,) = side.plot([], [], "o", color="k", ms=5, animated=True)
+        (self._slice_dot,) = side.plot([], [], "o", color=path_color, ms=5, animated=True)
+        self._moving += [(side, self._cursor), (side, self._true_dot), (side, self._slice_dot)]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -109,10 +165,16 @@ class PathFigure:
 
     def label(self, k: int) -> str:
         p = self.projection
-        return (
+        text = (
             f"step  {int(p.step[k]):>6d}   epoch {int(p.epoch[k])}\n"
             f"loss  {_format_value(float(p.loss[k]))}   acc {_format_value(float(p.accuracy[k]), percent=True)}"
         )
+        if p.measured:
+            text += (
+                f"\ntrue  {_format_value(float(p.true_loss[k]))} slice {_format_value(float(p.slice_loss[k]))}"
+                f"\noff-plane {float(p.off_plane[k]):.3g}"
+            )
+        return text
 
     def rgba(self, k: int) -> np.ndarray:
         """Frame ``k``, the state at recorded point ``k``, as an (H, W, 4) uint8 array (a fresh copy)."""
@@ -120,8 +182,13 @@ class PathFigure:
         self.canvas.restore_region(self._background)
         self.line.set_data(p.xy[: k + 1, 0], p.xy[: k + 1, 1])
         self.point.set_data(p.xy[k : k + 1, 0], p.xy[k : k + 1, 1])
-        self.ax.draw_artist(self.line)
-        self.ax.draw_artist(self.point)
+        if self.panel:
+            step = float(p.step[k])
+            self._cursor.set_xdata([step, step])
+            self._true_dot.set_data([step], [p.true_loss[k]])
+            self._slice_dot.set_data([step], [p.slice_loss[k]])
+        for ax, artist in self._moving:
+            ax.draw_artist(artist)
         frame = np.array(self.canvas.buffer_rgba())
         self._label.draw(frame, self.label(k))
         return frame

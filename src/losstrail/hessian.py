@@ -1,0 +1,160 @@
+"""Extreme eigenpairs of the loss Hessian, from Hessian-vector products and Lanczos.
+
+The Hessian of a network is never formed: ``hvp(v)`` differentiates the gradient in the
+direction ``v`` (forward-over-reverse with ``torch.func``), batch by batch over the data,
+and Lanczos with full re-orthogonalization finds the extreme eigenpairs from a few dozen
+such products.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from losstrail._functional import ParamLayout
+from losstrail._loss import resolve_loss
+from losstrail._progress import bar
+
+__all__ = ["HessianEigen", "hessian_eigenpairs"]
+
+
+@dataclass(frozen=True)
+class HessianEigen:
+    """The largest eigenpairs of the Hessian, and the most negative one."""
+
+    values: np.ndarray  # (k,) largest eigenvalues, descending
+    vectors: np.ndarray  # (k, P) unit eigenvectors
+    lowest_value: float  # most negative (smallest) eigenvalue
+    lowest_vector: np.ndarray  # (P,)
+
+
+class _HessianOperator:
+    """``v -> H v`` for the mean loss over ``batches`` at the flat parameters ``centre``."""
+
+    def __init__(self, model, batches, centre: torch.Tensor, loss_fn: Callable):
+        from torch.func import functional_call, grad, jvp
+
+        layout = ParamLayout(model)
+        buffers = dict(model.named_buffers())
+        n_examples = sum(len(y) for _, y in batches)
+
+        def loss_at(flat, x, y):
+            return loss_fn(functional_call(model, (layout.unflatten(flat), buffers), (x,)), y)
+
+        gradient = grad(loss_at)
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            total = torch.zeros_like(centre)
+            for x, y in batches:
+                _, hv = jvp(lambda flat, x=x, y=y: gradient(flat, x, y), (centre,), (v,))
+                total += hv * (len(y) / n_examples)
+            return total
+
+        self.hvp = hvp
+        self.n_params = layout.n_params
+        self.device = centre.device
+
+
+def _not_twice_differentiable(err: Exception) -> ValueError:
+    return ValueError(
+        "reduction_method='hessian' needs a loss that is twice differentiable with forward-over-reverse "
+        f"autodiff, and this model's is not ({type(err).__name__}: {str(err).splitlines()[0]}). "
+        "Use reduction_method='filter' or 'pca' instead"
+    )
+
+
+def hessian_eigenpairs(
+    model: torch.nn.Module,
+    data,
+    params,
+    k: int = 2,
+    *,
+    loss_fn: Callable | None = None,
+    iterations: int = 40,
+    tol: float = 1e-3,
+    batch_size: int = 512,
+    seed: int | None = 0,
+    device: str | torch.device = "cpu",
+    quiet: bool = True,
+) -> HessianEigen:
+    """The ``k`` largest eigenpairs of the Hessian of the mean loss over ``data`` at ``params``.
+
+    Args:
+        model: the network (its weights are not changed; evaluated in eval mode).
+        data: an ``(X, y)`` pair, a Dataset, a DataLoader or a DataModule (see ``loss_surface``).
+        params: (P,) flat parameters where the Hessian is taken.
+        k: how many of the largest eigenpairs (default 2).
+        loss_fn: ``(outputs, targets) -> mean loss``; default as ``loss_surface``.
+        iterations: most Lanczos steps (default 40; fewer when ``P`` is smaller or it converges).
+        tol: stop once the residual of every wanted Ritz pair is below ``tol`` times the largest eigenvalue.
+        batch_size: examples per Hessian-vector product batch (default 512: small batches stay
+            in cache; measured 1.8x faster than 4096 for LeNet).
+        device: as ``loss_surface``.
+        seed: seed of the starting vector.
+        quiet: no progress bar.
+
+    >>> torch.manual_seed(0) and None
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    >>> data = (torch.randn(40, 2), torch.randint(0, 2, (40,)))
+    >>> eig = hessian_eigenpairs(model, data, torch.cat([p.detach().flatten() for p in model.parameters()]))
+    >>> eig.values.shape, bool(eig.values[0] >= eig.values[1] >= eig.lowest_value)
+    ((2,), True)
+    """
+    from losstrail.surface import _Batches, _eval_mode
+
+    device = torch.device(device)
+    centre = torch.as_tensor(np.asarray(params, dtype=np.float32)).to(device)
+    batches = list(_Batches(data, batch_size, device))
+    with _eval_mode(model):
+        operator = _HessianOperator(model, batches, centre, resolve_loss(model, loss_fn))
+        try:
+            return _lanczos(operator, k, iterations, tol, seed, quiet)
+        except RuntimeError as err:  # an op without a forward-mode (jvp) rule, or a non-differentiable one
+            raise _not_twice_differentiable(err) from err
+
+
+def _lanczos(operator: _HessianOperator, k: int, iterations: int, tol: float, seed, quiet: bool) -> HessianEigen:
+    """Extreme eigenpairs of a symmetric operator, Lanczos with full re-orthogonalization."""
+    n = operator.n_params
+    m = min(iterations, n)
+    if k > m:
+        raise ValueError(f"k={k} eigenpairs need at least {k} Lanczos steps; raise iterations (now {iterations})")
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal(n)
+    q /= np.linalg.norm(q)
+    basis = np.zeros((m, n))
+    alphas, betas = [], []
+    with bar(m, "hessian", quiet, unit="hvp") as pbar:
+        for j in range(m):
+            basis[j] = q
+            w = operator.hvp(torch.from_numpy(q.astype(np.float32)).to(operator.device)).double().cpu().numpy()
+            if not np.all(np.isfinite(w)):
+                raise ValueError("the Hessian-vector product is not finite at these parameters; use another method")
+            alpha = float(q @ w)
+            w -= basis[: j + 1].T @ (basis[: j + 1] @ w)  # full re-orthogonalization, twice
+            w -= basis[: j + 1].T @ (basis[: j + 1] @ w)
+            alphas.append(alpha)
+            pbar.update(1)
+            beta = float(np.linalg.norm(w))
+            size = j + 1
+            values, vecs = np.linalg.eigh(np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1))
+            scale = max(abs(values[-1]), abs(values[0]), 1e-12)
+            residuals = beta * np.abs(vecs[-1, [*range(max(0, size - k), size), 0]])
+            if beta < 1e-10 or (size > k and np.all(residuals < tol * scale)):
+                break  # converged, or the Krylov space is invariant and its Ritz pairs exact
+            betas.append(beta)
+            q = w / beta
+    if size <= k:
+        raise ValueError(f"the Hessian acts on a space of only {size} dimensions here, too few for {k} eigenpairs")
+    ritz = vecs.T @ basis[:size]  # (size, n), ascending eigenvalues
+    ritz /= np.linalg.norm(ritz, axis=1, keepdims=True)
+    top = np.arange(size - 1, size - 1 - k, -1)
+    return HessianEigen(
+        values=values[top].copy(),
+        vectors=ritz[top].copy(),
+        lowest_value=float(values[0]),
+        lowest_vector=ritz[0].copy(),
+    )
