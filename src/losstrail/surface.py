@@ -8,11 +8,8 @@ there is no per-point ``load_state_dict`` and one code path serves every model.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import itertools
 import math
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from losstrail._loss import correct_count, cross_entropy_logsumexp, is_classification, resolve_loss
+from losstrail._memory import reuse_freed_memory
 from losstrail._progress import bar
 from losstrail.directions import Plane
 
@@ -427,42 +425,6 @@ def _labels_in_range(batches: _Batches, n_classes: int) -> bool:
 
 
 @contextlib.contextmanager
-def _reuse_freed_memory():
-    """Keep freed blocks in the heap while the grid runs (glibc only; elsewhere a no-op).
-
-    Every chunk allocates the same large activation tensors again. By default glibc hands
-    blocks of that size back to the kernel on free and maps fresh zeroed pages on the next
-    allocation, and the page faults cost more than the arithmetic (measured 2.5x slower
-    per call). Raising the mmap and trim thresholds for the duration keeps the pages, and
-    ``malloc_trim`` returns them afterwards.
-    """
-    libc = _glibc()
-    if libc is None:
-        yield
-        return
-    m_trim_threshold, m_mmap_threshold, default = -1, -3, 128 * 1024
-    libc.mallopt(m_trim_threshold, 1 << 30)
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    try:
-        yield
-    finally:
-        libc.mallopt(m_trim_threshold, default)
-        libc.mallopt(m_mmap_threshold, default)
-        libc.malloc_trim(0)
-
-
-def _glibc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt, libc.malloc_trim  # noqa: B018 - both exist only in glibc
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-@contextlib.contextmanager
 def _eval_mode(model: torch.nn.Module):
     was_training = model.training
     model.eval()
@@ -532,7 +494,7 @@ def _evaluate(
     loss_sum, correct, squares = np.zeros(n_points), np.zeros(n_points), np.zeros(n_points)
     n_chunks = math.ceil(n_points / chunk_size)
     progress = bar(n_chunks * batches.n_batches, "grid", quiet, unit="batch")
-    with _reuse_freed_memory(), torch.inference_mode(), progress as pbar:
+    with reuse_freed_memory(), torch.inference_mode(), progress as pbar:
         for start in range(0, n_points, chunk_size):
             sl = slice(start, min(start + chunk_size, n_points))
             flat = chunk_params(sl)

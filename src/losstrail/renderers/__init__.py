@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from losstrail._files import atomic_path
+from losstrail._memory import reuse_freed_memory
 from losstrail._progress import track
 from losstrail._registry import FORMATS, quoted
 from losstrail.projection import Projection
@@ -99,7 +100,7 @@ def animate(
     )
     frames = select_frames(len(projection), max_frames)
     mapper = PaletteMapper(figure.background_rgba(), figure.rgba(int(frames[-1])))
-    with atomic_path(out) as tmp:
-        rgba = (figure.rgba(int(k)) for k in frames)
+    with atomic_path(out) as tmp, reuse_freed_memory():
+        rgba = (figure.rgba(int(k), copy=False) for k in frames)  # each is encoded before the next is drawn
         write_gif(track(rgba, len(frames), "rendering", quiet, unit="frame"), tmp, fps=fps, mapper=mapper)
     return Path(out)

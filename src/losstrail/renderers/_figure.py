@@ -176,8 +176,12 @@ class PathFigure:
             )
         return text
 
-    def rgba(self, k: int) -> np.ndarray:
-        """Frame ``k``, the state at recorded point ``k``, as an (H, W, 4) uint8 array (a fresh copy)."""
+    def rgba(self, k: int, copy: bool = True) -> np.ndarray:
+        """Frame ``k``, the state at recorded point ``k``, as an (H, W, 4) uint8 array.
+
+        With ``copy=False`` it is a view of the canvas, valid until the next call: what a
+        writer that encodes each frame at once needs, without a frame-sized copy.
+        """
         p = self.projection
         self.canvas.restore_region(self._background)
         self.line.set_data(p.xy[: k + 1, 0], p.xy[: k + 1, 1])
@@ -189,9 +193,9 @@ class PathFigure:
             self._slice_dot.set_data([step], [p.slice_loss[k]])
         for ax, artist in self._moving:
             ax.draw_artist(artist)
-        frame = np.array(self.canvas.buffer_rgba())
+        frame = np.asarray(self.canvas.buffer_rgba())
         self._label.draw(frame, self.label(k))
-        return frame
+        return frame.copy() if copy else frame
 
     def background_rgba(self) -> np.ndarray:
         """The static picture without the moving parts, (H, W, 4) uint8."""

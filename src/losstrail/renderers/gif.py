@@ -49,7 +49,7 @@ class PaletteMapper:
             colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
         )
         self.palette = np.asarray(quantized.getpalette()[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
-        self._background = np.ascontiguousarray(background).view(np.uint32)[..., 0]  # (H, W), one word a pixel
+        self._background = np.ascontiguousarray(background).view(np.uint32).reshape(-1)  # (H * W,)
         self._background_index = np.asarray(quantized)[: background.shape[0]].copy()
         self._lut = _nearest_lut(self.palette)
         self._flat_palette = self.palette.ravel().tolist()
@@ -58,10 +58,11 @@ class PaletteMapper:
         """A Pillow 'P' image of ``frame`` (H, W, 4) uint8 RGBA."""
         from PIL import Image
 
-        changed = np.ascontiguousarray(frame).view(np.uint32)[..., 0] != self._background
+        words = np.ascontiguousarray(frame).view(np.uint32).reshape(-1)  # one word a pixel
+        changed = np.flatnonzero(words != self._background)
         index = self._background_index.copy()
-        index[changed] = self._lut[_pack(frame[changed])]
-        image = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
+        index.reshape(-1)[changed] = self._lut[_pack(frame.reshape(-1, 4)[changed])]
+        image = Image.frombuffer("P", (index.shape[1], index.shape[0]), index, "raw", "P", 0, 1)
         image.putpalette(self._flat_palette)
         return image
 

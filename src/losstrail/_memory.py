@@ -1,0 +1,45 @@
+"""Allocator settings for loops that allocate the same large arrays over and over."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import sys
+
+
+@contextlib.contextmanager
+def reuse_freed_memory():
+    """Keep freed blocks in the heap for the duration (glibc only; elsewhere a no-op).
+
+    Every grid chunk allocates the same large activation tensors again, and every frame of an
+    animation the same frame-sized arrays. By default glibc hands
+    blocks of that size back to the kernel on free and maps fresh zeroed pages on the next
+    allocation, and the page faults cost more than the arithmetic (measured 2.5x slower
+    per call). Raising the mmap and trim thresholds for the duration keeps the pages, and
+    ``malloc_trim`` returns them afterwards.
+    """
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    m_trim_threshold, m_mmap_threshold, default = -1, -3, 128 * 1024
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    try:
+        yield
+    finally:
+        libc.mallopt(m_trim_threshold, default)
+        libc.mallopt(m_mmap_threshold, default)
+        libc.malloc_trim(0)
+
+
+def _glibc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both exist only in glibc
+    except (OSError, AttributeError):
+        return None
+    return libc
