@@ -28,11 +28,13 @@ def test_check_choice_names_argument_value_and_choices():
 def test_every_public_name_resolves_to_what_it_says():
     """A submodule must never shadow a public function of the same name (losstrail.render, .project)."""
     import importlib
+    import pkgutil
 
     import losstrail
 
-    for module in ("api", "renderers", "projection", "surface", "directions", "train", "record", "data", "models"):
-        importlib.import_module(f"losstrail.{module}")
+    for module in pkgutil.walk_packages(losstrail.__path__, "losstrail."):
+        if module.name != "losstrail.__main__":  # that one runs the command
+            importlib.import_module(module.name)
     for name in losstrail.__all__:
         value = getattr(losstrail, name)
         assert not isinstance(value, type(losstrail)), name

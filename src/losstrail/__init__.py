@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "loss_landscape_anim": "api",
     "AnimationData": "api",
+    "Comparison": "comparison",
+    "compare": "comparison",
     "hessian_eigenpairs": "hessian",
     "LossLine": "surface",
     "loss_line": "surface",

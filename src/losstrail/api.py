@@ -430,7 +430,8 @@ def render(
     """Draw the animation of a saved run again, without training or evaluating anything.
 
     Args:
-        run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``.
+        run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``, or a
+            comparison directory written by ``compare``.
         out: the output file (default ``'sample.gif'``).
         fps, max_frames: as for ``animate``.
         title: figure title; default the one saved with the run.
@@ -449,6 +450,12 @@ def render(
         raise FileNotFoundError(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
+    from losstrail.comparison import COMPARISON_FILE, load_comparison, render_comparison
+
+    if (Path(run_dir) / COMPARISON_FILE).is_file():
+        comparison = load_comparison(run_dir)
+        chosen = title if title is not None else "Comparing " + ", ".join(comparison.names)
+        return render_comparison(comparison, out, fps=fps, n_frames=max_frames, title=chosen, quiet=quiet)
     settings = read_settings(run_dir)
     trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
     plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)

@@ -140,6 +140,55 @@ def _pair(option: str, text: Optional[str]):
 
 
 @app.command()
+def compare(
+    optimizers: str = typer.Option("adam,sgd,adagrad,rmsprop", help="Comma-separated optimizers, one run each."),
+    lrs: Optional[str] = typer.Option(None, help="Comma-separated learning rates (one, or one per run)."),
+    batch_sizes: Optional[str] = typer.Option(None, help="Comma-separated batch sizes (one, or one per run)."),
+    epochs: int = typer.Option(300, help="Epochs of training per run."),
+    directions: str = typer.Option("pca", help="Shared plane: pca (joint), random, filter, layer, hessian."),
+    centre: Optional[str] = typer.Option(None, help="Centre: a run name, or mean [default: the first run]."),
+    layout: str = typer.Option("overlay", help="overlay (one contour) or grid (a panel per run)."),
+    resolution: str = typer.Option("100", help="Grid points per axis, or NXxNY."),
+    fps: float = typer.Option(15, help="Frames per second of the animation."),
+    frames: int = typer.Option(300, help="Most frames in the animation."),
+    seed: int = typer.Option(0, help="Seed for the shared initial weights and data order."),
+    out: Path = typer.Option(Path("compare.gif"), help="Output file."),
+    run_dir: Path = typer.Option(Path("comparison"), help="Comparison directory (each run, shared plane and grid)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Train several optimizers from the same weights and animate them on one shared plane."""
+    with _user_errors():
+        from losstrail.comparison import compare as compare_runs
+
+        def listed(text, kind):
+            if text is None:
+                return None
+            try:
+                values = [kind(v) for v in text.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(f"{text!r} must be comma-separated numbers, e.g. 0.01,0.001") from None
+            return values if len(values) > 1 else values[0]
+
+        compare_runs(
+            optimizers=[o.strip() for o in optimizers.split(",") if o.strip()],
+            learning_rates=listed(lrs, float),
+            batch_sizes=listed(batch_sizes, int),
+            epochs=epochs,
+            reduction_method=directions,
+            centre=centre,
+            layout=layout,
+            resolution=_resolution(resolution),
+            fps=fps,
+            n_frames=frames,
+            seed=seed,
+            out=out,
+            run_dir=run_dir,
+            quiet=quiet,
+        )
+    typer.echo(f"wrote {out} (comparison saved in {run_dir})")
+
+
+@app.command()
 def render(
     run_dir: Path = typer.Argument(..., help="A run directory written by `losstrail run`."),
     out: Path = typer.Option(Path("sample.gif"), help="Output file; the extension picks the format."),

@@ -402,19 +402,62 @@ def make_plane(
     ('pca', (8,), True)
     """
     check_choice("reduction_method", method, DIRECTIONS)
-    check_choice("second", second, ("pca", "random"))
-    params = trajectory.params
     if len(trajectory.finite_prefix()) != len(trajectory):
         raise ValueError(
             "the trajectory has NaN or infinite parameters (training diverged); "
             "use trajectory.finite_prefix() or lower the learning rate"
         )
     index = centre_index(trajectory, centre)
+    return plane_through(
+        trajectory.params,
+        trajectory.params[index],
+        method,
+        directions=directions,
+        seed=seed,
+        model=model,
+        data=data,
+        loss_fn=loss_fn,
+        keep_biases=keep_biases,
+        negative_curvature=negative_curvature,
+        hessian_examples=hessian_examples,
+        second=second,
+        device=device,
+        quiet=quiet,
+    )
+
+
+def plane_through(
+    params: np.ndarray,
+    centre: np.ndarray,
+    method: str,
+    *,
+    start: np.ndarray | None = None,
+    directions=None,
+    seed: int | None = None,
+    model=None,
+    data=None,
+    loss_fn: Callable | None = None,
+    keep_biases: bool = False,
+    negative_curvature: bool = False,
+    hessian_examples: int | None = None,
+    second: str = "pca",
+    device: str = "cpu",
+    quiet: bool = True,
+) -> Plane:
+    """The plane through ``centre`` (P,) chosen by ``method`` for the path rows ``params`` (T, P).
+
+    What ``make_plane`` does once it knows the centre; ``compare`` calls it with the
+    stacked paths of several runs. ``start`` (default ``params[0]``) is where the path
+    begins, used only to orient the axes so it starts at negative coordinates.
+    """
+    check_choice("reduction_method", method, DIRECTIONS)
+    check_choice("second", second, ("pca", "random"))
     if method in _NEEDS_MODEL:
-        _check_model(method, model, trajectory.n_params)
+        _check_model(method, model, params.shape[1])
     if method in _NEEDS_DATA and data is None:
         raise ValueError(f"reduction_method={method!r} evaluates the loss; pass the data: make_plane(..., data=...)")
-    origin = params[index].astype(np.float64)
+    origin = np.asarray(centre).astype(np.float64)
+    start = params[0] if start is None else start
     options = {
         "hessian_examples": hessian_examples,
         "negative_curvature": negative_curvature,
@@ -435,12 +478,12 @@ def make_plane(
     )
     u, v = made.u, made.v
     if method not in ("custom", "interpolation"):  # their signs carry meaning
-        u, v = _orient(u, v, params[0], origin)
+        u, v = _orient(u, v, start, origin)
     elif method == "interpolation":
-        v = _orient(u, v, params[0], origin)[1]
+        v = _orient(u, v, start, origin)[1]
     explained = made.explained if made.explained is not None else captured_fraction(params, u, v)
     return Plane(
-        origin=params[index].astype(np.float32).copy(),
+        origin=np.asarray(centre).astype(np.float32).copy(),
         u=u.astype(np.float32),
         v=v.astype(np.float32),
         method=method,

@@ -12,7 +12,7 @@ from losstrail._registry import FORMATS, quoted
 from losstrail.projection import Projection
 from losstrail.surface import Surface
 
-__all__ = ["animate", "output_format", "plot_loss_line"]
+__all__ = ["animate", "output_format", "plot_loss_line", "write_animation"]
 
 
 def plot_loss_line(line, out="line.png", **options) -> Path:
@@ -83,7 +83,6 @@ def animate(
         The path of the written file. It appears only once complete.
     """
     from losstrail.renderers._figure import PathFigure, select_frames
-    from losstrail.renderers.gif import PaletteMapper, write_gif
 
     output_format(out)
     check_animation_args(fps, max_frames)
@@ -99,8 +98,20 @@ def animate(
         panel=panel,
     )
     frames = select_frames(len(projection), max_frames)
-    mapper = PaletteMapper(figure.background_rgba(), figure.rgba(int(frames[-1])))
+    return write_animation(figure, frames, out, fps=fps, quiet=quiet)
+
+
+def write_animation(figure, frames, out: str | os.PathLike, *, fps: float, quiet: bool = False) -> Path:
+    """Write the frames ``frames`` of ``figure`` (anything with ``rgba(k, copy)`` and ``background_rgba()``) to ``out``.
+
+    The file appears only once complete.
+    """
+    from losstrail.renderers.gif import PaletteMapper, write_gif
+
+    output_format(out)
+    frames = [int(k) for k in frames]
+    mapper = PaletteMapper(figure.background_rgba(), figure.rgba(frames[-1]))
     with atomic_path(out) as tmp, reuse_freed_memory():
-        rgba = (figure.rgba(int(k), copy=False) for k in frames)  # each is encoded before the next is drawn
+        rgba = (figure.rgba(k, copy=False) for k in frames)  # each is encoded before the next is drawn
         write_gif(track(rgba, len(frames), "rendering", quiet, unit="frame"), tmp, fps=fps, mapper=mapper)
     return Path(out)

@@ -37,7 +37,10 @@ def select_frames(n_points: int, max_frames: int) -> np.ndarray:
 
 def axis_labels(projection: Projection) -> tuple[str, str]:
     """Axis labels naming the method, the share of the path's variance along each axis and any curvature."""
-    plane = projection.plane
+    return _axis_labels(projection.plane)
+
+
+def _axis_labels(plane) -> tuple[str, str]:
     name = _METHOD_AXIS.get(plane.method, f"{plane.method} direction")
     labels = []
     for k in range(2):
@@ -59,6 +62,24 @@ def faithfulness_title(title: str, projection: Projection) -> str:
     if len(projection):
         line += f"; largest distance from it {float(np.max(projection.off_plane)):.3g}"
     return f"{title}\n{line}" if title else line
+
+
+def draw_contour(fig, ax, surface: Surface, plane, *, levels: int, cmap: str, colorbar: bool = True, norm=None):
+    """Filled contour of log loss with the slice's lowest cell marked and the axes labelled; returns the contour."""
+    ax.set_facecolor("0.85")  # cells with a non-finite loss are masked and show this grey
+    loss = np.ma.masked_invalid(surface.loss)
+    log_loss = np.ma.log(np.ma.masked_less_equal(loss, 0))
+    contour = ax.contourf(surface.xs, surface.ys, log_loss, levels=levels, cmap=cmap, alpha=0.9, norm=norm)
+    if colorbar:
+        fig.colorbar(contour, ax=ax, label="log loss on this slice")
+    min_x, min_y, min_loss = surface.minimum
+    ax.plot([min_x], [min_y], "bx", markersize=9, mew=2, label=f"lowest loss on slice ({min_loss:.3g})")
+    xlabel, ylabel = _axis_labels(plane)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(surface.xs[0], surface.xs[-1])
+    ax.set_ylim(surface.ys[0], surface.ys[-1])
+    return contour
 
 
 def _format_value(value: float, percent: bool = False) -> str:
@@ -109,21 +130,8 @@ class PathFigure:
             self.ax = ax
         else:
             ax = self.ax = self.fig.add_subplot()
-        ax.set_facecolor("0.85")  # cells with a non-finite loss are masked and show this grey
-
-        loss = np.ma.masked_invalid(surface.loss)
-        log_loss = np.ma.log(np.ma.masked_less_equal(loss, 0))
-        contour = ax.contourf(surface.xs, surface.ys, log_loss, levels=levels, cmap=cmap, alpha=0.9)
-        self.fig.colorbar(contour, ax=ax, label="log loss on this slice")
-        min_x, min_y, min_loss = surface.minimum
-        ax.plot([min_x], [min_y], "bx", markersize=9, mew=2, label=f"lowest loss on slice ({min_loss:.3g})")
-        xy = projection.xy
-        ax.plot(xy[-1:, 0], xy[-1:, 1], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
-        xlabel, ylabel = axis_labels(projection)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_xlim(surface.xs[0], surface.xs[-1])
-        ax.set_ylim(surface.ys[0], surface.ys[-1])
+        draw_contour(self.fig, ax, surface, projection.plane, levels=levels, cmap=cmap)
+        ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
         self.fig.suptitle(faithfulness_title(title, projection), fontsize=11)
 
         (self.line,) = ax.plot([], [], color=path_color, lw=1.5, animated=True)
@@ -204,9 +212,9 @@ class PathFigure:
 
 
 class _Label:
-    """A two-line read-out in a translucent box at the top left of an axes, drawn with Pillow."""
+    """A few lines of read-out in a translucent box in a corner of an axes, drawn with Pillow."""
 
-    def __init__(self, ax, dpi: int, lines: int = 2, chars: int = 27, pad: int = 6):
+    def __init__(self, ax, dpi: int, lines: int = 2, chars: int = 27, pad: int = 6, corner: str = "upper left"):
         from matplotlib import get_data_path
         from PIL import ImageFont
 
@@ -218,6 +226,8 @@ class _Label:
         fig_height = ax.figure.bbox.height
         self.x0 = int(box.x0) + 8
         self.y0 = int(fig_height - box.y1) + 8
+        if corner == "lower left":
+            self.y0 = int(fig_height - box.y0) - 8 - int(height)
         self.size = (int(width), int(height))
         self.pad = pad
         self._overlay = self._box()
@@ -234,14 +244,17 @@ class _Label:
         )
         return overlay
 
-    def draw(self, frame: np.ndarray, text: str) -> None:
-        """Draw ``text`` onto ``frame`` (H, W, 4) uint8, in place."""
+    def draw(self, frame: np.ndarray, text) -> None:
+        """Draw ``text`` (a string, or ``(line, colour)`` pairs) onto ``frame`` (H, W, 4) uint8, in place."""
+        from matplotlib.colors import to_rgba
         from PIL import Image, ImageDraw
 
+        lines = [(line, "k") for line in text.split("\n")] if isinstance(text, str) else text
         w, h = self.size
         region = frame[self.y0 : self.y0 + h, self.x0 : self.x0 + w]
         image = Image.alpha_composite(Image.fromarray(region), self._overlay)
-        ImageDraw.Draw(image).multiline_text(
-            (self.pad, self.pad), text, font=self.font, fill=(0, 0, 0, 255), spacing=self.line_height - self.font.size
-        )
+        draw = ImageDraw.Draw(image)
+        for row, (line, colour) in enumerate(lines):
+            fill = tuple(int(round(255 * c)) for c in to_rgba(colour))
+            draw.text((self.pad, self.pad + row * self.line_height), line, font=self.font, fill=fill)
         region[...] = np.asarray(image)

@@ -1,0 +1,345 @@
+"""Several runs on one landscape: same start, one shared plane, one surface, one animation."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from losstrail._files import check_writable_dir
+from losstrail._registry import check_choice, quoted
+from losstrail.directions import Plane
+from losstrail.projection import Projection
+from losstrail.record import Trajectory
+from losstrail.surface import Surface
+
+__all__ = ["Comparison", "compare", "render_comparison"]
+
+COMPARE_DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "custom")
+COMPARISON_FILE = "comparison.json"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Runs that share a plane and a surface."""
+
+    names: tuple[str, ...]
+    projections: tuple[Projection, ...]  # one per run, all in ``plane``
+    captured: tuple[float, ...]  # each run's share of its own path variance in the plane
+    plane: Plane
+    surface: Surface
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _settings_list(runs, optimizers, learning_rates, batch_sizes) -> list[dict]:
+    """One settings dict per run, from ``runs`` or the per-setting lists (zipped; a single value is shared)."""
+    if runs is not None:
+        if isinstance(runs, Mapping):
+            return [{"name": str(name), **dict(s)} for name, s in runs.items()]
+        return [dict(s) for s in runs]
+    lists = {"optimizer": optimizers, "learning_rate": learning_rates, "batch_size": batch_sizes}
+    lengths = {k: len(v) for k, v in lists.items() if isinstance(v, (list, tuple))}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"optimizers, learning_rates and batch_sizes must have one length when several are lists; got {lengths}"
+        )
+    n = max(lengths.values(), default=1)
+    out = []
+    for k in range(n):
+        entry = {}
+        for key, value in lists.items():
+            if value is None:
+                continue
+            entry[key] = value[k] if isinstance(value, (list, tuple)) else value
+        out.append(entry)
+    return out
+
+
+def _run_name(settings: dict, varying: list[str]) -> str:
+    if "name" in settings:
+        return str(settings["name"])
+    parts = []
+    for key in varying:
+        value = settings.get(key)
+        parts.append(f"{value:g}" if isinstance(value, float) else str(value))
+    return " ".join(parts) if parts else "run"
+
+
+def check_runs(names: Sequence[str], n_params: Sequence[int] | None = None, centre=None) -> None:
+    """Raise ValueError for fewer than two runs, repeated names, mismatched models or an unknown centre."""
+    if len(names) < 2:
+        raise ValueError(f"compare needs at least two runs to compare; got {len(names)} ({quoted(names)})")
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"run name {name!r} is used twice; give every run its own name")
+        seen.add(name)
+    if n_params is not None:
+        for name, count in zip(names[1:], n_params[1:]):
+            if count != n_params[0]:
+                raise ValueError(
+                    f"run {names[0]!r} has P={n_params[0]} parameters but run {name!r} has P={count}; "
+                    "runs on one plane need the same model architecture"
+                )
+    if centre is not None and centre != "mean" and centre not in names:
+        raise ValueError(f"centre={centre!r} is not one of the runs; expected 'mean' or one of {quoted(names)}")
+
+
+def compare(
+    runs=None,
+    *,
+    optimizers: Sequence[str] | str | None = None,
+    learning_rates=None,
+    batch_sizes=None,
+    trained: Mapping | None = None,
+    datamodule=None,
+    model=None,
+    epochs: int = 300,
+    seed: int = 0,
+    reduction_method: str = "pca",
+    centre: str | None = None,
+    custom_directions=None,
+    resolution: int | tuple[int, int] = 100,
+    layout: str = "overlay",
+    timeline: str = "auto",
+    out: str | os.PathLike | None = "compare.gif",
+    run_dir: str | os.PathLike = "comparison",
+    fps: float = 15,
+    n_frames: int = 300,
+    title: str | None = None,
+    faithfulness: bool = True,
+    return_data: bool = False,
+    quiet: bool = False,
+):
+    """Train (or take) several runs from the same weights and animate them on one shared plane.
+
+    Args:
+        runs: settings per run: a list of dicts, or ``{name: settings}``; keys ``optimizer``,
+            ``learning_rate``, ``batch_size``, ``name``. Or build them from:
+        optimizers, learning_rates, batch_sizes: a list each (zipped) or one value shared.
+        trained: ``{name: Run}`` runs the user trained already (same architecture) instead.
+        datamodule: default the 2-D spirals. model: the model every run starts from (its
+            weights are copied, never trained); default the reference's MLP.
+        epochs, seed: training length, and the seed of the initial weights and data order.
+        reduction_method: ``'pca'`` (joint PCA over all paths, default), ``'random'``,
+            ``'filter'``, ``'layer'``, ``'hessian'`` or ``'custom'``.
+        centre: a run name (its final point; default the first run) or ``'mean'`` of the
+            final points.
+        custom_directions: ``(u, v)`` for ``'custom'``.
+        resolution: grid points per axis, or ``(nx, ny)``.
+        layout: ``'overlay'`` (one contour, a loss panel) or ``'grid'`` (a panel per run).
+        timeline: ``'auto'``, ``'step'`` or ``'fraction'`` (see ``frame_schedule``).
+        out: the animation (``.gif``); None for none.
+        run_dir: the comparison directory: each run's path, the shared plane and surface.
+        fps, n_frames, title, quiet: as ``loss_landscape_anim``.
+        faithfulness: measure each run's true loss along its path (default True).
+        return_data: return ``{name: (optim_path, loss_steps, accu_steps)}`` (each an
+            ``AnimationData`` with the faithfulness figures).
+
+    Returns:
+        The ``Comparison`` (or the per-run data when ``return_data``).
+    """
+    from losstrail.renderers import check_animation_args, output_format
+    from losstrail.renderers.compare import LAYOUTS, TIMELINES
+    from losstrail.train import check_optimizer, check_positive_int
+
+    check_choice("reduction_method", reduction_method, COMPARE_DIRECTIONS)
+    check_choice("layout", layout, LAYOUTS)
+    check_choice("timeline", timeline, TIMELINES)
+    check_animation_args(fps, n_frames)
+    check_positive_int("epochs", epochs, 300)
+    if out is not None:
+        output_format(out)
+        check_writable_dir("out", Path(out).resolve().parent)
+    run_dir = check_writable_dir("run_dir", run_dir)
+    if trained is not None:
+        names = [str(n) for n in trained]
+        settings = [{"name": n} for n in names]
+    else:
+        settings = _settings_list(
+            runs, optimizers if optimizers is not None else ["adam", "sgd"], learning_rates, batch_sizes
+        )
+        varying = [
+            k for k in ("optimizer", "learning_rate", "batch_size") if len({str(s.get(k)) for s in settings}) > 1
+        ]
+        names = [_run_name(s, varying or ["optimizer"]) for s in settings]
+        for s in settings:
+            if "optimizer" in s:
+                s["optimizer"] = check_optimizer(s["optimizer"])
+    check_runs(names, centre=centre)
+    centre = names[0] if centre is None else centre
+    return _compare_job(**locals())
+
+
+def _compare_job(
+    names, settings, trained, datamodule, model, epochs, seed, reduction_method, centre, custom_directions,
+    resolution, layout, timeline, out, run_dir, fps, n_frames, title, faithfulness, return_data, quiet, **_,
+):  # fmt: skip
+    import lightning.pytorch as pl
+    import torch
+
+    from losstrail.api import _animation_data
+    from losstrail.data import SpiralsDataModule
+    from losstrail.models import MLP
+    from losstrail.train import fit
+
+    datamodule = datamodule if datamodule is not None else SpiralsDataModule()
+    if trained is not None:
+        models = [run.model for run in trained.values()]
+        trajectories = [run.trajectory for run in trained.values()]
+    else:
+        if model is None:
+            pl.seed_everything(seed, verbose=False)
+            model = MLP(datamodule.input_dim, datamodule.num_classes, learning_rate=5e-3)
+        models, trajectories = [], []
+        for name, s in zip(names, settings):
+            net = copy.deepcopy(model)  # the same initial weights for every run
+            data = datamodule
+            if s.get("batch_size") is not None:
+                data = copy.copy(datamodule)
+                data.batch_size = int(s["batch_size"])
+            if not quiet:
+                print(f"training {name!r}")
+            run = fit(
+                net,
+                data,
+                optimizer=s.get("optimizer"),
+                learning_rate=s.get("learning_rate"),
+                epochs=epochs,
+                seed=seed,
+                quiet=quiet,
+            )
+            models.append(run.model)
+            trajectories.append(run.trajectory)
+    check_runs(names, [t.n_params for t in trajectories], centre)
+    trajectories = [_finite(name, t) for name, t in zip(names, trajectories)]
+    comparison = _shared_view(
+        names, models, trajectories, datamodule, reduction_method, centre, custom_directions, resolution, seed,
+        faithfulness, quiet,
+    )  # fmt: skip
+    _save(run_dir, comparison, trajectories, settings, models)
+    if out is not None:
+        render_comparison(comparison, out, layout=layout, timeline=timeline, fps=fps, n_frames=n_frames,
+                          title=title if title is not None else _title(names), quiet=quiet)  # fmt: skip
+    if return_data:
+        return {n: _animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
+    del torch
+    return comparison
+
+
+def _finite(name: str, trajectory: Trajectory) -> Trajectory:
+    finite = trajectory.finite_prefix()
+    if len(finite) < len(trajectory):
+        warnings.warn(f"run {name!r} diverged; it is drawn up to step {int(finite.step[-1])}", RuntimeWarning, 3)
+    return finite
+
+
+def _title(names) -> str:
+    return "Comparing " + ", ".join(names)
+
+
+def _shared_view(names, models, trajectories, data, method, centre, directions, resolution, seed, faithfulness, quiet):
+    """The shared plane (joint over all paths), each run's projection and the one surface."""
+    from losstrail.directions import captured_fraction, plane_through
+    from losstrail.projection import project
+    from losstrail.surface import loss_surface, path_grid
+
+    stacked = np.concatenate([t.params for t in trajectories])  # (sum T, P): joint PCA sees every path
+    finals = np.stack([t.params[-1] for t in trajectories])
+    origin = finals.mean(axis=0) if centre == "mean" else trajectories[names.index(centre)].params[-1]
+    reference = models[names.index(centre)] if centre != "mean" else models[0]
+    plane = plane_through(
+        stacked,
+        origin,
+        method,
+        start=trajectories[0].params[0],
+        directions=directions,
+        seed=seed,
+        model=reference,
+        data=data,
+        quiet=quiet,
+    )
+    measure = {"model": reference, "data": data} if faithfulness else {}
+    projections = tuple(project(plane, t, **measure) for t in trajectories)
+    captured = tuple(float(sum(captured_fraction(t.params, plane.u, plane.v))) for t in trajectories)
+    xs, ys = path_grid(np.concatenate([p.xy for p in projections]), resolution)
+    surface = loss_surface(reference, data, plane, xs, ys, quiet=quiet)
+    return Comparison(tuple(names), projections, captured, plane, surface)
+
+
+def render_comparison(
+    comparison: Comparison,
+    out: str | os.PathLike = "compare.gif",
+    *,
+    layout: str = "overlay",
+    timeline: str = "auto",
+    fps: float = 15,
+    n_frames: int = 300,
+    title: str = "",
+    quiet: bool = False,
+) -> Path:
+    """Animate every run of ``comparison`` in step on the shared surface and write ``out``."""
+    from losstrail.renderers import write_animation
+    from losstrail.renderers.compare import CompareFigure
+
+    figure = CompareFigure(
+        list(zip(comparison.names, comparison.projections)),
+        comparison.surface,
+        title=title,
+        layout=layout,
+        timeline=timeline,
+        max_frames=n_frames,
+        captured=comparison.captured,
+    )
+    return write_animation(figure, range(figure.n_frames), out, fps=fps, quiet=quiet)
+
+
+def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models) -> None:
+    import json
+
+    from losstrail._files import atomic_path
+    from losstrail.artifacts import save_run_value, save_weights
+
+    save_run_value(run_dir, comparison.plane)
+    save_run_value(run_dir, comparison.surface)
+    for name, trajectory, projection, model in zip(comparison.names, trajectories, comparison.projections, models):
+        sub = run_dir / _folder(name)
+        sub.mkdir(parents=True, exist_ok=True)
+        save_run_value(sub, trajectory)
+        save_run_value(sub, projection)
+        save_weights(sub / "model.pt", model)
+    record = {
+        "format_version": 1,
+        "runs": [{"name": n, "folder": _folder(n), **s} for n, s in zip(comparison.names, settings)],
+        "captured": list(comparison.captured),
+    }
+    with atomic_path(run_dir / COMPARISON_FILE) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def _folder(name: str) -> str:
+    return "run-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def load_comparison(run_dir: str | os.PathLike) -> Comparison:
+    """Read a comparison directory written by ``compare``; recomputes nothing."""
+    import json
+
+    from losstrail.artifacts import load_run_value
+
+    run_dir = Path(run_dir)
+    path = run_dir / COMPARISON_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} has no {COMPARISON_FILE}; pass a directory written by compare")
+    record = json.loads(path.read_text())
+    plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
+    runs = record["runs"]
+    projections = tuple(load_run_value(run_dir / r["folder"], Projection, plane=plane) for r in runs)
+    return Comparison(tuple(r["name"] for r in runs), projections, tuple(record["captured"]), plane, surface)

@@ -1,0 +1,226 @@
+"""Several paths on one loss surface: one animation where every run moves in step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from losstrail.projection import Projection
+from losstrail.renderers._figure import _Label, draw_contour
+from losstrail.surface import Surface
+
+# Path colours that stand out on the blue-green-yellow contour, in run order.
+RUN_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#000000", "#e377c2", "#8c564b", "#bcbd22", "#7f7f7f")
+TIMELINES = ("auto", "step", "fraction")
+LAYOUTS = ("overlay", "grid")
+
+
+def frame_schedule(projections: Sequence[Projection], max_frames: int, timeline: str = "auto"):
+    """For each frame, the point each run shows, ``(F, R)`` int, and the frame's time ``(F,)``.
+
+    ``'step'`` moves every run by global step; ``'fraction'`` by the fraction of its own
+    training, for runs of different lengths; ``'auto'`` picks ``'step'`` when the runs end
+    at the same step. A run that has finished rests at its last point.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace as P
+    >>> runs = [P(step=np.arange(5)), P(step=np.arange(3))]
+    >>> index, times = frame_schedule(runs, 5, "step")
+    >>> index.T.tolist()
+    [[0, 1, 2, 3, 4], [0, 1, 2, 2, 2]]
+    """
+    if timeline == "auto":
+        same_end = len({int(p.step[-1]) for p in projections}) == 1
+        timeline = "step" if same_end else "fraction"
+    n_frames = min(max_frames, max(len(p.step) for p in projections))
+    if timeline == "step":
+        start = min(int(p.step[0]) for p in projections)
+        end = max(int(p.step[-1]) for p in projections)
+        times = np.linspace(start, end, n_frames)
+        keys = [np.asarray(p.step, dtype=np.float64) for p in projections]
+    else:
+        times = np.linspace(0.0, 1.0, n_frames)
+        keys = [_fraction(p.step) for p in projections]
+    index = np.stack([np.clip(np.searchsorted(k, times + 1e-9, side="right") - 1, 0, len(k) - 1) for k in keys], 1)
+    return index, times
+
+
+def _fraction(step: np.ndarray) -> np.ndarray:
+    step = np.asarray(step, dtype=np.float64)
+    span = step[-1] - step[0]
+    return (step - step[0]) / span if span > 0 else np.zeros_like(step)
+
+
+class CompareFigure:
+    """The paths of several runs on one shared surface, frame by frame.
+
+    Args:
+        runs: ``(name, projection)`` pairs, all in the same plane.
+        surface: the shared loss grid.
+        title: figure title.
+        layout: ``'overlay'`` (all paths on one contour, with a loss panel) or ``'grid'``
+            (one panel per run, one colour scale).
+        timeline, max_frames: see ``frame_schedule``.
+        size, dpi, cmap, levels: the look, as ``PathFigure``.
+        captured: each run's fraction of its path variance that the shared plane holds.
+    """
+
+    def __init__(
+        self,
+        runs: Sequence[tuple[str, Projection]],
+        surface: Surface,
+        *,
+        title: str = "",
+        layout: str = "overlay",
+        timeline: str = "auto",
+        max_frames: int = 300,
+        size: tuple[int, int] | None = None,
+        dpi: int = 100,
+        cmap: str = "YlGnBu",
+        levels: int = 35,
+        captured: Sequence[float] | None = None,
+    ):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.colors import Normalize
+        from matplotlib.figure import Figure
+
+        self.names = [name for name, _ in runs]
+        self.projections = [p for _, p in runs]
+        self.colours = [RUN_COLOURS[k % len(RUN_COLOURS)] for k in range(len(runs))]
+        self.schedule, self.times = frame_schedule(self.projections, max_frames, timeline)
+        ends = {int(p.step[-1]) for p in self.projections}
+        self.by_step = timeline == "step" or (timeline == "auto" and len(ends) == 1)
+        self.captured = list(captured) if captured is not None else [None] * len(runs)
+        plane = self.projections[0].plane
+        n = len(runs)
+        if layout == "grid":
+            cols = min(n, 2 if n <= 4 else 3)
+            rows = math.ceil(n / cols)
+            width, height = size if size is not None else (560 * cols, 460 * rows + 60)
+        else:
+            width, height = size if size is not None else (1280, 600)
+        self.fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+        self.canvas = FigureCanvasAgg(self.fig)
+        self._moving: list = []
+        self.lines, self.points = [], []
+        if layout == "grid":
+            axes = self.fig.subplots(rows, cols, squeeze=False).ravel()
+            finite = np.log(surface.loss[np.isfinite(surface.loss) & (surface.loss > 0)])
+            norm = Normalize(float(finite.min()), float(finite.max())) if finite.size else None
+            for k, ax in enumerate(axes):
+                if k >= n:
+                    ax.set_visible(False)
+                    continue
+                contour = draw_contour(
+                    self.fig, ax, surface, plane, levels=levels, cmap=cmap, colorbar=False, norm=norm
+                )
+                ax.set_title(self._run_title(k), fontsize=9, color=self.colours[k])
+                self._add_path(ax, k)
+            self.fig.colorbar(contour, ax=list(axes[:n]), label="log loss on this slice (one scale)")
+            self.main_axes = list(axes[:n])
+        else:
+            ax, side = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.55, 1]})
+            draw_contour(self.fig, ax, surface, plane, levels=levels, cmap=cmap)
+            for k in range(n):
+                self._add_path(ax, k, label=self._run_title(k))
+            ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+            self._draw_panel(side)
+            self.main_axes = [ax]
+        self.fig.suptitle(title + ("\n" if title else "") + _shared_plane_note(self.projections), fontsize=10)
+        self.layout = layout
+        if layout == "overlay":
+            self.fig.tight_layout()
+        self.canvas.draw()
+        self._background = self.canvas.copy_from_bbox(self.fig.bbox)
+        if layout == "grid":
+            self._labels = [_Label(a, dpi, lines=1, chars=24, corner="lower left") for a in self.main_axes]
+        else:
+            self._labels = [_Label(self.main_axes[0], dpi, lines=n + 1, chars=30, corner="lower left")]
+
+    def _run_title(self, k: int) -> str:
+        captured = self.captured[k]
+        return f"{self.names[k]} (plane holds {captured:.0%} of its path)" if captured is not None else self.names[k]
+
+    def _add_path(self, ax, k: int, label: str | None = None) -> None:
+        colour = self.colours[k]
+        (line,) = ax.plot([], [], color=colour, lw=1.5, animated=True)
+        (point,) = ax.plot([], [], "o", color=colour, ms=7, mec="white", mew=0.8, animated=True, label=label)
+        self.lines.append(line)
+        self.points.append(point)
+        self._moving += [(ax, line), (ax, point)]
+
+    def _draw_panel(self, side) -> None:
+        """One loss curve per run (true loss where measured), with a dot that follows each run."""
+        self._dots = []
+        measured = all(p.measured for p in self.projections)
+        for k, p in enumerate(self.projections):
+            x = p.step if self._panel_by_step() else _fraction(p.step)
+            y = p.true_loss if measured else p.loss
+            side.plot(x, y, color=self.colours[k], lw=1.4, label=self.names[k])
+            (dot,) = side.plot([], [], "o", color=self.colours[k], ms=5, animated=True)
+            self._dots.append(dot)
+            self._moving.append((side, dot))
+        values = np.concatenate([(p.true_loss if measured else p.loss) for p in self.projections])
+        if np.all(values[np.isfinite(values)] > 0):
+            side.set_yscale("log")
+        side.set_xlabel("step" if self._panel_by_step() else "fraction of training")
+        side.set_title("true loss along each path" if measured else "training loss of each run", fontsize=10)
+        side.grid(alpha=0.3)
+        side.legend(loc="upper right", fontsize=8, framealpha=0.8)
+
+    def _panel_by_step(self) -> bool:
+        return bool(self.by_step)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.times)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        width, height = self.canvas.get_width_height()
+        return int(width), int(height)
+
+    def label_lines(self, f: int) -> list[tuple[str, str]]:
+        when = f"step {self.times[f]:>7.0f}" if self.by_step else f"{self.times[f]:>4.0%} of training"
+        lines = [(when, "k")]
+        for k, p in enumerate(self.projections):
+            i = int(self.schedule[f, k])
+            loss = (p.true_loss if p.measured else p.loss)[i]
+            lines.append((f"{self.names[k][:12]:<12s} loss {float(loss):.4f}", self.colours[k]))
+        return lines
+
+    def rgba(self, f: int, copy: bool = True) -> np.ndarray:
+        """Frame ``f`` as an (H, W, 4) uint8 array; with ``copy=False`` a view valid until the next call."""
+        self.canvas.restore_region(self._background)
+        for k, p in enumerate(self.projections):
+            i = int(self.schedule[f, k])
+            self.lines[k].set_data(p.xy[: i + 1, 0], p.xy[: i + 1, 1])
+            self.points[k].set_data(p.xy[i : i + 1, 0], p.xy[i : i + 1, 1])
+            if self.layout == "overlay":
+                measured = p.true_loss if p.measured else p.loss
+                x = float(p.step[i]) if self._panel_by_step() else float(_fraction(p.step)[i])
+                self._dots[k].set_data([x], [measured[i]])
+        for ax, artist in self._moving:
+            ax.draw_artist(artist)
+        frame = np.asarray(self.canvas.buffer_rgba())
+        lines = self.label_lines(f)
+        if self.layout == "grid":
+            for k, label in enumerate(self._labels):
+                label.draw(frame, [(f"{lines[0][0]}  loss {lines[k + 1][0].split('loss')[-1].strip()}", "k")])
+        else:
+            self._labels[0].draw(frame, lines)
+        return frame.copy() if copy else frame
+
+    def background_rgba(self) -> np.ndarray:
+        self.canvas.restore_region(self._background)
+        return np.array(self.canvas.buffer_rgba())
+
+
+def _shared_plane_note(projections: Sequence[Projection]) -> str:
+    plane = projections[0].plane
+    return (
+        f"one shared {plane.method!r} plane: each run's share of its own path in the plane is in its label; "
+        "contours are the slice, not the loss the runs walked on"
+    )
