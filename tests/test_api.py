@@ -14,7 +14,9 @@ def _frames(path):
 
 def test_default_arguments_write_the_sample_gif(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert losstrail.loss_landscape_anim(n_epochs=12, quiet=True) is None
+    animation = losstrail.loss_landscape_anim(n_epochs=12, quiet=True)
+    assert (str(animation.path), animation.format, animation.frames) == ("sample.gif", "gif", 13)
+    assert animation._repr_html_().startswith('<img src="data:image/gif;base64,')  # inline in Jupyter
     assert _frames(tmp_path / "sample.gif") == (13, (1280, 600))  # 12 steps + the final point; loss panel beside
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "model.pt",

@@ -15,7 +15,9 @@ OPTIMIZER_ALIASES = {"sgd+momentum": "momentum"}
 DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom")
 DATASETS = ("spirals",)
 MODELS = ("mlp",)
-FORMATS = ("gif",)
+FORMATS = ("gif", "mp4", "html", "png", "pdf", "svg")
+ANIMATED_FORMATS = ("gif", "mp4")
+STILL_FORMATS = ("png", "pdf", "svg")
 
 
 def quoted(names: Iterable[str]) -> str:

@@ -25,9 +25,13 @@ class AnimationData(tuple):
 
     def __new__(cls, optim_path, loss_steps, accu_steps, **extras):
         data = super().__new__(cls, (optim_path, loss_steps, accu_steps))
+        data.animation = None
         for name, value in extras.items():
             setattr(data, name, value)
         return data
+
+    def _repr_html_(self) -> str | None:
+        return self.animation._repr_html_() if self.animation is not None else None
 
 
 def _accelerator(gpus) -> str:
@@ -109,7 +113,9 @@ def loss_landscape_anim(
     negative_curvature: bool = False,
     hessian_examples: int | None = None,
     faithfulness: bool = True,
+    decision: bool = False,
     quiet: bool = False,
+    **style,
 ):
     """Train a network, slice its loss landscape along a plane and animate the path across it.
 
@@ -151,12 +157,19 @@ def loss_landscape_anim(
         keep_biases, negative_curvature, hessian_examples: see ``make_plane``.
         faithfulness: evaluate the true loss at every recorded point and the slice loss at
             its projection, and draw them beside the contour (default True).
+        decision: add a panel with the classifier's decision regions at each step (2-D data).
         quiet: no progress bars.
+        **style: the look and the format, as ``animate``: ``format``, ``view`` ('2d'/'3d'),
+            ``rotate``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``,
+            ``path_color``, ``every``, ``step``.
 
     Returns:
         ``AnimationData`` when ``return_data``: unpacks as ``(optim_path, loss_steps,
         accu_steps)`` — the flat parameter vectors (torch tensors) of every recorded point,
-        and the loss and accuracy at each — and carries the faithfulness figures.
+        and the loss and accuracy at each — and carries the faithfulness figures. Otherwise
+        the ``Animation`` written (it shows itself inline in Jupyter). With
+        ``output_to_file=False`` the animation goes to the run directory and is displayed
+        inline under IPython.
     """
     from losstrail.renderers import check_animation_args, output_format
     from losstrail.train import check_optimizer, check_positive_int
@@ -166,8 +179,9 @@ def loss_landscape_anim(
     check_positive_int("n_epochs", n_epochs, 300)
     check_animation_args(giffps, n_frames)
     _check_grid_args(resolution, xrange, yrange)
+    _check_style(style)
     if output_to_file:
-        output_format(output_filename)
+        output_format(output_filename, style.get("format"))
         check_writable_dir("output_filename", Path(output_filename).resolve().parent)
     run_dir = check_writable_dir("model_dirpath", model_dirpath)
     weights = run_dir / model_filename
@@ -178,6 +192,23 @@ def loss_landscape_anim(
         )
     accelerator = _accelerator(gpus)
     return _run_job(**locals())
+
+
+def _check_style(style: dict) -> None:
+    unknown = sorted(set(style) - set(STYLE_KEYS))
+    if unknown:
+        raise TypeError(
+            f"loss_landscape_anim() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"the look is set with {', '.join(STYLE_KEYS)}"
+        )
+    if style.get("format") == "mp4":
+        from losstrail.renderers.mp4 import check_ffmpeg
+
+        check_ffmpeg()
+    if style.get("format") == "html":
+        from losstrail.renderers.html import check_plotly
+
+        check_plotly()
 
 
 def _check_grid_args(resolution, xrange, yrange) -> None:
@@ -218,7 +249,9 @@ def _run_job(
     negative_curvature,
     hessian_examples,
     faithfulness,
+    decision,
     quiet,
+    style,
     run_dir,
     weights,
     accelerator,
@@ -355,10 +388,27 @@ def _run_job(
             "title": title,
         },
     )
-    _output(projection, surface, output_to_file, output_filename, giffps, n_frames, title, quiet)
+    maps = _decision_maps(model, datamodule, trajectory, n_frames, run_dir) if decision else None
+    animation = _output(
+        projection, surface, output_to_file, output_filename, run_dir, giffps, n_frames, title, style, maps, quiet
+    )
     if return_data:
-        return _animation_data(recorded, projection)
-    return None
+        data = _animation_data(recorded, projection)
+        data.animation = animation
+        return data
+    return animation
+
+
+def _decision_maps(model, data, trajectory, n_frames, run_dir):
+    """Decision regions at the frames' points, saved in the run directory for re-rendering."""
+    from losstrail.artifacts import save_run_value
+    from losstrail.renderers._figure import select_frames
+    from losstrail.surface import decision_regions
+
+    index = select_frames(len(trajectory), n_frames)
+    maps = decision_regions(model, data, trajectory.params[index], index)
+    save_run_value(run_dir, maps)
+    return maps
 
 
 def _animation_data(recorded, projection) -> AnimationData:
@@ -396,26 +446,30 @@ def _warn_if_unfaithful(plane) -> None:
         )
 
 
-def _output(projection, surface, output_to_file, output_filename, fps, n_frames, title, quiet) -> None:
+# Keyword arguments of ``animate`` that set the look, accepted by the one-call API and ``render``.
+STYLE_KEYS = ("format", "view", "rotate", "cmap", "levels", "log_scale", "size", "dpi", "path_color", "every", "step")
+
+
+def _output(
+    projection, surface, output_to_file, output_filename, run_dir, fps, n_frames, title, style, decision, quiet
+):
+    """Write the animation (to the run directory when not to a file) and show it inline under IPython."""
     from losstrail.renderers import animate
 
-    if output_to_file:
-        animate(projection, surface, output_filename, fps=fps, max_frames=n_frames, title=title, quiet=quiet)
-        return
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-    except ImportError:
-        return
-    if get_ipython() is None:
-        return
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = animate(
-            projection, surface, Path(tmp) / "anim.gif", fps=fps, max_frames=n_frames, title=title, quiet=quiet
-        )
-        display(Image(data=out.read_bytes(), format="gif"))
+    kind = style.get("format") or "gif"
+    out = output_filename if output_to_file else Path(run_dir) / f"animation.{kind}"
+    animation = animate(
+        projection, surface, out, fps=fps, max_frames=n_frames, title=title, decision=decision, quiet=quiet, **style
+    )
+    if not output_to_file:
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return animation
+        if get_ipython() is not None:
+            display(animation)
+    return animation
 
 
 def render(
@@ -425,40 +479,58 @@ def render(
     fps: float = 15,
     max_frames: int = 300,
     title: str | None = None,
+    decision: bool | None = None,
+    layout: str = "overlay",
     quiet: bool = False,
-) -> Path:
-    """Draw the animation of a saved run again, without training or evaluating anything.
+    **style,
+):
+    """Draw a saved run (or comparison) again, in any format, without training or evaluating anything.
 
     Args:
         run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``, or a
             comparison directory written by ``compare``.
-        out: the output file (default ``'sample.gif'``).
+        out: the output file; its extension picks the format (gif, mp4, html, png, pdf, svg).
         fps, max_frames: as for ``animate``.
         title: figure title; default the one saved with the run.
+        decision: the decision-regions panel; default when the run saved one.
+        layout: for a comparison, ``'overlay'`` or ``'grid'``.
         quiet: no progress bar.
+        **style: the look, as ``animate`` (``format``, ``view``, ``cmap``, ``levels``, ...).
+
+    Returns:
+        The ``Animation`` written.
     """
     from losstrail.artifacts import load_run_value, read_settings
+    from losstrail.comparison import COMPARISON_FILE, load_comparison, render_comparison
     from losstrail.directions import Plane
     from losstrail.projection import project
     from losstrail.record import Trajectory
     from losstrail.renderers import animate, check_animation_args, output_format
-    from losstrail.surface import Surface
+    from losstrail.surface import DecisionMaps, Surface
 
-    output_format(out)
+    _check_style(style)
+    output_format(out, style.get("format"))
     check_animation_args(fps, max_frames)
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
-    from losstrail.comparison import COMPARISON_FILE, load_comparison, render_comparison
-
     if (Path(run_dir) / COMPARISON_FILE).is_file():
         comparison = load_comparison(run_dir)
         chosen = title if title is not None else "Comparing " + ", ".join(comparison.names)
-        return render_comparison(comparison, out, fps=fps, n_frames=max_frames, title=chosen, quiet=quiet)
+        return render_comparison(
+            comparison, out, fps=fps, n_frames=max_frames, title=chosen, layout=layout, quiet=quiet,
+            format=style.get("format"),
+        )  # fmt: skip
     settings = read_settings(run_dir)
     trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
     plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
     projection = _saved_projection(Path(run_dir), plane, trajectory) or project(plane, trajectory)
+    maps = None
+    if decision or (decision is None and (Path(run_dir) / "decision.npz").is_file()):
+        maps = load_run_value(run_dir, DecisionMaps)
     chosen_title = title if title is not None else settings.get("title", "")
-    return animate(projection, surface, out, fps=fps, max_frames=max_frames, title=chosen_title, quiet=quiet)
+    return animate(
+        projection, surface, out, fps=fps, max_frames=max_frames, title=chosen_title, decision=maps, quiet=quiet,
+        **style,
+    )  # fmt: skip

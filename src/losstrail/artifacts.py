@@ -24,13 +24,19 @@ from losstrail._files import atomic_path
 from losstrail.directions import Plane
 from losstrail.projection import Projection
 from losstrail.record import Trajectory
-from losstrail.surface import Surface
+from losstrail.surface import DecisionMaps, Surface
 
 __all__ = ["load_run_value", "read_settings", "save_run_value", "write_settings"]
 
 FORMAT_VERSION = 1
 SETTINGS_FILE = "run.json"
-VALUE_FILES = {Trajectory: "trajectory.npz", Plane: "plane.npz", Surface: "surface.npz", Projection: "path.npz"}
+VALUE_FILES = {
+    Trajectory: "trajectory.npz",
+    Plane: "plane.npz",
+    Surface: "surface.npz",
+    Projection: "path.npz",
+    DecisionMaps: "decision.npz",
+}
 # Fields held by reference to another saved value rather than as arrays.
 _LINKED = {"plane"}
 _PAIRS = {"explained", "eigenvalues"}

@@ -283,11 +283,20 @@ def render_comparison(
     fps: float = 15,
     n_frames: int = 300,
     title: str = "",
+    format: str | None = None,
     quiet: bool = False,
-) -> Path:
-    """Animate every run of ``comparison`` in step on the shared surface and write ``out``."""
-    from losstrail.renderers import write_animation
+):
+    """Animate every run of ``comparison`` in step on the shared surface and write ``out`` (gif, mp4, html, still)."""
+    from losstrail.renderers import STILL_FORMATS, Animation, output_format, write_animation
     from losstrail.renderers.compare import CompareFigure
+
+    kind = output_format(out, format)
+    if kind == "html":
+        from losstrail.renderers.html import write_html
+
+        runs = list(zip(comparison.names, comparison.projections))
+        path = write_html(runs, comparison.surface, out, max_frames=n_frames, fps=fps, title=title)
+        return Animation(path, kind, n_frames)
 
     figure = CompareFigure(
         list(zip(comparison.names, comparison.projections)),
@@ -298,7 +307,14 @@ def render_comparison(
         max_frames=n_frames,
         captured=comparison.captured,
     )
-    return write_animation(figure, range(figure.n_frames), out, fps=fps, quiet=quiet)
+    if kind in STILL_FORMATS:
+        from losstrail._files import atomic_path
+        from losstrail.renderers._figure import save_still
+
+        with atomic_path(out) as tmp:
+            save_still(figure, figure.n_frames - 1, tmp, kind)
+        return Animation(out, kind, 1)
+    return write_animation(figure, range(figure.n_frames), out, fps=fps, quiet=quiet, format=kind)
 
 
 def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models) -> None:

@@ -24,7 +24,17 @@ from losstrail._memory import reuse_freed_memory
 from losstrail._progress import bar
 from losstrail.directions import Plane
 
-__all__ = ["LossLine", "Surface", "evaluate_points", "loss_line", "loss_surface", "path_grid", "take_subset"]
+__all__ = [
+    "DecisionMaps",
+    "LossLine",
+    "decision_regions",
+    "Surface",
+    "evaluate_points",
+    "loss_line",
+    "loss_surface",
+    "path_grid",
+    "take_subset",
+]
 
 # Data held in memory between chunks when it comes from a loader (bytes).
 _CACHE_LIMIT = 1 << 30
@@ -401,6 +411,60 @@ def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) ->
     points = origin[None, :] + ts[:, None] * direction[None, :]  # (n, P)
     loss, accuracy = evaluate_points(model, data, points, **options)
     return LossLine(ts=ts, loss=loss, accuracy=accuracy)
+
+
+@dataclass(frozen=True)
+class DecisionMaps:
+    """A 2-D classifier's predicted class over its input plane, at some recorded points of a path."""
+
+    xs: np.ndarray  # (gw,) input x
+    ys: np.ndarray  # (gh,) input y
+    labels: np.ndarray  # (F, gh, gw) predicted class at each recorded point in ``index``
+    index: np.ndarray  # (F,) recorded-point indices, ascending
+    X: np.ndarray  # (N, 2) the training inputs, drawn over the regions
+    y: np.ndarray  # (N,) their classes
+
+    def at(self, k: int) -> np.ndarray:
+        """The map of the last computed point at or before recorded point ``k``."""
+        i = int(np.searchsorted(self.index, k, side="right")) - 1
+        return self.labels[max(i, 0)]
+
+
+def decision_regions(model: torch.nn.Module, data, params: np.ndarray, index, *, resolution: int = 80) -> DecisionMaps:
+    """Predicted classes of a model with 2-D inputs over the data's extent, at each row of ``params`` (F, P).
+
+    ``index`` (F,) says which recorded points the rows are. Evaluated for all rows at once
+    (``vmap``), in eval mode.
+    """
+    from torch.func import functional_call, vmap
+
+    from losstrail._functional import ParamLayout
+
+    X, y = (t.cpu() for t in next(iter(DataLoader(_as_dataset(data), batch_size=1 << 30))))
+    if X.dim() != 2 or X.shape[1] != 2:
+        raise ValueError(
+            f"decision regions need 2-D inputs (N, 2); this data has inputs of shape {tuple(X.shape)}. "
+            "Leave the decision panel off for image data"
+        )
+    lo, hi = X.min(0).values.numpy(), X.max(0).values.numpy()
+    pad = 0.08 * (hi - lo)
+    xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+    ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32))
+    layout = ParamLayout(model)
+    buffers = dict(model.named_buffers())
+    rows = torch.from_numpy(np.ascontiguousarray(params, dtype=np.float32))
+
+    def predict(flat):
+        return functional_call(model, (layout.unflatten(flat), buffers), (grid,)).argmax(-1)
+
+    labels = []
+    with _eval_mode(model), torch.inference_mode():
+        for start in range(0, len(rows), 32):
+            labels.append(vmap(predict)(rows[start : start + 32]).to(torch.uint8).numpy())
+    maps = np.concatenate(labels).reshape(len(rows), resolution, resolution)
+    return DecisionMaps(xs, ys, maps, np.asarray(index), X.numpy(), y.numpy())
 
 
 def _batch_norms(model: torch.nn.Module) -> list:

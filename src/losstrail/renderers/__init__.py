@@ -8,11 +8,13 @@ from pathlib import Path
 from losstrail._files import atomic_path
 from losstrail._memory import reuse_freed_memory
 from losstrail._progress import track
-from losstrail._registry import FORMATS, quoted
+from losstrail._registry import ANIMATED_FORMATS, FORMATS, STILL_FORMATS, check_choice, quoted
 from losstrail.projection import Projection
 from losstrail.surface import Surface
 
-__all__ = ["animate", "output_format", "plot_loss_line", "write_animation"]
+VIEWS = ("2d", "3d")
+
+__all__ = ["STILL_FORMATS", "Animation", "animate", "output_format", "plot_loss_line", "write_animation"]
 
 
 def plot_loss_line(line, out="line.png", **options) -> Path:
@@ -30,7 +32,7 @@ def output_format(out: str | os.PathLike, format: str | None = None, *, allowed=
     >>> output_format("movie.avi")
     Traceback (most recent call last):
     ...
-    ValueError: output 'movie.avi' has format 'avi', which is not supported; expected one of 'gif'
+    ValueError: output 'movie.avi' has format 'avi', which is not supported; expected one of 'gif', 'mp4', 'html', 'png', 'pdf', 'svg'
     """
     chosen = (format or Path(out).suffix.lstrip(".")).lower()
     if chosen not in allowed:
@@ -48,70 +50,197 @@ def check_animation_args(fps: float, max_frames: int) -> None:
         raise ValueError(f"n_frames={max_frames!r} must be an integer of at least 2, e.g. n_frames=300")
 
 
+class Animation:
+    """A written animation or picture; shows itself inline in Jupyter (``_repr_html_``).
+
+    ``path`` is the file, ``format`` its format, ``frames`` how many frames it has.
+    """
+
+    _MIME = {"gif": "image/gif", "png": "image/png", "svg": "image/svg+xml", "mp4": "video/mp4"}
+
+    def __init__(self, path: str | os.PathLike, format: str, frames: int):
+        self.path, self.format, self.frames = Path(path), format, frames
+
+    def __repr__(self) -> str:
+        return f"Animation({str(self.path)!r}, format={self.format!r}, frames={self.frames})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def _repr_html_(self) -> str:
+        import base64
+        import html
+
+        if self.format == "html":
+            page = html.escape(self.path.read_text(), quote=True)
+            return f'<iframe srcdoc="{page}" style="width:100%;height:720px;border:0"></iframe>'
+        if self.format == "pdf":
+            return f"<p>PDF written to <code>{html.escape(str(self.path))}</code></p>"
+        data = base64.b64encode(self.path.read_bytes()).decode("ascii")
+        src = f"data:{self._MIME[self.format]};base64,{data}"
+        if self.format == "mp4":
+            return f'<video src="{src}" controls loop autoplay muted style="max-width:100%"></video>'
+        return f'<img src="{src}" style="max-width:100%"/>'
+
+
+def frames_to_show(steps, max_frames: int, every: int | None = None):
+    """Indices of the recorded points to draw: every ``every``-th step (if given), at most ``max_frames``.
+
+    >>> import numpy as np
+    >>> frames_to_show(np.arange(10), 300, every=4).tolist()
+    [0, 4, 8, 9]
+    """
+    import numpy as np
+
+    from losstrail.renderers._figure import select_frames
+
+    if every is None:
+        return select_frames(len(steps), max_frames)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every={every!r} must be a positive number of steps, e.g. every=5")
+    chosen = np.flatnonzero((np.asarray(steps) - steps[0]) % every == 0)
+    chosen = np.union1d(chosen, [len(steps) - 1])
+    return chosen[select_frames(len(chosen), max_frames)]
+
+
 def animate(
     projection: Projection,
     surface: Surface,
     out: str | os.PathLike = "sample.gif",
     *,
+    format: str | None = None,
     fps: float = 15,
     max_frames: int = 300,
+    every: int | None = None,
+    step: int | None = None,
     title: str = "",
     size: tuple[int, int] | None = None,
     dpi: int = 100,
     cmap: str = "YlGnBu",
     levels: int = 35,
+    log_scale: bool = True,
     path_color: str = "red",
     panel: bool | None = None,
+    view: str = "2d",
+    rotate: bool = False,
+    decision=None,
     quiet: bool = False,
-) -> Path:
-    """Animate the path moving across the loss contour and write it to ``out``.
+) -> Animation:
+    """Animate the path moving across the loss contour (or draw one still of it) and write ``out``.
 
     Args:
         projection: the path in the plane (from ``project``).
         surface: the loss grid (from ``loss_surface``).
-        out: output file; its extension picks the format (``.gif``).
+        out: output file; its extension (or ``format``) picks the format: ``.gif``, ``.mp4``
+            (H.264, needs ``losstrail[mp4]``), ``.html`` (interactive, needs ``losstrail[html]``),
+            or a still ``.png``/``.pdf``/``.svg`` of the path up to ``step`` (default: all of it).
+        format: the format, when not the extension's.
         fps: frames per second (default 15).
         max_frames: at most this many frames, spread evenly over the steps, first and
             last always in (default 300).
+        every: draw only every ``every``-th recorded step (and the last).
+        step: for a still, the global step it shows (default the last).
         title, size, dpi, cmap, levels, path_color: the look; see ``PathFigure``. The
             default size is 900x600, or 1280x600 with the loss panel.
+        log_scale: contour of log loss (default, as the reference) or of the loss itself.
         panel: draw the true-loss and slice-loss curves beside the contour; default when
             ``projection`` carries them (``project(..., model=, data=)``).
+        view: ``'2d'`` (contour, default) or ``'3d'`` (shaded surface with the path on it).
+        rotate: ``'3d'``: turn the camera slowly over the animation.
+        decision: ``DecisionMaps`` for a panel with the classifier's decision regions.
         quiet: no progress bar.
 
     Returns:
-        The path of the written file. It appears only once complete.
+        An ``Animation`` (the written file; shows itself inline in Jupyter). The file
+        appears only once complete.
     """
-    from losstrail.renderers._figure import PathFigure, select_frames
+    from losstrail.renderers._figure import PathFigure, save_still
 
-    output_format(out)
+    kind = output_format(out, format)
     check_animation_args(fps, max_frames)
-    figure = PathFigure(
-        projection,
-        surface,
-        title=title,
-        size=size,
-        dpi=dpi,
-        cmap=cmap,
-        levels=levels,
-        path_color=path_color,
-        panel=panel,
-    )
-    frames = select_frames(len(projection), max_frames)
-    return write_animation(figure, frames, out, fps=fps, quiet=quiet)
+    check_choice("view", view, VIEWS)
+    frames = frames_to_show(projection.step, max_frames, every)
+    if kind == "html":
+        from losstrail.renderers.html import write_html
+
+        keep = _subsampled(projection, frames)
+        path = write_html([("path", keep)], surface, out, max_frames=max_frames, fps=fps, title=title, cmap=cmap,
+                          log_scale=log_scale, view=view, colours=[path_color])  # fmt: skip
+        return Animation(path, kind, len(frames))
+    if kind == "mp4":
+        from losstrail.renderers.mp4 import check_ffmpeg
+
+        check_ffmpeg()
+    if view == "3d":
+        from losstrail.renderers.surface3d import SurfaceFigure
+
+        figure = SurfaceFigure(projection, surface, rotate=rotate, n_frames=len(frames), title=title, size=size,
+                               dpi=dpi, cmap=cmap, path_color=path_color, log_scale=log_scale)  # fmt: skip
+    else:
+        figure = PathFigure(
+            projection,
+            surface,
+            title=title,
+            size=size,
+            dpi=dpi,
+            cmap=cmap,
+            levels=levels,
+            path_color=path_color,
+            panel=panel,
+            log_scale=log_scale,
+            decision=decision,
+            frames=frames,
+        )
+    if kind in STILL_FORMATS:
+        k = len(projection) - 1 if step is None else _index_of_step(projection, step)
+        with atomic_path(out) as tmp:
+            save_still(figure, k, tmp, kind)
+        return Animation(out, kind, 1)
+    return write_animation(figure, frames, out, fps=fps, quiet=quiet, format=kind)
 
 
-def write_animation(figure, frames, out: str | os.PathLike, *, fps: float, quiet: bool = False) -> Path:
+def _index_of_step(projection: Projection, step: int) -> int:
+    import numpy as np
+
+    hits = np.flatnonzero(projection.step == step)
+    if not len(hits):
+        raise ValueError(
+            f"step={step!r} is not a recorded step; this path has steps "
+            f"{int(projection.step[0])} to {int(projection.step[-1])}"
+        )
+    return int(hits[0])
+
+
+def _subsampled(projection: Projection, frames) -> Projection:
+    """The projection at the chosen frames only (what the HTML page stores)."""
+    import dataclasses
+
+    changes = {}
+    for field in dataclasses.fields(projection):
+        value = getattr(projection, field.name)
+        if field.name != "plane" and value is not None:
+            changes[field.name] = value[frames]
+    return dataclasses.replace(projection, **changes)
+
+
+def write_animation(
+    figure, frames, out: str | os.PathLike, *, fps: float, quiet: bool = False, format: str | None = None
+) -> Animation:
     """Write the frames ``frames`` of ``figure`` (anything with ``rgba(k, copy)`` and ``background_rgba()``) to ``out``.
 
-    The file appears only once complete.
+    GIF or MP4 by the extension (or ``format``); the file appears only once complete.
     """
-    from losstrail.renderers.gif import PaletteMapper, write_gif
-
-    output_format(out)
+    kind = output_format(out, format, allowed=ANIMATED_FORMATS)
     frames = [int(k) for k in frames]
-    mapper = PaletteMapper(figure.background_rgba(), figure.rgba(frames[-1]))
     with atomic_path(out) as tmp, reuse_freed_memory():
-        rgba = (figure.rgba(k, copy=False) for k in frames)  # each is encoded before the next is drawn
-        write_gif(track(rgba, len(frames), "rendering", quiet, unit="frame"), tmp, fps=fps, mapper=mapper)
-    return Path(out)
+        rgba = track((figure.rgba(k, copy=False) for k in frames), len(frames), "rendering", quiet, unit="frame")
+        if kind == "mp4":
+            from losstrail.renderers.mp4 import write_mp4
+
+            write_mp4(rgba, tmp, fps=fps, size=figure.size)
+        else:
+            from losstrail.renderers.gif import PaletteMapper, write_gif
+
+            mapper = PaletteMapper(figure.background_rgba(), figure.rgba(frames[-1]))
+            write_gif(rgba, tmp, fps=fps, mapper=mapper)  # each frame is encoded before the next is drawn
+    return Animation(out, kind, len(frames))

@@ -64,14 +64,30 @@ def faithfulness_title(title: str, projection: Projection) -> str:
     return f"{title}\n{line}" if title else line
 
 
-def draw_contour(fig, ax, surface: Surface, plane, *, levels: int, cmap: str, colorbar: bool = True, norm=None):
-    """Filled contour of log loss with the slice's lowest cell marked and the axes labelled; returns the contour."""
+def readout(p: Projection, k: int) -> str:
+    """The read-out text of recorded point ``k``: step, epoch, loss and accuracy (and true/slice loss)."""
+    text = (
+        f"step  {int(p.step[k]):>6d}   epoch {int(p.epoch[k])}\n"
+        f"loss  {_format_value(float(p.loss[k]))}   acc {_format_value(float(p.accuracy[k]), percent=True)}"
+    )
+    if p.measured:
+        text += (
+            f"\ntrue  {_format_value(float(p.true_loss[k]))} slice {_format_value(float(p.slice_loss[k]))}"
+            f"\noff-plane {float(p.off_plane[k]):.3g}"
+        )
+    return text
+
+
+def draw_contour(
+    fig, ax, surface: Surface, plane, *, levels: int, cmap: str, colorbar: bool = True, norm=None, log_scale=True
+):
+    """Filled contour of (log) loss with the slice's lowest cell marked and the axes labelled; returns the contour."""
     ax.set_facecolor("0.85")  # cells with a non-finite loss are masked and show this grey
     loss = np.ma.masked_invalid(surface.loss)
-    log_loss = np.ma.log(np.ma.masked_less_equal(loss, 0))
-    contour = ax.contourf(surface.xs, surface.ys, log_loss, levels=levels, cmap=cmap, alpha=0.9, norm=norm)
+    shown = np.ma.log(np.ma.masked_less_equal(loss, 0)) if log_scale else loss
+    contour = ax.contourf(surface.xs, surface.ys, shown, levels=levels, cmap=cmap, alpha=0.9, norm=norm)
     if colorbar:
-        fig.colorbar(contour, ax=ax, label="log loss on this slice")
+        fig.colorbar(contour, ax=ax, label="log loss on this slice" if log_scale else "loss on this slice")
     min_x, min_y, min_loss = surface.minimum
     ax.plot([min_x], [min_y], "bx", markersize=9, mew=2, label=f"lowest loss on slice ({min_loss:.3g})")
     xlabel, ylabel = _axis_labels(plane)
@@ -114,6 +130,9 @@ class PathFigure:
         levels: int = 35,
         path_color: str = "red",
         panel: bool | None = None,
+        log_scale: bool = True,
+        decision=None,
+        frames=None,
     ):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -122,15 +141,18 @@ class PathFigure:
         self.panel = projection.measured if panel is None else panel
         if self.panel and not projection.measured:
             raise ValueError("panel=True needs the true and slice losses: project(..., model=model, data=data)")
-        width, height = size if size is not None else (SIZE_WITH_PANEL if self.panel else SIZE)
+        self.decision = decision
+        default = SIZE_WITH_PANEL if self.panel else SIZE
+        if decision is not None:
+            default = (default[0] + 480, default[1])
+        width, height = size if size is not None else default
         self.fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
         self.canvas = FigureCanvasAgg(self.fig)
-        if self.panel:
-            ax, side = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.55, 1]})
-            self.ax = ax
-        else:
-            ax = self.ax = self.fig.add_subplot()
-        draw_contour(self.fig, ax, surface, projection.plane, levels=levels, cmap=cmap)
+        ratios = [1.55] + ([1.0] if self.panel else []) + ([0.95] if decision is not None else [])
+        axes = list(np.atleast_1d(self.fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})))
+        ax = self.ax = axes[0]
+        side = axes[1] if self.panel else None
+        draw_contour(self.fig, ax, surface, projection.plane, levels=levels, cmap=cmap, log_scale=log_scale)
         ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
         self.fig.suptitle(faithfulness_title(title, projection), fontsize=11)
 
@@ -140,6 +162,8 @@ class PathFigure:
         self._moving = [(ax, self.line), (ax, self.point)]
         if self.panel:
             self._draw_panel(side, path_color)
+        if decision is not None:
+            self._draw_decision(axes[-1], decision, frames)
         self.fig.tight_layout()
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(self.fig.bbox)
@@ -166,23 +190,33 @@ class PathFigure:
         (self._slice_dot,) = side.plot([], [], "o", color=path_color, ms=5, animated=True)
         self._moving += [(side, self._cursor), (side, self._true_dot), (side, self._slice_dot)]
 
+    def _draw_decision(self, ax, decision, frames) -> None:
+        """The classifier's decision regions at the current step, over the training points."""
+        from matplotlib.colors import ListedColormap
+
+        classes = int(max(decision.labels.max(), decision.y.max())) + 1
+        colours = ListedColormap(["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3",
+                                  "#8c8c8c", "#ccb974", "#64b5cd"][: max(classes, 2)])  # fmt: skip
+        extent = (decision.xs[0], decision.xs[-1], decision.ys[0], decision.ys[-1])
+        self._regions = ax.imshow(decision.labels[0], origin="lower", extent=extent, cmap=colours, vmin=-0.5,
+                                  vmax=colours.N - 0.5, alpha=0.35, aspect="auto", animated=True,
+                                  interpolation="nearest")  # fmt: skip
+        ax.scatter(decision.X[:, 0], decision.X[:, 1], c=decision.y, cmap=colours, vmin=-0.5, vmax=colours.N - 0.5,
+                   s=6, edgecolors="none")  # fmt: skip
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.set_title("decision regions at this step", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        self._moving.insert(0, (ax, self._regions))  # under the nothing else; drawn first
+
     @property
     def size(self) -> tuple[int, int]:
         width, height = self.canvas.get_width_height()
         return int(width), int(height)
 
     def label(self, k: int) -> str:
-        p = self.projection
-        text = (
-            f"step  {int(p.step[k]):>6d}   epoch {int(p.epoch[k])}\n"
-            f"loss  {_format_value(float(p.loss[k]))}   acc {_format_value(float(p.accuracy[k]), percent=True)}"
-        )
-        if p.measured:
-            text += (
-                f"\ntrue  {_format_value(float(p.true_loss[k]))} slice {_format_value(float(p.slice_loss[k]))}"
-                f"\noff-plane {float(p.off_plane[k]):.3g}"
-            )
-        return text
+        return readout(self.projection, k)
 
     def rgba(self, k: int, copy: bool = True) -> np.ndarray:
         """Frame ``k``, the state at recorded point ``k``, as an (H, W, 4) uint8 array.
@@ -190,20 +224,26 @@ class PathFigure:
         With ``copy=False`` it is a view of the canvas, valid until the next call: what a
         writer that encodes each frame at once needs, without a frame-sized copy.
         """
-        p = self.projection
         self.canvas.restore_region(self._background)
-        self.line.set_data(p.xy[: k + 1, 0], p.xy[: k + 1, 1])
-        self.point.set_data(p.xy[k : k + 1, 0], p.xy[k : k + 1, 1])
-        if self.panel:
-            step = float(p.step[k])
-            self._cursor.set_xdata([step, step])
-            self._true_dot.set_data([step], [p.true_loss[k]])
-            self._slice_dot.set_data([step], [p.slice_loss[k]])
+        self.update(k)
         for ax, artist in self._moving:
             ax.draw_artist(artist)
         frame = np.asarray(self.canvas.buffer_rgba())
         self._label.draw(frame, self.label(k))
         return frame.copy() if copy else frame
+
+    def update(self, k: int) -> None:
+        """Set the moving artists to the state at recorded point ``k`` (without drawing)."""
+        p = self.projection
+        self.line.set_data(p.xy[: k + 1, 0], p.xy[: k + 1, 1])
+        self.point.set_data(p.xy[k : k + 1, 0], p.xy[k : k + 1, 1])
+        if self.decision is not None:
+            self._regions.set_data(self.decision.at(k))
+        if self.panel:
+            step = float(p.step[k])
+            self._cursor.set_xdata([step, step])
+            self._true_dot.set_data([step], [p.true_loss[k]])
+            self._slice_dot.set_data([step], [p.slice_loss[k]])
 
     def background_rgba(self) -> np.ndarray:
         """The static picture without the moving parts, (H, W, 4) uint8."""
@@ -258,3 +298,17 @@ class _Label:
             fill = tuple(int(round(255 * c)) for c in to_rgba(colour))
             draw.text((self.pad, self.pad + row * self.line_height), line, font=self.font, fill=fill)
         region[...] = np.asarray(image)
+
+
+def save_still(figure, k: int, out, kind: str) -> None:
+    """Write ``figure`` at frame ``k`` as a still image (png, pdf or svg), with its read-out as real text."""
+    figure.update(k)
+    for _, artist in figure._moving:
+        artist.set_animated(False)
+    text = figure.label(k)
+    lines = [(line, "k") for line in text.split("\n")] if isinstance(text, str) else text
+    ax = figure.main_axes[0] if hasattr(figure, "main_axes") else figure.ax
+    for row, (line, colour) in enumerate(lines):
+        ax.text(0.02, 0.97 - 0.05 * row, line, transform=ax.transAxes, family="monospace", fontsize=9,
+                color=colour, va="top", bbox={"fc": "white", "alpha": 0.7, "lw": 0} if row == 0 else None)  # fmt: skip
+    figure.fig.savefig(out, format=kind)

@@ -194,14 +194,7 @@ class CompareFigure:
     def rgba(self, f: int, copy: bool = True) -> np.ndarray:
         """Frame ``f`` as an (H, W, 4) uint8 array; with ``copy=False`` a view valid until the next call."""
         self.canvas.restore_region(self._background)
-        for k, p in enumerate(self.projections):
-            i = int(self.schedule[f, k])
-            self.lines[k].set_data(p.xy[: i + 1, 0], p.xy[: i + 1, 1])
-            self.points[k].set_data(p.xy[i : i + 1, 0], p.xy[i : i + 1, 1])
-            if self.layout == "overlay":
-                measured = p.true_loss if p.measured else p.loss
-                x = float(p.step[i]) if self._panel_by_step() else float(_fraction(p.step)[i])
-                self._dots[k].set_data([x], [measured[i]])
+        self.update(f)
         for ax, artist in self._moving:
             ax.draw_artist(artist)
         frame = np.asarray(self.canvas.buffer_rgba())
@@ -212,6 +205,20 @@ class CompareFigure:
         else:
             self._labels[0].draw(frame, lines)
         return frame.copy() if copy else frame
+
+    def label(self, f: int) -> list[tuple[str, str]]:
+        return self.label_lines(f)
+
+    def update(self, f: int) -> None:
+        """Set every run's moving artists to frame ``f`` (without drawing)."""
+        for k, p in enumerate(self.projections):
+            i = int(self.schedule[f, k])
+            self.lines[k].set_data(p.xy[: i + 1, 0], p.xy[: i + 1, 1])
+            self.points[k].set_data(p.xy[i : i + 1, 0], p.xy[i : i + 1, 1])
+            if self.layout == "overlay":
+                measured = p.true_loss if p.measured else p.loss
+                x = float(p.step[i]) if self._panel_by_step() else float(_fraction(p.step)[i])
+                self._dots[k].set_data([x], [measured[i]])
 
     def background_rgba(self) -> np.ndarray:
         self.canvas.restore_region(self._background)

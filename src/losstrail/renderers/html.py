@@ -1,0 +1,201 @@
+"""An interactive, self-contained HTML page (plotly, with plotly.js embedded so it works offline).
+
+The path data is written once; a few lines of script drive the play/pause button and the
+step slider by restyling two traces per run, so the page grows with the path's length,
+not with its square, and 300 frames stay well under a few hundred kilobytes of data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from losstrail.projection import Projection
+from losstrail.renderers.compare import RUN_COLOURS, frame_schedule
+from losstrail.surface import Surface
+
+DIV_ID = "losstrail-plot"
+
+
+def check_plotly() -> None:
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError(
+            "HTML output needs plotly; install it with: pip install 'losstrail[html]', or write a .gif instead"
+        ) from None
+
+
+def _rounded(values, digits: int = 5) -> list:
+    """Values as short JSON numbers (``None`` for NaN/inf), to keep the page small."""
+    out = []
+    for v in np.asarray(values, dtype=np.float64).ravel():
+        out.append(float(f"{v:.{digits}g}") if np.isfinite(v) else None)
+    return out
+
+
+def _slice_height(projection: Projection, surface: Surface) -> np.ndarray:
+    """The slice loss under each point: measured when there is one, else read off the grid."""
+    if projection.slice_loss is not None:
+        return projection.slice_loss
+    from losstrail.renderers.surface3d import grid_value
+
+    return grid_value(surface, projection.xy)
+
+
+def write_html(
+    runs: Sequence[tuple[str, Projection]],
+    surface: Surface,
+    out: str | os.PathLike,
+    *,
+    max_frames: int = 300,
+    fps: float = 15,
+    title: str = "",
+    cmap: str = "YlGnBu",
+    log_scale: bool = True,
+    view: str = "2d",
+    colours: Sequence[str] | None = None,
+) -> Path:
+    """Write the contour (or 3-D surface), every run's path, a play/pause button and a step slider to ``out``."""
+    check_plotly()
+    import plotly.graph_objects as go
+
+    from losstrail._files import atomic_path
+    from losstrail.renderers._figure import _axis_labels
+
+    colours = list(colours) if colours is not None else [RUN_COLOURS[k % len(RUN_COLOURS)] for k in range(len(runs))]
+    projections = [p for _, p in runs]
+    schedule, times = frame_schedule(projections, max_frames)
+    loss = np.where(surface.loss > 0, surface.loss, np.nan) if log_scale else surface.loss
+    z = np.log(loss) if log_scale else loss
+    z_label = "log loss" if log_scale else "loss"
+    xlabel, ylabel = _axis_labels(projections[0].plane)
+    fig = go.Figure()
+    hover_grid = "x %{x:.3g}<br>y %{y:.3g}<br>slice " + z_label + " %{z:.4g}<extra></extra>"
+    grid = {
+        "x": _rounded(surface.xs),
+        "y": _rounded(surface.ys),
+        "z": np.reshape(np.array(_rounded(z), dtype=object), z.shape).tolist(),
+        "colorscale": cmap,
+        "hovertemplate": hover_grid,
+        "colorbar": {"title": {"text": z_label}},
+    }
+    if view == "3d":
+        fig.add_trace(go.Surface(opacity=0.85, **grid))
+    else:
+        fig.add_trace(go.Contour(ncontours=35, **grid))
+    paths = []
+    for k, (name, p) in enumerate(runs):
+        height = _slice_height(p, surface)
+        h = np.log(np.where(height > 0, height, np.nan)) if log_scale else height
+        true = p.true_loss if p.true_loss is not None else np.full(len(p), np.nan)
+        slice_ = p.slice_loss if p.slice_loss is not None else height
+        custom = np.stack([p.step, true, slice_, p.loss], axis=1)
+        hover = (
+            f"<b>{name}</b><br>step %{{customdata[0]}}<br>plane x %{{x:.4g}}, y %{{y:.4g}}<br>"
+            "true loss %{customdata[1]:.4g}<br>slice loss %{customdata[2]:.4g}<br>batch loss %{customdata[3]:.4g}"
+            "<extra></extra>"
+        )
+        common = {"name": name, "customdata": [_rounded(row) for row in custom], "hovertemplate": hover}
+        line = {"color": colours[k], "width": 3}
+        if view == "3d":
+            fig.add_trace(go.Scatter3d(x=[], y=[], z=[], mode="lines", line=line, showlegend=False, hoverinfo="skip"))
+            fig.add_trace(
+                go.Scatter3d(x=[], y=[], z=[], mode="markers", marker={"color": colours[k], "size": 6}, **common)
+            )
+        else:
+            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", line=line, showlegend=False, hoverinfo="skip"))
+            fig.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"color": colours[k], "size": 11,
+                                     "line": {"color": "white", "width": 1}}, **common))  # fmt: skip
+        paths.append({"x": _rounded(p.xy[:, 0]), "y": _rounded(p.xy[:, 1]), "z": _rounded(h),
+                      "custom": common["customdata"]})  # fmt: skip
+    labels = [f"{t:.0f}" if len({int(p.step[-1]) for p in projections}) == 1 else f"{t:.0%}" for t in times]
+    fig.update_layout(
+        title={"text": title or "losstrail", "x": 0.5},
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        width=900,
+        height=640,
+        margin={"t": 70, "b": 40},
+        legend={"orientation": "h", "y": -0.25},
+        sliders=[
+            {
+                "active": 0,
+                "currentvalue": {"prefix": "step "},
+                "pad": {"t": 50},
+                "steps": [{"label": lab, "method": "skip", "args": [None]} for lab in labels],
+            }
+        ],
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "left",
+                "x": 0.0,
+                "y": -0.12,
+                "xanchor": "left",
+                "buttons": [
+                    {"label": "▶ play", "method": "skip", "args": [None], "name": "play"},
+                    {"label": "❚❚ pause", "method": "skip", "args": [None], "name": "pause"},
+                ],
+            }
+        ],
+    )
+    if view == "3d":
+        fig.update_layout(scene={"xaxis_title": xlabel, "yaxis_title": ylabel, "zaxis_title": z_label})
+    data = {"paths": paths, "schedule": schedule.tolist(), "first": 1, "fps": fps, "view": view}
+    script = _PLAYER.replace("__DATA__", json.dumps(data, separators=(",", ":")))
+    with atomic_path(out) as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True, div_id=DIV_ID, post_script=script,
+                       config={"responsive": True})  # fmt: skip
+    return Path(out)
+
+
+# Drives the slider and the play/pause buttons: frame k shows each run's path up to its
+# scheduled point and a marker there. ``window.losstrail`` exposes the state to tests.
+_PLAYER = """
+(function () {
+  const gd = document.getElementById('{plot_id}');
+  const D = __DATA__;
+  const n = D.schedule.length, runs = D.paths.length;
+  const state = {frame: 0, playing: false, timer: null};
+  window.losstrail = state;
+  function show(f) {
+    f = Math.max(0, Math.min(n - 1, f));
+    state.frame = f;
+    const upd = {x: [], y: [], customdata: []};
+    if (D.view === '3d') upd.z = [];
+    const idx = [];
+    for (let r = 0; r < runs; r++) {
+      const p = D.paths[r], i = D.schedule[f][r];
+      upd.x.push(p.x.slice(0, i + 1), [p.x[i]]);
+      upd.y.push(p.y.slice(0, i + 1), [p.y[i]]);
+      if (D.view === '3d') upd.z.push(p.z.slice(0, i + 1), [p.z[i]]);
+      upd.customdata.push(null, [p.custom[i]]);
+      idx.push(D.first + 2 * r, D.first + 2 * r + 1);
+    }
+    Plotly.restyle(gd, upd, idx);
+    state.moving = true;  // our own slider update is not a user's slider change
+    Promise.resolve(Plotly.relayout(gd, {'sliders[0].active': f})).finally(function () { state.moving = false; });
+  }
+  function stop() { state.playing = false; if (state.timer) clearInterval(state.timer); state.timer = null; }
+  function play() {
+    stop();
+    if (state.frame >= n - 1) show(0);
+    state.playing = true;
+    state.timer = setInterval(function () {
+      if (state.frame >= n - 1) { stop(); return; }
+      show(state.frame + 1);
+    }, 1000 / D.fps);
+  }
+  state.show = show; state.play = play; state.stop = stop;
+  gd.on('plotly_sliderchange', function (e) {
+    if (!state.moving && e.slider) { stop(); show(e.slider.active); }
+  });
+  gd.on('plotly_buttonclicked', function (e) { if (e.button.name === 'play') play(); else stop(); });
+  show(0);
+})();
+"""

@@ -1,0 +1,116 @@
+"""The loss surface as a shaded 3-D plot with the path drawn on it, optionally turning."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from losstrail.projection import Projection
+from losstrail.surface import Surface
+
+
+def grid_value(surface: Surface, xy: np.ndarray) -> np.ndarray:
+    """The surface's loss at points ``xy`` (T, 2), bilinear between grid nodes, clamped at the edges.
+
+    >>> s = Surface(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([[0.0, 1.0], [2.0, 3.0]]), np.zeros((2, 2)))
+    >>> grid_value(s, np.array([[0.5, 0.5], [1.0, 0.0]])).tolist()
+    [1.5, 1.0]
+    """
+    xs, ys, z = surface.xs, surface.ys, surface.loss
+    fx = np.clip(np.interp(xy[:, 0], xs, np.arange(len(xs))), 0, len(xs) - 1)
+    fy = np.clip(np.interp(xy[:, 1], ys, np.arange(len(ys))), 0, len(ys) - 1)
+    j0, i0 = np.minimum(fx.astype(int), len(xs) - 2), np.minimum(fy.astype(int), len(ys) - 2)
+    tx, ty = fx - j0, fy - i0
+    return (
+        z[i0, j0] * (1 - tx) * (1 - ty)
+        + z[i0, j0 + 1] * tx * (1 - ty)
+        + z[i0 + 1, j0] * (1 - tx) * ty
+        + z[i0 + 1, j0 + 1] * tx * ty
+    )
+
+
+class SurfaceFigure:
+    """A 3-D view: the surface (log loss by default) and the path on it at its slice loss.
+
+    Args:
+        projection, surface: as ``PathFigure``.
+        rotate: turn the camera slowly (half a turn over the animation) instead of holding it.
+        n_frames: frames the animation will have (sets the rotation speed).
+        title, size, dpi, cmap, path_color, log_scale: the look.
+    """
+
+    def __init__(
+        self,
+        projection: Projection,
+        surface: Surface,
+        *,
+        rotate: bool = False,
+        n_frames: int = 300,
+        title: str = "",
+        size: tuple[int, int] | None = None,
+        dpi: int = 100,
+        cmap: str = "YlGnBu",
+        path_color: str = "red",
+        log_scale: bool = True,
+    ):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        from losstrail.renderers._figure import _axis_labels, _Label, faithfulness_title
+
+        self.projection = projection
+        self.rotate, self.n_frames = rotate, max(n_frames, 1)
+        width, height = size if size is not None else (900, 700)
+        self.fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+        self.canvas = FigureCanvasAgg(self.fig)
+        ax = self.ax = self.fig.add_subplot(projection="3d")
+        transform = (lambda v: np.log(np.where(v > 0, v, np.nan))) if log_scale else (lambda v: v)
+        gx, gy = np.meshgrid(surface.xs, surface.ys)
+        z = np.ma.masked_invalid(transform(surface.loss))
+        ax.plot_surface(gx, gy, z, cmap=cmap, linewidth=0, antialiased=False, alpha=0.85, rstride=2, cstride=2)
+        height_along = (
+            projection.slice_loss if projection.slice_loss is not None else grid_value(surface, projection.xy)
+        )
+        self.z = transform(height_along)
+        xlabel, ylabel = _axis_labels(projection.plane)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_zlabel("log loss on this slice" if log_scale else "loss on this slice", fontsize=8)
+        self.fig.suptitle(faithfulness_title(title, projection), fontsize=10)
+        self.azimuth = -60.0
+        ax.view_init(elev=35, azim=self.azimuth)
+        (self.line,) = ax.plot([], [], [], color=path_color, lw=2, animated=not rotate, zorder=10)
+        (self.point,) = ax.plot([], [], [], "o", color=path_color, ms=7, animated=not rotate, zorder=11)
+        self._moving = [(ax, self.line), (ax, self.point)]
+        self.main_axes = [ax]
+        self.canvas.draw()
+        self._background = self.canvas.copy_from_bbox(self.fig.bbox)
+        self._label = _Label(ax, dpi, lines=4 if projection.measured else 2)
+
+    def label(self, k: int) -> str:
+        from losstrail.renderers._figure import readout
+
+        return readout(self.projection, k)
+
+    def update(self, k: int) -> None:
+        p = self.projection
+        self.line.set_data_3d(p.xy[: k + 1, 0], p.xy[: k + 1, 1], self.z[: k + 1])
+        self.point.set_data_3d(p.xy[k : k + 1, 0], p.xy[k : k + 1, 1], self.z[k : k + 1])
+        if self.rotate:
+            self.ax.view_init(elev=35, azim=self.azimuth + 180.0 * k / max(len(p) - 1, 1))
+
+    def rgba(self, k: int, copy: bool = True) -> np.ndarray:
+        """Frame ``k`` as (H, W, 4) uint8; a turning camera redraws everything, a still one blits."""
+        self.update(k)
+        if self.rotate:
+            self.canvas.draw()
+        else:
+            self.canvas.restore_region(self._background)
+            for ax, artist in self._moving:
+                ax.draw_artist(artist)
+        frame = np.asarray(self.canvas.buffer_rgba())
+        self._label.draw(frame, self.label(k))
+        return frame.copy() if copy else frame
+
+    def background_rgba(self) -> np.ndarray:
+        self.canvas.restore_region(self._background)
+        return np.array(self.canvas.buffer_rgba())
