@@ -121,3 +121,42 @@ def test_run_with_filter_directions_and_grid_options(tmp_path):
         assert s["loss"].shape == (4, 6) and (s["xs"][0], s["xs"][-1]) == (-2.0, 1.0)
     with np.load(run_dir / "plane.npz") as plane:
         assert str(plane["method"]) == "filter"
+
+
+def test_render_a_saved_run_to_every_format(tmp_path):
+    run_dir = tmp_path / "ck"
+    result = runner.invoke(
+        app,
+        ["run", "--epochs", "4", "--resolution", "8", "--frames", "3", "--seed", "0", "--decision"]
+        + ["--out", str(tmp_path / "r.gif"), "--run-dir", str(run_dir), "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "decision.npz").is_file()
+    for name, extra in [
+        ("v.mp4", []),
+        ("p.html", []),
+        ("s.png", ["--step", "2"]),
+        ("t.svg", ["--cmap", "viridis", "--linear", "--size", "700x500"]),
+        ("u.gif", ["--view", "3d", "--every", "2"]),
+    ]:
+        out = tmp_path / name
+        result = runner.invoke(app, ["render", str(run_dir), "--out", str(out), "--frames", "3", "-q", *extra])
+        assert result.exit_code == 0, (name, result.output)
+        assert out.stat().st_size > 1000
+    with Image.open(tmp_path / "u.gif") as im:
+        assert im.size == (900, 700) and im.n_frames == 3
+
+
+def test_render_names_what_is_missing_or_incompatible(tmp_path):
+    run_dir = tmp_path / "ck"
+    args = ["run", "--epochs", "3", "--resolution", "6", "--frames", "2", "--out", str(tmp_path / "a.gif")]
+    assert runner.invoke(app, [*args, "--run-dir", str(run_dir), "-q"]).exit_code == 0
+    (run_dir / "surface.npz").unlink()
+    result = runner.invoke(app, ["render", str(run_dir), "--out", str(tmp_path / "b.gif")])
+    assert result.exit_code == 2 and "has no surface.npz; it holds" in result.output
+    record = (run_dir / "run.json").read_text().replace('"format_version": 1', '"format_version": 99')
+    (run_dir / "run.json").write_text(record)
+    result = runner.invoke(app, ["render", str(run_dir), "--out", str(tmp_path / "b.gif")])
+    assert result.exit_code == 2 and "format_version=99; this losstrail reads 1" in result.output
+    result = runner.invoke(app, ["render", str(run_dir), "--out", str(tmp_path / "b.avi")])
+    assert result.exit_code == 2 and "expected one of 'gif', 'mp4', 'html', 'png', 'pdf', 'svg'" in result.output

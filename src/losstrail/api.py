@@ -161,7 +161,7 @@ def loss_landscape_anim(
         quiet: no progress bars.
         **style: the look and the format, as ``animate``: ``format``, ``view`` ('2d'/'3d'),
             ``rotate``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``,
-            ``path_color``, ``every``, ``step``.
+            ``path_color``, ``every``, ``step``, ``title``.
 
     Returns:
         ``AnimationData`` when ``return_data``: unpacks as ``(optim_path, loss_steps,
@@ -447,7 +447,9 @@ def _warn_if_unfaithful(plane) -> None:
 
 
 # Keyword arguments of ``animate`` that set the look, accepted by the one-call API and ``render``.
-STYLE_KEYS = ("format", "view", "rotate", "cmap", "levels", "log_scale", "size", "dpi", "path_color", "every", "step")
+STYLE_KEYS = (
+    "format", "view", "rotate", "cmap", "levels", "log_scale", "size", "dpi", "path_color", "every", "step", "title",
+)  # fmt: skip
 
 
 def _output(
@@ -456,6 +458,8 @@ def _output(
     """Write the animation (to the run directory when not to a file) and show it inline under IPython."""
     from losstrail.renderers import animate
 
+    style = dict(style)
+    title = style.pop("title", None) or title
     kind = style.get("format") or "gif"
     out = output_filename if output_to_file else Path(run_dir) / f"animation.{kind}"
     animation = animate(

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from losstrail._registry import DATASETS, DIRECTIONS, MODELS, OPTIMIZERS
+from losstrail._registry import DATASETS, DIRECTIONS, FORMATS, MODELS, OPTIMIZERS
 
 app = typer.Typer(
     add_completion=False,
@@ -23,6 +23,34 @@ app = typer.Typer(
 
 def _names(names) -> str:
     return ", ".join(names)
+
+
+# The look and format of the output, shared by `run` and `render`.
+FORMAT = typer.Option(None, "--format", help=f"Output format: {_names(FORMATS)} [default: from --out's extension].")
+VIEW = typer.Option("2d", help="2d (contour) or 3d (shaded surface with the path on it).")
+ROTATE = typer.Option(False, help="3d: turn the camera slowly.")
+CMAP = typer.Option("YlGnBu", help="Matplotlib colormap of the landscape.")
+LEVELS = typer.Option(35, help="Contour levels.")
+LINEAR = typer.Option(False, "--linear", help="Colour by loss instead of log loss.")
+SIZE = typer.Option(None, help="Figure size in pixels, WxH (e.g. 1280x600).")
+DPI = typer.Option(100, help="Dots per inch.")
+TITLE = typer.Option(None, help="Figure title.")
+PATH_COLOR = typer.Option("red", help="Colour of the path.")
+EVERY = typer.Option(None, help="Draw only every k-th recorded step.")
+DECISION = typer.Option(False, "--decision", help="Add a panel with the decision regions (2-D datasets).")
+
+
+def _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every) -> dict:
+    style = {"view": view, "rotate": rotate, "cmap": cmap, "levels": levels, "log_scale": not linear, "dpi": dpi}
+    style.update({"path_color": path_color, "every": every})
+    if format is not None:
+        style["format"] = format
+    if size is not None:
+        width, height = _resolution(size) if "x" in size.lower() else (None, None)
+        if width is None:
+            raise ValueError(f"--size={size!r} must be WxH in pixels, e.g. 1280x600")
+        style["size"] = (width, height)
+    return style
 
 
 @contextlib.contextmanager
@@ -60,6 +88,18 @@ def run(
         None, help="hessian directions: use a subset of this many examples."
     ),
     faithfulness: bool = typer.Option(True, help="Measure the true and slice loss along the path and plot them."),
+    format: Optional[str] = FORMAT,
+    view: str = VIEW,
+    rotate: bool = ROTATE,
+    cmap: str = CMAP,
+    levels: int = LEVELS,
+    linear: bool = LINEAR,
+    size: Optional[str] = SIZE,
+    dpi: int = DPI,
+    title: Optional[str] = TITLE,
+    path_color: str = PATH_COLOR,
+    every: Optional[int] = EVERY,
+    decision: bool = DECISION,
     fps: float = typer.Option(15, help="Frames per second of the animation."),
     frames: int = typer.Option(300, help="Most frames in the animation."),
     seed: Optional[int] = typer.Option(None, help="Seed for weights, data order and random directions."),
@@ -108,7 +148,10 @@ def run(
             negative_curvature=negative_curvature,
             hessian_examples=hessian_examples,
             faithfulness=faithfulness,
+            decision=decision,
             quiet=quiet,
+            **_style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every),
+            **({} if title is None else {"title": title}),
         )
     typer.echo(f"wrote {out} (run saved in {run_dir})")
 
@@ -190,17 +233,35 @@ def compare(
 
 @app.command()
 def render(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `losstrail run`."),
+    run_dir: Path = typer.Argument(..., help="A run directory written by `losstrail run` (or `compare`)."),
     out: Path = typer.Option(Path("sample.gif"), help="Output file; the extension picks the format."),
     fps: float = typer.Option(15, help="Frames per second of the animation."),
     frames: int = typer.Option(300, help="Most frames in the animation."),
+    step: Optional[int] = typer.Option(None, help="For a still (png/pdf/svg): the step it shows [default: last]."),
+    layout: str = typer.Option("overlay", help="For a comparison: overlay or grid."),
+    format: Optional[str] = FORMAT,
+    view: str = VIEW,
+    rotate: bool = ROTATE,
+    cmap: str = CMAP,
+    levels: int = LEVELS,
+    linear: bool = LINEAR,
+    size: Optional[str] = SIZE,
+    dpi: int = DPI,
+    title: Optional[str] = TITLE,
+    path_color: str = PATH_COLOR,
+    every: Optional[int] = EVERY,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    """Draw a saved run again, without training or evaluating anything."""
+    """Draw a saved run again, in any format, without training or evaluating anything."""
     with _user_errors():
         from losstrail.api import render as render_run
 
-        render_run(run_dir, out, fps=fps, max_frames=frames, quiet=quiet)
+        style = _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every)
+        if step is not None:
+            style["step"] = step
+        if (run_dir / "comparison.json").is_file():
+            style = {k: v for k, v in style.items() if k == "format"}
+        render_run(run_dir, out, fps=fps, max_frames=frames, title=title, layout=layout, quiet=quiet, **style)
     typer.echo(f"wrote {out}")
 
 
