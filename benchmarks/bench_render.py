@@ -1,9 +1,11 @@
-"""Rendering speed of a 900x600 GIF, encoding included, in frames per second.
+"""Rendering speed at 900x600 (GIF and MP4, encoding included), and the 300-frame HTML page.
 
 Run: .venv/bin/python benchmarks/bench_render.py
-Target (issue 2): at least 60 frames per second.
+Targets (issues 2 and 5): GIF and MP4 at least 60 frames per second; the HTML page under
+5 MB and open (plot drawn, player ready) in under 2 s in headless Chromium.
 """
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -26,18 +28,51 @@ def scene(t: int = 301):
     return project(plane, traj), Surface(xs, ys, 0.05 + gx**2 + 2 * gy**2 + 0.3 * np.sin(3 * gx), np.zeros_like(gx))
 
 
+def frames_per_second(proj, surface, out: Path, frames: int, repeats: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        animate(proj, surface, out, max_frames=frames, quiet=True)
+        times.append(time.perf_counter() - start)
+    return frames / min(times), out.stat().st_size / 1e6
+
+
+def html_open_seconds(path: Path) -> float | None:
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if chromium is None:
+        return None
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        start = time.perf_counter()
+        page.goto(path.as_uri())
+        page.wait_for_function("window.losstrail !== undefined && document.querySelector('.main-svg') !== null")
+        took = time.perf_counter() - start
+        browser.close()
+    return took
+
+
 def main(frames: int = 300, repeats: int = 3) -> None:
     proj, surface = scene()
     with tempfile.TemporaryDirectory() as tmp:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = animate(proj, surface, Path(tmp) / "bench.gif", max_frames=frames, quiet=True)
-            times.append(time.perf_counter() - start)
-        size = out.stat().st_size
-    fps = frames / min(times)
-    print(f"GIF 900x600, {frames} frames: best {min(times):.2f} s -> {fps:.0f} frames/s, {size / 1e6:.1f} MB")
-    print(f"  target >= 60 frames/s: {'met' if fps >= 60 else 'NOT met'}")
+        for kind in ("gif", "mp4"):
+            fps, mb = frames_per_second(proj, surface, Path(tmp) / f"bench.{kind}", frames, repeats)
+            verdict = "met" if fps >= 60 else "NOT met"
+            print(f"{kind.upper()} 900x600, {frames} frames: {fps:.0f} frames/s, {mb:.1f} MB (target >= 60: {verdict})")
+        page = Path(tmp) / "bench.html"
+        animate(proj, surface, page, max_frames=frames, quiet=True)
+        mb = page.stat().st_size / 1e6
+        took = html_open_seconds(page)
+        opened = (
+            "no browser here"
+            if took is None
+            else f"opens in {took:.2f} s (target < 2 s: {'met' if took < 2 else 'NOT met'})"
+        )
+        print(f"HTML, {frames} frames: {mb:.2f} MB (target < 5 MB: {'met' if mb < 5 else 'NOT met'}), {opened}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from losstrail.renderers.compare import RUN_COLOURS, frame_schedule
 from losstrail.surface import Surface
 
 DIV_ID = "losstrail-plot"
+SLIDER_STOPS = 40
 
 
 def check_plotly() -> None:
@@ -113,7 +114,11 @@ def write_html(
                                      "line": {"color": "white", "width": 1}}, **common))  # fmt: skip
         paths.append({"x": _rounded(p.xy[:, 0]), "y": _rounded(p.xy[:, 1]), "z": _rounded(h),
                       "custom": common["customdata"]})  # fmt: skip
-    labels = [f"{t:.0f}" if len({int(p.step[-1]) for p in projections}) == 1 else f"{t:.0%}" for t in times]
+    by_step = len({int(p.step[-1]) for p in projections}) == 1
+    # A slider stop per frame would draw hundreds of tick labels and double the page's start-up
+    # time; it gets at most SLIDER_STOPS stops, while play still shows every frame.
+    stops = np.unique(np.round(np.linspace(0, len(times) - 1, min(len(times), SLIDER_STOPS))).astype(int))
+    labels = [f"{times[f]:.0f}" if by_step else f"{times[f]:.0%}" for f in stops]
     fig.update_layout(
         title={"text": title or "losstrail", "x": 0.5},
         xaxis_title=xlabel,
@@ -125,7 +130,7 @@ def write_html(
         sliders=[
             {
                 "active": 0,
-                "currentvalue": {"prefix": "step "},
+                "currentvalue": {"prefix": "step " if by_step else "training "},
                 "pad": {"t": 50},
                 "steps": [{"label": lab, "method": "skip", "args": [None]} for lab in labels],
             }
@@ -146,7 +151,7 @@ def write_html(
     )
     if view == "3d":
         fig.update_layout(scene={"xaxis_title": xlabel, "yaxis_title": ylabel, "zaxis_title": z_label})
-    data = {"paths": paths, "schedule": schedule.tolist(), "first": 1, "fps": fps, "view": view}
+    data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1, "fps": fps, "view": view}
     script = _PLAYER.replace("__DATA__", json.dumps(data, separators=(",", ":")))
     with atomic_path(out) as tmp:
         fig.write_html(tmp, include_plotlyjs=True, full_html=True, div_id=DIV_ID, post_script=script,
@@ -178,8 +183,12 @@ _PLAYER = """
       idx.push(D.first + 2 * r, D.first + 2 * r + 1);
     }
     Plotly.restyle(gd, upd, idx);
-    state.moving = true;  // our own slider update is not a user's slider change
-    Promise.resolve(Plotly.relayout(gd, {'sliders[0].active': f})).finally(function () { state.moving = false; });
+    let at = 0;  // the slider stop at or before frame f
+    while (at + 1 < D.stops.length && D.stops[at + 1] <= f) at++;
+    if (gd.layout.sliders[0].active !== at) {
+      state.moving = true;  // our own slider update is not a user's slider change
+      Promise.resolve(Plotly.relayout(gd, {'sliders[0].active': at})).finally(function () { state.moving = false; });
+    }
   }
   function stop() { state.playing = false; if (state.timer) clearInterval(state.timer); state.timer = null; }
   function play() {
@@ -193,7 +202,7 @@ _PLAYER = """
   }
   state.show = show; state.play = play; state.stop = stop;
   gd.on('plotly_sliderchange', function (e) {
-    if (!state.moving && e.slider) { stop(); show(e.slider.active); }
+    if (!state.moving && e.slider) { stop(); show(D.stops[e.slider.active]); }
   });
   gd.on('plotly_buttonclicked', function (e) { if (e.button.name === 'play') play(); else stop(); });
   show(0);
