@@ -308,7 +308,8 @@ def save_still(figure, k: int, out, kind: str) -> None:
     text = figure.label(k)
     lines = [(line, "k") for line in text.split("\n")] if isinstance(text, str) else text
     ax = figure.main_axes[0] if hasattr(figure, "main_axes") else figure.ax
+    text_at = getattr(ax, "text2D", ax.text)  # 3-D axes place screen text with text2D
     for row, (line, colour) in enumerate(lines):
-        ax.text(0.02, 0.97 - 0.05 * row, line, transform=ax.transAxes, family="monospace", fontsize=9,
+        text_at(0.02, 0.97 - 0.05 * row, line, transform=ax.transAxes, family="monospace", fontsize=9,
                 color=colour, va="top", bbox={"fc": "white", "alpha": 0.7, "lw": 0} if row == 0 else None)  # fmt: skip
     figure.fig.savefig(out, format=kind)

@@ -14,6 +14,8 @@ import numpy as np
 
 # Lookup-table resolution: 5 bits per channel (32,768 cells).
 _BITS = 5
+# The palette index that means "as in the previous frame"; the other 255 are colours.
+TRANSPARENT = 255
 
 
 def _nearest_lut(palette: np.ndarray) -> np.ndarray:
@@ -46,24 +48,37 @@ class PaletteMapper:
 
         both = np.ascontiguousarray(np.concatenate([background, sample], axis=0)[..., :3])
         quantized = Image.fromarray(both).quantize(
-            colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+            colors=TRANSPARENT, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
         )
-        self.palette = np.asarray(quantized.getpalette()[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
+        colours = np.asarray(quantized.getpalette()[: TRANSPARENT * 3], dtype=np.uint8).reshape(-1, 3)
+        self.palette = np.zeros((256, 3), np.uint8)
+        self.palette[: len(colours)] = colours
+        self._previous: np.ndarray | None = None
         self._background = np.ascontiguousarray(background).view(np.uint32).reshape(-1)  # (H * W,)
         self._background_index = np.asarray(quantized)[: background.shape[0]].copy()
-        self._lut = _nearest_lut(self.palette)
+        self._lut = _nearest_lut(self.palette[: len(colours)])
         self._flat_palette = self.palette.ravel().tolist()
 
     def to_image(self, frame: np.ndarray):
-        """A Pillow 'P' image of ``frame`` (H, W, 4) uint8 RGBA."""
+        """A Pillow 'P' image of ``frame`` (H, W, 4) uint8 RGBA, for frames passed in order.
+
+        After the first frame, pixels that equal the previous frame's are the transparent
+        index: the GIF keeps what is already on screen there, and long runs of one index
+        compress to almost nothing (a frame with a moving panel cursor stays small).
+        """
         from PIL import Image
 
         words = np.ascontiguousarray(frame).view(np.uint32).reshape(-1)  # one word a pixel
         changed = np.flatnonzero(words != self._background)
         index = self._background_index.copy()
         index.reshape(-1)[changed] = self._lut[_pack(frame.reshape(-1, 4)[changed])]
-        image = Image.frombuffer("P", (index.shape[1], index.shape[0]), index, "raw", "P", 0, 1)
+        shown = index
+        if self._previous is not None:
+            shown = np.where(index == self._previous, np.uint8(TRANSPARENT), index)
+        self._previous = index
+        image = Image.frombuffer("P", (shown.shape[1], shown.shape[0]), shown, "raw", "P", 0, 1)
         image.putpalette(self._flat_palette)
+        image.info["transparency"] = TRANSPARENT
         return image
 
 
@@ -87,5 +102,6 @@ def write_gif(
         loop=0,
         optimize=False,
         disposal=1,
+        transparency=TRANSPARENT,
     )
     return len(images)

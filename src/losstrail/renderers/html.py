@@ -125,8 +125,9 @@ def write_html(
         yaxis_title=ylabel,
         width=900,
         height=640,
-        margin={"t": 70, "b": 40},
-        legend={"orientation": "h", "y": -0.25},
+        margin={"t": 90, "b": 40},
+        showlegend=len(runs) > 1,
+        legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
         sliders=[
             {
                 "active": 0,
@@ -140,8 +141,9 @@ def write_html(
                 "type": "buttons",
                 "direction": "left",
                 "x": 0.0,
-                "y": -0.12,
+                "y": 1.02,
                 "xanchor": "left",
+                "yanchor": "bottom",
                 "buttons": [
                     {"label": "▶ play", "method": "skip", "args": [None], "name": "play"},
                     {"label": "❚❚ pause", "method": "skip", "args": [None], "name": "pause"},
@@ -151,7 +153,8 @@ def write_html(
     )
     if view == "3d":
         fig.update_layout(scene={"xaxis_title": xlabel, "yaxis_title": ylabel, "zaxis_title": z_label})
-    data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1, "fps": fps, "view": view}
+    data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1}
+    data.update(fps=fps, view=view)
     script = _PLAYER.replace("__DATA__", json.dumps(data, separators=(",", ":")))
     with atomic_path(out) as tmp:
         fig.write_html(tmp, include_plotlyjs=True, full_html=True, div_id=DIV_ID, post_script=script,
