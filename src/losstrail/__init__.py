@@ -33,6 +33,7 @@ _EXPORTS = {
     "make_model": "models",
     "Trajectory": "record",
     "TrajectoryRecorder": "record",
+    "Recorder": "record",
     "Run": "train",
     "fit": "train",
     "make_optimizer": "train",

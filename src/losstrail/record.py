@@ -12,7 +12,7 @@ import torch
 from losstrail._loss import correct_count, is_classification, resolve_loss
 from losstrail.models import flat_params
 
-__all__ = ["Trajectory", "TrajectoryRecorder"]
+__all__ = ["Recorder", "Trajectory", "TrajectoryRecorder"]
 
 
 @dataclass(frozen=True)
@@ -184,3 +184,66 @@ def _final_measure(model: torch.nn.Module, batch) -> tuple[float, float]:
         loss = _as_float(resolve_loss(model)(out, y))
         accuracy = float(correct_count(out, y)) / len(y) if is_classification(out, y) else math.nan
     return loss, accuracy
+
+
+class Recorder:
+    """Record a trajectory from a training loop you wrote yourself: no Lightning, no base class.
+
+    Create it before the first step (it takes θ_0 then), and call ``record`` after each
+    optimizer step with the loss of that step; ``every`` keeps one point in ``every``. The
+    loss passed with step k is the loss *at* θ_k, the parameters the step started from,
+    exactly as ``fit`` records it. ``trajectory`` adds the final parameters.
+
+    Args:
+        model: the ``nn.Module`` being trained.
+        every: keep one point every this many steps (default 1).
+
+    >>> model = torch.nn.Linear(2, 1)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> rec = Recorder(model)
+    >>> for _ in range(3):
+    ...     loss = model(torch.ones(4, 2)).pow(2).mean()
+    ...     opt.zero_grad(); loss.backward(); opt.step()
+    ...     rec.record(loss=loss)
+    >>> t = rec.trajectory
+    >>> t.params.shape, t.step.tolist()
+    ((4, 3), [0, 1, 2, 3])
+    """
+
+    def __init__(self, model: torch.nn.Module, every: int = 1):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every={every!r} must be a positive integer, e.g. every=1")
+        self.model, self.every = model, every
+        self._points = _Points()
+        self._step = 0
+        self._start = flat_params(model)  # θ at the start of the next step
+        self._final: tuple[float, float] = (math.nan, math.nan)
+
+    def record(self, loss=math.nan, accuracy=math.nan, *, epoch: int = 0) -> None:
+        """Note one optimizer step: ``loss`` (and ``accuracy``) measured at the parameters it started from."""
+        if self._step % self.every == 0:
+            self._points.params.append(self._start.numpy())
+            self._points.loss.append(_as_float(loss))
+            self._points.accuracy.append(_as_float(accuracy))
+            self._points.step.append(self._step)
+            self._points.epoch.append(epoch)
+        self._step += 1
+        self._epoch = epoch
+        self._start = flat_params(self.model)
+
+    def finish(self, loss=math.nan, accuracy=math.nan) -> None:
+        """Optionally give the loss (and accuracy) at the final parameters."""
+        self._final = (_as_float(loss), _as_float(accuracy))
+
+    @property
+    def trajectory(self) -> Trajectory:
+        """Every recorded point, then the parameters as they are now."""
+        points = _Points()
+        for name in ("params", "loss", "accuracy", "step", "epoch"):
+            setattr(points, name, list(getattr(self._points, name)))
+        points.params.append(flat_params(self.model).numpy())
+        points.loss.append(self._final[0])
+        points.accuracy.append(self._final[1])
+        points.step.append(self._step)
+        points.epoch.append(getattr(self, "_epoch", 0))
+        return points.freeze()

@@ -117,6 +117,57 @@ def _optimizer_override(model: pl.LightningModule, optimizer, learning_rate):
         del model.configure_optimizers
 
 
+class _PlainModule(pl.LightningModule):
+    """A plain ``nn.Module`` and a loss, as the LightningModule that ``fit`` trains.
+
+    Its parameters are the module's own, in the same order, so the trajectory is the module's.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.learning_rate = getattr(model, "learning_rate", 1e-3)
+
+    def forward(self, x):
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = _pair(batch)
+        return self.loss_fn(self.model(x), y)
+
+
+def _pair(batch):
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch
+    kind = type(batch).__name__ + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+    raise TypeError(
+        f"the training data yields a {kind}, not (inputs, targets) pairs; make it yield pairs, "
+        "or train a LightningModule whose training_step unpacks its batches"
+    )
+
+
+def _as_trainable(model: torch.nn.Module, data, loss_fn):
+    """``(LightningModule, data)`` ready for the Trainer: a plain module is wrapped with its loss."""
+    if isinstance(model, pl.LightningModule):
+        return model, data
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module or a LightningModule; got {type(model).__name__}")
+    loss_fn = loss_fn if loss_fn is not None else getattr(model, "loss_fn", None)
+    if not callable(loss_fn):
+        raise ValueError(
+            f"model is a plain {type(model).__name__} with no loss; pass one: "
+            "fit(model, data, loss_fn=torch.nn.functional.cross_entropy) (any (outputs, targets) -> loss)"
+        )
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        from losstrail.data import batch_loader
+
+        data = batch_loader(torch.utils.data.TensorDataset(*data), None, shuffle=True)
+    if isinstance(data, torch.utils.data.DataLoader):
+        _pair(next(iter(data)))  # a loader of anything but pairs fails here, before training
+    return _PlainModule(model, loss_fn), data
+
+
 def check_positive_int(argument: str, value, example: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{argument}={value!r} must be a positive integer, e.g. {argument}={example}")
@@ -133,6 +184,7 @@ def fit(
     seed: int | None = None,
     record_every: int = 1,
     accelerator: str = "cpu",
+    loss_fn: Callable | None = None,
     quiet: bool = False,
 ) -> Run:
     """Train ``model`` on ``datamodule`` with Lightning and record its trajectory.
@@ -149,6 +201,8 @@ def fit(
             Seed before building the model too for identical initial weights.
         record_every: record one point every this many optimizer steps (default 1).
         accelerator: ``'cpu'`` (default), ``'gpu'``/``'cuda'`` or ``'auto'``.
+        loss_fn: for a plain ``nn.Module`` (no Lightning): ``(outputs, targets) -> loss``;
+            ``model`` is then trained on ``datamodule`` (a DataModule, DataLoader or ``(X, y)``).
         quiet: no progress bar.
 
     Returns:
@@ -159,6 +213,8 @@ def fit(
         check_optimizer(optimizer)
     check_positive_int("epochs", epochs, 10)
     recorder = TrajectoryRecorder(every_n_steps=check_positive_int("record_every", record_every, 1))
+    user_model = model
+    model, datamodule = _as_trainable(model, datamodule, loss_fn)
     if seed is not None:
         pl.seed_everything(seed, workers=True, verbose=False)
     with _quiet_lightning(), _optimizer_override(model, optimizer, learning_rate):
@@ -179,4 +235,4 @@ def fit(
         else:
             trainer.fit(model, train_dataloaders=datamodule)
     model.cpu()
-    return Run(model=model, trajectory=recorder.trajectory)
+    return Run(model=user_model, trajectory=recorder.trajectory)
