@@ -13,8 +13,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "rmsprop")
 # Names the reference package used for the same optimizers.
 OPTIMIZER_ALIASES = {"sgd+momentum": "momentum"}
 DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom")
-DATASETS = ("spirals",)
-MODELS = ("mlp",)
+DATASETS = ("spirals", "moons", "digits", "mnist")
+MODELS = ("mlp", "lenet")
 FORMATS = ("gif", "mp4", "html", "png", "pdf", "svg")
 ANIMATED_FORMATS = ("gif", "mp4")
 STILL_FORMATS = ("png", "pdf", "svg")

@@ -290,6 +290,11 @@ def _run_job(
         )
         learning_rate = None  # already the model's
     n_params = sum(p.numel() for p in model.parameters())
+    if decision and getattr(datamodule, "input_dim", 2) != 2:
+        raise ValueError(
+            f"decision=True draws decision regions of 2-D inputs; {type(datamodule).__name__} has inputs of "
+            f"shape {datamodule.input_dim!r}. Leave decision off for image data"
+        )
     if reduction_method == "custom":
         check_custom_directions(custom_directions, n_params)
     subset_seed = 0 if seed is None else seed  # the grid and the path see the same examples

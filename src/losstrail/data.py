@@ -17,7 +17,16 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from losstrail._registry import DATASETS, check_choice
 
-__all__ = ["SpiralsDataModule", "batch_loader", "make_datamodule", "make_spirals"]
+__all__ = [
+    "DigitsDataModule",
+    "MNISTDataModule",
+    "MoonsDataModule",
+    "SpiralsDataModule",
+    "batch_loader",
+    "make_datamodule",
+    "make_moons",
+    "make_spirals",
+]
 
 
 def batch_loader(dataset: TensorDataset, batch_size: int | None, *, shuffle: bool, num_workers: int = 0) -> DataLoader:
@@ -58,7 +67,31 @@ def make_spirals(n_per_class: int = 370, n_classes: int = 3, noise: float = 0.2,
     return X, y
 
 
-class SpiralsDataModule(pl.LightningDataModule):
+class _InMemoryDataModule(pl.LightningDataModule):
+    """A labelled ``TensorDataset`` held in memory, served in shuffled batches (whole set by default)."""
+
+    input_dim: int | tuple[int, ...]
+    num_classes: int
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int | None, num_workers: int):
+        super().__init__()
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise ValueError(f"batch_size={batch_size!r} must be a positive integer, or None for the whole set")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        # Built at once (not in setup) so that `datamodule.dataset.tensors` works as in the reference.
+        self.dataset = TensorDataset(X, y)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        size = len(self.dataset) if self.batch_size is None else self.batch_size
+        return math.ceil(len(self.dataset) / size)
+
+    def train_dataloader(self) -> DataLoader:
+        return batch_loader(self.dataset, self.batch_size, shuffle=True, num_workers=self.num_workers)
+
+
+class SpiralsDataModule(_InMemoryDataModule):
     """Three interleaved spirals in 2-D (1,110 points), generated in code, no file.
 
     Args:
@@ -84,24 +117,96 @@ class SpiralsDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ):
-        super().__init__()
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive integer, or None for the whole set")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        # Built at once (not in setup) so that `datamodule.dataset.tensors` works as in the reference.
-        self.dataset = TensorDataset(*make_spirals(n_per_class, self.num_classes, noise, seed))
-
-    @property
-    def steps_per_epoch(self) -> int:
-        size = len(self.dataset) if self.batch_size is None else self.batch_size
-        return math.ceil(len(self.dataset) / size)
-
-    def train_dataloader(self) -> DataLoader:
-        return batch_loader(self.dataset, self.batch_size, shuffle=True, num_workers=self.num_workers)
+        super().__init__(*make_spirals(n_per_class, self.num_classes, noise, seed), batch_size, num_workers)
 
 
-DATAMODULES = {"spirals": SpiralsDataModule}
+def make_moons(n_examples: int = 1000, noise: float = 0.1, seed: int = 0):
+    """Two interleaving half circles in 2-D with Gaussian noise, the same for the same seed.
+
+    >>> X, y = make_moons(10)
+    >>> tuple(X.shape), sorted(set(y.tolist()))
+    ((10, 2), [0, 1])
+    """
+    rng = np.random.default_rng(seed)
+    n_top = n_examples // 2
+    t_top = np.linspace(0, np.pi, n_top)
+    t_bottom = np.linspace(0, np.pi, n_examples - n_top)
+    top = np.stack([np.cos(t_top), np.sin(t_top)], 1)
+    bottom = np.stack([1 - np.cos(t_bottom), 0.5 - np.sin(t_bottom)], 1)
+    X = np.concatenate([top, bottom]) + rng.normal(0.0, noise, (n_examples, 2))
+    y = np.concatenate([np.zeros(n_top), np.ones(n_examples - n_top)])
+    return torch.from_numpy(X.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+
+
+class MoonsDataModule(_InMemoryDataModule):
+    """Two interleaving moons in 2-D (1,000 points), generated in code.
+
+    >>> MoonsDataModule().num_classes
+    2
+    """
+
+    input_dim = 2
+    num_classes = 2
+
+    def __init__(self, batch_size: int | None = None, n_examples: int = 1000, noise: float = 0.1, seed: int = 0,
+                 num_workers: int = 0):  # fmt: skip
+        super().__init__(*make_moons(n_examples, noise, seed), batch_size, num_workers)
+
+
+class DigitsDataModule(_InMemoryDataModule):
+    """The 8x8 handwritten digits that scikit-learn ships (1,797 images, 10 classes): real images, offline.
+
+    Images are (1, 8, 8) in [0, 1]; ``LeNet(input_size=8)`` fits them. Needs scikit-learn
+    (``pip install 'losstrail[digits]'``).
+    """
+
+    input_dim = (1, 8, 8)
+    num_classes = 10
+
+    def __init__(self, batch_size: int | None = 64, n_examples: int | None = None, num_workers: int = 0):
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise ModuleNotFoundError(
+                "DigitsDataModule reads the digits that scikit-learn ships; install it: pip install 'losstrail[digits]'"
+            ) from None
+        digits = load_digits()
+        X = torch.from_numpy((digits.images / 16.0).astype(np.float32)).unsqueeze(1)
+        y = torch.from_numpy(digits.target.astype(np.int64))
+        if n_examples is not None:
+            X, y = X[:n_examples], y[:n_examples]
+        super().__init__(X, y, batch_size, num_workers)
+
+
+class MNISTDataModule(_InMemoryDataModule):
+    """MNIST training images (the first ``n_examples``), read from the standard IDX files.
+
+    Args:
+        batch_size: examples per step (default 16, as the reference's example).
+        n_examples: how many training images to use (default 3000).
+        data_dir: the folder with ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte``
+            (each may be ``.gz``); default ``$LOSSTRAIL_DATA/mnist`` or ``~/.cache/losstrail/mnist``.
+        download: fetch missing files (checksums verified) when the network allows.
+        num_workers: DataLoader workers (default 0).
+    """
+
+    input_dim = (1, 28, 28)
+    num_classes = 10
+
+    def __init__(self, batch_size: int | None = 16, n_examples: int = 3000, data_dir=None, download: bool = True,
+                 num_workers: int = 0):  # fmt: skip
+        from losstrail.mnist import load_mnist
+
+        X, y = load_mnist(data_dir, n_examples=n_examples, download=download)
+        super().__init__(X, y, batch_size, num_workers)
+
+
+DATAMODULES = {
+    "spirals": SpiralsDataModule,
+    "moons": MoonsDataModule,
+    "digits": DigitsDataModule,
+    "mnist": MNISTDataModule,
+}
 
 
 def make_datamodule(name: str, **kwargs) -> pl.LightningDataModule:

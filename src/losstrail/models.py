@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -182,10 +183,23 @@ class LeNet(GenericModel):
 
 
 def _mlp(datamodule, **kwargs) -> MLP:
-    return MLP(input_dim=datamodule.input_dim, num_classes=datamodule.num_classes, **kwargs)
+    shape = datamodule.input_dim
+    input_dim = int(np.prod(shape)) if isinstance(shape, tuple) else shape  # images are flattened
+    return MLP(input_dim=input_dim, num_classes=datamodule.num_classes, **kwargs)
 
 
-MODEL_BUILDERS = {"mlp": _mlp}
+def _lenet(datamodule, **kwargs) -> LeNet:
+    shape = datamodule.input_dim
+    if not isinstance(shape, tuple) or len(shape) != 3:
+        raise ValueError(
+            f"model='lenet' needs image data (channels, height, width); this dataset's inputs are {shape!r}. "
+            "Use model='mlp', or dataset='digits' or 'mnist'"
+        )
+    kwargs.pop("hidden_dim", None)
+    return LeNet(in_channels=shape[0], num_classes=datamodule.num_classes, input_size=shape[1], **kwargs)
+
+
+MODEL_BUILDERS = {"mlp": _mlp, "lenet": _lenet}
 
 
 def make_model(name: str, datamodule, **kwargs) -> GenericModel:
