@@ -78,3 +78,44 @@ def test_recorder_errors():
 def test_trajectory_checks_shapes():
     with pytest.raises(ValueError, match=r"Trajectory.loss must have shape \(3,\)"):
         Trajectory(np.zeros((3, 2), np.float32), np.zeros(2), np.zeros(3), np.arange(3), np.arange(3))
+
+
+def test_a_path_larger_than_the_memory_limit_is_kept_on_disk(tmp_path, tiny_model, tiny_data):
+    import copy
+
+    import numpy as np
+
+    from losstrail.artifacts import load_run_value, save_run_value
+    from losstrail.directions import make_plane
+    from losstrail.record import Trajectory
+    from losstrail.train import fit
+
+    in_memory = fit(copy.deepcopy(tiny_model), tiny_data, epochs=12, seed=0, quiet=True).trajectory
+    on_disk = fit(
+        copy.deepcopy(tiny_model), tiny_data, epochs=12, seed=0, storage=tmp_path, memory_limit=500, quiet=True
+    ).trajectory
+    assert isinstance(on_disk.params, np.memmap) and (tmp_path / "params.bin").stat().st_size == 13 * 27 * 4
+    np.testing.assert_array_equal(np.asarray(on_disk.params), in_memory.params)
+    monkey_blocks = __import__("losstrail.directions", fromlist=["x"])
+    monkey_blocks._COL_BLOCK, old = 5, monkey_blocks._COL_BLOCK  # stream the Gram matrix in many column blocks
+    try:
+        a, b = make_plane(in_memory, "pca"), make_plane(on_disk, "pca")
+    finally:
+        monkey_blocks._COL_BLOCK = old
+    np.testing.assert_allclose(a.u, b.u, atol=1e-6)
+    np.testing.assert_allclose(a.explained, b.explained, rtol=1e-9)
+    save_run_value(tmp_path, on_disk)
+    again = load_run_value(tmp_path, Trajectory)
+    assert isinstance(again.params, np.memmap)
+    np.testing.assert_array_equal(np.asarray(again.params), in_memory.params)
+
+
+def test_half_precision_paths(tmp_path, tiny_model, tiny_data):
+    import numpy as np
+
+    from losstrail.train import fit
+
+    t = fit(tiny_model, tiny_data, epochs=3, storage=tmp_path, memory_limit=0, dtype="float16", quiet=True).trajectory
+    assert t.params.dtype == np.float16 and (tmp_path / "params.bin").stat().st_size == 4 * 27 * 2
+    with pytest.raises(ValueError, match=r"dtype='int8' is not supported; expected one of 'float32', 'float16'"):
+        fit(tiny_model, tiny_data, epochs=1, dtype="int8", quiet=True)

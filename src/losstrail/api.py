@@ -329,6 +329,7 @@ def _run_job(
             seed=seed,
             record_every=record_every,
             accelerator=accelerator,
+            storage=run_dir,  # a path too large for memory is kept in the run directory
             quiet=quiet,
         )
         trajectory = run.trajectory

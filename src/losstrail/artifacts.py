@@ -23,7 +23,7 @@ import numpy as np
 from losstrail._files import atomic_path
 from losstrail.directions import Plane
 from losstrail.projection import Projection
-from losstrail.record import Trajectory
+from losstrail.record import PARAMS_FILE, Trajectory
 from losstrail.surface import DecisionMaps, Surface
 
 __all__ = ["load_run_value", "read_settings", "save_run_value", "write_settings"]
@@ -53,11 +53,30 @@ def _to_arrays(value) -> dict[str, np.ndarray]:
 
 
 def save_run_value(run_dir: str | os.PathLike, value) -> Path:
-    """Write a ``Trajectory``, ``Plane``, ``Surface`` or ``Projection`` into ``run_dir`` under its standard name."""
+    """Write a ``Trajectory``, ``Plane``, ``Surface`` or ``Projection`` into ``run_dir`` under its standard name.
+
+    A trajectory whose parameters are a memory map stays on disk: its rows are (or are
+    streamed into) ``run_dir/params.bin`` and the ``.npz`` records their shape and dtype.
+    """
     path = Path(run_dir) / VALUE_FILES[type(value)]
+    arrays = _to_arrays(value)
+    if isinstance(value, Trajectory) and isinstance(value.params, np.memmap):
+        del arrays["params"]
+        _keep_on_disk(value.params, Path(run_dir) / PARAMS_FILE)
+        arrays["params_shape"] = np.asarray(value.params.shape, dtype=np.int64)
+        arrays["params_dtype"] = np.array(str(value.params.dtype))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **_to_arrays(value))
+        np.savez(f, **arrays)
     return path
+
+
+def _keep_on_disk(params: np.memmap, target: Path) -> None:
+    """Make ``target`` hold the rows of ``params`` (nothing to do when it is already that file)."""
+    if Path(params.filename).resolve() == target.resolve():
+        return
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        for start in range(0, params.shape[0], 64):
+            f.write(np.ascontiguousarray(params[start : start + 64]).tobytes())
 
 
 def load_run_value(run_dir: str | os.PathLike, cls, **linked):
@@ -67,8 +86,12 @@ def load_run_value(run_dir: str | os.PathLike, cls, **linked):
         raise FileNotFoundError(f"run directory {str(run_dir)!r} has no {path.name}; it holds {_listing(run_dir)}")
     with np.load(path, allow_pickle=False) as data:
         kwargs = dict(linked)
+        if cls is Trajectory and "params" not in data.files and "params_shape" in data.files:
+            shape = tuple(int(n) for n in data["params_shape"])
+            kwargs["params"] = np.memmap(Path(run_dir) / PARAMS_FILE, dtype=str(data["params_dtype"]), mode="r",
+                                         shape=shape)  # fmt: skip
         for field in dataclasses.fields(cls):
-            if field.name in _LINKED:
+            if field.name in _LINKED or field.name in kwargs:
                 continue
             if field.name not in data.files:
                 if field.default is dataclasses.MISSING:

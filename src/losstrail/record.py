@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -23,7 +24,7 @@ class Trajectory:
     is the final parameters after the last step.
     """
 
-    params: np.ndarray  # (T, P) float32, rows in model.parameters() flattening order
+    params: np.ndarray  # (T, P) float32 (or float16), rows in model.parameters() order; maybe a memmap
     loss: np.ndarray  # (T,) float64
     accuracy: np.ndarray  # (T,) float64, NaN where the task is not classification
     step: np.ndarray  # (T,) int64, global optimizer step at which θ_k was taken
@@ -46,25 +47,62 @@ class Trajectory:
 
     def finite_prefix(self) -> Trajectory:
         """The points before the first one with a NaN or infinite parameter (training diverged there)."""
-        bad = ~np.isfinite(self.params).all(axis=1)
-        if not bad.any():
+        end = len(self)
+        for start in range(0, len(self), 256):  # by row blocks: params may be a memory map on disk
+            block = np.isfinite(self.params[start : start + 256]).all(axis=1)
+            if not block.all():
+                end = start + int(np.argmin(block))
+                break
+        if end == len(self):
             return self
-        end = int(np.argmax(bad))
         return Trajectory(*(getattr(self, f)[:end] for f in ("params", "loss", "accuracy", "step", "epoch")))
 
 
-class _Points:
-    """The growing lists behind a recorder; ``freeze`` turns them into a ``Trajectory``."""
+PARAMS_FILE = "params.bin"
+DTYPES = ("float32", "float16")
 
-    def __init__(self):
+
+class _Points:
+    """The growing lists behind a recorder; ``freeze`` turns them into a ``Trajectory``.
+
+    Parameter rows stay in memory until they take more than ``memory_limit`` bytes; from
+    then on every row is appended to ``storage/params.bin`` and the trajectory's ``params``
+    is a read-only memory map of that file, so recording a large model for many steps
+    never holds the path in RAM.
+    """
+
+    def __init__(self, storage=None, dtype: str = "float32", memory_limit: int = 1 << 30):
         self.params: list[np.ndarray] = []
         self.loss: list[float] = []
         self.accuracy: list[float] = []
         self.step: list[int] = []
         self.epoch: list[int] = []
+        self.dtype = np.dtype(dtype)
+        self.storage = None if storage is None else Path(storage)
+        self.memory_limit = memory_limit
+        self._file = None
+        self._rows_on_disk = 0
+        self._width = None
+
+    def _append(self, row: np.ndarray) -> None:
+        row = row.astype(self.dtype, copy=False)
+        self._width = row.shape[0]
+        spill = self.storage is not None and (len(self.params) + 1) * row.nbytes > self.memory_limit
+        if self._file is None and spill:
+            self.storage.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.storage / PARAMS_FILE, "wb")  # noqa: SIM115 - open until freeze
+            for kept in self.params:
+                self._file.write(kept.tobytes())
+            self._rows_on_disk = len(self.params)
+            self.params = []
+        if self._file is not None:
+            self._file.write(row.tobytes())
+            self._rows_on_disk += 1
+        else:
+            self.params.append(row)
 
     def add(self, params: torch.Tensor, step: int, epoch: int) -> None:
-        self.params.append(params.detach().to("cpu", torch.float32).numpy())
+        self._append(params.detach().to("cpu", torch.float32).numpy())
         self.loss.append(math.nan)
         self.accuracy.append(math.nan)
         self.step.append(step)
@@ -75,10 +113,17 @@ class _Points:
         self.accuracy[-1] = accuracy
 
     def freeze(self) -> Trajectory:
-        if not self.params:
+        if not self.step:
             raise RuntimeError("nothing was recorded: the training loop ran no step")
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            shape = (self._rows_on_disk, self._width)
+            params = np.memmap(self.storage / PARAMS_FILE, dtype=self.dtype, mode="r", shape=shape)
+        else:
+            params = np.stack(self.params)
         return Trajectory(
-            params=np.stack(self.params),
+            params=params,
             loss=np.asarray(self.loss, dtype=np.float64),
             accuracy=np.asarray(self.accuracy, dtype=np.float64),
             step=np.asarray(self.step, dtype=np.int64),
@@ -102,16 +147,23 @@ class TrajectoryRecorder(pl.Callback):
 
     Args:
         every_n_steps: record one point every this many optimizer steps (default 1).
+        storage: a folder; once the path takes more than ``memory_limit`` bytes its rows go
+            to ``storage/params.bin`` instead of RAM (a memory-mapped ``Trajectory.params``).
+        dtype: ``'float32'`` (default) or ``'float16'`` (half the memory and disk).
+        memory_limit: bytes of parameters held in RAM before spilling to ``storage`` (1 GiB).
 
     After ``trainer.fit``, ``recorder.trajectory`` holds the ``Trajectory``.
     """
 
-    def __init__(self, every_n_steps: int = 1):
+    def __init__(self, every_n_steps: int = 1, storage=None, dtype: str = "float32", memory_limit: int = 1 << 30):
         super().__init__()
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ValueError(f"every_n_steps={every_n_steps!r} must be a positive integer, e.g. every_n_steps=1")
+        if str(dtype) not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {', '.join(map(repr, DTYPES))}")
         self.every_n_steps = every_n_steps
-        self._points = _Points()
+        self._storage = (storage, str(dtype), memory_limit)
+        self._points = _Points(*self._storage)
         self._trajectory: Trajectory | None = None
         self._pending = False
         self._last_output: torch.Tensor | None = None
@@ -125,7 +177,7 @@ class TrajectoryRecorder(pl.Callback):
         return self._trajectory
 
     def on_train_start(self, trainer, pl_module):
-        self._points = _Points()
+        self._points = _Points(*self._storage)
         self._trajectory = None
         self._hook = pl_module.register_forward_hook(self._keep_output)
 
@@ -192,11 +244,13 @@ class Recorder:
     Create it before the first step (it takes θ_0 then), and call ``record`` after each
     optimizer step with the loss of that step; ``every`` keeps one point in ``every``. The
     loss passed with step k is the loss *at* θ_k, the parameters the step started from,
-    exactly as ``fit`` records it. ``trajectory`` adds the final parameters.
+    exactly as ``fit`` records it. ``trajectory`` adds the final parameters and ends the
+    recording.
 
     Args:
         model: the ``nn.Module`` being trained.
         every: keep one point every this many steps (default 1).
+        storage, dtype, memory_limit: as ``TrajectoryRecorder`` (disk-backed paths, float16).
 
     >>> model = torch.nn.Linear(2, 1)
     >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -210,23 +264,26 @@ class Recorder:
     ((4, 3), [0, 1, 2, 3])
     """
 
-    def __init__(self, model: torch.nn.Module, every: int = 1):
+    def __init__(self, model: torch.nn.Module, every: int = 1, *, storage=None, dtype: str = "float32",
+                 memory_limit: int = 1 << 30):  # fmt: skip
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every={every!r} must be a positive integer, e.g. every=1")
+        if str(dtype) not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {', '.join(map(repr, DTYPES))}")
         self.model, self.every = model, every
-        self._points = _Points()
-        self._step = 0
+        self._points = _Points(storage, str(dtype), memory_limit)
+        self._step, self._epoch = 0, 0
         self._start = flat_params(model)  # θ at the start of the next step
         self._final: tuple[float, float] = (math.nan, math.nan)
+        self._trajectory: Trajectory | None = None
 
     def record(self, loss=math.nan, accuracy=math.nan, *, epoch: int = 0) -> None:
         """Note one optimizer step: ``loss`` (and ``accuracy``) measured at the parameters it started from."""
+        if self._trajectory is not None:
+            raise RuntimeError("this recording has ended (its trajectory was taken); make a new Recorder")
         if self._step % self.every == 0:
-            self._points.params.append(self._start.numpy())
-            self._points.loss.append(_as_float(loss))
-            self._points.accuracy.append(_as_float(accuracy))
-            self._points.step.append(self._step)
-            self._points.epoch.append(epoch)
+            self._points.add(self._start, self._step, epoch)
+            self._points.measure(_as_float(loss), _as_float(accuracy))
         self._step += 1
         self._epoch = epoch
         self._start = flat_params(self.model)
@@ -238,12 +295,8 @@ class Recorder:
     @property
     def trajectory(self) -> Trajectory:
         """Every recorded point, then the parameters as they are now."""
-        points = _Points()
-        for name in ("params", "loss", "accuracy", "step", "epoch"):
-            setattr(points, name, list(getattr(self._points, name)))
-        points.params.append(flat_params(self.model).numpy())
-        points.loss.append(self._final[0])
-        points.accuracy.append(self._final[1])
-        points.step.append(self._step)
-        points.epoch.append(getattr(self, "_epoch", 0))
-        return points.freeze()
+        if self._trajectory is None:
+            self._points.add(flat_params(self.model), self._step, self._epoch)
+            self._points.measure(*self._final)
+            self._trajectory = self._points.freeze()
+        return self._trajectory

@@ -149,6 +149,10 @@ def _pair(batch):
 
 def _as_trainable(model: torch.nn.Module, data, loss_fn):
     """``(LightningModule, data)`` ready for the Trainer: a plain module is wrapped with its loss."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        from losstrail.data import batch_loader
+
+        data = batch_loader(torch.utils.data.TensorDataset(*data), None, shuffle=True)
     if isinstance(model, pl.LightningModule):
         return model, data
     if not isinstance(model, torch.nn.Module):
@@ -159,10 +163,6 @@ def _as_trainable(model: torch.nn.Module, data, loss_fn):
             f"model is a plain {type(model).__name__} with no loss; pass one: "
             "fit(model, data, loss_fn=torch.nn.functional.cross_entropy) (any (outputs, targets) -> loss)"
         )
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        from losstrail.data import batch_loader
-
-        data = batch_loader(torch.utils.data.TensorDataset(*data), None, shuffle=True)
     if isinstance(data, torch.utils.data.DataLoader):
         _pair(next(iter(data)))  # a loader of anything but pairs fails here, before training
     return _PlainModule(model, loss_fn), data
@@ -185,6 +185,9 @@ def fit(
     record_every: int = 1,
     accelerator: str = "cpu",
     loss_fn: Callable | None = None,
+    storage=None,
+    dtype: str = "float32",
+    memory_limit: int = 1 << 30,
     quiet: bool = False,
 ) -> Run:
     """Train ``model`` on ``datamodule`` with Lightning and record its trajectory.
@@ -203,6 +206,8 @@ def fit(
         accelerator: ``'cpu'`` (default), ``'gpu'``/``'cuda'`` or ``'auto'``.
         loss_fn: for a plain ``nn.Module`` (no Lightning): ``(outputs, targets) -> loss``;
             ``model`` is then trained on ``datamodule`` (a DataModule, DataLoader or ``(X, y)``).
+        storage, dtype, memory_limit: where a path larger than ``memory_limit`` bytes (1 GiB)
+            is kept on disk, and its dtype (``'float32'`` or ``'float16'``); see ``TrajectoryRecorder``.
         quiet: no progress bar.
 
     Returns:
@@ -212,7 +217,8 @@ def fit(
     if optimizer is not None:
         check_optimizer(optimizer)
     check_positive_int("epochs", epochs, 10)
-    recorder = TrajectoryRecorder(every_n_steps=check_positive_int("record_every", record_every, 1))
+    every = check_positive_int("record_every", record_every, 1)
+    recorder = TrajectoryRecorder(every, storage=storage, dtype=dtype, memory_limit=memory_limit)
     user_model = model
     model, datamodule = _as_trainable(model, datamodule, loss_fn)
     if seed is not None:
