@@ -25,6 +25,7 @@ _EXPORTS = {
     "take_subset": "surface",
     "plot_loss_line": "renderers",
     "render": "api",
+    "compute_surface": "grid_job",
     "SpiralsDataModule": "data",
     "MoonsDataModule": "data",
     "DigitsDataModule": "data",

@@ -288,6 +288,7 @@ def _run_job(
             optimizer=optimizer,
             gpus=gpus,
         )
+        model.recipe = {"name": "mlp", "hidden_dim": 50, "num_hidden_layers": 1}
         learning_rate = None  # already the model's
     n_params = sum(p.numel() for p in model.parameters())
     if decision and getattr(datamodule, "input_dim", 2) != 2:
@@ -392,6 +393,9 @@ def _run_job(
             "model_filename": model_filename,
             "n_params": n_params,
             "title": title,
+            # How `losstrail surface` builds the model and data again (built-in ones only).
+            "model_recipe": getattr(model, "recipe", None),
+            "data_recipe": getattr(datamodule, "recipe", None),
         },
     )
     maps = _decision_maps(model, datamodule, trajectory, n_frames, run_dir) if decision else None

@@ -67,6 +67,7 @@ def _user_errors():
 def run(
     dataset: str = typer.Option("spirals", help=f"Dataset: {_names(DATASETS)}."),
     model: str = typer.Option("mlp", help=f"Model: {_names(MODELS)}."),
+    hidden_dim: int = typer.Option(50, help="mlp: units in the hidden layer."),
     optimizer: str = typer.Option("adam", help=f"Optimizer: {_names(OPTIMIZERS)}."),
     lr: Optional[float] = typer.Option(None, help="Learning rate [default: 5e-3 for the MLP]."),
     epochs: int = typer.Option(300, help="Epochs of training."),
@@ -126,7 +127,9 @@ def run(
 
             torch.manual_seed(seed)
         datamodule = make_datamodule(dataset, batch_size=batch_size)
-        net = make_model(model, datamodule, optimizer=optimizer, learning_rate=5e-3 if lr is None else lr)
+        net = make_model(
+            model, datamodule, optimizer=optimizer, learning_rate=5e-3 if lr is None else lr, hidden_dim=hidden_dim
+        )
         loss_landscape_anim(
             n_epochs=epochs,
             datamodule=datamodule,
@@ -263,6 +266,31 @@ def render(
             style = {k: v for k, v in style.items() if k == "format"}
         render_run(run_dir, out, fps=fps, max_frames=frames, title=title, layout=layout, quiet=quiet, **style)
     typer.echo(f"wrote {out}")
+
+
+@app.command()
+def surface(
+    run_dir: Path = typer.Argument(..., help="A run directory with a plane (made by `losstrail run`)."),
+    force: bool = typer.Option(False, "--force", help="Recompute a finished surface."),
+    resolution: Optional[str] = typer.Option(None, help="Grid points per axis, or NXxNY [default: the run's]."),
+    chunk_points: int = typer.Option(1000, help="Grid points per saved chunk."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda [default: this rank's GPU when there is one]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Compute a run's loss surface in resumable chunks; under torchrun, split across the ranks."""
+    with _user_errors():
+        from losstrail.grid_job import compute_surface
+
+        done = compute_surface(
+            run_dir,
+            resolution=None if resolution is None else _resolution(resolution),
+            chunk_points=chunk_points,
+            force=force,
+            device=device,
+            quiet=quiet,
+        )
+    if done is not None:
+        typer.echo(f"wrote {run_dir / 'surface.npz'}")
 
 
 def main() -> None:

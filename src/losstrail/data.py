@@ -118,6 +118,8 @@ class SpiralsDataModule(_InMemoryDataModule):
         num_workers: int = 0,
     ):
         super().__init__(*make_spirals(n_per_class, self.num_classes, noise, seed), batch_size, num_workers)
+        self.recipe = {"name": "spirals", "batch_size": batch_size, "n_per_class": n_per_class, "noise": noise,
+                       "seed": seed}  # fmt: skip
 
 
 def make_moons(n_examples: int = 1000, noise: float = 0.1, seed: int = 0):
@@ -151,6 +153,13 @@ class MoonsDataModule(_InMemoryDataModule):
     def __init__(self, batch_size: int | None = None, n_examples: int = 1000, noise: float = 0.1, seed: int = 0,
                  num_workers: int = 0):  # fmt: skip
         super().__init__(*make_moons(n_examples, noise, seed), batch_size, num_workers)
+        self.recipe = {
+            "name": "moons",
+            "batch_size": batch_size,
+            "n_examples": n_examples,
+            "noise": noise,
+            "seed": seed,
+        }
 
 
 class DigitsDataModule(_InMemoryDataModule):
@@ -176,6 +185,7 @@ class DigitsDataModule(_InMemoryDataModule):
         if n_examples is not None:
             X, y = X[:n_examples], y[:n_examples]
         super().__init__(X, y, batch_size, num_workers)
+        self.recipe = {"name": "digits", "batch_size": batch_size, "n_examples": n_examples}
 
 
 class MNISTDataModule(_InMemoryDataModule):
@@ -199,6 +209,8 @@ class MNISTDataModule(_InMemoryDataModule):
 
         X, y = load_mnist(data_dir, n_examples=n_examples, download=download)
         super().__init__(X, y, batch_size, num_workers)
+        self.recipe = {"name": "mnist", "batch_size": batch_size, "n_examples": n_examples,
+                       "data_dir": None if data_dir is None else str(data_dir), "download": download}  # fmt: skip
 
 
 DATAMODULES = {
@@ -211,4 +223,6 @@ DATAMODULES = {
 
 def make_datamodule(name: str, **kwargs) -> pl.LightningDataModule:
     """A built-in DataModule by name (one of ``losstrail._registry.DATASETS``)."""
-    return DATAMODULES[check_choice("dataset", name, DATASETS)](**kwargs)
+    datamodule = DATAMODULES[check_choice("dataset", name, DATASETS)](**kwargs)
+    datamodule.recipe = {"name": name, **kwargs}  # how to build it again (``losstrail surface``)
+    return datamodule

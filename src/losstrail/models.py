@@ -204,4 +204,6 @@ MODEL_BUILDERS = {"mlp": _mlp, "lenet": _lenet}
 
 def make_model(name: str, datamodule, **kwargs) -> GenericModel:
     """A built-in model by name, sized for ``datamodule``."""
-    return MODEL_BUILDERS[check_choice("model", name, MODELS)](datamodule, **kwargs)
+    model = MODEL_BUILDERS[check_choice("model", name, MODELS)](datamodule, **kwargs)
+    model.recipe = {"name": name, **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float))}}
+    return model

@@ -1,0 +1,233 @@
+"""The surface of a saved run as a job: in chunks saved as they finish, across processes if launched so.
+
+``compute_surface(run_dir)`` (and ``losstrail surface RUN_DIR``) evaluates the run's grid in
+chunks of grid points. Each finished chunk is written to ``run_dir/surface.parts/`` at once,
+so a computation that is killed and started again with the same command computes only the
+chunks that are missing. Under ``torchrun`` (or any initialized ``torch.distributed`` group:
+gloo on CPU, NCCL on GPU) the missing chunks are dealt out to the ranks round by round, rank
+0 gathers each round's results, writes them and, at the end, the surface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from losstrail._files import atomic_path
+
+__all__ = ["compute_surface"]
+
+PARTS = "surface.parts"
+
+
+def _grid_key(plane, xs: np.ndarray, ys: np.ndarray, chunk_points: int, subset, seed) -> str:
+    """A fingerprint of what the parts belong to: parts of another grid are never mixed in."""
+    digest = hashlib.sha256()
+    for array in (plane.origin, plane.u, plane.v, xs, ys):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps([chunk_points, subset, seed]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _model_and_data(run_dir: Path, settings: dict, model, data):
+    """The run's model (with its saved weights) and data: given, or built again from the run's recipe."""
+    from losstrail.artifacts import load_weights
+
+    if data is None:
+        recipe = settings.get("data_recipe")
+        if not recipe:
+            raise ValueError(
+                f"the run in {str(run_dir)!r} was trained on data losstrail cannot build again; pass it: "
+                "compute_surface(run_dir, model=model, data=data)"
+            )
+        from losstrail.data import make_datamodule
+
+        recipe = dict(recipe)
+        data = make_datamodule(recipe.pop("name"), **recipe)
+    if model is None:
+        recipe = settings.get("model_recipe")
+        if not recipe:
+            raise ValueError(
+                f"the run in {str(run_dir)!r} has a model losstrail cannot build again; pass it: "
+                "compute_surface(run_dir, model=model, data=data)"
+            )
+        from losstrail.models import make_model
+
+        recipe = dict(recipe)
+        model = make_model(recipe.pop("name"), data, **recipe)
+        load_weights(run_dir / settings.get("model_filename", "model.pt"), model)
+    return model, data
+
+
+def _distributed():
+    """``(rank, world_size)`` of the initialized process group, or ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _start_group_if_launched() -> bool:
+    """Join the process group that ``torchrun`` describes in the environment; True if this call started it."""
+    import torch.distributed as dist
+
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2 or dist.is_initialized():
+        return False
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def _evaluate_chunk(model, batches, origin, basis, coords: torch.Tensor, loss_fn, bn_batches: int):
+    """Loss and accuracy at the grid points ``coords`` (C, 2): one chunk."""
+    from losstrail.surface import _eval_mode, _evaluate
+
+    with _eval_mode(model):
+        result = _evaluate(
+            model,
+            batches,
+            lambda sl: origin + coords[sl] @ basis,
+            len(coords),
+            loss_fn,
+            quiet=True,
+            bn_batches=bn_batches,
+        )
+    return result.loss, result.accuracy
+
+
+def compute_surface(
+    run_dir: str | os.PathLike,
+    model=None,
+    data=None,
+    *,
+    resolution: int | tuple[int, int] | None = None,
+    chunk_points: int = 1000,
+    force: bool = False,
+    device: str | None = None,
+    quiet: bool = False,
+):
+    """Compute (or finish) the loss surface of a saved run and write ``run_dir/surface.npz``.
+
+    Args:
+        run_dir: a run directory with ``plane.npz`` and ``trajectory.npz`` (``losstrail run``
+            or ``loss_landscape_anim`` make one).
+        model, data: default: built again from the run's recipe (built-in models and data).
+        resolution: grid points per axis; default the run's own.
+        chunk_points: grid points per saved chunk (default 1000).
+        force: recompute a finished surface (and discard saved chunks).
+        device: where to evaluate; default CUDA (this rank's GPU) when present, else CPU.
+        quiet: no progress bar.
+
+    Returns:
+        The ``Surface`` on rank 0 (and on a single process); ``None`` on other ranks.
+    """
+    from losstrail._loss import resolve_loss
+    from losstrail._progress import bar
+    from losstrail.artifacts import load_run_value, read_settings, save_run_value
+    from losstrail.directions import Plane
+    from losstrail.projection import project
+    from losstrail.record import Trajectory
+    from losstrail.surface import Surface, _Batches, _grid_coords, path_grid
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "plane.npz").is_file():
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} has no plane.npz, so there is no grid to compute; make the run and its plane first "
+            "with `losstrail run` (or loss_landscape_anim)"
+        )
+    if isinstance(chunk_points, bool) or not isinstance(chunk_points, int) or chunk_points < 1:
+        raise ValueError(f"chunk_points={chunk_points!r} must be a positive number of grid points, e.g. 1000")
+    started = _start_group_if_launched()
+    rank, world = _distributed()
+    try:
+        settings = read_settings(run_dir)
+        unfinished = (run_dir / PARTS / "grid.json").is_file()  # a job that was stopped: go on with it
+        if (run_dir / "surface.npz").is_file() and not (force or unfinished) and resolution is None:
+            if rank == 0 and not quiet:
+                print(f"{run_dir / 'surface.npz'} is already computed; pass --force to compute it again")
+            return load_run_value(run_dir, Surface) if rank == 0 else None
+        plane = load_run_value(run_dir, Plane)
+        trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
+        resolution = resolution if resolution is not None else settings.get("resolution", 100)
+        resolution = tuple(resolution) if isinstance(resolution, list) else resolution
+        xrange, yrange = settings.get("xrange"), settings.get("yrange")
+        xs, ys = path_grid(project(plane, trajectory).xy, resolution, xrange=xrange, yrange=yrange)
+        model, data = _model_and_data(run_dir, settings, model, data)
+        if device is None:
+            device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+        device = torch.device(device)
+
+        parts = run_dir / PARTS
+        key = _grid_key(plane, xs, ys, chunk_points, settings.get("subset"), settings.get("seed"))
+        coords = torch.from_numpy(_grid_coords(xs, ys).astype(np.float32)).to(device)
+        n_chunks = -(-len(coords) // chunk_points)
+        if rank == 0:
+            manifest = parts / "grid.json"
+            stale = force or (manifest.is_file() and json.loads(manifest.read_text()).get("key") != key)
+            if stale and parts.exists():
+                shutil.rmtree(parts)
+            parts.mkdir(parents=True, exist_ok=True)
+            with atomic_path(manifest) as tmp:
+                tmp.write_text(json.dumps({"key": key, "chunks": n_chunks, "chunk_points": chunk_points}))
+        _barrier(world)
+        missing = [c for c in range(n_chunks) if not (parts / f"chunk-{c:05d}.npz").is_file()]
+        batches = _Batches(data, 4096, device)
+        origin = torch.from_numpy(plane.origin).to(device)
+        basis = torch.from_numpy(np.stack([plane.u, plane.v])).to(device)
+        loss_fn = resolve_loss(model)
+        model.to(device)
+        bn_batches = int(settings.get("bn_batches") or 0)
+        with bar(len(missing), "grid chunks", quiet or rank != 0, unit="chunk") as progress:
+            for round_start in range(0, len(missing), world):
+                mine = missing[round_start : round_start + world]
+                result = None
+                if rank < len(mine):
+                    c = mine[rank]
+                    sl = slice(c * chunk_points, min((c + 1) * chunk_points, len(coords)))
+                    loss, accuracy = _evaluate_chunk(model, batches, origin, basis, coords[sl], loss_fn, bn_batches)
+                    result = (c, loss, accuracy)
+                for c, loss, accuracy in _gather(result, world):
+                    if rank == 0:
+                        with atomic_path(parts / f"chunk-{c:05d}.npz") as tmp, open(tmp, "wb") as f:
+                            np.savez(f, loss=loss, accuracy=accuracy)
+                progress.update(len(mine))
+        if rank != 0:
+            _barrier(world)
+            return None
+        loss = np.concatenate([np.load(parts / f"chunk-{c:05d}.npz")["loss"] for c in range(n_chunks)])
+        accuracy = np.concatenate([np.load(parts / f"chunk-{c:05d}.npz")["accuracy"] for c in range(n_chunks)])
+        grid = (len(ys), len(xs))
+        surface = Surface(xs=xs, ys=ys, loss=loss.reshape(grid), accuracy=accuracy.reshape(grid))
+        save_run_value(run_dir, surface)
+        shutil.rmtree(parts)
+        _barrier(world)
+        return surface
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _gather(result, world: int) -> list:
+    """Every rank's ``(chunk, loss, accuracy)`` of this round, on every rank (None entries dropped)."""
+    if world == 1:
+        return [result] if result is not None else []
+    import torch.distributed as dist
+
+    everyone: list = [None] * world
+    dist.all_gather_object(everyone, result)
+    return [r for r in everyone if r is not None]

@@ -1,0 +1,70 @@
+"""Resumable and distributed surfaces of a saved run."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from losstrail.cli import app
+from losstrail.grid_job import compute_surface
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    args = ["run", "--epochs", "5", "--resolution", "9x7", "--frames", "2", "--seed", "0", "--hidden-dim", "8"]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a.gif"), "--run-dir", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    with np.load(out / "surface.npz") as s:
+        reference = s["loss"].copy()
+    return out, reference
+
+
+def test_the_surface_job_equals_the_run_surface(run_dir):
+    path, reference = run_dir
+    surface = compute_surface(path, chunk_points=10, force=True, quiet=True)
+    np.testing.assert_allclose(surface.loss, reference, rtol=1e-5, atol=1e-6)
+    assert not (path / "surface.parts").exists()
+    again = compute_surface(path, quiet=True)  # finished: loaded, never recomputed
+    np.testing.assert_array_equal(again.loss, surface.loss)
+
+
+def test_a_killed_job_restarted_computes_only_the_missing_chunks(run_dir, monkeypatch):
+    import losstrail.grid_job as job
+
+    path, reference = run_dir
+    real, seen = job._evaluate_chunk, []
+
+    def crashes_after_three(model, batches, origin, basis, coords, *rest):
+        if len(seen) == 3:
+            raise KeyboardInterrupt("killed")
+        seen.append(tuple(coords[0].tolist()))
+        return real(model, batches, origin, basis, coords, *rest)
+
+    monkeypatch.setattr(job, "_evaluate_chunk", crashes_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        compute_surface(path, chunk_points=10, force=True, quiet=True)  # 63 points: 7 chunks
+    assert sorted(p.name for p in (path / "surface.parts").glob("chunk-*")) == [f"chunk-0000{c}.npz" for c in range(3)]
+    first = list(seen)
+    seen.clear()
+    monkeypatch.setattr(job, "_evaluate_chunk", lambda *a: (seen.append(tuple(a[4][0].tolist())), real(*a))[1])
+    surface = compute_surface(path, chunk_points=10, quiet=True)
+    assert len(seen) == 4 and not set(seen) & set(first)  # chunks 3..6 only
+    np.testing.assert_allclose(surface.loss, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_with_gloo_equal_one(run_dir):
+    path, reference = run_dir
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "losstrail", "surface", str(path), "--force", "--chunk-points", "8", "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(path / "surface.npz") as s:
+        np.testing.assert_allclose(s["loss"], reference, rtol=1e-5, atol=1e-6)
+
+
+def test_surface_without_a_plane_says_which_command_makes_one(tmp_path):
+    result = CliRunner().invoke(app, ["surface", str(tmp_path)])
+    assert result.exit_code == 2 and "has no plane.npz" in result.output and "losstrail run" in result.output
