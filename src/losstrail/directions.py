@@ -20,8 +20,10 @@ __all__ = ["Plane", "captured_fraction", "make_plane"]
 
 # Rows of a (T, P) trajectory read at once when streaming over it.
 _ROW_BLOCK = 256
-# Columns of a (T, P) trajectory read at once when streaming the Gram matrix.
+# Columns of a (T, P) trajectory read at once when streaming the Gram matrix: at most
+# _COL_BLOCK, and few enough that one (T, block) slice stays within _BLOCK_BYTES.
 _COL_BLOCK = 1 << 18
+_BLOCK_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,10 @@ class Plane:
         return out[0] if single else out
 
 
-def _column_blocks(n_cols: int):
-    for start in range(0, n_cols, _COL_BLOCK):
-        yield slice(start, min(start + _COL_BLOCK, n_cols))
+def _column_blocks(n_cols: int, n_rows: int = 1):
+    width = max(1, min(_COL_BLOCK, _BLOCK_BYTES // (8 * max(n_rows, 1))))
+    for start in range(0, n_cols, width):
+        yield slice(start, min(start + width, n_cols))
 
 
 def _mean(params: np.ndarray) -> np.ndarray:
@@ -96,7 +99,7 @@ def _centred_gram(params: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """(T, T) Gram matrix of the mean-centred rows, reading one column block at a time."""
     T = params.shape[0]
     gram = np.zeros((T, T))
-    for cols in _column_blocks(params.shape[1]):
+    for cols in _column_blocks(params.shape[1], params.shape[0]):
         block = params[:, cols].astype(np.float64) - mean[cols]  # (T, B)
         gram += block @ block.T
     return gram
@@ -130,7 +133,7 @@ def _pca(params: np.ndarray, origin: np.ndarray, **_) -> _Made:
 def _combine_rows(params: np.ndarray, mean: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     """``coeffs.T @ (params - mean)``: (k, P) combinations of the centred rows, one column block at a time."""
     out = np.zeros((coeffs.shape[1], params.shape[1]))
-    for cols in _column_blocks(params.shape[1]):
+    for cols in _column_blocks(params.shape[1], params.shape[0]):
         out[:, cols] = coeffs.T @ (params[:, cols].astype(np.float64) - mean[cols])
     return out
 
@@ -235,7 +238,7 @@ def _interpolation(params, origin, *, seed=None, options=None, **_) -> _Made:
     if (options or {}).get("second", "pca") == "pca" and params.shape[0] >= 3:
         mean = _mean(params)
         along = np.zeros(params.shape[0])  # (T,) centred rows dotted with unit
-        for cols in _column_blocks(params.shape[1]):
+        for cols in _column_blocks(params.shape[1], params.shape[0]):
             along += (params[:, cols].astype(np.float64) - mean[cols]) @ unit[cols]
         gram = _centred_gram(params, mean) - np.outer(along, along)  # Gram of the rows with u projected out
         eigvals, eigvecs = np.linalg.eigh(gram)
