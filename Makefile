@@ -28,6 +28,9 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_default_job.py
 	$(PY) benchmarks/bench_surface.py
 	$(PY) benchmarks/bench_render.py
+	$(PY) benchmarks/bench_hessian.py
+	$(PY) benchmarks/bench_compare.py
+	$(PY) benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) checkpoints sample.gif
