@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from losstrail._registry import DIRECTIONS, check_choice
-from losstrail.record import Trajectory
+from losstrail.record import Trajectory, release_pages
 
 __all__ = ["Plane", "captured_fraction", "make_plane"]
 
@@ -82,24 +82,37 @@ class Plane:
         for start in range(0, rows.shape[0], _ROW_BLOCK):
             block = rows[start : start + _ROW_BLOCK].astype(np.float64) - self.origin
             out[start : start + _ROW_BLOCK] = np.linalg.solve(gram, basis @ block.T).T
+            release_pages(rows)
         return out[0] if single else out
 
 
-def _column_blocks(n_cols: int, n_rows: int = 1):
+def _column_blocks(params: np.ndarray):
+    """Slices of columns of ``params`` (T, P), each few enough that a float64 (T, block) copy fits _BLOCK_BYTES.
+
+    A memory-mapped path has its pages handed back after each block, so streaming it never
+    keeps more of it resident than one block.
+    """
+    n_rows, n_cols = params.shape
     width = max(1, min(_COL_BLOCK, _BLOCK_BYTES // (8 * max(n_rows, 1))))
     for start in range(0, n_cols, width):
         yield slice(start, min(start + width, n_cols))
+        release_pages(params)
 
 
 def _mean(params: np.ndarray) -> np.ndarray:
-    return params.mean(axis=0, dtype=np.float64)  # (P,)
+    """The mean row (P,), in float64, reading ``_ROW_BLOCK`` rows at a time."""
+    total = np.zeros(params.shape[1])
+    for start in range(0, params.shape[0], _ROW_BLOCK):
+        total += params[start : start + _ROW_BLOCK].sum(axis=0, dtype=np.float64)
+        release_pages(params)
+    return total / params.shape[0]
 
 
 def _centred_gram(params: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """(T, T) Gram matrix of the mean-centred rows, reading one column block at a time."""
     T = params.shape[0]
     gram = np.zeros((T, T))
-    for cols in _column_blocks(params.shape[1], params.shape[0]):
+    for cols in _column_blocks(params):
         block = params[:, cols].astype(np.float64) - mean[cols]  # (T, B)
         gram += block @ block.T
     return gram
@@ -133,7 +146,7 @@ def _pca(params: np.ndarray, origin: np.ndarray, **_) -> _Made:
 def _combine_rows(params: np.ndarray, mean: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     """``coeffs.T @ (params - mean)``: (k, P) combinations of the centred rows, one column block at a time."""
     out = np.zeros((coeffs.shape[1], params.shape[1]))
-    for cols in _column_blocks(params.shape[1], params.shape[0]):
+    for cols in _column_blocks(params):
         out[:, cols] = coeffs.T @ (params[:, cols].astype(np.float64) - mean[cols])
     return out
 
@@ -238,7 +251,7 @@ def _interpolation(params, origin, *, seed=None, options=None, **_) -> _Made:
     if (options or {}).get("second", "pca") == "pca" and params.shape[0] >= 3:
         mean = _mean(params)
         along = np.zeros(params.shape[0])  # (T,) centred rows dotted with unit
-        for cols in _column_blocks(params.shape[1], params.shape[0]):
+        for cols in _column_blocks(params):
             along += (params[:, cols].astype(np.float64) - mean[cols]) @ unit[cols]
         gram = _centred_gram(params, mean) - np.outer(along, along)  # Gram of the rows with u projected out
         eigvals, eigvecs = np.linalg.eigh(gram)
@@ -318,6 +331,7 @@ def captured_fraction(params: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple
         block = params[start : start + _ROW_BLOCK].astype(np.float64) - mean  # (B, P)
         along += ((block @ np.stack([q1, q2]).T) ** 2).sum(axis=0)
         total += float((block**2).sum())
+        release_pages(params)
     if total == 0:
         return (0.0, 0.0)
     return float(along[0] / total), float(along[1] / total)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from losstrail.directions import Plane
-from losstrail.record import Trajectory
+from losstrail.record import Trajectory, release_pages
 
 __all__ = ["Projection", "project"]
 
@@ -76,6 +76,7 @@ def project(
     for start in range(0, len(trajectory), _ROW_BLOCK):
         block = trajectory.params[start : start + _ROW_BLOCK].astype(np.float64) - plane.origin  # (B, P)
         off[start : start + _ROW_BLOCK] = np.linalg.norm(block - xy[start : start + _ROW_BLOCK] @ basis, axis=1)
+        release_pages(trajectory.params)
     true_loss = slice_loss = None
     if (model is None) != (data is None):
         raise ValueError("pass both model and data to measure the true and slice losses along the path, or neither")

@@ -50,6 +50,7 @@ class Trajectory:
         end = len(self)
         for start in range(0, len(self), 256):  # by row blocks: params may be a memory map on disk
             block = np.isfinite(self.params[start : start + 256]).all(axis=1)
+            release_pages(self.params)
             if not block.all():
                 end = start + int(np.argmin(block))
                 break
@@ -60,6 +61,18 @@ class Trajectory:
 
 PARAMS_FILE = "params.bin"
 DTYPES = ("float32", "float16")
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the resident pages of a memory-mapped array (read again from disk when needed).
+
+    Streaming code calls this after each block so a path on disk never becomes resident.
+    """
+    import mmap
+
+    mapped = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
+    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 class _Points:
