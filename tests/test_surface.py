@@ -203,3 +203,11 @@ def test_loss_line_equals_the_model_loaded_at_each_point(tiny_model, tiny_data, 
         loss_line(tiny_model, tiny_data, start, np.zeros(27), ts)
     with pytest.raises(ValueError, match=r"has format 'gif', which is not supported; expected one of 'png', 'pdf'"):
         plot_loss_line(line, tmp_path / "line.gif")
+
+
+def test_autocast_is_close_to_full_precision(tiny_model, tiny_data, rng):
+    plane = _plane(tiny_model, rng)
+    xs, ys = np.array([-1.0, 1.0]), np.array([0.0, 1.0])
+    exact = loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True)
+    mixed = loss_surface(tiny_model, tiny_data, plane, xs, ys, autocast=True, quiet=True)
+    np.testing.assert_allclose(mixed.loss, exact.loss, rtol=3e-2)

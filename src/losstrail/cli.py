@@ -275,6 +275,7 @@ def surface(
     resolution: Optional[str] = typer.Option(None, help="Grid points per axis, or NXxNY [default: the run's]."),
     chunk_points: int = typer.Option(1000, help="Grid points per saved chunk."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda [default: this rank's GPU when there is one]."),
+    autocast: bool = typer.Option(False, "--autocast", help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Compute a run's loss surface in resumable chunks; under torchrun, split across the ranks."""
@@ -287,6 +288,7 @@ def surface(
             chunk_points=chunk_points,
             force=force,
             device=device,
+            autocast=autocast,
             quiet=quiet,
         )
     if done is not None:

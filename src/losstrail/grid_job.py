@@ -84,7 +84,7 @@ def _start_group_if_launched() -> bool:
     return True
 
 
-def _evaluate_chunk(model, batches, origin, basis, coords: torch.Tensor, loss_fn, bn_batches: int):
+def _evaluate_chunk(model, batches, origin, basis, coords: torch.Tensor, loss_fn, bn_batches: int, autocast=False):
     """Loss and accuracy at the grid points ``coords`` (C, 2): one chunk."""
     from losstrail.surface import _eval_mode, _evaluate
 
@@ -97,6 +97,7 @@ def _evaluate_chunk(model, batches, origin, basis, coords: torch.Tensor, loss_fn
             loss_fn,
             quiet=True,
             bn_batches=bn_batches,
+            autocast=autocast,
         )
     return result.loss, result.accuracy
 
@@ -110,6 +111,7 @@ def compute_surface(
     chunk_points: int = 1000,
     force: bool = False,
     device: str | None = None,
+    autocast: bool = False,
     quiet: bool = False,
 ):
     """Compute (or finish) the loss surface of a saved run and write ``run_dir/surface.npz``.
@@ -122,6 +124,7 @@ def compute_surface(
         chunk_points: grid points per saved chunk (default 1000).
         force: recompute a finished surface (and discard saved chunks).
         device: where to evaluate; default CUDA (this rank's GPU) when present, else CPU.
+        autocast: mixed precision (see ``loss_surface``).
         quiet: no progress bar.
 
     Returns:
@@ -190,7 +193,9 @@ def compute_surface(
                 if rank < len(mine):
                     c = mine[rank]
                     sl = slice(c * chunk_points, min((c + 1) * chunk_points, len(coords)))
-                    loss, accuracy = _evaluate_chunk(model, batches, origin, basis, coords[sl], loss_fn, bn_batches)
+                    loss, accuracy = _evaluate_chunk(
+                        model, batches, origin, basis, coords[sl], loss_fn, bn_batches, autocast
+                    )
                     result = (c, loss, accuracy)
                 for c, loss, accuracy in _gather(result, world):
                     if rank == 0:
