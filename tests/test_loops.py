@@ -63,3 +63,35 @@ def test_plain_module_trains_on_a_dataloader(tiny_data):
         run.trajectory.params[0], run.trajectory.params[-1]
     )
     assert isinstance(MLP(2, 3), torch.nn.Module)
+
+
+def test_a_module_from_the_older_pytorch_lightning_namespace(tiny_data, tmp_path):
+    old = pytest.importorskip("pytorch_lightning")
+
+    class OldStyle(old.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _net()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.3)
+
+    run = fit(OldStyle(), tiny_data, epochs=3, quiet=True)
+    reference = fit(
+        _net(), tiny_data, loss_fn=F.cross_entropy, optimizer="sgd", learning_rate=0.3, epochs=3, quiet=True
+    )
+    np.testing.assert_allclose(run.trajectory.params, reference.trajectory.params, rtol=1e-6, atol=1e-7)
+    import losstrail
+
+    out = losstrail.loss_landscape_anim(
+        n_epochs=2, model=OldStyle(), datamodule=None, model_dirpath=tmp_path / "r",
+        output_filename=tmp_path / "o.gif", resolution=4, n_frames=2, quiet=True,
+    )  # fmt: skip
+    assert out.frames == 2

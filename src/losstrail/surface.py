@@ -163,11 +163,12 @@ def _pair(batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _as_dataset(data) -> Dataset:
     """The Dataset behind any supported kind of data."""
-    import lightning.pytorch as pl
 
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         return TensorDataset(*data)
-    if isinstance(data, pl.LightningDataModule):
+    from losstrail.train import is_datamodule
+
+    if is_datamodule(data):
         dataset = getattr(data, "dataset", None)
         if isinstance(dataset, Dataset):
             return dataset

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -103,7 +104,8 @@ def _optimizer_override(model: pl.LightningModule, optimizer, learning_rate):
     A model that defines no ``configure_optimizers`` gets Adam at its ``learning_rate``
     (or 1e-3).
     """
-    defines_own = type(model).configure_optimizers is not pl.LightningModule.configure_optimizers
+    base = lightning_namespace(model).LightningModule
+    defines_own = type(model).configure_optimizers is not base.configure_optimizers
     if optimizer is None and learning_rate is None and defines_own:
         yield
         return
@@ -115,6 +117,41 @@ def _optimizer_override(model: pl.LightningModule, optimizer, learning_rate):
         yield
     finally:
         del model.configure_optimizers
+
+
+def lightning_namespace(model):
+    """The Lightning package ``model`` is built on: ``lightning.pytorch``, or the older ``pytorch_lightning``."""
+    for cls in type(model).__mro__:
+        if cls.__module__.split(".")[0] == "pytorch_lightning":
+            import pytorch_lightning
+
+            return pytorch_lightning
+    return pl
+
+
+def is_lightning_module(model) -> bool:
+    """True for a LightningModule of either namespace (without importing the old one when unused)."""
+    return isinstance(model, pl.LightningModule) or lightning_namespace(model) is not pl
+
+
+def is_datamodule(data) -> bool:
+    """True for a LightningDataModule of either namespace."""
+    if isinstance(data, pl.LightningDataModule):
+        return True
+    old = sys.modules.get("pytorch_lightning")
+    return old is not None and isinstance(data, old.LightningDataModule)
+
+
+def _callbacks_for(namespace, callbacks: list) -> list:
+    """``callbacks`` as the Callback type of ``namespace`` (the same hooks, the other base class)."""
+    if namespace is pl:
+        return callbacks
+    out = []
+    for callback in callbacks:
+        bridged = type(type(callback).__name__, (type(callback), namespace.Callback), {})
+        callback.__class__ = bridged
+        out.append(callback)
+    return out
 
 
 class _PlainModule(pl.LightningModule):
@@ -153,7 +190,7 @@ def _as_trainable(model: torch.nn.Module, data, loss_fn):
         from losstrail.data import batch_loader
 
         data = batch_loader(torch.utils.data.TensorDataset(*data), None, shuffle=True)
-    if isinstance(model, pl.LightningModule):
+    if is_lightning_module(model):
         return model, data
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or a LightningModule; got {type(model).__name__}")
@@ -193,7 +230,8 @@ def fit(
     """Train ``model`` on ``datamodule`` with Lightning and record its trajectory.
 
     Args:
-        model: any LightningModule.
+        model: any LightningModule (``lightning.pytorch`` or the older ``pytorch_lightning``),
+            or a plain ``nn.Module`` with ``loss_fn``.
         datamodule: a LightningDataModule (or a training DataLoader).
         optimizer: a name (``'sgd'``, ``'momentum'``, ``'adam'``, ``'adamw'``, ``'adagrad'``,
             ``'rmsprop'``) or a callable ``(params, lr=...)``; default: the model's own
@@ -224,7 +262,8 @@ def fit(
     if seed is not None:
         pl.seed_everything(seed, workers=True, verbose=False)
     with _quiet_lightning(), _optimizer_override(model, optimizer, learning_rate):
-        trainer = pl.Trainer(
+        namespace = lightning_namespace(model)
+        trainer = namespace.Trainer(
             max_epochs=epochs,
             accelerator="gpu" if accelerator == "cuda" else accelerator,
             devices=1,
@@ -234,10 +273,14 @@ def fit(
             enable_progress_bar=False,
             num_sanity_val_steps=0,
             limit_val_batches=0,
-            callbacks=[recorder, _StepProgress(quiet)],
+            callbacks=_callbacks_for(namespace, [recorder, _StepProgress(quiet)]),
         )
-        if isinstance(datamodule, pl.LightningDataModule):
+        if isinstance(datamodule, namespace.LightningDataModule):
             trainer.fit(model, datamodule=datamodule)
+        elif is_datamodule(datamodule):  # a DataModule of the other namespace: hand over its loader
+            datamodule.prepare_data()
+            datamodule.setup("fit")
+            trainer.fit(model, train_dataloaders=datamodule.train_dataloader())
         else:
             trainer.fit(model, train_dataloaders=datamodule)
     model.cpu()
