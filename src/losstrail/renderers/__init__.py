@@ -241,6 +241,6 @@ def write_animation(
         else:
             from losstrail.renderers.gif import PaletteMapper, write_gif
 
-            mapper = PaletteMapper(figure.background_rgba(), figure.rgba(frames[-1]))
+            mapper = PaletteMapper(figure.background_rgba(), figure.rgba(frames[-1]), getattr(figure, "colours", ()))
             write_gif(rgba, tmp, fps=fps, mapper=mapper)  # each frame is encoded before the next is drawn
     return Animation(out, kind, len(frames))

@@ -182,9 +182,17 @@ class PathFigure:
         if np.all(values[np.isfinite(values)] > 0):
             side.set_yscale("log")
         side.set_xlabel("step")
-        side.set_title("loss along the path", fontsize=10)
+        side.set_ylabel("loss")
+        side.set_title("loss and accuracy along the path", fontsize=10)
         side.grid(alpha=0.3)
-        side.legend(loc="upper right", fontsize=8, framealpha=0.8)
+        handles, labels = side.get_legend_handles_labels()
+        if np.isfinite(p.accuracy).any():  # accuracy of each training step, on its own axis
+            twin = side.twinx()
+            (line,) = twin.plot(steps, p.accuracy, color="tab:green", lw=0.9, alpha=0.8, label="accuracy (training)")
+            twin.set_ylim(0, 1.02)
+            twin.set_ylabel("accuracy", color="tab:green")
+            handles, labels = handles + [line], labels + [line.get_label()]
+        side.legend(handles, labels, loc="center right", fontsize=8, framealpha=0.8)
         self._cursor = side.axvline(steps[0], color="0.3", lw=0.8, animated=True)
         (self._true_dot,) = side.plot([], [], "o", color="k", ms=5, animated=True)
         (self._slice_dot,) = side.plot([], [], "o", color=path_color, ms=5, animated=True)
@@ -305,11 +313,19 @@ def save_still(figure, k: int, out, kind: str) -> None:
     figure.update(k)
     for _, artist in figure._moving:
         artist.set_animated(False)
-    text = figure.label(k)
-    lines = [(line, "k") for line in text.split("\n")] if isinstance(text, str) else text
-    ax = figure.main_axes[0] if hasattr(figure, "main_axes") else figure.ax
+    if hasattr(figure, "still_texts"):
+        placed = figure.still_texts(k)
+    else:
+        ax = figure.main_axes[0] if hasattr(figure, "main_axes") else figure.ax
+        placed = [(ax, [(line, "k") for line in figure.label(k).split("\n")])]
+    for ax, lines in placed:
+        _write_lines(ax, lines)
+    figure.fig.savefig(out, format=kind)
+
+
+def _write_lines(ax, lines) -> None:
+    """The read-out as real (vector) text at the top left of ``ax``."""
     text_at = getattr(ax, "text2D", ax.text)  # 3-D axes place screen text with text2D
     for row, (line, colour) in enumerate(lines):
         text_at(0.02, 0.97 - 0.05 * row, line, transform=ax.transAxes, family="monospace", fontsize=9,
-                color=colour, va="top", bbox={"fc": "white", "alpha": 0.7, "lw": 0} if row == 0 else None)  # fmt: skip
-    figure.fig.savefig(out, format=kind)
+                color=colour, va="top", bbox={"fc": "white", "alpha": 0.7, "lw": 0})  # fmt: skip

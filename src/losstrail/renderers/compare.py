@@ -101,7 +101,10 @@ class CompareFigure:
             width, height = size if size is not None else (560 * cols, 460 * rows + 60)
         else:
             width, height = size if size is not None else (1280, 600)
-        self.fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+        # Small multiples share one colour bar; constrained layout keeps labels and bar apart.
+        self.fig = Figure(
+            figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained" if layout == "grid" else None
+        )
         self.canvas = FigureCanvasAgg(self.fig)
         self._moving: list = []
         self.lines, self.points = [], []
@@ -135,9 +138,9 @@ class CompareFigure:
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(self.fig.bbox)
         if layout == "grid":
-            self._labels = [_Label(a, dpi, lines=1, chars=24, corner="lower left") for a in self.main_axes]
+            self._labels = [_Label(a, dpi, lines=2, chars=32, corner="lower left") for a in self.main_axes]
         else:
-            self._labels = [_Label(self.main_axes[0], dpi, lines=n + 1, chars=30, corner="lower left")]
+            self._labels = [_Label(self.main_axes[0], dpi, lines=n + 1, chars=42, corner="lower left")]
 
     def _run_title(self, k: int) -> str:
         captured = self.captured[k]
@@ -188,7 +191,12 @@ class CompareFigure:
         for k, p in enumerate(self.projections):
             i = int(self.schedule[f, k])
             loss = (p.true_loss if p.measured else p.loss)[i]
-            lines.append((f"{self.names[k][:12]:<12s} loss {float(loss):.4f}", self.colours[k]))
+            lines.append(
+                (
+                    f"{self.names[k][:12]:<12s} loss {float(loss):.4f}  off-plane {float(p.off_plane[i]):.3g}",
+                    self.colours[k],
+                )
+            )
         return lines
 
     def rgba(self, f: int, copy: bool = True) -> np.ndarray:
@@ -201,13 +209,21 @@ class CompareFigure:
         lines = self.label_lines(f)
         if self.layout == "grid":
             for k, label in enumerate(self._labels):
-                label.draw(frame, [(f"{lines[0][0]}  loss {lines[k + 1][0].split('loss')[-1].strip()}", "k")])
+                loss_and_distance = lines[k + 1][0][12:].strip()
+                label.draw(frame, [(f"{lines[0][0]}", "k"), (loss_and_distance, "k")])
         else:
             self._labels[0].draw(frame, lines)
         return frame.copy() if copy else frame
 
     def label(self, f: int) -> list[tuple[str, str]]:
         return self.label_lines(f)
+
+    def still_texts(self, f: int) -> list:
+        """``(axes, lines)`` of the read-out of frame ``f``, as a still draws it."""
+        lines = self.label_lines(f)
+        if self.layout == "grid":
+            return [(ax, [lines[0], (lines[k + 1][0][12:].strip(), "k")]) for k, ax in enumerate(self.main_axes)]
+        return [(self.main_axes[0], lines)]
 
     def update(self, f: int) -> None:
         """Set every run's moving artists to frame ``f`` (without drawing)."""
@@ -228,6 +244,6 @@ class CompareFigure:
 def _shared_plane_note(projections: Sequence[Projection]) -> str:
     plane = projections[0].plane
     return (
-        f"one shared {plane.method!r} plane: each run's share of its own path in the plane is in its label; "
-        "contours are the slice, not the loss the runs walked on"
+        f"one shared {plane.method!r} plane holds each run differently: its share of the path is in the legend, "
+        "its distance from the plane in the read-out"
     )

@@ -41,12 +41,20 @@ class PaletteMapper:
         background: (H, W, 4) uint8 RGBA, the static part of every frame.
         sample: (H, W, 4) uint8 RGBA, a frame with the moving parts drawn, so their colours
             are in the palette.
+        reserve: colours that must be in the palette exactly (the paths' colours).
     """
 
-    def __init__(self, background: np.ndarray, sample: np.ndarray):
+    def __init__(self, background: np.ndarray, sample: np.ndarray, reserve=()):
+        from matplotlib.colors import to_rgb
         from PIL import Image
 
-        both = np.ascontiguousarray(np.concatenate([background, sample], axis=0)[..., :3])
+        parts = [background[..., :3], sample[..., :3]]
+        if reserve:  # swatches big enough that median cut gives each path colour its own entry
+            swatch = np.concatenate([np.full((64, 64, 3), np.round(np.array(to_rgb(c)) * 255)) for c in reserve], 1)
+            pad = np.full((64, background.shape[1], 3), 255.0)
+            pad[:, : min(swatch.shape[1], pad.shape[1])] = swatch[:, : pad.shape[1]]
+            parts.append(pad.astype(np.uint8))
+        both = np.ascontiguousarray(np.concatenate(parts, axis=0))
         quantized = Image.fromarray(both).quantize(
             colors=TRANSPARENT, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
         )
