@@ -19,6 +19,8 @@ from losstrail.renderers.compare import RUN_COLOURS, frame_schedule
 from losstrail.surface import Surface
 
 DIV_ID = "losstrail-plot"
+# The plotly.js version of the vendored cartesian bundle (see vendor/README.md).
+CARTESIAN_VERSION = "4.1.1"
 SLIDER_STOPS = 40
 
 
@@ -156,10 +158,27 @@ def write_html(
     data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1}
     data.update(fps=fps, view=view)
     script = _PLAYER.replace("__DATA__", json.dumps(data, separators=(",", ":")))
+    bundle = _cartesian_bundle() if view != "3d" else None
     with atomic_path(out) as tmp:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True, div_id=DIV_ID, post_script=script,
-                       config={"responsive": True})  # fmt: skip
+        if bundle is None:
+            fig.write_html(tmp, include_plotlyjs=True, full_html=True, div_id=DIV_ID, post_script=script,
+                           config={"responsive": True})  # fmt: skip
+        else:
+            page = fig.to_html(include_plotlyjs=False, full_html=True, div_id=DIV_ID, post_script=script,
+                               config={"responsive": True})  # fmt: skip
+            head = page.index("<head>") + len("<head>")
+            tmp.write_text(page[:head] + "\n<script>" + bundle + "</script>\n" + page[head:], encoding="utf-8")
     return Path(out)
+
+
+def _cartesian_bundle() -> str | None:
+    """The vendored 2-D-only plotly.js, when it is the version this plotly.py writes figures for."""
+    import plotly.offline
+
+    path = Path(__file__).parent / "vendor" / "plotly-cartesian.min.js"
+    if plotly.offline.get_plotlyjs_version() != CARTESIAN_VERSION or not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8")
 
 
 # Drives the slider and the play/pause buttons: frame k shows each run's path up to its
