@@ -119,3 +119,12 @@ def test_cli_compare(tmp_path):
         assert im.n_frames == 3
     result = CliRunner().invoke(app, ["compare", "--optimizers", "adam", "--out", str(out)])
     assert result.exit_code == 2 and "at least two runs" in result.output
+
+
+def test_runs_with_the_same_count_but_other_shapes_are_refused(tmp_path):
+    dm, ce = SpiralsDataModule(), torch.nn.functional.cross_entropy
+    a = fit(torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Linear(5, 3)), dm, loss_fn=ce, epochs=2, quiet=True)
+    b = fit(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 6)), dm, loss_fn=ce, epochs=2, quiet=True)
+    assert a.trajectory.n_params == b.trajectory.n_params == 33
+    with pytest.raises(ValueError, match=r"run 'a' has parameter shapes .* but run 'b' has .* same model architecture"):
+        _small(tmp_path, trained={"a": a, "b": b})

@@ -219,6 +219,7 @@ def _compare_job(
             models.append(run.model)
             trajectories.append(run.trajectory)
     check_runs(names, [t.n_params for t in trajectories], centre)
+    _check_shapes(names, models)
     trajectories = [_finite(name, t) for name, t in zip(names, trajectories)]
     comparison = _shared_view(
         names, models, trajectories, datamodule, reduction_method, centre, custom_directions, resolution, seed,
@@ -232,6 +233,18 @@ def _compare_job(
         return {n: _animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
     del torch
     return comparison
+
+
+def _check_shapes(names, models) -> None:
+    """Same parameter count is not enough: one plane needs the same tensors in the same order."""
+    first = [tuple(p.shape) for p in models[0].parameters()]
+    for name, model in zip(names[1:], models[1:]):
+        shapes = [tuple(p.shape) for p in model.parameters()]
+        if shapes != first:
+            raise ValueError(
+                f"run {names[0]!r} has parameter shapes {first} but run {name!r} has {shapes}; "
+                "runs on one plane need the same model architecture"
+            )
 
 
 def _finite(name: str, trajectory: Trajectory) -> Trajectory:
