@@ -88,6 +88,11 @@ def test_three_d_view_turns(scene, tmp_path):
         im.seek(3)
         last = np.asarray(im.convert("RGB"))
     assert (first != last).mean() > 0.05  # the whole surface moved, not only the path
+    from losstrail.renderers.surface3d import SurfaceFigure
+
+    direct = SurfaceFigure(proj, surface, rotate=True, n_frames=4).rgba(len(proj) - 1)[..., :3].astype(int)
+    off = np.abs(direct - last.astype(int)).max(axis=2) > 12  # what the GIF shows is what was drawn
+    assert off.mean() < 0.005, off.mean()
 
 
 def test_decision_regions_panel_follows_the_steps(tmp_path, tiny_model, tiny_data, scene):

@@ -2,8 +2,8 @@
 
 Quantizing each frame on its own is the slow part of writing a GIF. Every frame here is
 the same background with a few moving pixels on top, so the background is quantized once
-and only the pixels that differ from it are mapped, through a lookup table, to the nearest
-colour of a palette made from the fullest frame.
+and only the pixels that differ from it are mapped, each distinct colour once, to the
+nearest colour of a palette made from the fullest frame.
 """
 
 from __future__ import annotations
@@ -12,26 +12,20 @@ from collections.abc import Iterable
 
 import numpy as np
 
-# Lookup-table resolution: 5 bits per channel (32,768 cells).
-_BITS = 5
 # The palette index that means "as in the previous frame"; the other 255 are colours.
 TRANSPARENT = 255
 
 
-def _nearest_lut(palette: np.ndarray) -> np.ndarray:
-    """Nearest palette index (uint8) for the centre of every 5-bit RGB cell, shape (32768,)."""
-    levels = (np.arange(1 << _BITS) << (8 - _BITS)) + (1 << (7 - _BITS))
-    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
-    cells = np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1).astype(np.int32)  # (32768, 3)
-    pal = palette.astype(np.int32)  # (K, 3)
-    dist = (cells**2).sum(1)[:, None] - 2 * cells @ pal.T + (pal**2).sum(1)[None, :]  # (32768, K)
+def nearest_colours(colours: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Index (uint8) of the palette entry nearest to each RGB colour of ``colours`` (N, 3), exactly.
+
+    >>> nearest_colours(np.array([[250, 250, 250], [10, 0, 0]]), np.array([[0, 0, 0], [255, 255, 255]])).tolist()
+    [1, 0]
+    """
+    c = colours.astype(np.int32)
+    pal = palette.astype(np.int32)
+    dist = (c**2).sum(1)[:, None] - 2 * c @ pal.T + (pal**2).sum(1)[None, :]  # (N, K)
     return dist.argmin(axis=1).astype(np.uint8)
-
-
-def _pack(rgb: np.ndarray) -> np.ndarray:
-    """Index of the 5-bit cell of each (..., 3 or 4) uint8 colour."""
-    q = (rgb >> (8 - _BITS)).astype(np.int32)
-    return (q[..., 0] << (2 * _BITS)) | (q[..., 1] << _BITS) | q[..., 2]
 
 
 class PaletteMapper:
@@ -64,7 +58,7 @@ class PaletteMapper:
         self._previous: np.ndarray | None = None
         self._background = np.ascontiguousarray(background).view(np.uint32).reshape(-1)  # (H * W,)
         self._background_index = np.asarray(quantized)[: background.shape[0]].copy()
-        self._lut = _nearest_lut(self.palette[: len(colours)])
+        self._colours = self.palette[: len(colours)]
         self._flat_palette = self.palette.ravel().tolist()
 
     def to_image(self, frame: np.ndarray):
@@ -79,7 +73,9 @@ class PaletteMapper:
         words = np.ascontiguousarray(frame).view(np.uint32).reshape(-1)  # one word a pixel
         changed = np.flatnonzero(words != self._background)
         index = self._background_index.copy()
-        index.reshape(-1)[changed] = self._lut[_pack(frame.reshape(-1, 4)[changed])]
+        distinct, which = np.unique(words[changed], return_inverse=True)  # few colours, many pixels
+        rgb = distinct.view(np.uint8).reshape(-1, 4)[:, :3]
+        index.reshape(-1)[changed] = nearest_colours(rgb, self._colours)[which]
         shown = index
         if self._previous is not None:
             shown = np.where(index == self._previous, np.uint8(TRANSPARENT), index)
