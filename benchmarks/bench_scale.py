@@ -99,7 +99,7 @@ def lenet_macs() -> int:
 
 
 def distributed_grid(folder: Path) -> None:
-    """LeNet on the 8x8 digits, 40x40 grid: convolutions, so the grid is compute-bound."""
+    """LeNet on the 8x8 digits, 60x60 grid: convolutions, so the grid is compute-bound."""
     import os
 
     from typer.testing import CliRunner
@@ -107,9 +107,9 @@ def distributed_grid(folder: Path) -> None:
     from losstrail.cli import app
 
     run = folder / "run"
-    args = ["run", "--dataset", "digits", "--model", "lenet", "--epochs", "2", "--resolution", "40", "--frames", "2"]
+    args = ["run", "--dataset", "digits", "--model", "lenet", "--epochs", "2", "--resolution", "60", "--frames", "2"]
     CliRunner().invoke(app, [*args, "--seed", "0", "--out", str(folder / "x.gif"), "--run-dir", str(run), "-q"])
-    base = [sys.executable, "-m", "losstrail", "surface", str(run), "--force", "--chunk-points", "100", "-q"]
+    base = [sys.executable, "-m", "losstrail", "surface", str(run), "--force", "--chunk-points", "150", "-q"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     timings = {}
     for name, command, threads in [
@@ -121,7 +121,7 @@ def distributed_grid(folder: Path) -> None:
         subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": threads})
         timings[name] = time.perf_counter() - start
     (single, a), (threaded, b), (ranks, c) = timings.items()
-    print(f"LeNet grid 40x40 on 1,797 digits, start-up included: {single} {a:.1f} s, {threaded} {b:.1f} s, "
+    print(f"LeNet grid 60x60 on 1,797 digits, start-up included: {single} {a:.1f} s, {threaded} {b:.1f} s, "
           f"{ranks} {c:.1f} s -> 2 ranks vs 1 rank {a / c:.2f}x, vs 1 process using both cores {b / c:.2f}x "
           "(aim 1.7x)")  # fmt: skip
 

@@ -140,7 +140,7 @@ class CompareFigure:
         if layout == "grid":
             self._labels = [_Label(a, dpi, lines=2, chars=32, corner="lower left") for a in self.main_axes]
         else:
-            self._labels = [_Label(self.main_axes[0], dpi, lines=n + 1, chars=42, corner="lower left")]
+            self._labels = [_Label(self.main_axes[0], dpi, lines=n + 1, chars=46, corner="lower left")]
 
     def _run_title(self, k: int) -> str:
         captured = self.captured[k]
@@ -212,7 +212,7 @@ class CompareFigure:
                 loss_and_distance = lines[k + 1][0][12:].strip()
                 label.draw(frame, [(f"{lines[0][0]}", "k"), (loss_and_distance, "k")])
         else:
-            self._labels[0].draw(frame, lines)
+            self._labels[0].draw(frame, _as_legend(lines))
         return frame.copy() if copy else frame
 
     def label(self, f: int) -> list[tuple[str, str]]:
@@ -223,7 +223,7 @@ class CompareFigure:
         lines = self.label_lines(f)
         if self.layout == "grid":
             return [(ax, [lines[0], (lines[k + 1][0][12:].strip(), "k")]) for k, ax in enumerate(self.main_axes)]
-        return [(self.main_axes[0], lines)]
+        return [(self.main_axes[0], _as_legend(lines))]
 
     def update(self, f: int) -> None:
         """Set every run's moving artists to frame ``f`` (without drawing)."""
@@ -239,6 +239,11 @@ class CompareFigure:
     def background_rgba(self) -> np.ndarray:
         self.canvas.restore_region(self._background)
         return np.array(self.canvas.buffer_rgba())
+
+
+def _as_legend(lines: list) -> list:
+    """The read-out as a live legend: a bullet in each run's colour before its name, loss and distance."""
+    return [lines[0]] + [(f"\u25cf {text}", colour) for text, colour in lines[1:]]
 
 
 def _shared_plane_note(projections: Sequence[Projection]) -> str:
