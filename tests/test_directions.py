@@ -231,3 +231,16 @@ def test_centre_picks_the_origin(rng):
     np.testing.assert_allclose(make_plane(traj, "pca", centre=7).origin, path[7].astype(np.float32))
     with pytest.raises(ValueError, match=r"centre=99 is not 'final', 'initial' or a recorded step; .* from 0 to 39"):
         make_plane(traj, "pca", centre=99)
+
+
+def test_long_paths_use_subspace_iteration_and_agree_with_the_gram_matrix(rng, monkeypatch):
+    import losstrail.directions as directions
+
+    params = _path(rng, t=120, p=60).astype(np.float32)
+    exact = make_plane(_trajectory(params), "pca")
+    monkeypatch.setattr(directions, "_GRAM_ROWS", 50)  # this path now counts as long
+    monkeypatch.setattr(directions, "_centred_gram", lambda *a: (_ for _ in ()).throw(AssertionError("formed")))
+    iterated = make_plane(_trajectory(params), "pca")
+    for a, b in ((exact.u, iterated.u), (exact.v, iterated.v)):
+        assert abs(float(a @ b)) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(iterated.explained, exact.explained, rtol=1e-6)

@@ -18,6 +18,9 @@ from losstrail.record import Trajectory, release_pages
 
 __all__ = ["Plane", "captured_fraction", "make_plane"]
 
+# Paths longer than this find their principal components by subspace iteration instead
+# of the full T x T Gram matrix (which costs O(T^2 P) and T^2 memory).
+_GRAM_ROWS = 2000
 # Rows of a (T, P) trajectory read at once when streaming over it.
 _ROW_BLOCK = 256
 # Columns of a (T, P) trajectory read at once when streaming the Gram matrix: at most
@@ -131,16 +134,46 @@ def _pca(params: np.ndarray, origin: np.ndarray, **_) -> _Made:
     if T < 3:
         raise ValueError(f"reduction_method='pca' needs a path of at least 3 points; this one has {T}. Train longer")
     mean = _mean(params)
-    gram = _centred_gram(params, mean)
-    eigvals, eigvecs = np.linalg.eigh(gram)  # ascending
-    top = eigvals[::-1][:2]
+    if T <= _GRAM_ROWS:
+        gram = _centred_gram(params, mean)
+        eigvals, eigvecs = np.linalg.eigh(gram)  # ascending
+        top, vectors, total = eigvals[::-1][:2], eigvecs[:, ::-1][:, :2], float(np.trace(gram))
+    else:  # the T x T Gram matrix costs O(T^2 P): find its top eigenpairs by subspace iteration
+        top, vectors, total = _top_gram_eigenpairs(params, mean, 2)
     if top[1] <= 1e-12 * max(top[0], 1e-300):
         raise ValueError("reduction_method='pca' found a path with fewer than two directions of movement; use 'random'")
-    coeffs = eigvecs[:, ::-1][:, :2] / np.sqrt(top)  # (T, 2): PC_k = X_c^T V_k / sqrt(λ_k)
+    coeffs = vectors / np.sqrt(top)  # (T, 2): PC_k = X_c^T V_k / sqrt(λ_k)
     dirs = _combine_rows(params, mean, coeffs)
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    total = float(np.trace(gram))
     return _Made(dirs[0], dirs[1], (float(top[0] / total), float(top[1] / total)))
+
+
+def _gram_times(params: np.ndarray, mean: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(X_c X_c^T Q, trace(X_c X_c^T))`` for the centred rows X_c, in one pass over column blocks."""
+    out, total = np.zeros_like(Q), 0.0
+    for cols in _column_blocks(params):
+        block = params[:, cols].astype(np.float64) - mean[cols]  # (T, B)
+        out += block @ (block.T @ Q)
+        total += float(np.einsum("ij,ij->", block, block))
+    return out, total
+
+
+def _top_gram_eigenpairs(params: np.ndarray, mean: np.ndarray, k: int, iterations: int = 6, seed: int = 0):
+    """The ``k`` largest eigenpairs of the centred Gram matrix, never formed: block subspace iteration.
+
+    Each iteration is one streamed pass over the path; a Rayleigh-Ritz step on a subspace a
+    few columns wider than ``k`` gives the pairs. Returns ``(values (k,), vectors (T, k), trace)``.
+    """
+    T = params.shape[0]
+    width = min(T, k + 8)
+    Q = np.linalg.qr(np.random.default_rng(seed).standard_normal((T, width)))[0]
+    for _ in range(iterations):
+        Y, total = _gram_times(params, mean, Q)
+        Q = np.linalg.qr(Y)[0]
+    Y, total = _gram_times(params, mean, Q)
+    values, small = np.linalg.eigh(Q.T @ Y)  # ascending
+    order = np.argsort(values)[::-1][:k]
+    return values[order], Q @ small[:, order], total
 
 
 def _combine_rows(params: np.ndarray, mean: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
