@@ -12,11 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from losstrail.directions import Plane
-from losstrail.record import Trajectory, release_pages
+from losstrail.record import Trajectory, release_pages, row_block
 
 __all__ = ["Projection", "project"]
-
-_ROW_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -73,9 +71,10 @@ def project(
     xy = plane.project(trajectory.params)
     basis = np.stack([plane.u, plane.v]).astype(np.float64)  # (2, P)
     off = np.empty(len(trajectory))
-    for start in range(0, len(trajectory), _ROW_BLOCK):
-        block = trajectory.params[start : start + _ROW_BLOCK].astype(np.float64) - plane.origin  # (B, P)
-        off[start : start + _ROW_BLOCK] = np.linalg.norm(block - xy[start : start + _ROW_BLOCK] @ basis, axis=1)
+    step = row_block(trajectory.n_params)
+    for start in range(0, len(trajectory), step):
+        block = trajectory.params[start : start + step].astype(np.float64) - plane.origin  # (B, P)
+        off[start : start + step] = np.linalg.norm(block - xy[start : start + step] @ basis, axis=1)
         release_pages(trajectory.params)
     true_loss = slice_loss = None
     if (model is None) != (data is None):

@@ -48,8 +48,9 @@ class Trajectory:
     def finite_prefix(self) -> Trajectory:
         """The points before the first one with a NaN or infinite parameter (training diverged there)."""
         end = len(self)
-        for start in range(0, len(self), 256):  # by row blocks: params may be a memory map on disk
-            block = np.isfinite(self.params[start : start + 256]).all(axis=1)
+        step = row_block(self.n_params)
+        for start in range(0, len(self), step):  # by row blocks: params may be a memory map on disk
+            block = np.isfinite(self.params[start : start + step]).all(axis=1)
             release_pages(self.params)
             if not block.all():
                 end = start + int(np.argmin(block))
@@ -61,6 +62,19 @@ class Trajectory:
 
 PARAMS_FILE = "params.bin"
 DTYPES = ("float32", "float16")
+
+
+# Bytes a float64 copy of one block of path rows may take when streaming over a path.
+BLOCK_BYTES = 64 << 20
+
+
+def row_block(n_params: int) -> int:
+    """Rows of a (T, P) path to read at once: at most 256, and few enough for BLOCK_BYTES in float64.
+
+    >>> row_block(27), row_block(1_000_000)
+    (256, 8)
+    """
+    return int(max(1, min(256, BLOCK_BYTES // (8 * max(n_params, 1)))))
 
 
 def release_pages(array: np.ndarray) -> None:
