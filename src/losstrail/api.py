@@ -539,7 +539,9 @@ def render(
     settings = read_settings(run_dir)
     trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
     plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    projection = _saved_projection(Path(run_dir), plane, trajectory) or project(plane, trajectory)
+    projection = _saved_projection(Path(run_dir), plane, trajectory)
+    if projection is None:
+        projection = project(plane, trajectory)
     maps = None
     if decision or (decision is None and (Path(run_dir) / "decision.npz").is_file()):
         maps = load_run_value(run_dir, DecisionMaps)

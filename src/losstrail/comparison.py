@@ -183,7 +183,6 @@ def _compare_job(
     resolution, layout, timeline, out, run_dir, fps, n_frames, title, faithfulness, return_data, quiet, **_,
 ):  # fmt: skip
     import lightning.pytorch as pl
-    import torch
 
     from losstrail.api import _animation_data
     from losstrail.data import SpiralsDataModule
@@ -231,7 +230,6 @@ def _compare_job(
                           title=title if title is not None else _title(names), quiet=quiet)  # fmt: skip
     if return_data:
         return {n: _animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
-    del torch
     return comparison
 
 

@@ -38,31 +38,28 @@ def _grid_key(plane, xs: np.ndarray, ys: np.ndarray, chunk_points: int, subset, 
 def _model_and_data(run_dir: Path, settings: dict, model, data):
     """The run's model (with its saved weights) and data: given, or built again from the run's recipe."""
     from losstrail.artifacts import load_weights
+    from losstrail.data import make_datamodule
+    from losstrail.models import make_model
 
     if data is None:
-        recipe = settings.get("data_recipe")
-        if not recipe:
-            raise ValueError(
-                f"the run in {str(run_dir)!r} was trained on data losstrail cannot build again; pass it: "
-                "compute_surface(run_dir, model=model, data=data)"
-            )
-        from losstrail.data import make_datamodule
-
-        recipe = dict(recipe)
-        data = make_datamodule(recipe.pop("name"), **recipe)
+        name, recipe = _recipe(run_dir, settings, "data")
+        data = make_datamodule(name, **recipe)
     if model is None:
-        recipe = settings.get("model_recipe")
-        if not recipe:
-            raise ValueError(
-                f"the run in {str(run_dir)!r} has a model losstrail cannot build again; pass it: "
-                "compute_surface(run_dir, model=model, data=data)"
-            )
-        from losstrail.models import make_model
-
-        recipe = dict(recipe)
-        model = make_model(recipe.pop("name"), data, **recipe)
+        name, recipe = _recipe(run_dir, settings, "model")
+        model = make_model(name, data, **recipe)
         load_weights(run_dir / settings.get("model_filename", "model.pt"), model)
     return model, data
+
+
+def _recipe(run_dir: Path, settings: dict, kind: str) -> tuple[str, dict]:
+    """``(name, keyword arguments)`` that build the run's ``kind`` ('model' or 'data') again."""
+    recipe = dict(settings.get(f"{kind}_recipe") or {})
+    if "name" not in recipe:
+        raise ValueError(
+            f"the run in {str(run_dir)!r} has {kind} losstrail cannot build again (not a built-in one); pass it: "
+            "compute_surface(run_dir, model=model, data=data)"
+        )
+    return recipe.pop("name"), recipe
 
 
 def _distributed():

@@ -189,7 +189,6 @@ def animate(
             panel=panel,
             log_scale=log_scale,
             decision=decision,
-            frames=frames,
         )
     if kind in STILL_FORMATS:
         k = len(projection) - 1 if step is None else _index_of_step(projection, step)

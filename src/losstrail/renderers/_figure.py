@@ -132,7 +132,6 @@ class PathFigure:
         panel: bool | None = None,
         log_scale: bool = True,
         decision=None,
-        frames=None,
     ):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -163,7 +162,7 @@ class PathFigure:
         if self.panel:
             self._draw_panel(side, path_color)
         if decision is not None:
-            self._draw_decision(axes[-1], decision, frames)
+            self._draw_decision(axes[-1], decision)
         self.fig.tight_layout()
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(self.fig.bbox)
@@ -198,7 +197,7 @@ class PathFigure:
         (self._slice_dot,) = side.plot([], [], "o", color=path_color, ms=5, animated=True)
         self._moving += [(side, self._cursor), (side, self._true_dot), (side, self._slice_dot)]
 
-    def _draw_decision(self, ax, decision, frames) -> None:
+    def _draw_decision(self, ax, decision) -> None:
         """The classifier's decision regions at the current step, over the training points."""
         from matplotlib.colors import ListedColormap
 

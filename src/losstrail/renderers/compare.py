@@ -159,7 +159,7 @@ class CompareFigure:
         self._dots = []
         measured = all(p.measured for p in self.projections)
         for k, p in enumerate(self.projections):
-            x = p.step if self._panel_by_step() else _fraction(p.step)
+            x = p.step if self.by_step else _fraction(p.step)
             y = p.true_loss if measured else p.loss
             side.plot(x, y, color=self.colours[k], lw=1.4, label=self.names[k])
             (dot,) = side.plot([], [], "o", color=self.colours[k], ms=5, animated=True)
@@ -168,13 +168,10 @@ class CompareFigure:
         values = np.concatenate([(p.true_loss if measured else p.loss) for p in self.projections])
         if np.all(values[np.isfinite(values)] > 0):
             side.set_yscale("log")
-        side.set_xlabel("step" if self._panel_by_step() else "fraction of training")
+        side.set_xlabel("step" if self.by_step else "fraction of training")
         side.set_title("true loss along each path" if measured else "training loss of each run", fontsize=10)
         side.grid(alpha=0.3)
         side.legend(loc="upper right", fontsize=8, framealpha=0.8)
-
-    def _panel_by_step(self) -> bool:
-        return bool(self.by_step)
 
     @property
     def n_frames(self) -> int:
@@ -233,7 +230,7 @@ class CompareFigure:
             self.points[k].set_data(p.xy[i : i + 1, 0], p.xy[i : i + 1, 1])
             if self.layout == "overlay":
                 measured = p.true_loss if p.measured else p.loss
-                x = float(p.step[i]) if self._panel_by_step() else float(_fraction(p.step)[i])
+                x = float(p.step[i]) if self.by_step else float(_fraction(p.step)[i])
                 self._dots[k].set_data([x], [measured[i]])
 
     def background_rgba(self) -> np.ndarray:
