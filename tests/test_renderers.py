@@ -112,3 +112,47 @@ def test_loss_panel_and_captured_fraction_are_drawn(scene, tmp_path):
     assert "captures 90.0% of the path's variance" in faithfulness_title("t", proj)
     with pytest.raises(ValueError, match=r"panel=True needs the true and slice losses"):
         animate(proj, surface, tmp_path / "q.gif", panel=True, quiet=True)
+
+
+def _decoded_frames(path):
+    with Image.open(path) as im:
+        frames = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            frames.append(np.asarray(im.convert("RGB")))
+    return frames
+
+
+def test_gif_frames_decode_to_the_nearest_palette_colour_of_every_pixel(scene, tmp_path):
+    """Pillow's decoder (the reference) shows each drawn frame, each pixel at its nearest palette colour."""
+    from losstrail.renderers.gif import PaletteMapper, frame_delays, write_gif
+
+    proj, surface = scene
+    figure = PathFigure(proj, surface)
+    frames = [0, 1, 5, 6, 6, 20, 39]  # a repeated frame: nothing changes between them
+    assert write_gif(figure, frames, tmp_path / "a.gif", fps=15, quiet=True, workers=1) == len(frames)
+    palette = PaletteMapper(figure.background_rgba(), figure.rgba(frames[-1])).palette.astype(np.int64)
+    for k, shown in zip(frames, _decoded_frames(tmp_path / "a.gif")):
+        drawn = figure.rgba(k)[..., :3].reshape(-1, 1, 3).astype(np.int64)
+        nearest = palette[((drawn - palette[None, :255]) ** 2).sum(-1).argmin(1)].reshape(shown.shape)
+        np.testing.assert_array_equal(shown, nearest, err_msg=f"frame of step {k}")
+    with Image.open(tmp_path / "a.gif") as im:
+        delays = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            delays.append(im.info["duration"])
+    assert delays == [10 * d for d in frame_delays(len(frames), 15, 1500)]
+    assert sum(delays[:-1]) == pytest.approx(1000 * (len(frames) - 1) / 15, abs=10)  # 15 fps on average
+    assert delays[-1] == 1500
+
+
+def test_gif_drawn_by_forked_workers_is_the_same_file(scene, tmp_path):
+    from losstrail.renderers.gif import render_workers, write_gif
+
+    proj, surface = scene
+    figure = PathFigure(proj, surface)
+    frames = list(range(len(proj)))
+    write_gif(figure, frames, tmp_path / "one.gif", fps=10, quiet=True, workers=1)
+    write_gif(figure, frames, tmp_path / "two.gif", fps=10, quiet=True, workers=2)
+    assert (tmp_path / "one.gif").read_bytes() == (tmp_path / "two.gif").read_bytes()
+    assert render_workers(3) == 1  # a few frames are drawn in this process

@@ -211,3 +211,20 @@ def test_autocast_is_close_to_full_precision(tiny_model, tiny_data, rng):
     exact = loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True)
     mixed = loss_surface(tiny_model, tiny_data, plane, xs, ys, autocast=True, quiet=True)
     np.testing.assert_allclose(mixed.loss, exact.loss, rtol=3e-2)
+
+
+@pytest.mark.parametrize("classes", [3, 40])  # the transposed reduction (few classes) and the plain one
+def test_cross_entropy_terms_equal_the_built_in_loss_and_argmax(classes):
+    from losstrail._loss import cross_entropy_terms
+
+    gen = torch.Generator().manual_seed(classes)
+    out = torch.randn(200, classes, generator=gen) * 4
+    out[:20] = 0.0  # ties everywhere: argmax takes the first class
+    out[20:40, 1] = out[20:40, 2] = 9.0  # a tie for the largest at classes 1 and 2
+    y = torch.randint(0, classes, (200,), generator=gen)
+    y[:10] = 0
+    losses, correct = cross_entropy_terms(out, y)
+    torch.testing.assert_close(losses, F.cross_entropy(out, y, reduction="none"), rtol=1e-6, atol=1e-6)
+    assert int(correct) == int((out.argmax(1) == y).sum())
+    losses16, _ = cross_entropy_terms(out.bfloat16(), y)  # half-precision logits, float32 sums
+    assert losses16.dtype == torch.float32

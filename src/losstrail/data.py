@@ -1,9 +1,9 @@
 """Built-in datasets as Lightning DataModules, and the loaders that feed them fast.
 
 Every built-in dataset is small enough to live in memory as a ``TensorDataset``. Its
-loaders draw whole batches of indices at once (a ``BatchSampler`` with
-``batch_size=None``), which avoids the per-sample indexing and collation that makes a
-default ``DataLoader`` the slowest part of training a small model.
+loaders draw each batch's indices as one tensor (a sampler of index tensors with
+``batch_size=None``), so a batch is one indexing op per tensor: no per-sample indexing and
+collation, which make a default ``DataLoader`` the slowest part of training a small model.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from losstrail._registry import DATASETS, check_choice
 
@@ -39,10 +39,29 @@ def batch_loader(dataset: TensorDataset, batch_size: int | None, *, shuffle: boo
     [4, 4, 2]
     """
     n = len(dataset)
-    size = n if batch_size is None else batch_size
-    base = RandomSampler(range(n)) if shuffle else SequentialSampler(range(n))
-    sampler = BatchSampler(base, batch_size=size, drop_last=False)
+    sampler = IndexBatches(n, n if batch_size is None else batch_size, shuffle=shuffle)
     return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers)
+
+
+class IndexBatches(Sampler):
+    """Batches of indices into ``n`` examples as int64 tensors, the last one shorter.
+
+    With ``shuffle`` the order is a fresh permutation each epoch, drawn from torch's global
+    generator (so ``seed_everything`` fixes it).
+
+    >>> [b.tolist() for b in IndexBatches(5, 2, shuffle=False)]
+    [[0, 1], [2, 3], [4]]
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool):
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n) if self.shuffle else torch.arange(self.n)
+        yield from order.split(self.batch_size)
 
 
 def make_spirals(n_per_class: int = 370, n_classes: int = 3, noise: float = 0.2, seed: int = 0):

@@ -71,8 +71,9 @@ class GenericModel(pl.LightningModule):
         self.gpus = gpus
         self.optim_path: list = []  # the reference filled this; losstrail records a Trajectory instead
 
-    def loss_fn(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(y_pred, y)
+    # ``loss_fn(y_pred, y)``: cross-entropy, as in the reference. Being ``F.cross_entropy``
+    # itself (not a wrapper) lets the grid recognise it and use its faster equivalent.
+    loss_fn = staticmethod(F.cross_entropy)
 
     def training_step(self, batch, batch_idx):
         x, y = batch

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from losstrail._loss import correct_count, cross_entropy_logsumexp, is_classification, resolve_loss
+from losstrail._loss import correct_count, cross_entropy_terms, is_classification, resolve_loss
 from losstrail._memory import reuse_freed_memory
 from losstrail._progress import bar
 from losstrail.directions import Plane
@@ -542,19 +542,23 @@ def _evaluate(
     with torch.no_grad():
         out0 = functional_call(model, (own, buffers), (x0,))
     classify = isinstance(out0, torch.Tensor) and is_classification(out0, y0)
-    if loss_fn is F.cross_entropy and classify and _labels_in_range(batches, out0.shape[-1]):
-        loss_fn = cross_entropy_logsumexp
+    # Plain cross-entropy with every label a valid class: one pass gives loss and accuracy.
+    fused = loss_fn is F.cross_entropy and classify and _labels_in_range(batches, out0.shape[-1])
 
     def per_example(out, y):  # (N,) the loss of each example alone
         return vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(out, y)
 
     def at_point(flat, bufs, x, y):  # flat (P,)
         out = functional_call(model, (layout.unflatten(flat), bufs), (x,))
-        correct = correct_count(out, y) if classify else torch.zeros((), device=x.device)
-        if spread:
+        if fused:
+            losses, correct = cross_entropy_terms(out, y)
+        else:
+            correct = correct_count(out, y) if classify else torch.zeros((), device=x.device)
+            if not spread:
+                return loss_fn(out, y), correct, torch.zeros((), device=x.device)
             losses = per_example(out, y)
-            return losses.mean(), correct, (losses * losses).sum()
-        return loss_fn(out, y), correct, torch.zeros((), device=x.device)
+        squares = (losses * losses).sum() if spread else torch.zeros((), device=x.device)
+        return losses.mean(), correct, squares
 
     buffer_dim = 0 if bn_batches else None
     batched = vmap(at_point, in_dims=(0, buffer_dim, None, None), randomness="same")

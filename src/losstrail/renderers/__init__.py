@@ -232,14 +232,13 @@ def write_animation(
     kind = output_format(out, format, allowed=ANIMATED_FORMATS)
     frames = [int(k) for k in frames]
     with atomic_path(out) as tmp, reuse_freed_memory():
-        rgba = track((figure.rgba(k, copy=False) for k in frames), len(frames), "rendering", quiet, unit="frame")
         if kind == "mp4":
             from losstrail.renderers.mp4 import write_mp4
 
+            rgba = track((figure.rgba(k, copy=False) for k in frames), len(frames), "rendering", quiet, unit="frame")
             write_mp4(rgba, tmp, fps=fps, size=figure.size)
         else:
-            from losstrail.renderers.gif import PaletteMapper, write_gif
+            from losstrail.renderers.gif import write_gif
 
-            mapper = PaletteMapper(figure.background_rgba(), figure.rgba(frames[-1]), getattr(figure, "colours", ()))
-            write_gif(rgba, tmp, fps=fps, mapper=mapper)  # each frame is encoded before the next is drawn
+            write_gif(figure, frames, tmp, fps=fps, quiet=quiet)
     return Animation(out, kind, len(frames))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from losstrail.projection import Projection
-from losstrail.renderers._figure import _Label, draw_contour
+from losstrail.renderers._figure import CanvasFigure, _Label, draw_contour, plain_log_ticks
 from losstrail.surface import Surface
 
 # Path colours that stand out on the blue-green-yellow contour, in run order.
@@ -53,7 +53,7 @@ def _fraction(step: np.ndarray) -> np.ndarray:
     return (step - step[0]) / span if span > 0 else np.zeros_like(step)
 
 
-class CompareFigure:
+class CompareFigure(CanvasFigure):
     """The paths of several runs on one shared surface, frame by frame.
 
     Args:
@@ -168,6 +168,7 @@ class CompareFigure:
         values = np.concatenate([(p.true_loss if measured else p.loss) for p in self.projections])
         if np.all(values[np.isfinite(values)] > 0):
             side.set_yscale("log")
+            plain_log_ticks(side.yaxis)
         side.set_xlabel("step" if self.by_step else "fraction of training")
         side.set_title("true loss along each path" if measured else "training loss of each run", fontsize=10)
         side.grid(alpha=0.3)
@@ -176,11 +177,6 @@ class CompareFigure:
     @property
     def n_frames(self) -> int:
         return len(self.times)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        width, height = self.canvas.get_width_height()
-        return int(width), int(height)
 
     def label_lines(self, f: int) -> list[tuple[str, str]]:
         when = f"step {self.times[f]:>7.0f}" if self.by_step else f"{self.times[f]:>4.0%} of training"
@@ -232,10 +228,6 @@ class CompareFigure:
                 measured = p.true_loss if p.measured else p.loss
                 x = float(p.step[i]) if self.by_step else float(_fraction(p.step)[i])
                 self._dots[k].set_data([x], [measured[i]])
-
-    def background_rgba(self) -> np.ndarray:
-        self.canvas.restore_region(self._background)
-        return np.array(self.canvas.buffer_rgba())
 
 
 def _as_legend(lines: list) -> list:

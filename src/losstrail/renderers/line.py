@@ -31,6 +31,7 @@ def plot_loss_line(
     from matplotlib.figure import Figure
 
     from losstrail.renderers import output_format
+    from losstrail.renderers._figure import plain_log_ticks
 
     kind = output_format(out, allowed=STILL_FORMATS)
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
@@ -40,6 +41,7 @@ def plot_loss_line(
     finite = line.loss[np.isfinite(line.loss)]
     if finite.size and np.all(finite > 0):
         ax.set_yscale("log")
+        plain_log_ticks(ax.yaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("loss", color="tab:blue")
     for name, t in (marks if marks is not None else {"initial": 0.0, "final": 1.0}).items():

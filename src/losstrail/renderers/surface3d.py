@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from losstrail.projection import Projection
+from losstrail.renderers._figure import CanvasFigure
 from losstrail.surface import Surface
 
 
@@ -28,7 +29,7 @@ def grid_value(surface: Surface, xy: np.ndarray) -> np.ndarray:
     )
 
 
-class SurfaceFigure:
+class SurfaceFigure(CanvasFigure):
     """A 3-D view: the surface (log loss by default) and the path on it at its slice loss.
 
     Args:
@@ -110,7 +111,3 @@ class SurfaceFigure:
         frame = np.asarray(self.canvas.buffer_rgba())
         self._label.draw(frame, self.label(k))
         return frame.copy() if copy else frame
-
-    def background_rgba(self) -> np.ndarray:
-        self.canvas.restore_region(self._background)
-        return np.array(self.canvas.buffer_rgba())
