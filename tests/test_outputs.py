@@ -40,6 +40,9 @@ def test_mp4_has_the_frame_count_and_an_even_size(scene, tmp_path):
     frames = list(reader)
     assert meta["size"] == (642, 402) and meta["codec"] == "h264"  # odd sizes are padded, not refused
     assert len(frames) == 12
+    turning = animate(proj, surface, tmp_path / "3d.mp4", view="3d", rotate=True, max_frames=3, quiet=True)
+    meta = next(imageio_ffmpeg.read_frames(str(turning.path)))
+    assert meta["size"] == (900, 700)
 
 
 def test_gif_every_kth_step(scene, tmp_path):
