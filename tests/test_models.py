@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -43,3 +44,18 @@ def test_a_reference_style_subclass_of_generic_model_trains(tiny_data):
     assert len(run.trajectory) == 3
     assert torch.equal(torch.from_numpy(run.trajectory.params[0]), before)
     load_flat_params(model, torch.from_numpy(run.trajectory.params[-1]))
+
+
+@pytest.mark.parametrize("size", [28, 8])
+def test_lenet_equals_the_textbook_conv_relu_maxpool_stack(size):
+    """Its faster pooling (before the ReLU, as two maxima) gives the same outputs and gradients."""
+    torch.manual_seed(0)
+    model = LeNet(input_size=size)
+    f = model.features
+    textbook = nn.Sequential(f[0], nn.ReLU(), nn.MaxPool2d(2), f[3], nn.ReLU(), nn.MaxPool2d(2))
+    x = torch.randn(40, 1, size, size)
+    ours, ref = model(x), model.classifier(textbook(x).flatten(1))
+    assert torch.equal(ours, ref)
+    grads = torch.autograd.grad(ours.sum(), model.parameters())
+    for a, b in zip(grads, torch.autograd.grad(ref.sum(), model.parameters())):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -134,6 +134,25 @@ class MLP(GenericModel):
         return self.layers(x.flatten(1))
 
 
+class MaxPool2x2(nn.Module):
+    """``nn.MaxPool2d(2)`` as two elementwise maxima of strided views: the same numbers, faster.
+
+    PyTorch's CPU max pooling also computes the index of each maximum and runs at a sixth
+    of the speed of memory (measured 59 ms against 9 ms on 3,000 6x28x28 maps); under
+    ``vmap``, in the grid, the maxima batch as any elementwise op. Odd rows and columns
+    are dropped, as ``MaxPool2d`` does.
+
+    >>> x = torch.randn(2, 3, 7, 6)
+    >>> torch.equal(MaxPool2x2()(x), nn.functional.max_pool2d(x, 2))
+    True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
+        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
 class LeNet(GenericModel):
     """LeNet-5 (LeCun et al., 1998) for square single- or multi-channel images.
 
@@ -162,12 +181,13 @@ class LeNet(GenericModel):
         super().__init__(optimizer, learning_rate, custom_optimizer, gpus)
         pad = 2 if input_size >= 16 else 4  # 28 -> 28 -> 14 -> 10 -> 5; 8 -> 12 -> 6 -> 2 -> 1
         self.features = nn.Sequential(
+            # Pooling before the ReLU gives the same numbers (both keep order) at a quarter of the ReLU's work.
             nn.Conv2d(in_channels, 6, kernel_size=5, padding=pad),
+            MaxPool2x2(),
             nn.ReLU(),
-            nn.MaxPool2d(2),
             nn.Conv2d(6, 16, kernel_size=5),
+            MaxPool2x2(),
             nn.ReLU(),
-            nn.MaxPool2d(2),
         )
         with torch.no_grad():
             n_flat = self.features(torch.zeros(1, in_channels, input_size, input_size)).numel()
