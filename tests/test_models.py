@@ -59,3 +59,13 @@ def test_lenet_equals_the_textbook_conv_relu_maxpool_stack(size):
     grads = torch.autograd.grad(ours.sum(), model.parameters())
     for a, b in zip(grads, torch.autograd.grad(ref.sum(), model.parameters())):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_mlp_shape_is_checked():
+    from losstrail.models import MLP
+
+    assert len(MLP(2, 3, num_hidden_layers=0).layers) == 1  # a linear classifier
+    with pytest.raises(ValueError, match=r"hidden_dim=0, num_hidden_layers=1: the MLP needs at least one unit"):
+        MLP(2, 3, hidden_dim=0)
+    with pytest.raises(ValueError, match=r"num_hidden_layers=-1"):
+        MLP(2, 3, num_hidden_layers=-1)

@@ -67,7 +67,8 @@ def _user_errors():
 def run(
     dataset: str = typer.Option("spirals", help=f"Dataset: {_names(DATASETS)}."),
     model: str = typer.Option("mlp", help=f"Model: {_names(MODELS)}."),
-    hidden_dim: int = typer.Option(50, help="mlp: units in the hidden layer."),
+    hidden_dim: int = typer.Option(50, help="mlp: units in each hidden layer."),
+    hidden_layers: int = typer.Option(1, help="mlp: hidden layers."),
     optimizer: str = typer.Option("adam", help=f"Optimizer: {_names(OPTIMIZERS)}."),
     lr: Optional[float] = typer.Option(None, help="Learning rate [default: 5e-3 for the MLP]."),
     epochs: int = typer.Option(300, help="Epochs of training."),
@@ -127,9 +128,8 @@ def run(
 
             torch.manual_seed(seed)
         datamodule = make_datamodule(dataset, batch_size=batch_size)
-        net = make_model(
-            model, datamodule, optimizer=optimizer, learning_rate=5e-3 if lr is None else lr, hidden_dim=hidden_dim
-        )
+        net = make_model(model, datamodule, optimizer=optimizer, learning_rate=5e-3 if lr is None else lr,
+                         hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
         loss_landscape_anim(
             n_epochs=epochs,
             datamodule=datamodule,

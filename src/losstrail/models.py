@@ -122,6 +122,11 @@ class MLP(GenericModel):
         custom_optimizer: Callable | None = None,
         gpus: int = 0,
     ):
+        if int(hidden_dim) < 1 or int(num_hidden_layers) < 0:
+            raise ValueError(
+                f"hidden_dim={hidden_dim!r}, num_hidden_layers={num_hidden_layers!r}: the MLP needs at least one "
+                "unit per hidden layer and zero or more hidden layers (0 is a linear classifier)"
+            )
         super().__init__(optimizer, learning_rate, custom_optimizer, gpus)
         widths = [input_dim] + [hidden_dim] * num_hidden_layers
         layers: list[nn.Module] = []
@@ -216,7 +221,8 @@ def _lenet(datamodule, **kwargs) -> LeNet:
             f"model='lenet' needs image data (channels, height, width); this dataset's inputs are {shape!r}. "
             "Use model='mlp', or dataset='digits' or 'mnist'"
         )
-    kwargs.pop("hidden_dim", None)
+    kwargs.pop("hidden_dim", None)  # the MLP's shape options mean nothing to LeNet
+    kwargs.pop("num_hidden_layers", None)
     return LeNet(in_channels=shape[0], num_classes=datamodule.num_classes, input_size=shape[1], **kwargs)
 
 
