@@ -7,6 +7,7 @@ answers at once; the heavy modules load inside the commands.
 from __future__ import annotations
 
 import contextlib
+import gc
 from pathlib import Path
 from typing import Optional
 
@@ -296,4 +297,10 @@ def surface(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The process ends here. Interpreter shutdown runs the garbage collector over every
+        # object torch and Lightning made at import (about 1.5 s measured here, even after a
+        # bare `import lightning.pytorch`); frozen objects are skipped, and none was collectable.
+        gc.freeze()
