@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from losstrail._registry import DIRECTIONS, check_choice
-from losstrail.record import Trajectory, release_pages, row_block
+from losstrail.record import Trajectory, prefetch_rows, release_pages, row_block
 
 __all__ = ["Plane", "captured_fraction", "make_plane"]
 
@@ -197,26 +197,11 @@ class _ShiftedRows:
         for i, start in enumerate(starts):
             rows = slice(start, min(start + self.step, T))
             if i + 1 < len(starts):
-                _prefetch(self.params, starts[i + 1], starts[i + 1] + self.step)
+                prefetch_rows(self.params, starts[i + 1], starts[i + 1] + self.step)
             block = buffer[: rows.stop - rows.start]
             np.subtract(self.params[rows], self.shift.numpy(), out=block.numpy())  # read and shift in one sweep
             yield rows, block
             release_pages(self.params)
-
-
-def _prefetch(params: np.ndarray, start: int, stop: int) -> None:
-    """Ask the kernel to start reading rows ``start:stop`` of a memory-mapped path (no-op otherwise)."""
-    import mmap
-
-    mapped = getattr(params, "_mmap", None) if isinstance(params, np.memmap) else None
-    if mapped is None or not hasattr(mmap, "MADV_WILLNEED"):
-        return
-    row = params.strides[0]
-    first = params.offset + start * row
-    first -= first % mmap.ALLOCATIONGRANULARITY
-    length = min(params.offset + min(stop, params.shape[0]) * row, len(mapped)) - first
-    if length > 0:
-        mapped.madvise(mmap.MADV_WILLNEED, first, length)
 
 
 def _sketched_pca(params: np.ndarray, k: int, width: int = _SKETCH):

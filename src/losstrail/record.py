@@ -77,6 +77,12 @@ def row_block(n_params: int) -> int:
     return int(max(1, min(256, BLOCK_BYTES // (8 * max(n_params, 1)))))
 
 
+def _mapping(array: np.ndarray):
+    """The ``mmap`` behind a memory-mapped array, if it has one that takes advice (else None)."""
+    mapped = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
+    return mapped if mapped is not None and hasattr(mapped, "madvise") else None
+
+
 def release_pages(array: np.ndarray) -> None:
     """Drop the resident pages of a memory-mapped array (read again from disk when needed).
 
@@ -84,9 +90,24 @@ def release_pages(array: np.ndarray) -> None:
     """
     import mmap
 
-    mapped = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
-    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+    mapped = _mapping(array)
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
         mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def prefetch_rows(array: np.ndarray, start: int, stop: int) -> None:
+    """Ask the kernel to start reading rows ``start:stop`` of a memory-mapped array (no-op otherwise)."""
+    import mmap
+
+    mapped = _mapping(array)
+    if mapped is None or not hasattr(mmap, "MADV_WILLNEED"):
+        return
+    row = array.strides[0]
+    first = array.offset + start * row
+    first -= first % mmap.ALLOCATIONGRANULARITY
+    length = min(array.offset + min(stop, array.shape[0]) * row, len(mapped)) - first
+    if length > 0:
+        mapped.madvise(mmap.MADV_WILLNEED, first, length)
 
 
 class _Points:

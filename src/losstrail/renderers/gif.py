@@ -67,17 +67,21 @@ class PaletteMapper:
 
     def indices(self, words: np.ndarray) -> np.ndarray:
         """The palette index (uint8) of each RGBA pixel of ``words`` (uint32, one word a pixel)."""
-        at = np.searchsorted(self._words, words)
-        seen = self._words[np.minimum(at, len(self._words) - 1)] == words if len(self._words) else np.zeros(0, bool)
-        if not seen.all() or not len(self._words):
-            new = np.unique(words if not len(self._words) else words[~seen])
-            rgb = new.view(np.uint8).reshape(-1, 4)[:, :3]
-            merged = np.concatenate([self._words, new])
-            order = np.argsort(merged, kind="stable")
-            self._words = merged[order]
-            self._index = np.concatenate([self._index, nearest_colours(rgb, self._colours)])[order]
+        if len(self._words):
             at = np.searchsorted(self._words, words)
-        return self._index[at]
+            seen = self._words[np.minimum(at, len(self._words) - 1)] == words
+            if seen.all():
+                return self._index[at]
+            words_new = words[~seen]
+        else:
+            words_new = words
+        new = np.unique(words_new)  # colours met for the first time: few, after the first frame
+        merged = np.concatenate([self._words, new])
+        order = np.argsort(merged, kind="stable")
+        self._words = merged[order]
+        rgb = new.view(np.uint8).reshape(-1, 4)[:, :3]
+        self._index = np.concatenate([self._index, nearest_colours(rgb, self._colours)])[order]
+        return self._index[np.searchsorted(self._words, words)]
 
     def changed(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """The part of ``frame`` (H, W, 4) uint8 RGBA that differs from the previous frame.
@@ -96,8 +100,8 @@ class PaletteMapper:
         if not len(rows):  # nothing moved: one transparent pixel
             return np.full((1, 1), TRANSPARENT, np.uint8), (0, 0)
         box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        out = np.full(diff[box].shape, TRANSPARENT, np.uint8)
         mask = diff[box]
+        out = np.full(mask.shape, TRANSPARENT, np.uint8)
         out[mask] = self.indices(words[box][mask])
         np.copyto(self._previous[box], words[box])
         return out, (int(cols[0]), int(rows[0]))
