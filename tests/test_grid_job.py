@@ -32,24 +32,26 @@ def test_the_surface_job_equals_the_run_surface(run_dir):
 
 
 def test_a_killed_job_restarted_computes_only_the_missing_chunks(run_dir, monkeypatch):
-    import losstrail.grid_job as job
+    import losstrail.surface as surface_module
 
     path, reference = run_dir
-    real, seen = job._evaluate_chunk, []
+    real, seen = surface_module.evaluate_grid, []
 
-    def crashes_after_three(model, batches, origin, basis, coords, *rest):
+    def crashes_after_three(evaluator, plane, xs, ys, *, only, **options):
         if len(seen) == 3:
             raise KeyboardInterrupt("killed")
-        seen.append(tuple(coords[0].tolist()))
-        return real(model, batches, origin, basis, coords, *rest)
+        seen.append(int(only[0]))
+        return real(evaluator, plane, xs, ys, only=only, **options)
 
-    monkeypatch.setattr(job, "_evaluate_chunk", crashes_after_three)
+    monkeypatch.setattr(surface_module, "evaluate_grid", crashes_after_three)
     with pytest.raises(KeyboardInterrupt):
         compute_surface(path, chunk_points=10, force=True, quiet=True)  # 63 points: 7 chunks
     assert sorted(p.name for p in (path / "surface.parts").glob("chunk-*")) == [f"chunk-0000{c}.npz" for c in range(3)]
     first = list(seen)
     seen.clear()
-    monkeypatch.setattr(job, "_evaluate_chunk", lambda *a: (seen.append(tuple(a[4][0].tolist())), real(*a))[1])
+    monkeypatch.setattr(
+        surface_module, "evaluate_grid", lambda *a, only, **o: (seen.append(int(only[0])), real(*a, only=only, **o))[1]
+    )
     surface = compute_surface(path, chunk_points=10, quiet=True)
     assert len(seen) == 4 and not set(seen) & set(first)  # chunks 3..6 only
     np.testing.assert_allclose(surface.loss, reference, rtol=1e-5, atol=1e-6)

@@ -44,13 +44,14 @@ def test_recorder_keeps_every_kth_step():
     assert t.params[1, 0] == pytest.approx(t.params[0, 0] + 3)
 
 
-def test_plain_module_needs_a_loss_and_pairs(tiny_data):
-    with pytest.raises(
-        ValueError, match=r"model is a plain Sequential with no loss; pass one: fit\(model, data, loss_fn="
-    ):
-        fit(_net(), tiny_data, epochs=1, quiet=True)
-    triples = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tiny_data[0], tiny_data[1], tiny_data[1]))
-    with pytest.raises(TypeError, match=r"the training data yields a list of 3, not \(inputs, targets\) pairs"):
+def test_plain_module_defaults_to_cross_entropy_only_for_class_logits(tiny_data):
+    X, y = tiny_data
+    run = fit(_net(), tiny_data, epochs=2, quiet=True)  # logits and labels: cross-entropy, with accuracy
+    assert np.isfinite(run.trajectory.accuracy).all()
+    with pytest.raises(ValueError, match=r"not class logits and labels.*pass loss_fn=torch.nn.functional.mse_loss"):
+        fit(_net(), (X, X[:, :1].repeat(1, 3)), epochs=1, quiet=True)  # float targets: no silent cross-entropy
+    triples = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y, y))
+    with pytest.raises(ValueError, match=r"a TensorDataset|of 3.*model\(x1, x2\).*objective="):
         fit(_net(), triples, loss_fn=F.cross_entropy, epochs=1, quiet=True)
 
 

@@ -1,24 +1,113 @@
-"""A model's parameters as one flat vector, for ``torch.func`` calls at chosen points."""
+"""Which parameters a path, plane and grid span, as one flat vector for ``torch.func`` calls.
+
+``params=`` everywhere in losstrail chooses them: ``'trainable'`` (the default: parameters
+with ``requires_grad``, so frozen backbones and adapters need no extra code), ``'all'``, name
+patterns (``'transformer.h.0.*'``, a list of them) or a predicate ``(name, param) -> bool``.
+Every other tensor of the model stays exactly as it is.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Callable, Sequence
+
 import torch
+
+__all__ = ["ParamLayout", "choose_parameters", "flat_params"]
+
+PARAM_CHOICES = ("trainable", "all")
+
+
+def _few(names: Sequence[str], k: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:k])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > k else "")
+
+
+def choose_parameters(
+    model: torch.nn.Module,
+    params: str | Sequence[str] | Callable | None = "trainable",
+    *,
+    argument: str = "params",
+    trainable_only: bool = True,
+) -> tuple[str, ...]:
+    """Names of the parameters ``params`` selects, in ``model.named_parameters()`` order.
+
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    >>> model[0].requires_grad_(False) and None
+    >>> choose_parameters(model), choose_parameters(model, "all")
+    (('1.weight', '1.bias'), ('0.weight', '0.bias', '1.weight', '1.bias'))
+    >>> choose_parameters(model, ["*.bias"], trainable_only=False)
+    ('0.bias', '1.bias')
+    """
+    named = list(model.named_parameters())
+    names = [n for n, _ in named]
+    if not named:
+        raise ValueError(f"{type(model).__name__} has no parameters, so there is no path or plane to draw")
+    if params is None or params == "trainable":
+        chosen = [n for n, p in named if p.requires_grad]
+        if not chosen:
+            raise ValueError(
+                f"{argument}='trainable' selects nothing: no parameter of {type(model).__name__} requires grad. "
+                f"Unfreeze some, or pass {argument}='all' or name patterns such as {argument}=[{names[0]!r}]"
+            )
+        return tuple(chosen)
+    if params == "all":
+        return tuple(names)
+    if callable(params):
+        chosen = [n for n, p in named if params(n, p)]
+        what = f"{argument}=<predicate>"
+    else:
+        patterns = [params] if isinstance(params, str) else list(params)
+        if not patterns or not all(isinstance(p, str) for p in patterns):
+            raise ValueError(
+                f"{argument}={params!r} must be 'trainable', 'all', a name pattern or a list of them "
+                f"(e.g. {argument}=['{names[0].rsplit('.', 1)[0]}.*']), or a predicate (name, param) -> bool"
+            )
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise ValueError(
+                    f"{argument} pattern {pattern!r} matches no parameter of {type(model).__name__}; "
+                    f"its parameters are named like {_few(names)}"
+                )
+        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+        what = f"{argument}={params!r}"
+    if not chosen:
+        raise ValueError(f"{what} selects no parameter of {type(model).__name__}; its parameters are {_few(names)}")
+    if trainable_only:
+        by_name = dict(named)
+        if not any(by_name[n].requires_grad for n in chosen):
+            raise ValueError(
+                f"{what} selects only frozen parameters (requires_grad=False), which training never moves; "
+                "choose trainable ones, e.g. params='trainable'"
+            )
+    return tuple(chosen)
 
 
 class ParamLayout:
-    """Names, shapes and sizes of a model's parameters, in ``model.parameters()`` order.
+    """Names, shapes and sizes of the chosen parameters, in ``model.parameters()`` order.
+
+    ``names=None`` takes every parameter.
 
     >>> layout = ParamLayout(torch.nn.Linear(3, 2))
     >>> layout.n_params, [tuple(t.shape) for t in layout.unflatten(torch.zeros(8)).values()]
     (8, [(2, 3), (2,)])
     """
 
-    def __init__(self, model: torch.nn.Module):
-        named = list(model.named_parameters())
-        self.names = [name for name, _ in named]
-        self.shapes = [p.shape for _, p in named]
-        self.numels = [p.numel() for _, p in named]
+    def __init__(self, model: torch.nn.Module, names: Sequence[str] | None = None):
+        named = dict(model.named_parameters())
+        if names is None:
+            names = list(named)
+        missing = [n for n in names if n not in named]
+        if missing:
+            raise ValueError(
+                f"{type(model).__name__} has no parameter {missing[0]!r} (the path was recorded on another model?); "
+                f"its parameters are named like {_few(list(named))}"
+            )
+        self.names = list(names)
+        self.shapes = [named[n].shape for n in self.names]
+        self.numels = [named[n].numel() for n in self.names]
         self.n_params = sum(self.numels)
+        self.everything = len(self.names) == len(named)
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{name: tensor}`` views of the flat vector ``flat`` (P,)."""
@@ -31,3 +120,19 @@ class ParamLayout:
             pieces.append(flat[offset : offset + numel].reshape(tuple(shape)))
             offset += numel
         return pieces
+
+    def flatten(self, model: torch.nn.Module) -> torch.Tensor:
+        """The chosen parameters of ``model`` now, as one float32 vector (P,)."""
+        named = dict(model.named_parameters())
+        return torch.cat([named[n].detach().reshape(-1).float() for n in self.names])
+
+
+def flat_params(model: torch.nn.Module, names: Sequence[str] | None = None) -> torch.Tensor:
+    """The parameters of ``model`` (those named, or all) as one float32 vector, in ``model.parameters()`` order.
+
+    >>> flat_params(torch.nn.Linear(3, 2)).shape
+    torch.Size([8])
+    """
+    if names is None:
+        return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+    return ParamLayout(model, names).flatten(model)

@@ -49,6 +49,7 @@ class Plane:
     method: str
     explained: tuple[float, float] | None = None
     eigenvalues: tuple[float, float] | None = None
+    names: tuple[str, ...] | None = None  # the parameters the plane spans, in order; None: all of them
 
     @property
     def captured(self) -> float | None:
@@ -269,16 +270,13 @@ def _custom(params: np.ndarray, origin: np.ndarray, directions=None, **_) -> _Ma
     return _Made(u / np.linalg.norm(u), v / np.linalg.norm(v))
 
 
-def _scaled_direction(rng, model, centre: np.ndarray, per_filter: bool, keep_biases: bool, method: str) -> np.ndarray:
+def _scaled_direction(rng, layout, centre: np.ndarray, per_filter: bool, keep_biases: bool, method: str) -> np.ndarray:
     """A Gaussian direction rescaled piece by piece to the size of the ``centre`` weights (Li et al., 2018).
 
     Each filter (row along the first axis of a tensor of rank >= 2) when ``per_filter``, else
     each whole tensor, gets the norm of the same piece of ``centre``. Tensors of rank < 2
     (biases, normalization scales) are zero unless ``keep_biases``; then each is scaled as a whole.
     """
-    from losstrail._functional import ParamLayout
-
-    layout = ParamLayout(model)
     direction = rng.standard_normal(layout.n_params)
     for d, c in zip(layout.split(direction), layout.split(centre)):
         if d.ndim >= 2 and per_filter:
@@ -296,29 +294,28 @@ def _scaled_direction(rng, model, centre: np.ndarray, per_filter: bool, keep_bia
     return direction
 
 
-def _filter(params, origin, *, model=None, seed=None, keep_biases=False, **_) -> _Made:
-    """Filter-normalized random directions."""
-    from losstrail._functional import ParamLayout
-
-    if not any(len(shape) >= 2 for shape in ParamLayout(model).shapes):
+def _filter(params, origin, *, layout=None, seed=None, keep_biases=False, **_) -> _Made:
+    """Filter-normalized random directions, filter by filter of each chosen tensor."""
+    if not any(len(shape) >= 2 for shape in layout.shapes):
         raise ValueError(
             "reduction_method='filter' rescales each filter of the weight tensors of rank >= 2, and this model "
             "has none (only vectors such as biases); use 'layer', 'random' or 'pca'"
         )
     rng = np.random.default_rng(seed)
-    return _Made(*(_scaled_direction(rng, model, origin, True, keep_biases, "filter") for _ in range(2)))
+    return _Made(*(_scaled_direction(rng, layout, origin, True, keep_biases, "filter") for _ in range(2)))
 
 
-def _layer(params, origin, *, model=None, seed=None, keep_biases=False, **_) -> _Made:
-    """Layer-normalized random directions: each tensor scaled to the centre tensor's norm."""
+def _layer(params, origin, *, layout=None, seed=None, keep_biases=False, **_) -> _Made:
+    """Layer-normalized random directions: each chosen tensor scaled to the centre tensor's norm."""
     rng = np.random.default_rng(seed)
-    return _Made(*(_scaled_direction(rng, model, origin, False, keep_biases, "layer") for _ in range(2)))
+    return _Made(*(_scaled_direction(rng, layout, origin, False, keep_biases, "layer") for _ in range(2)))
 
 
-def _hessian(params, origin, *, model=None, data=None, loss_fn=None, seed=None, options=None, **_) -> _Made:
+def _hessian(params, origin, *, model=None, data=None, loss_fn=None, objective=None, names=None, seed=None,
+             options=None, **_) -> _Made:  # fmt: skip
     """The Hessian's two largest-curvature eigenvectors at the centre (or largest and most negative)."""
+    from losstrail._batching import take_subset
     from losstrail.hessian import hessian_eigenpairs
-    from losstrail.surface import take_subset
 
     options = options or {}
     examples = options.get("hessian_examples")
@@ -330,6 +327,8 @@ def _hessian(params, origin, *, model=None, data=None, loss_fn=None, seed=None, 
         origin,
         2,
         loss_fn=loss_fn,
+        objective=objective,
+        names="all" if names is None else names,
         seed=seed,
         device=options.get("device", "cpu"),
         quiet=options.get("quiet", True),
@@ -481,6 +480,7 @@ def make_plane(
     centre: str | int = "final",
     model=None,
     data=None,
+    objective: Callable | None = None,
     loss_fn: Callable | None = None,
     keep_biases: bool = False,
     negative_curvature: bool = False,
@@ -490,6 +490,9 @@ def make_plane(
     quiet: bool = True,
 ) -> Plane:
     """A plane through a point of ``trajectory`` (the final parameters by default).
+
+    The plane spans the parameters the trajectory recorded (``trajectory.names``: all of them,
+    or the subset chosen with ``params=`` when recording), and records their names.
 
     Args:
         trajectory: the recorded path.
@@ -508,7 +511,7 @@ def make_plane(
             or the global step of a recorded point.
         model: the network; needed by ``'filter'``, ``'layer'`` and ``'hessian'``.
         data: the data the Hessian is taken on (anything ``loss_surface`` accepts).
-        loss_fn: the loss for ``'hessian'``; default as ``loss_surface``.
+        objective, loss_fn: the loss for ``'hessian'``, by the rule of ``loss_surface``.
         keep_biases: ``'filter'``/``'layer'``: give tensors of rank < 2 (biases, normalization
             scales) a direction too, scaled as a whole; default zero, as Li et al.
         negative_curvature: ``'hessian'``: make ``v`` the most negative curvature direction.
@@ -539,7 +542,9 @@ def make_plane(
         seed=seed,
         model=model,
         data=data,
+        objective=objective,
         loss_fn=loss_fn,
+        names=trajectory.names,
         keep_biases=keep_biases,
         negative_curvature=negative_curvature,
         hessian_examples=hessian_examples,
@@ -559,7 +564,9 @@ def plane_through(
     seed: int | None = None,
     model=None,
     data=None,
+    objective: Callable | None = None,
     loss_fn: Callable | None = None,
+    names=None,
     keep_biases: bool = False,
     negative_curvature: bool = False,
     hessian_examples: int | None = None,
@@ -571,12 +578,12 @@ def plane_through(
 
     What ``make_plane`` does once it knows the centre; ``compare`` calls it with the
     stacked paths of several runs. ``start`` (default ``params[0]``) is where the path
-    begins, used only to orient the axes so it starts at negative coordinates.
+    begins, used only to orient the axes so it starts at negative coordinates. ``names`` are
+    the parameters a row holds (None: all of the model's), as ``Trajectory.names``.
     """
     check_choice("reduction_method", method, DIRECTIONS)
     check_choice("second", second, ("pca", "random"))
-    if method in _NEEDS_MODEL:
-        _check_model(method, model, params.shape[1])
+    layout = _check_model(method, model, params.shape[1], names) if method in _NEEDS_MODEL else None
     if method in _NEEDS_DATA and data is None:
         raise ValueError(f"reduction_method={method!r} evaluates the loss; pass the data: make_plane(..., data=...)")
     origin = np.asarray(centre).astype(np.float64)
@@ -595,7 +602,10 @@ def plane_through(
         seed=seed,
         model=model,
         data=data,
+        objective=objective,
         loss_fn=loss_fn,
+        names=names,
+        layout=layout,
         keep_biases=keep_biases,
         options=options,
     )
@@ -612,19 +622,26 @@ def plane_through(
         method=method,
         explained=explained,
         eigenvalues=made.eigenvalues,
+        names=None if names is None else tuple(names),
     )
 
 
-def _check_model(method: str, model, n_params: int) -> None:
+def _check_model(method: str, model, n_params: int, names):
+    """The layout of the recorded parameters on ``model``, checked to fit the path."""
     import torch
+
+    from losstrail._functional import ParamLayout
 
     if not isinstance(model, torch.nn.Module):
         raise ValueError(
             f"reduction_method={method!r} reads the model's layers; pass it: make_plane(trajectory, {method!r}, "
             "model=model)"
         )
-    own = sum(p.numel() for p in model.parameters())
-    if own != n_params:
+    layout = ParamLayout(model, names)
+    if layout.n_params != n_params:
+        which = "all its parameters" if names is None else f"the {len(names)} recorded tensors"
         raise ValueError(
-            f"the model has P={own} parameters but the trajectory has P={n_params}; pass the model it recorded"
+            f"the model has P={layout.n_params} in {which} but the trajectory has P={n_params}; "
+            "pass the model it recorded"
         )
+    return layout

@@ -81,24 +81,6 @@ def _start_group_if_launched() -> bool:
     return True
 
 
-def _evaluate_chunk(model, batches, origin, basis, coords: torch.Tensor, loss_fn, bn_batches: int, autocast=False):
-    """Loss and accuracy at the grid points ``coords`` (C, 2): one chunk."""
-    from losstrail.surface import _eval_mode, _evaluate
-
-    with _eval_mode(model):
-        result = _evaluate(
-            model,
-            batches,
-            lambda sl: origin + coords[sl] @ basis,
-            len(coords),
-            loss_fn,
-            quiet=True,
-            bn_batches=bn_batches,
-            autocast=autocast,
-        )
-    return result.loss, result.accuracy
-
-
 def compute_surface(
     run_dir: str | os.PathLike,
     model=None,
@@ -127,13 +109,14 @@ def compute_surface(
     Returns:
         The ``Surface`` on rank 0 (and on a single process); ``None`` on other ranks.
     """
-    from losstrail._loss import resolve_loss
+    from losstrail._batching import take_subset
+    from losstrail._evaluate import Evaluator
     from losstrail._progress import bar
     from losstrail.artifacts import load_run_value, read_settings, save_run_value
     from losstrail.directions import Plane
     from losstrail.projection import project
     from losstrail.record import Trajectory
-    from losstrail.surface import Surface, _Batches, _grid_coords, path_grid
+    from losstrail.surface import Surface, evaluate_grid, path_grid, selected_names
 
     run_dir = Path(run_dir)
     if not (run_dir / "plane.npz").is_file():
@@ -165,8 +148,8 @@ def compute_surface(
 
         parts = run_dir / PARTS
         key = _grid_key(plane, xs, ys, chunk_points, settings.get("subset"), settings.get("seed"))
-        coords = torch.from_numpy(_grid_coords(xs, ys).astype(np.float32)).to(device)
-        n_chunks = -(-len(coords) // chunk_points)
+        n_points = len(xs) * len(ys)
+        n_chunks = -(-n_points // chunk_points)
         if rank == 0:
             manifest = parts / "grid.json"
             stale = force or (manifest.is_file() and json.loads(manifest.read_text()).get("key") != key)
@@ -177,35 +160,34 @@ def compute_surface(
                 tmp.write_text(json.dumps({"key": key, "chunks": n_chunks, "chunk_points": chunk_points}))
         _barrier(world)
         missing = [c for c in range(n_chunks) if not (parts / f"chunk-{c:05d}.npz").is_file()]
-        batches = _Batches(data, 4096, device)
-        origin = torch.from_numpy(plane.origin).to(device)
-        basis = torch.from_numpy(np.stack([plane.u, plane.v])).to(device)
-        loss_fn = resolve_loss(model)
-        model.to(device)
-        bn_batches = int(settings.get("bn_batches") or 0)
+        subset = settings.get("subset")
+        if subset is not None:  # the same examples the run's own grid was evaluated on
+            data = take_subset(data, subset, settings.get("subset_seed", settings.get("seed") or 0))
+        evaluator = Evaluator(
+            model, data, names=selected_names(model, plane.names, plane.n_params, "plane"), device=device,
+            bn_batches=int(settings.get("bn_batches") or 0), spread=subset is not None, autocast=autocast,
+        )  # fmt: skip
         with bar(len(missing), "grid chunks", quiet or rank != 0, unit="chunk") as progress:
             for round_start in range(0, len(missing), world):
                 mine = missing[round_start : round_start + world]
                 result = None
                 if rank < len(mine):
                     c = mine[rank]
-                    sl = slice(c * chunk_points, min((c + 1) * chunk_points, len(coords)))
-                    loss, accuracy = _evaluate_chunk(
-                        model, batches, origin, basis, coords[sl], loss_fn, bn_batches, autocast
-                    )
-                    result = (c, loss, accuracy)
-                for c, loss, accuracy in _gather(result, world):
+                    rows = np.arange(c * chunk_points, min((c + 1) * chunk_points, n_points))
+                    part = evaluate_grid(evaluator, plane, xs, ys, only=rows)
+                    result = (c, part)
+                for c, part in _gather(result, world):
                     if rank == 0:
                         with atomic_path(parts / f"chunk-{c:05d}.npz") as tmp, open(tmp, "wb") as f:
-                            np.savez(f, loss=loss, accuracy=accuracy)
+                            np.savez(f, **part)
                 progress.update(len(mine))
         if rank != 0:
             _barrier(world)
             return None
-        loss = np.concatenate([np.load(parts / f"chunk-{c:05d}.npz")["loss"] for c in range(n_chunks)])
-        accuracy = np.concatenate([np.load(parts / f"chunk-{c:05d}.npz")["accuracy"] for c in range(n_chunks)])
+        chunks = [dict(np.load(parts / f"chunk-{c:05d}.npz", allow_pickle=False)) for c in range(n_chunks)]
         grid = (len(ys), len(xs))
-        surface = Surface(xs=xs, ys=ys, loss=loss.reshape(grid), accuracy=accuracy.reshape(grid))
+        joined = {k: np.concatenate([chunk[k] for chunk in chunks]).reshape(grid) for k in chunks[0]}
+        surface = Surface(xs=xs, ys=ys, **joined)
         save_run_value(run_dir, surface)
         shutil.rmtree(parts)
         _barrier(world)
@@ -225,7 +207,7 @@ def _barrier(world: int) -> None:
 
 
 def _gather(result, world: int) -> list:
-    """Every rank's ``(chunk, loss, accuracy)`` of this round, on every rank (None entries dropped)."""
+    """Every rank's ``(chunk, arrays)`` of this round, on every rank (None entries dropped)."""
     if world == 1:
         return [result] if result is not None else []
     import torch.distributed as dist

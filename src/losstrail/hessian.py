@@ -1,9 +1,11 @@
 """Extreme eigenpairs of the loss Hessian, from Hessian-vector products and Lanczos.
 
 The Hessian of a network is never formed: ``hvp(v)`` differentiates the gradient in the
-direction ``v`` (forward-over-reverse with ``torch.func``), batch by batch over the data,
-and Lanczos with full re-orthogonalization finds the extreme eigenpairs from a few dozen
-such products.
+direction ``v``, batch by batch over the data, and Lanczos with full re-orthogonalization
+finds the extreme eigenpairs from a few dozen such products. The product is
+forward-over-reverse (``jvp`` of ``grad``) where every op of the model has a forward-mode
+rule, else reverse-over-reverse (``grad`` of ``<grad, v>``: fused attention kernels, some
+losses); ``HessianEigen.product`` says which.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from losstrail._functional import ParamLayout
-from losstrail._loss import resolve_loss
+from losstrail._loss import LossRule
 from losstrail._progress import bar
 
 __all__ = ["HessianEigen", "hessian_eigenpairs"]
@@ -29,39 +31,71 @@ class HessianEigen:
     vectors: np.ndarray  # (k, P) unit eigenvectors
     lowest_value: float  # most negative (smallest) eigenvalue
     lowest_vector: np.ndarray  # (P,)
+    product: str = "forward-over-reverse"  # how the Hessian-vector products were taken
 
 
 class _HessianOperator:
-    """``v -> H v`` for the mean loss over ``batches`` at the flat parameters ``centre``."""
+    """``v -> H v`` for the mean loss over ``batches`` at the chosen parameters ``centre``."""
 
-    def __init__(self, model, batches, centre: torch.Tensor, loss_fn: Callable):
-        from torch.func import functional_call, grad, jvp
+    def __init__(self, model, batches, centre: torch.Tensor, rule: LossRule, names, product: str):
+        from torch.func import functional_call, grad, jvp, vjp
 
-        layout = ParamLayout(model)
-        buffers = dict(model.named_buffers())
-        n_examples = sum(len(y) for _, y in batches)
+        layout = ParamLayout(model, names)
+        chosen = set(layout.names)
+        fixed = {n: p.detach().to(centre) for n, p in model.named_parameters() if n not in chosen}
+        n_examples = batches.n_examples
 
-        def loss_at(flat, x, y):
-            return loss_fn(functional_call(model, (layout.unflatten(flat), buffers), (x,)), y)
+        def _loss(flat, batch):
+            tensors = {**fixed, **layout.unflatten(flat)}
+            return functional_call(_RuleCall(model, rule), {f"model.{n}": t for n, t in tensors.items()}, (batch,))
 
-        gradient = grad(loss_at)
+        gradient = grad(_loss)
+
+        def forward_over_reverse(v, batch):
+            return jvp(lambda flat: gradient(flat, batch), (centre,), (v,))[1]
+
+        def reverse_over_reverse(v, batch):
+            return vjp(lambda flat: gradient(flat, batch), centre)[1](v)[0]
+
+        self.product = product
+        products = {"forward-over-reverse": forward_over_reverse, "reverse-over-reverse": reverse_over_reverse}
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             total = torch.zeros_like(centre)
-            for x, y in batches:
-                _, hv = jvp(lambda flat, x=x, y=y: gradient(flat, x, y), (centre,), (v,))
-                total += hv * (len(y) / n_examples)
+            for batch, n_b in zip(batches, batches.lengths):
+                total += products[self.product](v, batch) * (n_b / n_examples)
             return total
 
-        self.hvp = hvp
+        def check() -> None:  # the rule, once, on the first batch at the centre
+            tensors = {**fixed, **layout.unflatten(centre)}
+            call = _RuleCall(model, rule, check=True)
+            functional_call(call, {f"model.{n}": t for n, t in tensors.items()}, (batches.first(),))
+
+        def probe() -> None:  # one product on one batch: does this kind of product work here?
+            products[self.product](torch.zeros_like(centre), batches.first())
+
+        self.hvp, self.probe, self.check = hvp, probe, check
         self.n_params = layout.n_params
         self.device = centre.device
 
 
+class _RuleCall(torch.nn.Module):
+    """The loss rule as a module, for ``functional_call``."""
+
+    def __init__(self, model, rule: LossRule, check: bool = False):
+        super().__init__()
+        self.model, self.rule, self.checking = model, rule, check
+
+    def forward(self, batch):
+        if self.checking:
+            return self.rule.check(self.model, batch)
+        return self.rule(self.model, batch)[0]
+
+
 def _not_twice_differentiable(err: Exception) -> ValueError:
     return ValueError(
-        "reduction_method='hessian' needs a loss that is twice differentiable with forward-over-reverse "
-        f"autodiff, and this model's is not ({type(err).__name__}: {str(err).splitlines()[0]}). "
+        "reduction_method='hessian' needs a loss that is twice differentiable, and this model's is not "
+        f"({type(err).__name__}: {str(err).splitlines()[0]}). "
         "Use reduction_method='filter' or 'pca' instead"
     )
 
@@ -73,6 +107,8 @@ def hessian_eigenpairs(
     k: int = 2,
     *,
     loss_fn: Callable | None = None,
+    objective: Callable | None = None,
+    names=None,
     iterations: int = 40,
     tol: float = 1e-3,
     batch_size: int = 512,
@@ -85,9 +121,11 @@ def hessian_eigenpairs(
     Args:
         model: the network (its weights are not changed; evaluated in eval mode).
         data: an ``(X, y)`` pair, a Dataset, a DataLoader or a DataModule (see ``loss_surface``).
-        params: (P,) flat parameters where the Hessian is taken.
+        params: (P,) flat parameters where the Hessian is taken (those ``names`` chooses).
         k: how many of the largest eigenpairs (default 2).
-        loss_fn: ``(outputs, targets) -> mean loss``; default as ``loss_surface``.
+        loss_fn, objective: the loss, by the rule of ``loss_surface``.
+        names: the parameters the Hessian is taken over: a ``params=`` choice
+            (``'trainable'``, ``'all'``, name patterns, a predicate); default ``'trainable'``.
         iterations: most Lanczos steps (default 40; fewer when ``P`` is smaller or it converges).
         tol: stop once the residual of every wanted Ritz pair is below ``tol`` times the largest eigenvalue.
         batch_size: examples per Hessian-vector product batch (default 512: small batches stay
@@ -103,16 +141,28 @@ def hessian_eigenpairs(
     >>> eig.values.shape, bool(eig.values[0] >= eig.values[1] >= eig.lowest_value)
     ((2,), True)
     """
-    from losstrail.surface import _Batches, _eval_mode
+    from losstrail._batching import Batches
+    from losstrail._evaluate import eval_mode, note
+    from losstrail.surface import selected_names
 
     device = torch.device(device)
-    centre = torch.as_tensor(np.asarray(params, dtype=np.float32)).to(device)
-    batches = list(_Batches(data, batch_size, device))
-    with _eval_mode(model):
-        operator = _HessianOperator(model, batches, centre, resolve_loss(model, loss_fn))
+    centre = torch.as_tensor(np.asarray(params, dtype=np.float32)).to(device).reshape(-1)
+    names = selected_names(model, names, centre.numel(), "parameter vector")
+    batches = Batches(data, batch_size, device)
+    rule = LossRule(model, objective, loss_fn)
+    with eval_mode(model):
+        operator = _HessianOperator(model, batches, centre, rule, names, "forward-over-reverse")
+        with torch.no_grad():
+            operator.check()
+        try:
+            operator.probe()
+        except (RuntimeError, NotImplementedError) as err:
+            first = str(err).strip().splitlines()[0][:120]
+            note(f"forward-mode autodiff fails on this model ({first}); using reverse-over-reverse products", quiet)
+            operator.product = "reverse-over-reverse"
         try:
             return _lanczos(operator, k, iterations, tol, seed, quiet)
-        except RuntimeError as err:  # an op without a forward-mode (jvp) rule, or a non-differentiable one
+        except RuntimeError as err:  # an op that cannot be differentiated twice
             raise _not_twice_differentiable(err) from err
 
 
@@ -157,4 +207,5 @@ def _lanczos(operator: _HessianOperator, k: int, iterations: int, tol: float, se
         vectors=ritz[top].copy(),
         lowest_value=float(values[0]),
         lowest_vector=ritz[0].copy(),
+        product=operator.product,
     )

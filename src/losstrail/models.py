@@ -15,18 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from losstrail._functional import flat_params
 from losstrail._registry import MODELS, check_choice
 
 __all__ = ["LeNet", "MLP", "GenericModel", "flat_params", "make_model"]
-
-
-def flat_params(model: nn.Module) -> torch.Tensor:
-    """The parameters of ``model`` as one float32 vector, in ``model.parameters()`` order.
-
-    >>> flat_params(nn.Linear(3, 2)).shape
-    torch.Size([8])
-    """
-    return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
 
 
 def load_flat_params(model: nn.Module, flat: torch.Tensor) -> None:

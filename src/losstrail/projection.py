@@ -46,14 +46,17 @@ def project(
     *,
     model=None,
     data=None,
+    objective=None,
     loss_fn=None,
     bn_batches: int = 0,
     device: str = "cpu",
+    quiet: bool = True,
 ) -> Projection:
     """Plane coordinates and off-plane distance of every recorded point.
 
     Given ``model`` and ``data`` (the grid's data), it also evaluates the true loss at every
-    recorded point and the slice loss at its projection, with the grid's batched machinery.
+    recorded point and the slice loss at its projection, with the grid's evaluation core and
+    the same ``objective``/``loss_fn`` (see ``loss_surface``), over the parameters the plane spans.
 
     >>> rng = np.random.default_rng(0)
     >>> plane = Plane(np.zeros(4, np.float32), np.eye(4, dtype=np.float32)[0], np.eye(4, dtype=np.float32)[1], "custom")
@@ -82,9 +85,10 @@ def project(
     if model is not None:
         from losstrail.surface import evaluate_points
 
-        options = {"loss_fn": loss_fn, "bn_batches": bn_batches, "device": device}
+        options = {"objective": objective, "loss_fn": loss_fn, "bn_batches": bn_batches, "device": device}
         points = np.concatenate([trajectory.params, plane.origin + xy.astype(np.float32) @ basis.astype(np.float32)])
-        both, _ = evaluate_points(model, data, points, **options)
+        names = plane.names if plane.names is not None else trajectory.names
+        both, _ = evaluate_points(model, data, points, names=names, quiet=quiet, **options)
         true_loss, slice_loss = both[: len(trajectory)], both[len(trajectory) :]
     return Projection(
         plane=plane,

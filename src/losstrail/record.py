@@ -6,14 +6,20 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from losstrail._loss import correct_count, is_classification, resolve_loss
-from losstrail.models import flat_params
+from losstrail._functional import ParamLayout, choose_parameters
 
-__all__ = ["Recorder", "Trajectory", "TrajectoryRecorder"]
+__all__ = ["Recorder", "Trajectory"]
+
+
+def __getattr__(name: str):
+    if name == "TrajectoryRecorder":  # the Lightning callback lives with the rest of the Lightning glue
+        from losstrail._lightning import TrajectoryRecorder
+
+        return TrajectoryRecorder
+    raise AttributeError(f"module 'losstrail.record' has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class Trajectory:
     accuracy: np.ndarray  # (T,) float64, NaN where the task is not classification
     step: np.ndarray  # (T,) int64, global optimizer step at which θ_k was taken
     epoch: np.ndarray  # (T,) int64
+    names: tuple[str, ...] | None = None  # the recorded parameters, in order; None: all of the model's
+    shapes: tuple[tuple[int, ...], ...] | None = None  # their shapes, with ``names``
 
     def __post_init__(self):
         n = self.params.shape[0]
@@ -57,7 +65,8 @@ class Trajectory:
                 break
         if end == len(self):
             return self
-        return Trajectory(*(getattr(self, f)[:end] for f in ("params", "loss", "accuracy", "step", "epoch")))
+        cut = (getattr(self, f)[:end] for f in ("params", "loss", "accuracy", "step", "epoch"))
+        return Trajectory(*cut, names=self.names, shapes=self.shapes)
 
 
 PARAMS_FILE = "params.bin"
@@ -120,6 +129,7 @@ class _Points:
     """
 
     def __init__(self, storage=None, dtype: str = "float32", memory_limit: int = 1 << 30):
+        self.layout: ParamLayout | None = None  # what is recorded, set by the recorder
         self.params: list[np.ndarray] = []
         self.loss: list[float] = []
         self.accuracy: list[float] = []
@@ -170,120 +180,28 @@ class _Points:
             params = np.memmap(self.storage / PARAMS_FILE, dtype=self.dtype, mode="r", shape=shape)
         else:
             params = np.stack(self.params)
+        layout = self.layout
+        subset = layout is not None and not layout.everything
         return Trajectory(
             params=params,
             loss=np.asarray(self.loss, dtype=np.float64),
             accuracy=np.asarray(self.accuracy, dtype=np.float64),
             step=np.asarray(self.step, dtype=np.int64),
             epoch=np.asarray(self.epoch, dtype=np.int64),
+            names=tuple(layout.names) if subset else None,
+            shapes=tuple(tuple(s) for s in layout.shapes) if subset else None,
         )
+
+
+def recorded_layout(model: torch.nn.Module, params, argument: str = "params") -> ParamLayout:
+    """The layout of the parameters a recorder keeps: ``params`` chosen on ``model``."""
+    return ParamLayout(model, choose_parameters(model, params, argument=argument))
 
 
 def _as_float(value) -> float:
     if isinstance(value, torch.Tensor):
         return float(value.detach().float().mean())
     return float(value)
-
-
-class TrajectoryRecorder(pl.Callback):
-    """A Lightning callback that records θ_k every ``every_n_steps`` optimizer steps.
-
-    Works on any LightningModule. The loss is the one ``training_step`` returns; the
-    accuracy is the ``"accuracy"`` (or ``"acc"``) entry of its output dict when there is
-    one, else it is computed from the model's logits when the batch is ``(inputs, labels)``
-    of a classification task, else NaN. The final parameters are always recorded.
-
-    Args:
-        every_n_steps: record one point every this many optimizer steps (default 1).
-        storage: a folder; once the path takes more than ``memory_limit`` bytes its rows go
-            to ``storage/params.bin`` instead of RAM (a memory-mapped ``Trajectory.params``).
-        dtype: ``'float32'`` (default) or ``'float16'`` (half the memory and disk).
-        memory_limit: bytes of parameters held in RAM before spilling to ``storage`` (1 GiB).
-
-    After ``trainer.fit``, ``recorder.trajectory`` holds the ``Trajectory``.
-    """
-
-    def __init__(self, every_n_steps: int = 1, storage=None, dtype: str = "float32", memory_limit: int = 1 << 30):
-        super().__init__()
-        if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"every_n_steps={every_n_steps!r} must be a positive integer, e.g. every_n_steps=1")
-        if str(dtype) not in DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {', '.join(map(repr, DTYPES))}")
-        self.every_n_steps = every_n_steps
-        self._storage = (storage, str(dtype), memory_limit)
-        self._points = _Points(*self._storage)
-        self._trajectory: Trajectory | None = None
-        self._pending = False
-        self._last_output: torch.Tensor | None = None
-        self._last_batch = None
-        self._hook = None
-
-    @property
-    def trajectory(self) -> Trajectory:
-        if self._trajectory is None:
-            raise RuntimeError("no trajectory yet: pass this recorder to a Trainer and call trainer.fit first")
-        return self._trajectory
-
-    def on_train_start(self, trainer, pl_module):
-        self._points = _Points(*self._storage)
-        self._trajectory = None
-        self._hook = pl_module.register_forward_hook(self._keep_output)
-
-    def _keep_output(self, module, inputs, output):
-        if self._pending:
-            self._last_output = output if isinstance(output, torch.Tensor) else None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        step = trainer.global_step
-        recorded = self._points.step
-        if step % self.every_n_steps == 0 and (not recorded or recorded[-1] != step):
-            self._points.add(flat_params(pl_module), step, trainer.current_epoch)
-            self._pending = True
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._last_batch = batch
-        if not self._pending:
-            return
-        self._pending = False
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        accuracy = math.nan
-        if isinstance(outputs, dict) and ("accuracy" in outputs or "acc" in outputs):
-            accuracy = _as_float(outputs.get("accuracy", outputs.get("acc")))
-        elif self._last_output is not None and _is_labelled(batch):
-            out, y = self._last_output.detach(), batch[1]
-            if is_classification(out, y):
-                accuracy = float(correct_count(out, y)) / len(y)
-        self._points.measure(_as_float(loss) if loss is not None else math.nan, accuracy)
-        self._last_output = None
-
-    def on_train_end(self, trainer, pl_module):
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        self._points.add(flat_params(pl_module), trainer.global_step, trainer.current_epoch)
-        self._points.measure(*_final_measure(pl_module, self._last_batch))
-        self._last_batch = None
-        self._trajectory = self._points.freeze()
-
-
-def _is_labelled(batch) -> bool:
-    return isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], torch.Tensor)
-
-
-def _final_measure(model: torch.nn.Module, batch) -> tuple[float, float]:
-    """Loss and accuracy of the final parameters on the last training batch."""
-    if batch is None or not _is_labelled(batch):
-        return math.nan, math.nan
-    x, y = batch
-    with torch.no_grad():
-        out = model(x)
-        if not isinstance(out, torch.Tensor):
-            return math.nan, math.nan
-        if not callable(getattr(model, "loss_fn", None)) and not is_classification(out, y):
-            return math.nan, math.nan  # the loss is defined inside training_step; nothing to call here
-        loss = _as_float(resolve_loss(model)(out, y))
-        accuracy = float(correct_count(out, y)) / len(y) if is_classification(out, y) else math.nan
-    return loss, accuracy
 
 
 class Recorder:
@@ -298,6 +216,8 @@ class Recorder:
     Args:
         model: the ``nn.Module`` being trained.
         every: keep one point every this many steps (default 1).
+        params: which parameters to record: ``'trainable'`` (default, those with
+            ``requires_grad``), ``'all'``, name patterns or a predicate ``(name, param) -> bool``.
         storage, dtype, memory_limit: as ``TrajectoryRecorder`` (disk-backed paths, float16).
 
     >>> model = torch.nn.Linear(2, 1)
@@ -312,16 +232,17 @@ class Recorder:
     ((4, 3), [0, 1, 2, 3])
     """
 
-    def __init__(self, model: torch.nn.Module, every: int = 1, *, storage=None, dtype: str = "float32",
-                 memory_limit: int = 1 << 30):  # fmt: skip
+    def __init__(self, model: torch.nn.Module, every: int = 1, *, params="trainable", storage=None,
+                 dtype: str = "float32", memory_limit: int = 1 << 30):  # fmt: skip
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every={every!r} must be a positive integer, e.g. every=1")
         if str(dtype) not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is not supported; expected one of {', '.join(map(repr, DTYPES))}")
         self.model, self.every = model, every
         self._points = _Points(storage, str(dtype), memory_limit)
+        self._points.layout = self._layout = recorded_layout(model, params)
         self._step, self._epoch = 0, 0
-        self._start = flat_params(model)  # θ at the start of the next step
+        self._start = self._layout.flatten(model)  # θ at the start of the next step
         self._final: tuple[float, float] = (math.nan, math.nan)
         self._trajectory: Trajectory | None = None
 
@@ -334,7 +255,7 @@ class Recorder:
             self._points.measure(_as_float(loss), _as_float(accuracy))
         self._step += 1
         self._epoch = epoch
-        self._start = flat_params(self.model)
+        self._start = self._layout.flatten(self.model)
 
     def finish(self, loss=math.nan, accuracy=math.nan) -> None:
         """Optionally give the loss (and accuracy) at the final parameters."""
@@ -344,7 +265,7 @@ class Recorder:
     def trajectory(self) -> Trajectory:
         """Every recorded point, then the parameters as they are now."""
         if self._trajectory is None:
-            self._points.add(flat_params(self.model), self._step, self._epoch)
+            self._points.add(self._layout.flatten(self.model), self._step, self._epoch)
             self._points.measure(*self._final)
             self._trajectory = self._points.freeze()
         return self._trajectory

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -12,9 +11,12 @@ from dataclasses import dataclass
 import lightning.pytorch as pl
 import torch
 
+from losstrail._batching import is_datamodule as is_datamodule
+from losstrail._lightning import TrajectoryRecorder
+from losstrail._loss import LossRule
 from losstrail._progress import bar
 from losstrail._registry import OPTIMIZER_ALIASES, OPTIMIZERS, check_choice
-from losstrail.record import Trajectory, TrajectoryRecorder
+from losstrail.record import Trajectory
 
 __all__ = ["Run", "fit", "make_optimizer"]
 
@@ -134,14 +136,6 @@ def is_lightning_module(model) -> bool:
     return isinstance(model, pl.LightningModule) or lightning_namespace(model) is not pl
 
 
-def is_datamodule(data) -> bool:
-    """True for a LightningDataModule of either namespace."""
-    if isinstance(data, pl.LightningDataModule):
-        return True
-    old = sys.modules.get("pytorch_lightning")
-    return old is not None and isinstance(data, old.LightningDataModule)
-
-
 def _callbacks_for(namespace, callbacks: list) -> list:
     """``callbacks`` as the Callback type of ``namespace`` (the same hooks, the other base class)."""
     if namespace is pl:
@@ -155,54 +149,49 @@ def _callbacks_for(namespace, callbacks: list) -> list:
 
 
 class _PlainModule(pl.LightningModule):
-    """A plain ``nn.Module`` and a loss, as the LightningModule that ``fit`` trains.
+    """A plain ``nn.Module`` and its loss rule, as the LightningModule that ``fit`` trains.
 
     Its parameters are the module's own, in the same order, so the trajectory is the module's.
     """
 
-    def __init__(self, model: torch.nn.Module, loss_fn: Callable):
+    def __init__(self, model: torch.nn.Module, rule: LossRule):
         super().__init__()
         self.model = model
-        self.loss_fn = loss_fn
+        self.rule = rule
         self.learning_rate = getattr(model, "learning_rate", 1e-3)
 
-    def forward(self, x):
-        return self.model(x)
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
 
     def training_step(self, batch, batch_idx):
-        x, y = _pair(batch)
-        return self.loss_fn(self.model(x), y)
+        loss, metrics = self.rule(self.model, batch)
+        return {"loss": loss, **metrics}
 
 
-def _pair(batch):
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        return batch
-    kind = type(batch).__name__ + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-    raise TypeError(
-        f"the training data yields a {kind}, not (inputs, targets) pairs; make it yield pairs, "
-        "or train a LightningModule whose training_step unpacks its batches"
-    )
+def _as_trainable(model: torch.nn.Module, data, objective, loss_fn):
+    """``(LightningModule, data)`` ready for the Trainer: a plain module is wrapped with its loss rule."""
+    from losstrail._batching import TreeDataset, is_tree_of_tensors
 
-
-def _as_trainable(model: torch.nn.Module, data, loss_fn):
-    """``(LightningModule, data)`` ready for the Trainer: a plain module is wrapped with its loss."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+    if is_tree_of_tensors(data):
         from losstrail.data import batch_loader
 
-        data = batch_loader(torch.utils.data.TensorDataset(*data), None, shuffle=True)
+        data = batch_loader(TreeDataset(data), None, shuffle=True)
     if is_lightning_module(model):
         return model, data
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or a LightningModule; got {type(model).__name__}")
-    loss_fn = loss_fn if loss_fn is not None else getattr(model, "loss_fn", None)
-    if not callable(loss_fn):
-        raise ValueError(
-            f"model is a plain {type(model).__name__} with no loss; pass one: "
-            "fit(model, data, loss_fn=torch.nn.functional.cross_entropy) (any (outputs, targets) -> loss)"
-        )
-    if isinstance(data, torch.utils.data.DataLoader):
-        _pair(next(iter(data)))  # a loader of anything but pairs fails here, before training
-    return _PlainModule(model, loss_fn), data
+    rule = LossRule(model, objective, loss_fn)
+    loader = data.train_dataloader() if is_datamodule(data) and _prepared(data) else data
+    if isinstance(loader, torch.utils.data.DataLoader):
+        with torch.no_grad():
+            rule.check(model, next(iter(loader)))  # a batch or loss that does not fit fails here, before training
+    return _PlainModule(model, rule), data
+
+
+def _prepared(datamodule) -> bool:
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return True
 
 
 def check_positive_int(argument: str, value, example: int) -> int:
@@ -222,6 +211,8 @@ def fit(
     record_every: int = 1,
     accelerator: str = "cpu",
     loss_fn: Callable | None = None,
+    objective: Callable | None = None,
+    params="trainable",
     storage=None,
     dtype: str = "float32",
     memory_limit: int = 1 << 30,
@@ -242,8 +233,13 @@ def fit(
             Seed before building the model too for identical initial weights.
         record_every: record one point every this many optimizer steps (default 1).
         accelerator: ``'cpu'`` (default), ``'gpu'``/``'cuda'`` or ``'auto'``.
-        loss_fn: for a plain ``nn.Module`` (no Lightning): ``(outputs, targets) -> loss``;
-            ``model`` is then trained on ``datamodule`` (a DataModule, DataLoader or ``(X, y)``).
+        loss_fn, objective: for a plain ``nn.Module`` (no Lightning), the loss by the one rule of
+            ``LossRule``: ``loss_fn(outputs, targets)`` on ``(x, y)`` batches (default
+            cross-entropy for class logits), ``model(**batch).loss`` on mapping batches, or
+            ``objective(model, batch)``. ``model`` is then trained on ``datamodule`` (a
+            DataModule, a DataLoader or a tree of tensors such as ``(X, y)``).
+        params: which parameters the trajectory records: ``'trainable'`` (default), ``'all'``,
+            name patterns (``'layer1.*'``) or a predicate ``(name, param) -> bool``.
         storage, dtype, memory_limit: where a path larger than ``memory_limit`` bytes (1 GiB)
             is kept on disk, and its dtype (``'float32'`` or ``'float16'``); see ``TrajectoryRecorder``.
         quiet: no progress bar.
@@ -256,9 +252,13 @@ def fit(
         check_optimizer(optimizer)
     check_positive_int("epochs", epochs, 10)
     every = check_positive_int("record_every", record_every, 1)
-    recorder = TrajectoryRecorder(every, storage=storage, dtype=dtype, memory_limit=memory_limit)
+    from losstrail.record import recorded_layout
+
+    recorded_layout(model, params)  # a selection that does not fit fails here, before training
+    recorder = TrajectoryRecorder(every, storage=storage, dtype=dtype, memory_limit=memory_limit, params=params)
     user_model = model
-    model, datamodule = _as_trainable(model, datamodule, loss_fn)
+    model, datamodule = _as_trainable(model, datamodule, objective, loss_fn)
+    recorder.module = user_model  # a wrapped plain module's path is recorded under its own names
     if seed is not None:
         pl.seed_everything(seed, workers=True, verbose=False)
     with _quiet_lightning(), _optimizer_override(model, optimizer, learning_rate):

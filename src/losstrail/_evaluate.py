@@ -1,0 +1,391 @@
+"""The evaluation core: loss, accuracy and standard error of a model at many parameter points.
+
+``Evaluator`` maps K points (each a vector of the chosen parameters) to the mean loss over
+the data, by the one ``LossRule``. Two ways run the model at those points, both functional
+(``torch.func.functional_call``: no ``load_state_dict``, no gradients, eval mode):
+
+- ``vmap``: one call per data batch for a whole chunk of points;
+- point by point: one call per point and batch.
+
+``mode='auto'`` (the default) uses ``vmap`` unless it cannot run the model, or the first
+chunk shows it slower than point by point (models whose kernels have no batching rule, or
+whose activations are too large to batch) — and then says so in one line.
+Every stage that measures a loss at given parameters calls this: the grid, the path's true
+and slice losses, lines, decision regions and the grid job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from losstrail._batching import Batches, map_tree
+from losstrail._functional import ParamLayout
+from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
+from losstrail._memory import reuse_freed_memory
+from losstrail._progress import bar
+
+__all__ = ["Evaluated", "Evaluator", "batch_norms", "eval_mode", "note"]
+
+# Grid points evaluated together at most; more gains nothing on a CPU.
+_MAX_CHUNK = 2048
+MODES = ("auto", "vmap", "loop")
+_SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
+
+
+def note(message: str, quiet: bool = False) -> None:
+    """One plain line on stderr (not a warning with a source line), unless ``quiet``."""
+    if not quiet:
+        print(f"losstrail: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """The model in eval mode for the duration, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def batch_norms(model: torch.nn.Module) -> list:
+    """The BatchNorm layers of ``model`` that keep running statistics."""
+    return [
+        m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+def check_bn_batches(model: torch.nn.Module, bn_batches: int) -> None:
+    if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
+        raise ValueError(f"bn_batches={bn_batches!r} must be 0 (keep the running statistics) or a number of batches")
+    if bn_batches and not batch_norms(model):
+        raise ValueError(
+            f"bn_batches={bn_batches} recomputes BatchNorm statistics, but {type(model).__name__} has no BatchNorm "
+            "layers with running statistics; leave bn_batches=0"
+        )
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What the evaluator measured at each of ``n`` points."""
+
+    loss: np.ndarray  # (n,) mean loss over the data
+    accuracy: np.ndarray  # (n,) fraction correct; NaN when not classification
+    loss_se: np.ndarray | None = None  # (n,) standard error of each mean loss
+    metrics: dict = field(default_factory=dict)  # name -> (n,) mean of each extra metric of the objective
+
+
+class _Call(torch.nn.Module):
+    """``fn(model, batch)`` as a module, so ``functional_call`` can run it with other parameters."""
+
+    def __init__(self, model: torch.nn.Module, fn: Callable):
+        super().__init__()
+        self.model = model
+        self.fn = fn
+
+    def forward(self, batch):
+        return self.fn(self.model, batch)
+
+
+def _unsqueezed(tree):
+    return map_tree(lambda t: t.unsqueeze(0), tree)
+
+
+class Evaluator:
+    """Mean loss, accuracy and standard error over ``data`` at many values of the chosen parameters.
+
+    Args:
+        model: the network; its own parameters and buffers are never changed.
+        data: a tree of tensors, a Dataset, a DataLoader or a DataModule.
+        names: the parameters a point sets (``ParamLayout`` order); None for all of them.
+            Every other tensor keeps its value.
+        objective, loss_fn: the loss (see ``LossRule``).
+        batch_size: examples per batch for tensors and Datasets.
+        device: where to evaluate.
+        bn_batches: recompute BatchNorm statistics at each point from this many batches.
+        spread: also the standard error of each mean loss, from the per-example losses.
+        autocast: mixed precision.
+        mode: ``'auto'``, ``'vmap'`` or ``'loop'`` (point by point).
+        quiet: no progress bar and no notes.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data,
+        *,
+        names: Sequence[str] | None = None,
+        objective: Callable | None = None,
+        loss_fn: Callable | None = None,
+        batch_size: int = 4096,
+        device: str | torch.device = "cpu",
+        bn_batches: int = 0,
+        spread: bool = False,
+        autocast: bool = False,
+        mode: str = "auto",
+        quiet: bool = True,
+        argument: str = "data",
+    ):
+        from losstrail._registry import check_choice
+
+        check_choice("mode", mode, MODES)
+        check_bn_batches(model, bn_batches)
+        self.model, self.mode, self.quiet = model, mode, quiet
+        self.device = torch.device(device)
+        self.layout = ParamLayout(model, names)
+        self.batches = Batches(data, batch_size, self.device, argument)
+        self.bn_batches, self.spread, self.autocast = bn_batches, spread, autocast
+        self.own = {f"model.{n}": p.detach().to(self.device) for n, p in model.named_parameters()}
+        chosen = {f"model.{n}" for n in self.layout.names}
+        self.fixed = {n: t for n, t in self.own.items() if n not in chosen}
+        self.buffers = {f"model.{n}": b.to(self.device) for n, b in model.named_buffers()}
+        self.rule = LossRule(model, objective, loss_fn)
+        with eval_mode(model):
+            torch.func.functional_call(_Call(model, self.rule.check), (self.own, self.buffers), (self.batches.first(),))
+        self.fast_ce = self.rule.fused and self._labels_in_range()
+        self.per_example = spread and self.rule.kind == "pair"
+        self.measure = _Call(model, self._measure)
+        self._chosen_mode: str | None = None if mode == "auto" else mode
+
+    # -- one batch at one point ------------------------------------------------------------
+    def _labels_in_range(self) -> bool:
+        """True when every target is a class index, so no ``ignore_index`` handling is needed."""
+        if self.batches.cached is None:
+            return False
+        outputs = _Call(self.model, lambda m, b: call_model(m, b)[0])
+        with torch.no_grad(), eval_mode(self.model):
+            out = torch.func.functional_call(outputs, (self.own, self.buffers), (self.batches.cached[0],))
+        n_classes = out.shape[-1]
+        return all(bool(((b[-1] >= 0) & (b[-1] < n_classes)).all()) for b in self.batches.cached)
+
+    def _measure(self, model, batch) -> torch.Tensor:
+        """``[mean loss, correct count, sum of squared per-example losses, *metric means]`` of one batch."""
+        rule = self.rule
+        zero = torch.zeros((), device=self.device)
+        losses = None
+        if rule.kind == "pair":
+            out, y = call_model(model, batch)
+            if self.fast_ce:
+                losses, correct = cross_entropy_terms(out, y)
+                loss = losses.mean()
+            else:
+                loss = rule.loss_fn(out, y)
+                correct = correct_count(out, y) if rule.classify else zero
+                if self.per_example:
+                    losses = torch.func.vmap(lambda o, t: rule.loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(out, y)
+            metrics = []
+        else:
+            loss, extra = rule(model, batch)
+            correct = zero
+            metrics = [torch.as_tensor(extra[n], device=self.device).float().reshape(()) for n in rule.metric_names]
+        squares = (losses.float() * losses.float()).sum() if (self.spread and losses is not None) else zero
+        return torch.stack([loss.float(), correct.float(), squares.float(), *metrics])
+
+    def _tensors(self, flat: torch.Tensor) -> dict:
+        return {**self.fixed, **{f"model.{n}": t for n, t in self.layout.unflatten(flat).items()}}
+
+    def _vmapped(self, flat, bufs, batch, per_point_buffers: bool) -> torch.Tensor:
+        def at(row, b):
+            return torch.func.functional_call(self.measure, (self._tensors(row), b), (batch,))
+
+        return torch.func.vmap(at, in_dims=(0, 0 if per_point_buffers else None), randomness="same")(flat, bufs)
+
+    def _looped(self, flat, bufs, batch, per_point_buffers: bool) -> torch.Tensor:
+        rows = []
+        for c in range(flat.shape[0]):
+            b = {k: v[c] for k, v in bufs.items()} if per_point_buffers else bufs
+            rows.append(torch.func.functional_call(self.measure, (self._tensors(flat[c]), b), (batch,)))
+        return torch.stack(rows)
+
+    def _run(self, mode, flat, bufs, batch, per_point_buffers):
+        if mode == "vmap":
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_SLOW_VMAP)
+                return self._vmapped(flat, bufs, batch, per_point_buffers)
+        return self._looped(flat, bufs, batch, per_point_buffers)
+
+    def _choose_mode(self, flat, bufs, batch, per_point_buffers, worth_timing: bool) -> tuple[str, torch.Tensor | None]:
+        """``vmap`` unless it fails or the first chunk runs faster point by point; with vmap's result if kept."""
+        name = type(self.model).__name__
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                start = time.perf_counter()
+                result = self._vmapped(flat, bufs, batch, per_point_buffers)
+                t_vmap = time.perf_counter() - start
+        except Exception as err:  # an op vmap has no rule for, data-dependent control flow, ...
+            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+            note(f"vmap cannot run {name} ({type(err).__name__}: {first}); evaluating it point by point", self.quiet)
+            return "loop", None
+        slow = any(_SLOW_VMAP in str(w.message) for w in caught)
+        for w in caught:
+            if _SLOW_VMAP not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not (worth_timing or slow):
+            return "vmap", result
+        k = min(flat.shape[0], 8)
+        start = time.perf_counter()
+        self._looped(flat[:k], {n: v[:k] for n, v in bufs.items()} if per_point_buffers else bufs, batch,
+                     per_point_buffers)  # fmt: skip
+        t_loop = (time.perf_counter() - start) * flat.shape[0] / k
+        if t_loop < t_vmap:  # time vmap again: its first call pays for setting up
+            start = time.perf_counter()
+            self._run("vmap", flat, bufs, batch, per_point_buffers)
+            t_vmap = time.perf_counter() - start
+        if t_loop < t_vmap:
+            why = "vmap falls back on slow kernels for it" if slow else "its activations are too large to batch well"
+            note(f"evaluating {name} point by point: {t_vmap / t_loop:.1f}x faster than vmap here ({why})", self.quiet)
+            return "loop", None
+        return "vmap", result
+
+    # -- many points ---------------------------------------------------------------------------
+    def chunk_size(self, memory_budget: int) -> int:
+        per_point = 4 * (self.layout.n_params + 3 * self._activation_elements())
+        return int(max(1, min(_MAX_CHUNK, memory_budget // per_point)))
+
+    def _activation_elements(self) -> int:
+        """Elements in the outputs of all leaf modules for one forward pass over the first batch."""
+        total = 0
+
+        def count(module, inputs, output):
+            nonlocal total
+            if isinstance(output, torch.Tensor):
+                total += output.numel()
+
+        leaves = [m for m in self.model.modules() if not list(m.children())] or [self.model]
+        hooks = [m.register_forward_hook(count) for m in leaves]
+        try:
+            with torch.no_grad(), eval_mode(self.model):
+                torch.func.functional_call(self.measure, (self.own, self.buffers), (self.batches.first(),))
+        finally:
+            for h in hooks:
+                h.remove()
+        return total
+
+    def run(
+        self,
+        chunk_params: Callable[[slice], torch.Tensor],
+        n_points: int,
+        *,
+        chunk_size: int | None = None,
+        memory_budget: int = 48 << 20,
+        desc: str = "grid",
+        quiet: bool | None = None,
+    ) -> Evaluated:
+        """Loss, accuracy (and standard error) at the ``n_points`` vectors ``chunk_params(slice) -> (C, K)``."""
+        quiet = self.quiet if quiet is None else quiet
+        if chunk_size is None:
+            chunk_size = self.chunk_size(memory_budget)
+        n_stats = 3 + len(self.rule.metric_names)
+        totals = np.zeros((n_points, n_stats))
+        batches = self.batches
+        n_chunks = math.ceil(n_points / chunk_size)
+        progress = bar(n_chunks * batches.n_batches, desc, quiet, unit="batch")
+        device = self.device
+        precision = (
+            torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+            if self.autocast
+            else contextlib.nullcontext()
+        )
+        per_point_buffers = bool(self.bn_batches)
+        with eval_mode(self.model), reuse_freed_memory(), torch.inference_mode(), precision, progress as pbar:
+            for start in range(0, n_points, chunk_size):
+                sl = slice(start, min(start + chunk_size, n_points))
+                flat = chunk_params(sl).to(device)
+                bufs = self._recomputed_statistics(flat) if per_point_buffers else self.buffers
+                for _b, (batch, n_b) in enumerate(zip(batches, batches.lengths)):
+                    stats = None
+                    if self._chosen_mode is None:
+                        worth = n_chunks * batches.n_batches > 2
+                        self._chosen_mode, stats = self._choose_mode(flat, bufs, batch, per_point_buffers, worth)
+                    if stats is None:
+                        stats = self._run(self._chosen_mode, flat, bufs, batch, per_point_buffers)
+                    stats = stats.double().cpu().numpy()  # (C, n_stats)
+                    totals[sl, 0] += stats[:, 0] * n_b
+                    totals[sl, 1:3] += stats[:, 1:3]
+                    totals[sl, 3:] += stats[:, 3:] * n_b
+                    pbar.update(1)
+        return self._summary(totals)
+
+    def _summary(self, totals: np.ndarray) -> Evaluated:
+        n = self.batches.n_examples
+        loss = totals[:, 0] / n
+        metrics = {name: totals[:, 3 + i] / n for i, name in enumerate(self.rule.metric_names)}
+        accuracy = totals[:, 1] / n if self.rule.classify else metrics.get("accuracy", np.full(len(loss), np.nan))
+        loss_se = None
+        if self.spread:
+            if self.per_example:
+                variance = np.maximum(totals[:, 2] - n * loss**2, 0) / max(n - 1, 1)
+                loss_se = np.sqrt(variance / n)
+            else:  # no per-example losses from an objective or a model's own loss
+                loss_se = np.full(len(loss), np.nan)
+        return Evaluated(loss, accuracy, loss_se, metrics)
+
+    def at_vectors(self, rows: np.ndarray, *, desc: str = "path", quiet: bool | None = None) -> Evaluated:
+        """The same at the parameter vectors ``rows`` (N, K)."""
+        flat = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        return self.run(lambda sl: flat[sl], flat.shape[0], desc=desc, quiet=quiet)
+
+    def outputs(self, rows: np.ndarray, fn: Callable, chunk: int = 32) -> np.ndarray:
+        """``fn(model, batch)`` on the first batch at each parameter vector of ``rows`` (N, K), stacked (N, ...)."""
+        flat = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device)
+        call, batch = _Call(self.model, fn), self.batches.first()
+
+        def at(row):
+            return torch.func.functional_call(call, (self._tensors(row), self.buffers), (batch,))
+
+        pieces = []
+        with eval_mode(self.model), torch.inference_mode():
+            for start in range(0, len(flat), chunk):
+                pieces.append(torch.func.vmap(at)(flat[start : start + chunk]).cpu().numpy())
+        return np.concatenate(pieces)
+
+    def _recomputed_statistics(self, flat: torch.Tensor) -> dict:
+        """Per-point BatchNorm buffers (C, ...): the mean of the batch statistics over the first ``bn_batches``.
+
+        Runs the BatchNorm layers in training mode with momentum 1, so after each batch their
+        running buffers hold that batch's statistics; averaging over batches gives what
+        ``momentum=None`` (a cumulative average) would, without the ``.item()`` it needs.
+        """
+        norms = batch_norms(self.model)
+        saved = [(m, m.training, m.momentum) for m in norms]
+        n_points = flat.shape[0]
+        state = {n: b.unsqueeze(0).repeat(n_points, *([1] * b.dim())).clone() for n, b in self.buffers.items()}
+        totals = {n: torch.zeros_like(b) for n, b in state.items() if b.is_floating_point()}
+        forward = _Call(self.model, lambda m, b: call_model(m, b)[0] if self.rule.kind != "objective" else
+                        self.rule(m, b)[0])  # fmt: skip
+
+        def one(row, bufs, batch):
+            torch.func.functional_call(forward, (self._tensors(row), bufs), (batch,))
+            return bufs
+
+        used = 0
+        try:
+            for m in norms:
+                m.train()
+                m.momentum = 1.0
+            for batch in itertools.islice(iter(self.batches), self.bn_batches):
+                if self._chosen_mode == "loop":
+                    for c in range(n_points):
+                        one(flat[c], {k: v[c] for k, v in state.items()}, batch)
+                else:
+                    torch.func.vmap(lambda p, b, batch=batch: one(p, b, batch), in_dims=(0, 0))(flat, state)
+                for n in totals:
+                    totals[n] += state[n]
+                used += 1
+        finally:
+            for m, training, momentum in saved:
+                m.train(training)
+                m.momentum = momentum
+        return {n: (totals[n] / used if n in totals else b) for n, b in state.items()}

@@ -1,0 +1,141 @@
+"""Glue to Lightning: the callback that records a trajectory during ``trainer.fit``.
+
+Only code that trains with Lightning imports this module, so a plain training loop with
+``Recorder`` (and everything that draws a saved run) never imports Lightning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import torch
+
+from losstrail._loss import LossRule, correct_count, is_classification
+from losstrail.record import DTYPES, Trajectory, _as_float, _Points, recorded_layout
+
+__all__ = ["TrajectoryRecorder"]
+
+
+class TrajectoryRecorder(pl.Callback):
+    """A Lightning callback that records θ_k every ``every_n_steps`` optimizer steps.
+
+    Works on any LightningModule. The loss is the one ``training_step`` returns; the
+    accuracy is the ``"accuracy"`` (or ``"acc"``) entry of its output dict when there is
+    one, else it is computed from the model's logits when the batch is ``(inputs, labels)``
+    of a classification task, else NaN. The final parameters are always recorded, with the
+    loss measured on the first batch of the last epoch (not the batch just trained on,
+    which would show a false plunge at the end).
+
+    Args:
+        every_n_steps: record one point every this many optimizer steps (default 1).
+        params: which parameters to record: ``'trainable'`` (default), ``'all'``, name
+            patterns or a predicate ``(name, param) -> bool``.
+        storage: a folder; once the path takes more than ``memory_limit`` bytes its rows go
+            to ``storage/params.bin`` instead of RAM (a memory-mapped ``Trajectory.params``).
+        dtype: ``'float32'`` (default) or ``'float16'`` (half the memory and disk).
+        memory_limit: bytes of parameters held in RAM before spilling to ``storage`` (1 GiB).
+
+    After ``trainer.fit``, ``recorder.trajectory`` holds the ``Trajectory``.
+    """
+
+    def __init__(self, every_n_steps: int = 1, storage=None, dtype: str = "float32", memory_limit: int = 1 << 30,
+                 *, params="trainable"):  # fmt: skip
+        super().__init__()
+        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps={every_n_steps!r} must be a positive integer, e.g. every_n_steps=1")
+        if str(dtype) not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {', '.join(map(repr, DTYPES))}")
+        self.every_n_steps = every_n_steps
+        self.params = params
+        self._storage = (storage, str(dtype), memory_limit)
+        self._points = _Points(*self._storage)
+        self._trajectory: Trajectory | None = None
+        self._pending = False
+        self._last_output: torch.Tensor | None = None
+        self._epoch_first_batch = None
+        self._hook = None
+        self.module: torch.nn.Module | None = None  # whose parameters to record; default the LightningModule
+
+    @property
+    def trajectory(self) -> Trajectory:
+        if self._trajectory is None:
+            raise RuntimeError("no trajectory yet: pass this recorder to a Trainer and call trainer.fit first")
+        return self._trajectory
+
+    def on_train_start(self, trainer, pl_module):
+        self._points = _Points(*self._storage)
+        self._points.layout = recorded_layout(self._watched(pl_module), self.params)
+        self._trajectory = None
+        self._hook = pl_module.register_forward_hook(self._keep_output)
+
+    def _watched(self, pl_module) -> torch.nn.Module:
+        return self.module if self.module is not None else pl_module
+
+    def _keep_output(self, module, inputs, output):
+        if self._pending:
+            self._last_output = output if isinstance(output, torch.Tensor) else None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self._epoch_first_batch = batch
+        step = trainer.global_step
+        recorded = self._points.step
+        if step % self.every_n_steps == 0 and (not recorded or recorded[-1] != step):
+            self._points.add(self._points.layout.flatten(self._watched(pl_module)), step, trainer.current_epoch)
+            self._pending = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self._pending:
+            return
+        self._pending = False
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        accuracy = math.nan
+        if isinstance(outputs, dict) and ("accuracy" in outputs or "acc" in outputs):
+            accuracy = _as_float(outputs.get("accuracy", outputs.get("acc")))
+        elif self._last_output is not None and _is_labelled(batch):
+            out, y = self._last_output.detach(), batch[1]
+            if is_classification(out, y):
+                accuracy = float(correct_count(out, y)) / len(y)
+        self._points.measure(_as_float(loss) if loss is not None else math.nan, accuracy)
+        self._last_output = None
+
+    def on_train_end(self, trainer, pl_module):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._points.add(self._points.layout.flatten(self._watched(pl_module)), trainer.global_step,
+                         trainer.current_epoch)  # fmt: skip
+        rule = getattr(pl_module, "rule", None) if self.module is not None else None
+        self._points.measure(*final_measure(self._watched(pl_module), self._epoch_first_batch, rule))
+        self._epoch_first_batch = None
+        self._trajectory = self._points.freeze()
+
+
+def _is_labelled(batch) -> bool:
+    return isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], torch.Tensor)
+
+
+def final_measure(model: torch.nn.Module, batch, rule: LossRule | None = None) -> tuple[float, float]:
+    """Loss and accuracy of the final parameters on ``batch``, as training measured them (no update).
+
+    The model stays in the mode it is in (train mode, as every other point's loss was taken),
+    but no BatchNorm running statistic moves.
+    """
+    if batch is None:
+        return math.nan, math.nan
+    if rule is None:
+        rule = LossRule(model)
+        try:
+            rule.check(model, batch)
+        except ValueError:  # the loss is defined inside training_step; nothing here can call it
+            return math.nan, math.nan
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        with torch.no_grad():
+            loss, metrics = rule(model, batch)
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
+    return _as_float(loss), _as_float(metrics.get("accuracy", math.nan))
