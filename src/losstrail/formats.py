@@ -95,14 +95,19 @@ def read_surface(path: str | os.PathLike, *, key: str | None = None) -> Surface:
     >>> read_surface(f).loss.tolist()
     [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
     """
-    kind = _extension("path", path, READ_FORMATS)
-    _existing("path", path)
+    surface, _ = _read_surface("path", path, key)
+    return surface
+
+
+def _read_surface(argument: str, path, key: str | None) -> tuple[Surface, dict]:
+    """The surface in ``path`` and what losstrail's extras say about it (plane method, title, ...)."""
+    kind = _extension(argument, path, READ_FORMATS)
+    _existing(argument, path)
     if kind == "h5":
-        surface, _ = _read_h5_surface(path, key)
-        return surface
+        return _read_h5_surface(argument, path, key)
     if key is not None:
-        raise ValueError(f"key={key!r} picks an array of an HDF5 file; {str(path)!r} is a .{kind} table")
-    return _read_npz_surface(path) if kind == "npz" else _read_csv_surface(path)
+        raise ValueError(f"key={key!r} picks an array of an HDF5 file; {argument}={str(path)!r} is a .{kind} table")
+    return (_read_npz_surface if kind == "npz" else _read_csv_surface)(argument, path), {}
 
 
 def _open_h5(argument: str, path):
@@ -123,20 +128,21 @@ def _pick(argument, path, keys_found, wanted, candidates) -> str:
     )
 
 
-def _read_h5_surface(path, key: str | None) -> tuple[Surface, dict]:
-    with _open_h5("path", path) as f:
+def _read_h5_surface(argument: str, path, key: str | None) -> tuple[Surface, dict]:
+    with _open_h5(argument, path) as f:
         names = set(f.keys())
-        loss_key = _pick("path", path, names, "loss array", _LOSS_KEYS if key is None else (key,))
-        x_key = _pick("path", path, names, "x coordinates", _X_KEYS)
-        y_key = _pick("path", path, names, "y coordinates (a 2-D surface)", _Y_KEYS)
+        loss_key = _pick(argument, path, names, "loss array", _LOSS_KEYS if key is None else (key,))
+        x_key = _pick(argument, path, names, "x coordinates", _X_KEYS)
+        y_key = _pick(argument, path, names, "y coordinates (a 2-D surface)", _Y_KEYS)
         acc_key = next((k for k in _accuracy_keys(loss_key) if k in names), None)
         arrays = {name: None if k is None else np.asarray(f[k][()], dtype=np.float64)
                   for name, k in (("x", x_key), ("y", y_key), ("loss", loss_key), ("accuracy", acc_key))}  # fmt: skip
         extras = _read_extras(f)
     keys = {"x": x_key, "y": y_key, "loss": loss_key, "accuracy": acc_key}
-    xs, ys, grids = _grid(path, keys, arrays)
+    xs, ys, grids = _grid(argument, path, keys, arrays)
     loss, accuracy = grids["loss"], grids.get("accuracy")
-    missing = loss == _NOT_COMPUTED
+    # Only Li et al.'s own files mark uncomputed points; a fork's -1 may be a real value.
+    missing = (loss == _NOT_COMPUTED) if loss_key in ("train_loss", "test_loss") else np.zeros(loss.shape, bool)
     loss = np.where(missing, np.nan, loss)
     accuracy = np.full_like(loss, np.nan) if accuracy is None else np.where(missing, np.nan, accuracy / 100)
     return Surface(xs, ys, loss, accuracy, extras.pop("loss_se", None)), extras
@@ -147,9 +153,10 @@ def _accuracy_keys(loss_key: str) -> tuple[str, ...]:
     return ((paired,) if paired else ()) + tuple(k for k in _ACC_KEYS if not k.endswith("_acc"))
 
 
-def _grid(path, keys: dict, arrays: dict):
+def _grid(argument: str, path, keys: dict, arrays: dict):
     """Axes (nx,), (ny,) and the (ny, nx) grids, from 1-D axes (Li et al.'s order) or 2-D meshgrids (forks')."""
     x, y = arrays["x"], arrays["y"]
+    where = f"{argument}={str(path)!r}"
     grids = {}
     if x.ndim == 2 and y.ndim == 2 and x.shape == y.shape:
         # A fork's meshgrid: the values sit beside their coordinates, in 'xy' or 'ij' indexing.
@@ -158,20 +165,20 @@ def _grid(path, keys: dict, arrays: dict):
         elif np.all(x == x[:, :1]) and np.all(y == y[:1]):
             xs, ys, flip = x[:, 0], y[0], True
         else:
-            raise ValueError(f"path={str(path)!r}: {keys['x']!r} and {keys['y']!r} are 2-D but not a meshgrid of axes")
+            raise ValueError(f"{where}: {keys['x']!r} and {keys['y']!r} are 2-D but not a meshgrid of axes")
         for name, value in arrays.items():
             if name in ("x", "y") or value is None:
                 continue
             if value.shape != x.shape:
                 raise ValueError(
-                    f"path={str(path)!r}: {keys[name]!r} has shape {value.shape} but the coordinate grids "
+                    f"{where}: {keys[name]!r} has shape {value.shape} but the coordinate grids "
                     f"{keys['x']!r}/{keys['y']!r} have shape {x.shape}; they must match"
                 )
             grids[name] = value.T if flip else value
         return xs, ys, grids
     if x.ndim != 1 or y.ndim != 1:
         raise ValueError(
-            f"path={str(path)!r}: {keys['x']!r} and {keys['y']!r} must be 1-D axes (or 2-D meshgrids of one shape); "
+            f"{where}: {keys['x']!r} and {keys['y']!r} must be 1-D axes (or 2-D meshgrids of one shape); "
             f"got shapes {x.shape} and {y.shape}"
         )
     for name, value in arrays.items():
@@ -179,7 +186,7 @@ def _grid(path, keys: dict, arrays: dict):
             continue
         if value.size != len(x) * len(y):
             raise ValueError(
-                f"path={str(path)!r}: {keys[name]!r} has {value.size} values (shape {value.shape}) but "
+                f"{where}: {keys[name]!r} has {value.size} values (shape {value.shape}) but "
                 f"{keys['x']!r} ({len(x)}) x {keys['y']!r} ({len(y)}) needs {len(x) * len(y)}; "
                 "the coordinates do not match the array"
             )
@@ -197,40 +204,42 @@ def _read_extras(f) -> dict:
     return extras
 
 
-def _read_npz_surface(path) -> Surface:
+def _read_npz_surface(argument: str, path) -> Surface:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except Exception as err:  # zipfile, pickle and format errors all mean the same thing here
-        raise ValueError(f"path={str(path)!r} is not a readable .npz file ({err})") from None
+        raise ValueError(f"{argument}={str(path)!r} is not a readable .npz file ({err})") from None
     missing = [k for k in ("xs", "ys", "loss") if k not in arrays]
     if missing:
         raise ValueError(
-            f"path={str(path)!r} has no array {quoted(missing)}; it holds {quoted(sorted(arrays)) or 'nothing'}"
+            f"{argument}={str(path)!r} has no array {quoted(missing)}; it holds {quoted(sorted(arrays)) or 'nothing'}"
         )
     xs, ys = arrays["xs"].astype(np.float64), arrays["ys"].astype(np.float64)
-    return _checked_surface("path", path, xs, ys, arrays["loss"], arrays.get("accuracy"), arrays.get("loss_se"))
+    return _checked_surface(argument, path, xs, ys, arrays["loss"], arrays.get("accuracy"), arrays.get("loss_se"))
 
 
-def _read_csv_surface(path) -> Surface:
+def _read_csv_surface(argument: str, path) -> Surface:
     with open(path) as f:
         header = [h.strip() for h in f.readline().split(",")]
     if header[:3] != ["x", "y", "loss"]:
         raise ValueError(
-            f"path={str(path)!r} has columns {quoted(header)}; expected 'x', 'y', 'loss' first "
+            f"{argument}={str(path)!r} has columns {quoted(header)}; expected 'x', 'y', 'loss' first "
             "(and optionally 'accuracy', 'loss_se')"
         )
     try:
         table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     except ValueError as err:
-        raise ValueError(f"path={str(path)!r} is not a table of numbers ({err})") from None
+        raise ValueError(f"{argument}={str(path)!r} is not a table of numbers ({err})") from None
     x, y = table[:, 0], table[:, 1]
     nx = int(np.argmax(y != y[0])) if np.any(y != y[0]) else len(y)
     xs, ys = x[:nx], y[::nx] if nx else y
     if nx < 2 or len(x) % nx or not (np.array_equal(np.tile(xs, len(ys)), x) and np.array_equal(np.repeat(ys, nx), y)):
-        raise ValueError(f"path={str(path)!r}: the rows are not a grid with x varying fastest, as losstrail writes")
+        raise ValueError(
+            f"{argument}={str(path)!r}: the rows are not a grid with x varying fastest, as losstrail writes"
+        )
     column = {name: table[:, k].reshape(len(ys), nx) for k, name in enumerate(header) if k >= 2}
-    return _checked_surface("path", path, xs, ys, column["loss"], column.get("accuracy"), column.get("loss_se"))
+    return _checked_surface(argument, path, xs, ys, column["loss"], column.get("accuracy"), column.get("loss_se"))
 
 
 def _checked_surface(argument, path, xs, ys, loss, accuracy=None, loss_se=None) -> Surface:
@@ -321,14 +330,9 @@ def render_surface(
 
     output_format(out, style.get("format"))
     check_animation_args(fps, max_frames)
-    kind = _extension("surface", surface, READ_FORMATS)
-    _existing("surface", surface)
     found = _read_projection(path) if path is not None else {"xy": np.zeros((1, 2))}
     about = _read_directions(directions) if directions is not None else {}
-    if kind == "h5":
-        grid, extras = _read_h5_surface(surface, key)
-    else:
-        grid, extras = read_surface(surface, key=key), {}
+    grid, extras = _read_surface("surface", surface, key)
     explained = extras.get("explained")
     plane_info = {"method": str(extras.get("method", "custom")), "explained": None if explained is None else
                   tuple(float(v) for v in explained), **about}  # fmt: skip
