@@ -50,6 +50,9 @@ _EXPORTS = {
     "loss_surface": "surface",
     "path_grid": "surface",
     "animate": "renderers",
+    "export": "formats",
+    "read_surface": "formats",
+    "render_surface": "formats",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -296,6 +296,74 @@ def surface(
         typer.echo(f"wrote {run_dir / 'surface.npz'}")
 
 
+@contextlib.contextmanager
+def _needs_extra():
+    """A missing optional dependency, like a bad argument: one line naming the extra to install, status 2."""
+    try:
+        yield
+    except ModuleNotFoundError as err:
+        if "pip install" not in str(err):
+            raise
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `losstrail run`."),
+    to: Path = typer.Option(
+        ..., "--to", help="Surface file; its extension picks the format: h5, vtp, obj, ply, csv, npz."
+    ),
+    path: Optional[Path] = typer.Option(
+        None, "--path", help="Also write the path: .h5 (Li et al.'s projection file), .vtp (polyline), .csv or .npz."
+    ),
+    directions: Optional[Path] = typer.Option(
+        None, "--directions", help="Also write the plane as Li et al.'s direction file (.h5)."
+    ),
+    log: bool = typer.Option(False, "--log", help="vtp/obj/ply: height log(loss + 0.1), as h52vtp.py --log."),
+    zmax: Optional[float] = typer.Option(None, help="vtp/obj/ply: clip the loss at this value (before --log)."),
+    ascii: bool = typer.Option(False, "--ascii", help="vtp/ply: text instead of binary."),
+):
+    """Write a run's surface (and path, directions) for Li et al.'s scripts, ParaView, Blender or a spreadsheet."""
+    with _user_errors(), _needs_extra():
+        from losstrail.formats import export as export_run
+
+        export_run(run_dir, to, path=path, directions=directions, log=log, zmax=zmax, ascii=ascii)
+    typer.echo(f"wrote {', '.join(str(p) for p in (to, path, directions) if p is not None)}")
+
+
+@app.command("import")
+def import_(
+    surface: Path = typer.Argument(..., help="A surface file: Li et al.'s .h5 (or a fork's), or a .npz/.csv table."),
+    path: Optional[Path] = typer.Option(None, "--path", help="Li et al.'s projection file (.h5) of the path to draw."),
+    directions: Optional[Path] = typer.Option(None, "--directions", help="Li et al.'s direction file (.h5)."),
+    key: Optional[str] = typer.Option(None, help="The loss array in the .h5 [default: train_loss, or a fork's]."),
+    out: Path = typer.Option(Path("surface.gif"), help="Output file; the extension picks the format."),
+    fps: float = typer.Option(15, help="Frames per second of the animation."),
+    frames: int = typer.Option(300, help="Most frames in the animation."),
+    format: Optional[str] = FORMAT,
+    view: str = VIEW,
+    rotate: bool = ROTATE,
+    cmap: str = CMAP,
+    levels: int = LEVELS,
+    linear: bool = LINEAR,
+    size: Optional[str] = SIZE,
+    dpi: int = DPI,
+    title: Optional[str] = TITLE,
+    path_color: str = PATH_COLOR,
+    every: Optional[int] = EVERY,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Draw or animate a surface made elsewhere (Li et al.'s plot_surface.py), with its path when given."""
+    with _user_errors(), _needs_extra():
+        from losstrail.formats import render_surface
+
+        style = _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every)
+        render_surface(surface, out, path=path, directions=directions, key=key, fps=fps, max_frames=frames,
+                       title=title, quiet=quiet, **style)  # fmt: skip
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     try:
         app()

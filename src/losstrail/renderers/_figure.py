@@ -59,7 +59,7 @@ def faithfulness_title(title: str, projection: Projection) -> str:
     if captured is None:
         return title
     line = f"the plane captures {captured:.1%} of the path's variance"
-    if len(projection):
+    if len(projection) and np.isfinite(projection.off_plane).any():  # unknown for a path read from a file
         line += f"; largest distance from it {float(np.max(projection.off_plane)):.3g}"
     return f"{title}\n{line}" if title else line
 
