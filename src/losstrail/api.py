@@ -114,6 +114,9 @@ def loss_landscape_anim(
     hessian_examples: int | None = None,
     faithfulness: bool = True,
     decision: bool = False,
+    params="trainable",
+    objective=None,
+    loss_fn=None,
     quiet: bool = False,
     **style,
 ):
@@ -158,6 +161,11 @@ def loss_landscape_anim(
         faithfulness: evaluate the true loss at every recorded point and the slice loss at
             its projection, and draw them beside the contour (default True).
         decision: add a panel with the classifier's decision regions at each step (2-D data).
+        params: which parameters the path, plane and grid span: ``'trainable'`` (default),
+            ``'all'``, name patterns or a predicate ``(name, param) -> bool``; the others keep
+            their values everywhere.
+        objective, loss_fn: the loss, by the rule of ``loss_surface``, for training a plain
+            module, the path's losses, the plane and the grid alike.
         quiet: no progress bars.
         **style: the look and the format, as ``animate``: ``format``, ``view`` ('2d'/'3d'),
             ``rotate``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``,
@@ -250,6 +258,9 @@ def _run_job(
     hessian_examples,
     faithfulness,
     decision,
+    params,
+    objective,
+    loss_fn,
     quiet,
     style,
     run_dir,
@@ -259,6 +270,7 @@ def _run_job(
 ):
     import lightning.pytorch as pl
 
+    from losstrail._batching import take_subset
     from losstrail.artifacts import (
         load_run_value,
         load_weights,
@@ -272,7 +284,7 @@ def _run_job(
     from losstrail.models import MLP
     from losstrail.projection import project
     from losstrail.record import Trajectory
-    from losstrail.surface import loss_surface, path_grid, take_subset
+    from losstrail.surface import loss_surface, plane_grid
     from losstrail.train import fit
 
     if seed is not None:
@@ -331,6 +343,9 @@ def _run_job(
             record_every=record_every,
             accelerator=accelerator,
             storage=run_dir,  # a path too large for memory is kept in the run directory
+            params=params,
+            objective=objective,
+            loss_fn=loss_fn,
             quiet=quiet,
         )
         trajectory = run.trajectory
@@ -356,16 +371,20 @@ def _run_job(
             seed=seed,
             model=model,
             data=grid_data,
+            objective=objective,
+            loss_fn=loss_fn,
             device=device,
             quiet=quiet,
             **plane_options,
         )
-    measure = {"model": model, "data": grid_data, "bn_batches": bn_batches, "device": device} if faithfulness else {}
+    loss = {"objective": objective, "loss_fn": loss_fn}
+    measure = {"model": model, "data": grid_data, "bn_batches": bn_batches, "device": device, **loss}
+    measure = measure if faithfulness else {}
     projection = _saved_projection(run_dir, plane, trajectory) if surface is not None else None
     if projection is None or (faithfulness and not projection.measured):
         projection = project(plane, trajectory, **measure)
     if surface is None:
-        xs, ys = path_grid(projection.xy, resolution, xrange=xrange, yrange=yrange)
+        xs, ys = plane_grid(plane, projection.xy, resolution, xrange=xrange, yrange=yrange)
         surface = loss_surface(
             model,
             datamodule,
@@ -377,6 +396,7 @@ def _run_job(
             bn_batches=bn_batches,
             device=device,
             quiet=quiet,
+            **loss,
         )
         save_run_value(run_dir, plane)
         save_run_value(run_dir, surface)
@@ -416,7 +436,7 @@ def _decision_maps(model, data, trajectory, n_frames, run_dir):
     from losstrail.surface import decision_regions
 
     index = select_frames(len(trajectory), n_frames)
-    maps = decision_regions(model, data, trajectory.params[index], index)
+    maps = decision_regions(model, data, trajectory.params[index], index, names=trajectory.names)
     save_run_value(run_dir, maps)
     return maps
 

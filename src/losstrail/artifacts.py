@@ -40,6 +40,8 @@ VALUE_FILES = {
 # Fields held by reference to another saved value rather than as arrays.
 _LINKED = {"plane"}
 _PAIRS = {"explained", "eigenvalues"}
+# Parameter names (an array of strings) and shapes (JSON text) of a parameter subset.
+_NAMES, _SHAPES = "names", "shapes"
 
 
 def _to_arrays(value) -> dict[str, np.ndarray]:
@@ -48,7 +50,12 @@ def _to_arrays(value) -> dict[str, np.ndarray]:
         item = getattr(value, field.name)
         if item is None or field.name in _LINKED:
             continue
-        arrays[field.name] = np.asarray(item) if not isinstance(item, str) else np.array(item, dtype=np.str_)
+        if field.name == _SHAPES:
+            arrays[field.name] = np.array(json.dumps([list(s) for s in item]), dtype=np.str_)
+        elif field.name == _NAMES:
+            arrays[field.name] = np.array(list(item), dtype=np.str_)
+        else:
+            arrays[field.name] = np.asarray(item) if not isinstance(item, str) else np.array(item, dtype=np.str_)
     return arrays
 
 
@@ -100,7 +107,11 @@ def load_run_value(run_dir: str | os.PathLike, cls, **linked):
                     )
                 continue
             item = data[field.name]
-            if item.dtype.kind == "U":
+            if field.name == _NAMES:
+                item = tuple(str(n) for n in item.reshape(-1))
+            elif field.name == _SHAPES:
+                item = tuple(tuple(int(d) for d in s) for s in json.loads(str(item)))
+            elif item.dtype.kind == "U":
                 item = str(item)
             elif field.name in _PAIRS:
                 item = (float(item[0]), float(item[1]))

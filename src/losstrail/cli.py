@@ -39,6 +39,10 @@ TITLE = typer.Option(None, help="Figure title.")
 PATH_COLOR = typer.Option("red", help="Colour of the path.")
 EVERY = typer.Option(None, help="Draw only every k-th recorded step.")
 DECISION = typer.Option(False, "--decision", help="Add a panel with the decision regions (2-D datasets).")
+PARAMS = typer.Option(
+    "trainable",
+    help="Parameters the path, plane and grid span: trainable, all, or name patterns (e.g. 'layers.0.*,layers.2.*').",
+)
 
 
 def _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every) -> dict:
@@ -91,6 +95,7 @@ def run(
         None, help="hessian directions: use a subset of this many examples."
     ),
     faithfulness: bool = typer.Option(True, help="Measure the true and slice loss along the path and plot them."),
+    params: str = PARAMS,
     format: Optional[str] = FORMAT,
     view: str = VIEW,
     rotate: bool = ROTATE,
@@ -153,6 +158,7 @@ def run(
             hessian_examples=hessian_examples,
             faithfulness=faithfulness,
             decision=decision,
+            params=_params(params),
             quiet=quiet,
             **_style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every),
             **({} if title is None else {"title": title}),
@@ -170,6 +176,14 @@ def _resolution(text: str):
     if len(values) not in (1, 2):
         raise ValueError(f"--resolution={text!r} must be a count such as 100, or NXxNY such as 120x80")
     return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _params(text: str):
+    """``--params``: trainable, all, or comma-separated name patterns."""
+    text = text.strip()
+    if text in ("trainable", "all"):
+        return text
+    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 def _centre(text: str):
@@ -201,6 +215,7 @@ def compare(
     seed: int = typer.Option(0, help="Seed for the shared initial weights and data order."),
     out: Path = typer.Option(Path("compare.gif"), help="Output file."),
     run_dir: Path = typer.Option(Path("comparison"), help="Comparison directory (each run, shared plane and grid)."),
+    params: str = PARAMS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Train several optimizers from the same weights and animate them on one shared plane."""
@@ -230,6 +245,7 @@ def compare(
             seed=seed,
             out=out,
             run_dir=run_dir,
+            params=_params(params),
             quiet=quiet,
         )
     typer.echo(f"wrote {out} (comparison saved in {run_dir})")

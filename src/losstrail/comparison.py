@@ -115,6 +115,9 @@ def compare(
     n_frames: int = 300,
     title: str | None = None,
     faithfulness: bool = True,
+    params="trainable",
+    objective=None,
+    loss_fn=None,
     return_data: bool = False,
     quiet: bool = False,
 ):
@@ -140,6 +143,10 @@ def compare(
         run_dir: the comparison directory: each run's path, the shared plane and surface.
         fps, n_frames, title, quiet: as ``loss_landscape_anim``.
         faithfulness: measure each run's true loss along its path (default True).
+        params: which parameters the paths, plane and surface span (see ``fit``); runs in
+            ``trained`` must have recorded the same ones.
+        objective, loss_fn: the loss, by the rule of ``loss_surface`` (e.g. ``loss_fn=F.mse_loss``
+            for regression); used for training, the path's losses and the surface alike.
         return_data: return ``{name: (optim_path, loss_steps, accu_steps)}`` (each an
             ``AnimationData`` with the faithfulness figures).
 
@@ -180,7 +187,8 @@ def compare(
 
 def _compare_job(
     names, settings, trained, datamodule, model, epochs, seed, reduction_method, centre, custom_directions,
-    resolution, layout, timeline, out, run_dir, fps, n_frames, title, faithfulness, return_data, quiet, **_,
+    resolution, layout, timeline, out, run_dir, fps, n_frames, title, faithfulness, params, objective, loss_fn,
+    return_data, quiet, **_,
 ):  # fmt: skip
     import lightning.pytorch as pl
 
@@ -213,16 +221,21 @@ def _compare_job(
                 learning_rate=s.get("learning_rate"),
                 epochs=epochs,
                 seed=seed,
+                params=params,
+                objective=objective,
+                loss_fn=loss_fn,
                 quiet=quiet,
             )
             models.append(run.model)
             trajectories.append(run.trajectory)
     check_runs(names, [t.n_params for t in trajectories], centre)
     _check_shapes(names, models)
+    _check_recorded(names, trajectories)
     trajectories = [_finite(name, t) for name, t in zip(names, trajectories)]
+    loss = {"objective": objective, "loss_fn": loss_fn}
     comparison = _shared_view(
         names, models, trajectories, datamodule, reduction_method, centre, custom_directions, resolution, seed,
-        faithfulness, quiet,
+        faithfulness, quiet, loss,
     )  # fmt: skip
     _save(run_dir, comparison, trajectories, settings, models)
     if out is not None:
@@ -231,6 +244,23 @@ def _compare_job(
     if return_data:
         return {n: _animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
     return comparison
+
+
+def _recorded(names) -> str:
+    if names is None:
+        return "all parameters"
+    return f"{len(names)} tensors ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+
+
+def _check_recorded(names, trajectories) -> None:
+    """One plane needs every run to have recorded the same parameters."""
+    first = trajectories[0].names
+    for name, t in zip(names[1:], trajectories[1:]):
+        if t.names != first:
+            raise ValueError(
+                f"runs {names[0]!r} and {name!r} recorded different parameters "
+                f"({_recorded(first)} vs {_recorded(t.names)}); record every run with the same params="
+            )
 
 
 def _check_shapes(names, models) -> None:
@@ -256,11 +286,13 @@ def _title(names) -> str:
     return "Comparing " + ", ".join(names)
 
 
-def _shared_view(names, models, trajectories, data, method, centre, directions, resolution, seed, faithfulness, quiet):
+def _shared_view(
+    names, models, trajectories, data, method, centre, directions, resolution, seed, faithfulness, quiet, loss
+):
     """The shared plane (joint over all paths), each run's projection and the one surface."""
     from losstrail.directions import captured_fraction, plane_through
     from losstrail.projection import project
-    from losstrail.surface import loss_surface, path_grid
+    from losstrail.surface import loss_surface, plane_grid
 
     stacked = np.concatenate([t.params for t in trajectories])  # (sum T, P): joint PCA sees every path
     finals = np.stack([t.params[-1] for t in trajectories])
@@ -275,13 +307,15 @@ def _shared_view(names, models, trajectories, data, method, centre, directions, 
         seed=seed,
         model=reference,
         data=data,
+        names=trajectories[0].names,
         quiet=quiet,
+        **loss,
     )
-    measure = {"model": reference, "data": data} if faithfulness else {}
+    measure = {"model": reference, "data": data, **loss} if faithfulness else {}
     projections = tuple(project(plane, t, **measure) for t in trajectories)
     captured = tuple(float(sum(captured_fraction(t.params, plane.u, plane.v))) for t in trajectories)
-    xs, ys = path_grid(np.concatenate([p.xy for p in projections]), resolution)
-    surface = loss_surface(reference, data, plane, xs, ys, quiet=quiet)
+    xs, ys = plane_grid(plane, np.concatenate([p.xy for p in projections]), resolution)
+    surface = loss_surface(reference, data, plane, xs, ys, quiet=quiet, **loss)
     return Comparison(tuple(names), projections, captured, plane, surface)
 
 

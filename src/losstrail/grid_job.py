@@ -116,7 +116,7 @@ def compute_surface(
     from losstrail.directions import Plane
     from losstrail.projection import project
     from losstrail.record import Trajectory
-    from losstrail.surface import Surface, evaluate_grid, path_grid, selected_names
+    from losstrail.surface import Surface, evaluate_grid, plane_grid, selected_names
 
     run_dir = Path(run_dir)
     if not (run_dir / "plane.npz").is_file():
@@ -140,7 +140,7 @@ def compute_surface(
         resolution = resolution if resolution is not None else settings.get("resolution", 100)
         resolution = tuple(resolution) if isinstance(resolution, list) else resolution
         xrange, yrange = settings.get("xrange"), settings.get("yrange")
-        xs, ys = path_grid(project(plane, trajectory).xy, resolution, xrange=xrange, yrange=yrange)
+        xs, ys = plane_grid(plane, project(plane, trajectory).xy, resolution, xrange=xrange, yrange=yrange)
         model, data = _model_and_data(run_dir, settings, model, data)
         if device is None:
             device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"

@@ -96,6 +96,35 @@ def path_grid(
     return axes[0], axes[1]
 
 
+# Planes whose directions are not fitted to the path: the path's projection on them is tiny,
+# so a grid fitted to it alone shows a flat patch. Li et al. (2018) draw them on a fixed
+# extent, ±1 in units of the filter-normalized direction, whose length is about |θ|.
+FIXED_EXTENT_METHODS = ("filter", "layer", "random", "custom")
+
+
+def fixed_extent(plane: Plane) -> float | None:
+    """The half-width the grid of ``plane`` spans at least: 1 for filter/layer-normalized directions
+    (as Li et al.), the centre's norm for unit random or custom directions (the same in their units);
+    None for planes fitted to the path (PCA, interpolation, Hessian)."""
+    if plane.method in ("filter", "layer"):
+        return 1.0
+    if plane.method in ("random", "custom"):
+        return float(np.linalg.norm(plane.origin.astype(np.float64))) or 1.0
+    return None
+
+
+def plane_grid(plane: Plane, xy: np.ndarray, resolution=100, *, xrange=None, yrange=None):
+    """Grid axes ``(xs, ys)`` for ``plane``: the whole path ``xy`` (T, 2) with a margin, widened to
+    ``fixed_extent(plane)`` on each side of the centre where that applies (see ``path_grid``)."""
+    half = fixed_extent(plane)
+    if half is not None:
+        corners = np.array([[-half, -half], [half, half]])
+        xy = np.concatenate([np.asarray(xy, dtype=np.float64), corners])
+        margin = 0.0 if np.abs(xy).max() <= half else 0.25
+        return path_grid(xy, resolution, margin, xrange=xrange, yrange=yrange)
+    return path_grid(xy, resolution, xrange=xrange, yrange=yrange)
+
+
 def _check_range(name: str, value) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in value)
