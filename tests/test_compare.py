@@ -128,3 +128,46 @@ def test_runs_with_the_same_count_but_other_shapes_are_refused(tmp_path):
     assert a.trajectory.n_params == b.trajectory.n_params == 33
     with pytest.raises(ValueError, match=r"run 'a' has parameter shapes .* but run 'b' has .* same model architecture"):
         _small(tmp_path, trained={"a": a, "b": b})
+
+
+def test_a_regression_comparison_equals_the_single_run_surface_on_its_plane(tmp_path):
+    import torch
+    import torch.nn.functional as F
+
+    from losstrail import compare, fit, loss_surface
+
+    torch.manual_seed(0)
+    X = torch.randn(80, 2)
+    y = (X[:, :1] * X[:, 1:]).sin()
+
+    def net():
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+    runs = {o: fit(net(), (X, y), loss_fn=F.mse_loss, optimizer=o, learning_rate=0.05, epochs=15, quiet=True)
+            for o in ("sgd", "adam")}  # fmt: skip
+    cmp = compare(trained=runs, datamodule=(X, y), loss_fn=F.mse_loss, resolution=6, out=None,
+                  run_dir=tmp_path / "cmp", quiet=True)  # fmt: skip
+    alone = loss_surface(runs["sgd"].model, (X, y), cmp.plane, cmp.surface.xs, cmp.surface.ys, loss_fn=F.mse_loss,
+                         quiet=True)  # fmt: skip
+    np.testing.assert_allclose(cmp.surface.loss, alone.loss, rtol=1e-6)
+    assert cmp.surface.loss.min() > 0 and np.isnan(cmp.surface.accuracy).all()  # a real MSE, not 0.0 everywhere
+    with pytest.raises(ValueError, match=r"not class logits and labels.*loss_fn=torch.nn.functional.mse_loss"):
+        compare(trained=runs, datamodule=(X, y), resolution=6, out=None, run_dir=tmp_path / "c2", quiet=True)
+
+
+def test_runs_that_recorded_different_parameters_are_refused(tmp_path):
+    import torch
+
+    from losstrail import compare, fit
+
+    X, y = torch.randn(40, 2), torch.randint(0, 3, (40,))
+
+    def net():
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+
+    a = fit(net(), (X, y), epochs=3, quiet=True)
+    b = fit(net(), (X, y), epochs=3, params=["2.*"], quiet=True)
+    with pytest.raises(ValueError, match=r"runs 'a' and 'b' recorded different parameters.*same params="):
+        compare(trained={"a": a, "b": b}, datamodule=(X, y), out=None, run_dir=tmp_path / "c", quiet=True)

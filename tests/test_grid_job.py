@@ -70,3 +70,17 @@ def test_two_processes_with_gloo_equal_one(run_dir):
 def test_surface_without_a_plane_says_which_command_makes_one(tmp_path):
     result = CliRunner().invoke(app, ["surface", str(tmp_path)])
     assert result.exit_code == 2 and "has no plane.npz" in result.output and "losstrail run" in result.output
+
+
+def test_the_surface_job_honours_the_runs_subset_and_writes_its_standard_error(tmp_path):
+    args = ["run", "--epochs", "3", "--resolution", "6x5", "--frames", "2", "--seed", "0", "--hidden-dim", "8"]
+    out = tmp_path / "sub"
+    result = CliRunner().invoke(
+        app, [*args, "--subset", "100", "--out", str(tmp_path / "s.gif"), "--run-dir", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    with np.load(out / "surface.npz") as s:
+        loss, se = s["loss"].copy(), s["loss_se"].copy()
+    surface = compute_surface(out, chunk_points=7, force=True, quiet=True)
+    np.testing.assert_allclose(surface.loss, loss, rtol=1e-5, atol=1e-7)  # the same 100 examples, not all of them
+    np.testing.assert_allclose(surface.loss_se, se, rtol=1e-4, atol=1e-7)

@@ -228,9 +228,9 @@ def _compare_job(
             )
             models.append(run.model)
             trajectories.append(run.trajectory)
+    _check_recorded(names, trajectories)
     check_runs(names, [t.n_params for t in trajectories], centre)
     _check_shapes(names, models)
-    _check_recorded(names, trajectories)
     trajectories = [_finite(name, t) for name, t in zip(names, trajectories)]
     loss = {"objective": objective, "loss_fn": loss_fn}
     comparison = _shared_view(
