@@ -52,3 +52,23 @@ def test_true_loss_and_slice_loss_equal_the_model_loaded_with_those_weights(tiny
     assert proj.true_loss[-1] == pytest.approx(proj.slice_loss[-1], abs=1e-6)  # the centre is in the plane
     with pytest.raises(ValueError, match=r"pass both model and data"):
         project(plane, traj, model=tiny_model)
+
+
+def test_batchnorm_without_recomputed_statistics_warns_and_with_them_does_not():
+    import warnings
+
+    import torch
+
+    from losstrail import fit, make_plane, project
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    data = (torch.randn(64, 2), torch.randint(0, 3, (64,)))
+    run = fit(model, data, epochs=3, quiet=True)
+    plane = make_plane(run.trajectory, "pca")
+    with pytest.warns(UserWarning, match=r"BatchNorm layers, and with bn_batches=0.*pass bn_batches=4"):
+        project(plane, run.trajectory, model=model, data=data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        measured = project(plane, run.trajectory, model=model, data=data, bn_batches=1)
+    assert np.isfinite(measured.true_loss).all()

@@ -83,8 +83,19 @@ def project(
     if (model is None) != (data is None):
         raise ValueError("pass both model and data to measure the true and slice losses along the path, or neither")
     if model is not None:
+        from losstrail._evaluate import batch_norms
         from losstrail.surface import evaluate_points
 
+        if batch_norms(model) and not bn_batches:
+            import warnings
+
+            warnings.warn(
+                f"{type(model).__name__} has BatchNorm layers, and with bn_batches=0 every recorded point is evaluated "
+                "with the final running statistics, which flattens the true loss early in training; pass "
+                "bn_batches=4 (or more) to recompute them at each point",
+                UserWarning,
+                stacklevel=2,
+            )
         options = {"objective": objective, "loss_fn": loss_fn, "bn_batches": bn_batches, "device": device}
         points = np.concatenate([trajectory.params, plane.origin + xy.astype(np.float32) @ basis.astype(np.float32)])
         names = plane.names if plane.names is not None else trajectory.names
