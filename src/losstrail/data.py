@@ -106,8 +106,20 @@ class _InMemoryDataModule(pl.LightningDataModule):
         size = len(self.dataset) if self.batch_size is None else self.batch_size
         return math.ceil(len(self.dataset) / size)
 
-    def train_dataloader(self) -> DataLoader:
-        return batch_loader(self.dataset, self.batch_size, shuffle=True, num_workers=self.num_workers)
+    @property
+    def X(self) -> torch.Tensor:
+        """The inputs (N, ...), as the reference's data modules held them."""
+        return self.dataset.tensors[0]
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The labels (N,)."""
+        return self.dataset.tensors[1]
+
+    def train_dataloader(self, num_workers: int | None = None) -> DataLoader:
+        """Shuffled training batches; ``num_workers`` (as the reference took it) overrides the module's."""
+        workers = self.num_workers if num_workers is None else num_workers
+        return batch_loader(self.dataset, self.batch_size, shuffle=True, num_workers=workers)
 
 
 class SpiralsDataModule(_InMemoryDataModule):

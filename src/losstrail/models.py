@@ -7,6 +7,7 @@ written for ``loss-landscape-anim`` keeps working unchanged.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 import lightning.pytorch as pl
@@ -18,7 +19,7 @@ from torch import nn
 from losstrail._functional import flat_params
 from losstrail._registry import MODELS, check_choice
 
-__all__ = ["LeNet", "MLP", "GenericModel", "flat_params", "make_model"]
+__all__ = ["Accuracy", "LeNet", "MLP", "GenericModel", "flat_params", "make_model"]
 
 
 def load_flat_params(model: nn.Module, flat: torch.Tensor) -> None:
@@ -34,11 +35,86 @@ def load_flat_params(model: nn.Module, flat: torch.Tensor) -> None:
             offset += p.numel()
 
 
+class Accuracy(nn.Module):
+    """The share of correct predictions, called as the reference's ``torchmetrics.Accuracy`` is.
+
+    ``accuracy(preds, target)`` takes class indices ``(N, ...)`` or scores ``(N, C, ...)``
+    (the class is their argmax over dim 1) and labels ``(N, ...)``; it returns the batch's
+    accuracy as a scalar tensor and adds the batch to a running total that ``compute()``
+    returns and ``reset()`` clears. It has no parameters or buffers, so it changes neither
+    a model's parameter vector nor its ``state_dict``.
+
+    Args:
+        num_classes: the number of classes (scores must have this many columns).
+
+    >>> accuracy = Accuracy(num_classes=3)
+    >>> accuracy(torch.tensor([0, 2, 1, 1]), torch.tensor([0, 2, 2, 1]))
+    tensor(0.7500)
+    >>> accuracy(torch.tensor([[0.1, 0.9, 0.0], [2.0, 0.0, 1.0]]), torch.tensor([1, 1]))
+    tensor(0.5000)
+    >>> accuracy.compute()
+    tensor(0.6667)
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        try:
+            self.num_classes = operator.index(num_classes)
+        except TypeError:
+            self.num_classes = 0
+        if isinstance(num_classes, bool) or self.num_classes < 1:
+            raise ValueError(f"num_classes={num_classes!r} must be a positive integer, e.g. num_classes=10")
+        self.reset()
+
+    def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        correct, total = self._count(preds, target)
+        self._add(correct, total)
+        return correct.float() / total
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch to the running total."""
+        self._add(*self._count(preds, target))
+
+    def compute(self) -> torch.Tensor:
+        """Accuracy over every batch since the last ``reset()`` (NaN before the first)."""
+        return self._correct.float() / self._total
+
+    def reset(self) -> None:
+        """Forget the running total."""
+        self._correct = torch.tensor(0)
+        self._total = 0
+
+    def _add(self, correct: torch.Tensor, total: int) -> None:
+        self._correct = self._correct.to(correct.device) + correct  # stays on the device: no sync per step
+        self._total += total
+
+    def _count(self, preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+        preds, target = torch.as_tensor(preds).detach(), torch.as_tensor(target).detach()
+        if preds.is_floating_point() and preds.dim() == target.dim() + 1:
+            if preds.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"accuracy got scores of shape {tuple(preds.shape)} for num_classes={self.num_classes}; "
+                    f"pass scores (N, {self.num_classes}) or class indices (N,), or set num_classes to their width"
+                )
+            preds = preds.argmax(dim=1)
+        if preds.shape != target.shape:
+            raise ValueError(
+                f"accuracy got predictions of shape {tuple(preds.shape)} and targets of shape {tuple(target.shape)}; "
+                "pass class indices of the targets' shape (e.g. y_pred.argmax(dim=1)) or scores (N, C)"
+            )
+        return (preds == target).sum(), target.numel()
+
+
 class GenericModel(pl.LightningModule):
     """The reference package's base class: classification with an optimizer chosen by name.
 
     Subclasses define ``forward``; the training step, the loss (cross-entropy), the
     optimizer and the flat-parameter helpers come from here.
+
+    A subclass written for the reference, with its own ``training_step`` that calls
+    ``self.accuracy(preds, y)``, appends to ``self.training_step_outputs`` and fills
+    ``self.optim_path`` in ``on_train_epoch_end``, runs unchanged; losstrail records the
+    trajectory itself and does not read those lists.
 
     Args:
         optimizer: one of ``'sgd'``, ``'momentum'`` (also ``'sgd+momentum'``), ``'adam'``,
@@ -47,6 +123,7 @@ class GenericModel(pl.LightningModule):
         custom_optimizer: a callable ``(params, lr=...) -> torch.optim.Optimizer`` that
             replaces ``optimizer``.
         gpus: kept for compatibility with the reference; the device is chosen by ``fit``.
+        num_classes: classes that ``self.accuracy`` scores (default 10, as the reference).
     """
 
     def __init__(
@@ -55,13 +132,17 @@ class GenericModel(pl.LightningModule):
         learning_rate: float = 1e-3,
         custom_optimizer: Callable | None = None,
         gpus: int = 0,
+        num_classes: int = 10,
     ):
         super().__init__()
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.custom_optimizer = custom_optimizer
         self.gpus = gpus
-        self.optim_path: list = []  # the reference filled this; losstrail records a Trajectory instead
+        self.accuracy = Accuracy(num_classes)
+        # The reference's models fill these in their training steps; losstrail records a Trajectory instead.
+        self.optim_path: list = []
+        self.training_step_outputs: list = []
 
     # ``loss_fn(y_pred, y)``: cross-entropy, as in the reference. Being ``F.cross_entropy``
     # itself (not a wrapper) lets the grid recognise it and use its faster equivalent.
@@ -119,7 +200,7 @@ class MLP(GenericModel):
                 f"hidden_dim={hidden_dim!r}, num_hidden_layers={num_hidden_layers!r}: the MLP needs at least one "
                 "unit per hidden layer and zero or more hidden layers (0 is a linear classifier)"
             )
-        super().__init__(optimizer, learning_rate, custom_optimizer, gpus)
+        super().__init__(optimizer, learning_rate, custom_optimizer, gpus, num_classes)
         widths = [input_dim] + [hidden_dim] * num_hidden_layers
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths[:-1], widths[1:]):
@@ -175,7 +256,7 @@ class LeNet(GenericModel):
         custom_optimizer: Callable | None = None,
         gpus: int = 0,
     ):
-        super().__init__(optimizer, learning_rate, custom_optimizer, gpus)
+        super().__init__(optimizer, learning_rate, custom_optimizer, gpus, num_classes)
         pad = 2 if input_size >= 16 else 4  # 28 -> 28 -> 14 -> 10 -> 5; 8 -> 12 -> 6 -> 2 -> 1
         self.features = nn.Sequential(
             # Pooling before the ReLU gives the same numbers (both keep order) at a quarter of the ReLU's work.

@@ -91,6 +91,7 @@ def _quiet_lightning():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=r".*`training_step` returned `None`.*")
+        warnings.filterwarnings("ignore", message=r".*but have no logger configured.*")  # self.log(logger=True)
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         try:
             yield
@@ -275,9 +276,10 @@ def fit(
             limit_val_batches=0,
             callbacks=_callbacks_for(namespace, [recorder, _StepProgress(quiet)]),
         )
-        if isinstance(datamodule, namespace.LightningDataModule):
+        # The reference's own DataModules skip super().__init__() (no `trainer` attribute); the Trainer needs it.
+        if isinstance(datamodule, namespace.LightningDataModule) and hasattr(datamodule, "trainer"):
             trainer.fit(model, datamodule=datamodule)
-        elif is_datamodule(datamodule):  # a DataModule of the other namespace: hand over its loader
+        elif is_datamodule(datamodule):  # of the other namespace, or not initialised: hand over its loader
             datamodule.prepare_data()
             datamodule.setup("fit")
             trainer.fit(model, train_dataloaders=datamodule.train_dataloader())
