@@ -2,8 +2,8 @@
 
 Pure NumPy, no torch: ``evaluate`` is whatever computes exact values for a batch of grid cells.
 
-The scheme. Each axis has a hierarchy of node sets: level 0 is a coarse lattice (about every
-``coarse``-th index, evenly spread, both ends included), and level ``k + 1`` adds the midpoint
+The scheme. Each axis has a hierarchy of node sets: level 0 is a coarse lattice (``coarse`` intervals,
+evenly spread, both ends included), and level ``k + 1`` adds the midpoint
 of every interval of level ``k`` that is longer than 1, until every index is a node. A *cell* of
 level ``k`` is the rectangle between two consecutive level-``k`` nodes on each axis.
 
@@ -50,8 +50,9 @@ import numpy as np
 FLOOR = 0.01
 # The reported error is this many times the largest checked error: a margin for the error between check points.
 SAFETY = 3.0
-# Default spacing of the coarse lattice, in grid indices.
-COARSE = 16
+# Default number of coarse lattice intervals along each axis: the coarse lattice has COARSE + 1 points a side,
+# whatever the resolution, since how finely a surface must be sampled depends on the surface, not on the grid.
+COARSE = 8
 
 _STENCILS = {4: (-1, 0, 1, 2), 3: (-1, 0, 1), 2: (0, 1)}  # positions relative to a cell's first node
 _QUADRATIC_RIGHT = (0, 1, 2)
@@ -71,7 +72,7 @@ class AdaptiveGrid:
 
 def _levels(n: int, coarse: int) -> list[np.ndarray]:
     """Node indices of each level on an axis of ``n`` points: coarse lattice, then midpoints, down to all."""
-    m = -(-(n - 1) // coarse) + 1
+    m = min(coarse, n - 1) + 1
     nodes = np.unique(np.round(np.linspace(0, n - 1, m)).astype(np.int64))
     levels = [nodes]
     while len(nodes) < n:
@@ -85,8 +86,8 @@ def _levels(n: int, coarse: int) -> list[np.ndarray]:
 def minimum_points(nx: int, ny: int, coarse: int | None = None) -> int:
     """Exact evaluations an adaptive grid makes at least: the coarse lattice and its first checks.
 
-    >>> minimum_points(100, 100, 16), minimum_points(3, 2)
-    (225, 6)
+    >>> minimum_points(100, 100), minimum_points(100, 100, coarse=4), minimum_points(3, 2)
+    (289, 81, 6)
     """
     coarse = COARSE if coarse is None else coarse
     ly, lx = _levels(ny, coarse), _levels(nx, coarse)
@@ -235,8 +236,8 @@ def adaptive_grid(
         nx, ny: grid columns and rows, at least 2 each.
         tol: the largest relative error (see ``relative_difference``) an interpolated cell may
             show at its checks, e.g. 0.01.
-        coarse: spacing of the coarse lattice in grid indices (default ``COARSE``, 16); smaller
-            is safer for surfaces with small features and costs more.
+        coarse: intervals of the coarse lattice along each axis (default ``COARSE``, 8; at most
+            ``n - 1``); more is safer for surfaces with small features and costs more.
         quiet: no progress bar.
 
     Returns:
@@ -257,7 +258,7 @@ def adaptive_grid(
         raise ValueError(f"tol={tol!r} must be a positive finite number, e.g. tol=0.01")
     coarse = COARSE if coarse is None else coarse
     if isinstance(coarse, bool) or not isinstance(coarse, (int, np.integer)) or coarse < 1:
-        raise ValueError(f"coarse={coarse!r} must be a positive integer (grid indices between lattice points)")
+        raise ValueError(f"coarse={coarse!r} must be a positive integer (lattice intervals per axis), e.g. coarse=8")
     ly, lx = _levels(ny, coarse), _levels(nx, coarse)
     depth = max(len(ly), len(lx))
     ly += [ly[-1]] * (depth - len(ly))  # an axis already at full resolution stays there
