@@ -2,10 +2,10 @@
 
 Pure NumPy, no torch: ``evaluate`` is whatever computes exact values for a batch of grid cells.
 
-The scheme. Each axis has a hierarchy of node sets: level 0 is a coarse lattice (``coarse`` intervals,
-evenly spread, both ends included), and level ``k + 1`` adds the midpoint
-of every interval of level ``k`` that is longer than 1, until every index is a node. A *cell* of
-level ``k`` is the rectangle between two consecutive level-``k`` nodes on each axis.
+The scheme. Each axis has a hierarchy of node sets: level 0 is a coarse lattice (``coarse``
+intervals, evenly spread, both ends included), and level ``k + 1`` adds the midpoint of every
+interval of level ``k`` that is longer than 1, until every index is a node. A *cell* of level
+``k`` is the rectangle between two consecutive level-``k`` nodes on each axis.
 
 1. Evaluate the level-0 lattice exactly; every level-0 cell is active.
 2. For each active cell, its *check points* are the level-``k + 1`` nodes inside it or on its
@@ -14,19 +14,23 @@ level ``k`` is the rectangle between two consecutive level-``k`` nodes on each a
 3. A cell is interpolated from the level-``k`` lattice: a tensor product of 1-D Lagrange
    stencils, cubic (4 nodes) on each axis where the neighbouring level-``k`` nodes are exact
    and finite, else quadratic (3), else linear (2, the cell's own corners, always exact).
-   The cell passes when its corners and check points are finite and the relative error (below)
-   of its interpolation at every check point is at most ``tol``; it is then kept. Otherwise it
-   is split into its level-``k + 1`` children, whose corners are exactly its check points, and
-   they are checked at the next level. Cells one index wide on both axes have nothing to
-   interpolate, so refinement ends at full resolution at the latest.
+   The cell passes when its corners and check points are finite, no level-``k`` node next to it
+   is non-finite, and ``SAFETY`` times the relative error (below) of its interpolation at every
+   check point is at most ``tol``; it is then kept. Otherwise it is split into its level-``k + 1``
+   children, whose corners are exactly its check points, and they are checked at the next level.
+   Cells one index wide on both axes have nothing to interpolate, so refinement ends at full
+   resolution at the latest.
 4. The result holds every exact value as ``evaluate`` returned it; every other cell takes the
    interpolation of the finest kept cell that contains it.
 
 The check points of a cell sit where the leading error term of its interpolation peaks (the
-middle of each interval for cubic and linear stencils), so on smooth surfaces the largest
-checked error is the largest error. A feature smaller than a cell that no check point touches
-(a narrow spike, a small island of NaN) can be missed: that is the price of not evaluating
-every point, and why the default coarse spacing is modest.
+middle of each interval for cubic and linear stencils), but the error between them can be
+larger where the curvature changes within a cell (measured on real loss surfaces: up to 2 times
+the largest checked error, in a corner cell, where the stencils are one-sided). So
+the error reported, ``max_error``, is ``SAFETY`` (3) times the largest error the checks found
+in the interpolations kept, and cells are kept only while that is at most ``tol``. A feature
+smaller than a cell that no check point touches (a narrow spike, a small island of NaN) can
+be missed: that is the price of not evaluating every point.
 
 Relative error: ``|interpolated - exact| / max(|exact|, floor)`` with
 ``floor = FLOOR * (max - min)`` of the finite exact values (1% of the surface's range), so a
@@ -48,7 +52,8 @@ import numpy as np
 
 # The relative error's floor, as a fraction of the range of the surface's finite values.
 FLOOR = 0.01
-# The reported error is this many times the largest checked error: a margin for the error between check points.
+# The reported error is this many times the largest checked error: a margin for the error between check points
+# (measured on real loss surfaces: up to 2 times the checked error; see the module's docstring).
 SAFETY = 3.0
 # Default number of coarse lattice intervals along each axis: the coarse lattice has COARSE + 1 points a side,
 # whatever the resolution, since how finely a surface must be sampled depends on the surface, not on the grid.
@@ -65,7 +70,7 @@ class AdaptiveGrid:
     loss: np.ndarray  # (ny, nx) exact where ``exact``, interpolated elsewhere
     accuracy: np.ndarray  # (ny, nx) interpolated like the loss (clipped to the exact values' range)
     exact: np.ndarray  # (ny, nx) bool: evaluated exactly
-    max_error: float  # largest relative error the checks found in the interpolations kept (<= tol)
+    max_error: float  # SAFETY x the largest relative error the checks found in the kept interpolations (<= tol)
     n_exact: int  # number of exact cells
     floor: float  # the relative error's floor: FLOOR * range of the finite exact losses
 
