@@ -88,15 +88,25 @@ def _levels(n: int, coarse: int) -> list[np.ndarray]:
     return levels
 
 
-def minimum_points(nx: int, ny: int, coarse: int | None = None) -> int:
-    """Exact evaluations an adaptive grid makes at least: the coarse lattice and its first checks.
+def coarse_shape(nx: int, ny: int, coarse: int | None = None) -> tuple[int, int]:
+    """``(columns, rows)`` of the lattice an adaptive grid evaluates at least: the coarse lattice and its first checks.
 
-    >>> minimum_points(100, 100), minimum_points(100, 100, coarse=4), minimum_points(3, 2)
-    (289, 81, 6)
+    >>> coarse_shape(100, 100), coarse_shape(100, 100, coarse=4), coarse_shape(3, 2)
+    ((17, 17), (9, 9), (3, 2))
     """
     coarse = COARSE if coarse is None else coarse
     ly, lx = _levels(ny, coarse), _levels(nx, coarse)
-    return len(ly[min(1, len(ly) - 1)]) * len(lx[min(1, len(lx) - 1)])
+    return len(lx[min(1, len(lx) - 1)]), len(ly[min(1, len(ly) - 1)])
+
+
+def minimum_points(nx: int, ny: int, coarse: int | None = None) -> int:
+    """Exact evaluations an adaptive grid makes at least (see ``coarse_shape``).
+
+    >>> minimum_points(100, 100), minimum_points(100, 20, coarse=4)
+    (289, 81)
+    """
+    columns, rows = coarse_shape(nx, ny, coarse)
+    return columns * rows
 
 
 def relative_difference(approx, exact, floor: float | None = None) -> np.ndarray:
