@@ -124,6 +124,10 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h" if minutes == 0 else f"{hours} h {minutes} min"
 
 
+def _about(seconds: float) -> str:
+    return format_duration(seconds) if seconds < 1 else f"about {format_duration(seconds)}"
+
+
 def expected_exact(nx: int, ny: int, tol: float = DEFAULT_TOL, coarse: int | None = None) -> int:
     """Exact points an adaptive ``ny`` × ``nx`` grid is expected to evaluate at ``tol`` (see ``TYPICAL_EXACT``).
 
@@ -179,19 +183,19 @@ class Estimate:
         head = f"{_count(self.points)} points × {_count(self.examples)} examples"
         if grid == "adaptive":
             parts = [
-                f"{head}: about {format_duration(self.adaptive)} adaptive "
+                f"{head}: {_about(self.adaptive)} adaptive "
                 f"(about {_count(self.adaptive_exact)} points exact at tol {self.tol:g})",
-                f"{option('grid', 'full')} about {format_duration(self.full)}",
+                f"{option('grid', 'full')} {_about(self.full)}",
             ]
             subset_seconds = self.subset_adaptive
         else:
             parts = [
-                f"{head}: about {format_duration(self.full)}",
-                f"with {option('grid', 'adaptive')} about {format_duration(self.adaptive)}",
+                f"{head}: {_about(self.full)}",
+                f"with {option('grid', 'adaptive')} {_about(self.adaptive)}",
             ]
             subset_seconds = self.subset_full
         if self.subset is not None:
-            parts.append(f"{option('subset', self.subset)} about {format_duration(subset_seconds)}")
+            parts.append(f"{option('subset', self.subset)} {_about(subset_seconds)}")
         return "; ".join(parts)
 
 
@@ -317,7 +321,7 @@ def choose_for_budget(
     def picked(kind, gx, gy, subset, t, cost, why):
         on = all_examples if subset is None else f"a subset of {_count(subset)} of {_count(examples)} examples"
         what = f"the adaptive grid (tol {t:g})" if kind == "adaptive" else f"the full {gx}×{gy} grid"
-        sentence = f"{head}: {why}picked {what} on {on}, about {format_duration(cost)}"
+        sentence = f"{head}: {why}picked {what} on {on}, {_about(cost)}"
         return Choice(kind, gx, gy, subset, t, cost, sentence)
 
     if full <= seconds:
@@ -328,9 +332,9 @@ def choose_for_budget(
             None,
             None,
             full,
-            f"{head}: the full {grid} grid on {all_examples} fits, about {format_duration(full)}",
+            f"{head}: the full {grid} grid on {all_examples} fits, {_about(full)}",
         )
-    why = f"the full {grid} grid would take about {format_duration(full)}; "
+    why = f"the full {grid} grid would take {_about(full)}; "
     exact = expected_exact(nx, ny, tol, coarse)
     adaptive = rate * exact * examples
     if adaptive <= seconds:
@@ -339,8 +343,7 @@ def choose_for_budget(
     subset = _round_down(int(seconds / (rate * exact)))
     if subset >= fewest and examples > MIN_SUBSET:
         return picked("adaptive", nx, ny, subset, tol, rate * exact * subset, why)
-    at_least = format_duration(rate * exact * fewest)
-    why = f"the adaptive {grid} grid would take about {at_least} even on {_count(fewest)} examples; "
+    why = f"the adaptive {grid} grid would take {_about(rate * exact * fewest)} even on {_count(fewest)} examples; "
     # a full grid of lower resolution, down to the adaptive grid's coarse lattice with its checks
     low_x, low_y = coarse_shape(nx, ny, coarse)
     scale = min(1.0, math.sqrt(seconds / (rate * fewest * nx * ny)))
@@ -355,9 +358,10 @@ def choose_for_budget(
         scale *= 0.95
     least = low_x * low_y
     minimum = rate * least * fewest
+    at_least = format_duration(math.ceil(minimum)) if minimum >= 10 else f"{math.ceil(minimum * 10) / 10:g} s"
     raise ValueError(
         f"{_show(argument, budget)} is too small: even the adaptive grid's coarse lattice with its checks "
-        f"({_count(least)} points × {_count(fewest)} examples) takes about {format_duration(minimum)}; "
-        f"give at least {format_duration(math.ceil(minimum))}, "
+        f"({_count(least)} points × {_count(fewest)} examples) takes {_about(minimum)}; "
+        f"give at least {at_least}, "
         f"e.g. {_example(argument, f'{math.ceil(minimum * 1.2)}s')}"
     )
