@@ -14,10 +14,10 @@ interval of level ``k`` that is longer than 1, until every index is a node. A *c
 3. A cell is interpolated from the level-``k`` lattice: a tensor product of 1-D Lagrange
    stencils, cubic (4 nodes) on each axis where the neighbouring level-``k`` nodes are exact
    and finite, else quadratic (3), else linear (2, the cell's own corners, always exact).
-   The cell passes when its corners and check points are finite, no level-``k`` node next to it
-   is non-finite, and ``SAFETY`` times the relative error (below) of its interpolation at every
-   check point is at most ``tol``; it is then kept. Otherwise it is split into its level-``k + 1``
-   children, whose corners are exactly its check points, and they are checked at the next level.
+   The cell passes when its corners and check points are finite and ``SAFETY`` times the
+   relative error (below) of its interpolation at every check point is at most ``tol``; it is
+   then kept. Otherwise it is split into its level-``k + 1`` children, whose corners are
+   exactly its check points, and they are checked at the next level.
    Cells one index wide on both axes have nothing to interpolate, so refinement ends at full
    resolution at the latest.
 4. The result holds every exact value as ``evaluate`` returned it; every other cell takes the
@@ -215,13 +215,6 @@ def _split(cell: _Cell, ny_next: np.ndarray, nx_next: np.ndarray) -> list[_Cell]
     return _cells(cell.level + 1, ny_next, nx_next, pys, pxs)
 
 
-def _near(cell: _Cell, ny_nodes: np.ndarray, nx_nodes: np.ndarray, diverged: np.ndarray) -> bool:
-    """Whether a node of the cell's level within one node of the cell (corners included) is non-finite."""
-    rows = ny_nodes[max(cell.py - 1, 0) : cell.py + 3]
-    cols = nx_nodes[max(cell.px - 1, 0) : cell.px + 3]
-    return bool(diverged[np.ix_(rows, cols)].any())
-
-
 def _best_stencil(cell: _Cell, ny_nodes: np.ndarray, nx_nodes: np.ndarray, usable: np.ndarray):
     """Grid rows and columns of the highest-order stencil whose nodes are all exact and finite."""
     by_row = _stencil_choices(cell.py, len(ny_nodes), len(cell.rows) - 1)
@@ -320,7 +313,8 @@ def adaptive_grid(
             diverged = exact & ~finite
             children = []
             for cell, pts in zip(active, points):
-                ok = not (diverged[pts[:, 0], pts[:, 1]].any() or _near(cell, ly[k], lx[k], diverged))
+                corners = diverged[np.ix_(cell.rows[[0, -1]], cell.cols[[0, -1]])]
+                ok = not (corners.any() or diverged[pts[:, 0], pts[:, 1]].any())
                 if ok:
                     cell.stencil = _best_stencil(cell, ly[k], lx[k], usable)
                     sy, sx = cell.stencil
