@@ -84,3 +84,21 @@ def test_the_surface_job_honours_the_runs_subset_and_writes_its_standard_error(t
     surface = compute_surface(out, chunk_points=7, force=True, quiet=True)
     np.testing.assert_allclose(surface.loss, loss, rtol=1e-5, atol=1e-7)  # the same 100 examples, not all of them
     np.testing.assert_allclose(surface.loss_se, se, rtol=1e-4, atol=1e-7)
+
+
+def test_surface_grid_full_upgrades_an_adaptive_run(tmp_path):
+    args = ["run", "--epochs", "5", "--resolution", "30", "--frames", "2", "--seed", "0", "--hidden-dim", "8"]
+    out = tmp_path / "ad"
+    result = CliRunner().invoke(app, [*args, "--grid", "adaptive", "--out", str(tmp_path / "a.gif"),
+                                      "--run-dir", str(out), "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from losstrail.artifacts import load_run_value
+    from losstrail.surface import Surface
+
+    adaptive = load_run_value(out, Surface)
+    assert adaptive.adaptive and adaptive.max_error <= 0.01
+    result = CliRunner().invoke(app, ["surface", str(out), "--grid", "full", "-q"])
+    assert result.exit_code == 0, result.output
+    full = load_run_value(out, Surface)
+    assert not full.adaptive
+    np.testing.assert_allclose(full.loss[adaptive.exact], adaptive.loss[adaptive.exact], rtol=1e-6)

@@ -228,3 +228,63 @@ def test_cross_entropy_terms_equal_the_built_in_loss_and_argmax(classes):
     assert int(correct) == int((out.argmax(1) == y).sum())
     losses16, _ = cross_entropy_terms(out.bfloat16(), y)  # half-precision logits, float32 sums
     assert losses16.dtype == torch.float32
+
+
+def test_adaptive_grid_against_the_full_grid_on_the_spirals(tmp_path):
+    import losstrail as lt
+    from losstrail._adaptive import relative_difference
+
+    dm = lt.SpiralsDataModule()
+    torch.manual_seed(0)
+    run = lt.fit(lt.MLP(2, 3, hidden_dim=16, learning_rate=5e-3), dm, epochs=60, seed=0, quiet=True)
+    plane = lt.make_plane(run.trajectory, "pca")
+    xs, ys = lt.path_grid(lt.project(plane, run.trajectory).xy, 41)
+    full = lt.loss_surface(run.model, dm, plane, xs, ys, quiet=True)
+    adaptive = lt.loss_surface(run.model, dm, plane, xs, ys, grid="adaptive", tol=0.01, quiet=True)
+    assert adaptive.adaptive and adaptive.exact.sum() < 0.5 * adaptive.loss.size
+    np.testing.assert_array_equal(adaptive.loss[adaptive.exact], full.loss[adaptive.exact])  # bit for bit
+    assert relative_difference(adaptive.loss, full.loss).max() <= adaptive.max_error <= 0.01
+    assert adaptive.describe_grid().startswith(f"adaptive: {int(adaptive.exact.sum()):,} of 1,681 points exact")
+
+
+class _Explodes(torch.nn.Module):
+    """Logits that overflow to inf past a line in the plane: a diverged region of NaN/inf cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 3)
+
+    def forward(self, x):
+        return torch.exp(20 * self.lin(x))
+
+
+def test_adaptive_grid_keeps_a_diverged_region_masked_and_exact_around_it():
+    from losstrail._adaptive import relative_difference
+
+    torch.manual_seed(0)
+    model = _Explodes()
+    data = (torch.randn(64, 2), torch.randint(0, 3, (64,)))
+    rng = np.random.default_rng(0)
+    plane = Plane(np.zeros(9, np.float32), rng.normal(size=9).astype(np.float32),
+                  rng.normal(size=9).astype(np.float32), "custom")  # fmt: skip
+    xs, ys = np.linspace(-3, 3, 33), np.linspace(-3, 3, 29)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        full = loss_surface(model, data, plane, xs, ys, quiet=True)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        adaptive = loss_surface(model, data, plane, xs, ys, grid="adaptive", tol=0.02, quiet=True)
+    bad = ~np.isfinite(full.loss)
+    assert bad.any() and not bad.all()
+    np.testing.assert_array_equal(~np.isfinite(adaptive.loss), bad)  # masked cells stay masked, and only they
+    np.testing.assert_array_equal(adaptive.loss[adaptive.exact], full.loss[adaptive.exact])
+    finite = ~bad
+    assert relative_difference(adaptive.loss[finite], full.loss[finite]).max() <= adaptive.max_error <= 0.02
+
+
+def test_adaptive_grid_arguments_are_checked_first(tiny_model, tiny_data):
+    P = sum(p.numel() for p in tiny_model.parameters())
+    plane = Plane(np.zeros(P, np.float32), np.eye(P, dtype=np.float32)[0], np.eye(P, dtype=np.float32)[1], "custom")
+    with pytest.raises(ValueError, match=r"grid='coarse' is not known; expected one of 'full', 'adaptive'"):
+        loss_surface(tiny_model, tiny_data, plane, [0, 1], [0, 1], grid="coarse")
+    for bad in (0, -0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"tol="):
+            loss_surface(tiny_model, tiny_data, plane, [0, 1], [0, 1], grid="adaptive", tol=bad)

@@ -15,6 +15,7 @@ OPTIMIZER_ALIASES = {"sgd+momentum": "momentum"}
 DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom")
 DATASETS = ("spirals", "moons", "digits", "mnist")
 MODELS = ("mlp", "lenet")
+GRIDS = ("full", "adaptive")
 FORMATS = ("gif", "mp4", "html", "png", "pdf", "svg")
 ANIMATED_FORMATS = ("gif", "mp4")
 STILL_FORMATS = ("png", "pdf", "svg")

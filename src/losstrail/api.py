@@ -61,7 +61,8 @@ def _saved_plane_and_surface(run_dir: Path, settings: dict, wanted: dict):
 
     if wanted["reduction_method"] == "custom":
         return None, None  # the vectors themselves are not compared; recompute
-    if any(settings.get(key) != value for key, value in wanted.items()):
+    saved = {"grid": "full", **settings}  # runs saved before adaptive grids were full
+    if any(saved.get(key) != value for key, value in wanted.items()):
         return None, None
     try:
         return load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
@@ -117,6 +118,8 @@ def loss_landscape_anim(
     params="trainable",
     objective=None,
     loss_fn=None,
+    grid: str = "full",
+    tol: float = 0.01,
     quiet: bool = False,
     **style,
 ):
@@ -166,6 +169,8 @@ def loss_landscape_anim(
             their values everywhere.
         objective, loss_fn: the loss, by the rule of ``loss_surface``, for training a plain
             module, the path's losses, the plane and the grid alike.
+        grid, tol: ``'full'`` (default) or ``'adaptive'`` grid with relative error ``tol``
+            (see ``loss_surface``); the path's true and slice losses are always exact.
         quiet: no progress bars.
         **style: the look and the format, as ``animate``: ``format``, ``view`` ('2d'/'3d'),
             ``rotate``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``,
@@ -186,7 +191,7 @@ def loss_landscape_anim(
     check_choice("reduction_method", reduction_method, DIRECTIONS)
     check_positive_int("n_epochs", n_epochs, 300)
     check_animation_args(giffps, n_frames)
-    _check_grid_args(resolution, xrange, yrange)
+    _check_grid_args(resolution, xrange, yrange, grid, tol)
     _check_style(style)
     if output_to_file:
         output_format(output_filename, style.get("format"))
@@ -219,9 +224,15 @@ def _check_style(style: dict) -> None:
         check_plotly()
 
 
-def _check_grid_args(resolution, xrange, yrange) -> None:
+def _check_grid_args(resolution, xrange, yrange, grid="full", tol=0.01) -> None:
     import numpy as np
 
+    from losstrail._plan import check_tol
+    from losstrail._registry import GRIDS
+
+    check_choice("grid", grid, GRIDS)
+    if grid == "adaptive":
+        check_tol(tol)
     from losstrail.surface import path_grid
 
     path_grid(np.zeros((2, 2)), resolution, xrange=xrange, yrange=yrange)  # raises on a bad value
@@ -261,6 +272,8 @@ def _run_job(
     params,
     objective,
     loss_fn,
+    grid,
+    tol,
     quiet,
     style,
     run_dir,
@@ -327,6 +340,8 @@ def _run_job(
         "yrange": None if yrange is None else [float(v) for v in yrange],
         "subset": subset,
         "bn_batches": bn_batches,
+        "grid": grid,
+        **({"tol": tol} if grid == "adaptive" else {}),
         **plane_options,
     }
     if load_model:
@@ -395,6 +410,8 @@ def _run_job(
             seed=subset_seed,
             bn_batches=bn_batches,
             device=device,
+            grid=grid,
+            tol=tol,
             quiet=quiet,
             **loss,
         )

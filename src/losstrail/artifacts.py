@@ -40,6 +40,7 @@ VALUE_FILES = {
 # Fields held by reference to another saved value rather than as arrays.
 _LINKED = {"plane"}
 _PAIRS = {"explained", "eigenvalues"}
+_SCALARS = {"max_error"}
 # Parameter names (an array of strings) and shapes (JSON text) of a parameter subset.
 _NAMES, _SHAPES = "names", "shapes"
 
@@ -113,6 +114,8 @@ def load_run_value(run_dir: str | os.PathLike, cls, **linked):
                 item = tuple(tuple(int(d) for d in s) for s in json.loads(str(item)))
             elif item.dtype.kind == "U":
                 item = str(item)
+            elif field.name in _SCALARS:
+                item = float(item)
             elif field.name in _PAIRS:
                 item = (float(item[0]), float(item[1]))
             kwargs[field.name] = item

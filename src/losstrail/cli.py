@@ -96,6 +96,8 @@ def run(
     ),
     faithfulness: bool = typer.Option(True, help="Measure the true and slice loss along the path and plot them."),
     params: str = PARAMS,
+    grid: str = typer.Option("full", help="full (every point exact) or adaptive (exact where the picture needs it)."),
+    tol: float = typer.Option(0.01, help="adaptive grid: largest relative interpolation error."),
     format: Optional[str] = FORMAT,
     view: str = VIEW,
     rotate: bool = ROTATE,
@@ -159,6 +161,8 @@ def run(
             faithfulness=faithfulness,
             decision=decision,
             params=_params(params),
+            grid=grid,
+            tol=tol,
             quiet=quiet,
             **_style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every),
             **({} if title is None else {"title": title}),
@@ -293,6 +297,7 @@ def surface(
     chunk_points: int = typer.Option(1000, help="Grid points per saved chunk."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda [default: this rank's GPU when there is one]."),
     autocast: bool = typer.Option(False, "--autocast", help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
+    grid: str = typer.Option("full", help="full: every point exact (upgrades a run made with --grid adaptive)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Compute a run's loss surface in resumable chunks; under torchrun, split across the ranks."""
@@ -306,6 +311,7 @@ def surface(
             force=force,
             device=device,
             autocast=autocast,
+            grid=grid,
             quiet=quiet,
         )
     if done is not None:

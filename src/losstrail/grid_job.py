@@ -91,6 +91,7 @@ def compute_surface(
     force: bool = False,
     device: str | None = None,
     autocast: bool = False,
+    grid: str = "full",
     quiet: bool = False,
 ):
     """Compute (or finish) the loss surface of a saved run and write ``run_dir/surface.npz``.
@@ -104,6 +105,8 @@ def compute_surface(
         force: recompute a finished surface (and discard saved chunks).
         device: where to evaluate; default CUDA (this rank's GPU) when present, else CPU.
         autocast: mixed precision (see ``loss_surface``).
+        grid: ``'full'``, the only kind this job computes: every point exact. A run whose
+            surface is adaptive (``losstrail run --grid adaptive``) is upgraded to a full grid.
         quiet: no progress bar.
 
     Returns:
@@ -124,6 +127,11 @@ def compute_surface(
             f"{str(run_dir)!r} has no plane.npz, so there is no grid to compute; make the run and its plane first "
             "with `losstrail run` (or loss_landscape_anim)"
         )
+    if grid != "full":
+        raise ValueError(
+            f"grid={grid!r}: the resumable grid job computes full grids only; adaptive grids are made by "
+            "`losstrail run --grid adaptive` (or loss_surface(..., grid='adaptive'))"
+        )
     if isinstance(chunk_points, bool) or not isinstance(chunk_points, int) or chunk_points < 1:
         raise ValueError(f"chunk_points={chunk_points!r} must be a positive number of grid points, e.g. 1000")
     started = _start_group_if_launched()
@@ -132,9 +140,11 @@ def compute_surface(
         settings = read_settings(run_dir)
         unfinished = (run_dir / PARTS / "grid.json").is_file()  # a job that was stopped: go on with it
         if (run_dir / "surface.npz").is_file() and not (force or unfinished) and resolution is None:
-            if rank == 0 and not quiet:
-                print(f"{run_dir / 'surface.npz'} is already computed; pass --force to compute it again")
-            return load_run_value(run_dir, Surface) if rank == 0 else None
+            saved = load_run_value(run_dir, Surface)
+            if not saved.adaptive:
+                if rank == 0 and not quiet:
+                    print(f"{run_dir / 'surface.npz'} is already computed; pass --force to compute it again")
+                return saved if rank == 0 else None
         plane = load_run_value(run_dir, Plane)
         trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
         resolution = resolution if resolution is not None else settings.get("resolution", 100)

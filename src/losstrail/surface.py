@@ -41,10 +41,26 @@ class Surface:
     loss: np.ndarray  # (ny, nx) mean loss over the data
     accuracy: np.ndarray  # (ny, nx) fraction correct; NaN when the task is not classification
     loss_se: np.ndarray | None = None  # (ny, nx) standard error of each mean loss, when on a data subset
+    exact: np.ndarray | None = None  # (ny, nx) bool, adaptive grids: evaluated exactly (others interpolated)
+    max_error: float | None = None  # adaptive grids: the largest relative interpolation error the checks allow
+
+    @property
+    def adaptive(self) -> bool:
+        """True when only some cells were evaluated exactly (``grid='adaptive'``)."""
+        return self.exact is not None and not bool(self.exact.all())
+
+    def describe_grid(self) -> str:
+        """One line on how exact the grid is, for read-outs: ``'adaptive: 1,240 of 10,000 points exact, ...'``."""
+        if not self.adaptive:
+            return f"full grid: all {self.loss.size:,} points exact"
+        return (
+            f"adaptive: {int(self.exact.sum()):,} of {self.loss.size:,} points exact, "
+            f"checked error ≤ {100 * (self.max_error or 0.0):.1f}%"
+        )
 
     def __post_init__(self):
         shape = (len(self.ys), len(self.xs))
-        for name in ("loss", "accuracy", "loss_se"):
+        for name in ("loss", "accuracy", "loss_se", "exact"):
             value = getattr(self, name)
             if value is not None and value.shape != shape:
                 raise ValueError(f"Surface.{name} must have shape {shape}; got {value.shape}")
@@ -188,6 +204,8 @@ def loss_surface(
     device: str | torch.device = "cpu",
     autocast: bool = False,
     mode: str = "auto",
+    grid: str = "full",
+    tol: float = 0.01,
     quiet: bool = False,
 ) -> Surface:
     """Mean loss and accuracy over ``data`` at every grid point ``origin + xs[j]*u + ys[i]*v``.
@@ -219,6 +237,12 @@ def loss_surface(
             GPUs, less exact.
         mode: ``'auto'`` (default: ``vmap`` over grid points unless point by point is faster
             for this model, measured on the first chunk), ``'vmap'`` or ``'loop'``.
+        grid: ``'full'`` (default: every point exact) or ``'adaptive'``: a coarse lattice
+            exact, cubic interpolation checked against exact values at points it did not use,
+            and refinement where the check fails, so only a few percent of a smooth 100×100
+            surface is evaluated; ``Surface.exact`` marks the exact cells and
+            ``Surface.max_error`` states the error (see ``losstrail._adaptive``).
+        tol: ``grid='adaptive'``: the largest relative interpolation error allowed (default 0.01).
         quiet: no progress bar.
 
     Returns:
@@ -234,7 +258,13 @@ def loss_surface(
     >>> s.loss.shape
     (2, 3)
     """
+    from losstrail._plan import check_tol
+    from losstrail._registry import GRIDS, check_choice
+
     xs, ys = _check_axis("xs", xs), _check_axis("ys", ys)
+    check_choice("grid", grid, GRIDS)
+    if grid == "adaptive":
+        check_tol(tol)
     names = selected_names(model, params if params is not None else plane.names, plane.n_params, "plane")
     if subset is not None:
         data = take_subset(data, subset, seed)
@@ -242,7 +272,11 @@ def loss_surface(
         model, data, names=names, objective=objective, loss_fn=loss_fn, batch_size=batch_size, device=device,
         bn_batches=bn_batches, spread=subset is not None, autocast=autocast, mode=mode, quiet=quiet,
     )  # fmt: skip
-    result = evaluate_grid(evaluator, plane, xs, ys, chunk_size=chunk_size, memory_budget=memory_budget)
+    options = {"chunk_size": chunk_size, "memory_budget": memory_budget}
+    if grid == "adaptive":
+        result = _adaptive_surface(evaluator, plane, xs, ys, tol, quiet, options)
+    else:
+        result = evaluate_grid(evaluator, plane, xs, ys, **options)
     bad = int((~np.isfinite(result.loss)).sum())
     if bad:
         warnings.warn(
@@ -252,6 +286,26 @@ def loss_surface(
             stacklevel=2,
         )
     return result
+
+
+def _adaptive_surface(evaluator: Evaluator, plane: Plane, xs, ys, tol: float, quiet: bool, options: dict) -> Surface:
+    """The surface from exact values where the adaptive scheme asks for them, interpolated elsewhere."""
+    from losstrail._adaptive import adaptive_grid
+
+    se = np.full(len(xs) * len(ys), np.nan) if evaluator.spread else None
+
+    def evaluate(ij: np.ndarray):
+        flat = ij[:, 0] * len(xs) + ij[:, 1]
+        arrays = evaluate_grid(evaluator, plane, xs, ys, only=flat, quiet=True, **options)
+        if se is not None:
+            se[flat] = arrays["loss_se"]
+        return arrays["loss"], arrays["accuracy"]
+
+    made = adaptive_grid(evaluate, len(xs), len(ys), tol=tol, quiet=quiet)
+    grid = (len(ys), len(xs))
+    loss_se = None if se is None else se.reshape(grid)
+    return Surface(xs=xs, ys=ys, loss=made.loss, accuracy=made.accuracy, loss_se=loss_se, exact=made.exact,
+                   max_error=made.max_error)  # fmt: skip
 
 
 def evaluate_grid(evaluator: Evaluator, plane: Plane, xs: np.ndarray, ys: np.ndarray, *, only=None, **options):
