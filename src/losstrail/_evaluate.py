@@ -282,8 +282,13 @@ class Evaluator:
         memory_budget: int = 48 << 20,
         desc: str = "grid",
         quiet: bool | None = None,
+        on_first_chunk: Callable[[float, int], None] | None = None,
     ) -> Evaluated:
-        """Loss, accuracy (and standard error) at the ``n_points`` vectors ``chunk_params(slice) -> (C, K)``."""
+        """Loss, accuracy (and standard error) at the ``n_points`` vectors ``chunk_params(slice) -> (C, K)``.
+
+        ``on_first_chunk(seconds, points)`` is called once the first chunk is done (to say what
+        the rest will cost).
+        """
         quiet = self.quiet if quiet is None else quiet
         if chunk_size is None:
             chunk_size = self.chunk_size(memory_budget)
@@ -299,8 +304,11 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
+        started = time.perf_counter()
         with eval_mode(self.model), reuse_freed_memory(), torch.inference_mode(), precision, progress as pbar:
             for start in range(0, n_points, chunk_size):
+                if start == chunk_size and on_first_chunk is not None:
+                    on_first_chunk(time.perf_counter() - started, chunk_size)
                 sl = slice(start, min(start + chunk_size, n_points))
                 flat = chunk_params(sl).to(device)
                 bufs = self._recomputed_statistics(flat) if per_point_buffers else self.buffers

@@ -120,6 +120,7 @@ def loss_landscape_anim(
     loss_fn=None,
     grid: str = "full",
     tol: float = 0.01,
+    budget=None,
     quiet: bool = False,
     **style,
 ):
@@ -171,6 +172,9 @@ def loss_landscape_anim(
             module, the path's losses, the plane and the grid alike.
         grid, tol: ``'full'`` (default) or ``'adaptive'`` grid with relative error ``tol``
             (see ``loss_surface``); the path's true and slice losses are always exact.
+        budget: seconds (or ``'60s'``, ``'2min'``) the grid may take: one chunk is timed
+            before training and the grid, subset, resolution and ``tol`` that fit are picked
+            (and said); an error before training if even the coarse lattice does not fit.
         quiet: no progress bars.
         **style: the look and the format, as ``animate``: ``format``, ``view`` ('2d'/'3d'),
             ``rotate``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``,
@@ -192,6 +196,10 @@ def loss_landscape_anim(
     check_positive_int("n_epochs", n_epochs, 300)
     check_animation_args(giffps, n_frames)
     _check_grid_args(resolution, xrange, yrange, grid, tol)
+    if budget is not None:
+        from losstrail._plan import parse_budget
+
+        parse_budget(budget)
     _check_style(style)
     if output_to_file:
         output_format(output_filename, style.get("format"))
@@ -274,6 +282,7 @@ def _run_job(
     loss_fn,
     grid,
     tol,
+    budget,
     quiet,
     style,
     run_dir,
@@ -323,6 +332,9 @@ def _run_job(
         )
     if reduction_method == "custom":
         check_custom_directions(custom_directions, n_params)
+    if budget is not None:
+        grid, resolution, subset, tol = _fit_the_budget(model, datamodule, params, objective, loss_fn, budget,
+                                                        resolution, subset, grid, tol, quiet)  # fmt: skip
     subset_seed = 0 if seed is None else seed  # the grid and the path see the same examples
     grid_data = datamodule if subset is None else take_subset(datamodule, subset, subset_seed)
     plane_options = {
@@ -444,6 +456,27 @@ def _run_job(
         data.animation = animation
         return data
     return animation
+
+
+def _fit_the_budget(model, data, params, objective, loss_fn, budget, resolution, subset, grid, tol, quiet):
+    """``(grid, resolution, subset, tol)`` whose grid fits ``budget``, timed on one chunk before training."""
+    from losstrail._evaluate import Evaluator, note
+    from losstrail._functional import choose_parameters, flat_params
+    from losstrail._plan import choose_for_budget
+    from losstrail.surface import measure_cost
+
+    names = choose_parameters(model, params)
+    evaluator = Evaluator(model, data, names=names, objective=objective, loss_fn=loss_fn)
+    rate = measure_cost(evaluator, flat_params(model, names).numpy())
+    nx, ny = (resolution, resolution) if isinstance(resolution, int) else resolution
+    choice = choose_for_budget(budget, rate, nx, ny, evaluator.batches.n_examples, tol=tol)
+    note(choice.sentence, quiet)
+    return (
+        choice.grid,
+        (choice.nx, choice.ny),
+        choice.subset if choice.subset is not None else subset,
+        choice.tol or tol,
+    )
 
 
 def _decision_maps(model, data, trajectory, n_frames, run_dir):

@@ -98,6 +98,9 @@ def run(
     params: str = PARAMS,
     grid: str = typer.Option("full", help="full (every point exact) or adaptive (exact where the picture needs it)."),
     tol: float = typer.Option(0.01, help="adaptive grid: largest relative interpolation error."),
+    budget: Optional[str] = typer.Option(
+        None, help="Time the grid may take (e.g. 60s, 2min): picks grid, subset, resolution."
+    ),
     format: Optional[str] = FORMAT,
     view: str = VIEW,
     rotate: bool = ROTATE,
@@ -163,6 +166,7 @@ def run(
             params=_params(params),
             grid=grid,
             tol=tol,
+            budget=budget,
             quiet=quiet,
             **_style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every),
             **({} if title is None else {"title": title}),

@@ -273,6 +273,8 @@ def loss_surface(
         bn_batches=bn_batches, spread=subset is not None, autocast=autocast, mode=mode, quiet=quiet,
     )  # fmt: skip
     options = {"chunk_size": chunk_size, "memory_budget": memory_budget}
+    if not quiet:
+        options["on_first_chunk"] = _say_the_cost(len(xs), len(ys), evaluator.batches.n_examples, grid, tol, subset)
     if grid == "adaptive":
         result = _adaptive_surface(evaluator, plane, xs, ys, tol, quiet, options)
     else:
@@ -286,6 +288,37 @@ def loss_surface(
             stacklevel=2,
         )
     return result
+
+
+def _say_the_cost(nx: int, ny: int, examples: int, grid: str, tol: float, subset):
+    """A callback for the first chunk: print what the grid will cost, once, if it is more than a few seconds."""
+    from losstrail._evaluate import note
+    from losstrail._plan import estimate
+
+    said = []
+
+    def say(seconds: float, points: int) -> None:
+        if said:
+            return
+        said.append(True)
+        already = examples if subset else None  # on a subset already: suggest no other
+        plan = estimate(seconds / (points * examples), nx, ny, examples, tol=tol, subset=already)
+        if (plan.adaptive if grid == "adaptive" else plan.full) > 5:
+            note(plan.line(grid))
+
+    return say
+
+
+def measure_cost(evaluator: Evaluator, centre: np.ndarray) -> float:
+    """Seconds per (grid point × example) of ``evaluator``, timed on one chunk of points at ``centre`` (K,)."""
+    import time
+
+    points = min(evaluator.chunk_size(48 << 20), 64)
+    rows = np.repeat(np.asarray(centre, np.float32)[None, :], points, axis=0)
+    evaluator.at_vectors(rows[:2], quiet=True)  # chooses vmap or point by point, and warms up
+    start = time.perf_counter()
+    evaluator.at_vectors(rows, quiet=True)
+    return (time.perf_counter() - start) / (points * evaluator.batches.n_examples)
 
 
 def _adaptive_surface(evaluator: Evaluator, plane: Plane, xs, ys, tol: float, quiet: bool, options: dict) -> Surface:
