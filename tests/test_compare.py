@@ -117,7 +117,10 @@ def test_cli_compare(tmp_path):
     assert result.exit_code == 0, result.output
     with Image.open(out) as im:
         assert im.n_frames == 3
-    result = CliRunner().invoke(app, ["compare", "--optimizers", "adam", "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["compare", "--optimizers", "adam", "--out", str(out), "--run-dir", str(tmp_path / "e")]
+    )
+    assert not (tmp_path / "e").exists()  # a refused comparison makes no folder
     assert result.exit_code == 2 and "at least two runs" in result.output
 
 
