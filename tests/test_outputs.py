@@ -175,6 +175,7 @@ def test_html_page_plays_and_the_slider_moves_the_step(scene, tmp_path, browser)
     assert page.evaluate("window.losstrail.frame") == 29
     assert page.evaluate("document.getElementById('losstrail-plot').data[1].x.length") == 30
     assert page.locator(".slider-group .slider-currentvalue").inner_text().strip() == "step 58"
+    assert page.locator(".slider-label").last.inner_text() == "58"  # the slider's last label is the last step
     assert page.locator(".xy2 .scatterlayer .trace").count() == 3  # true loss, slice loss, the cursor
     assert page.locator(".x2title").inner_text() == "step"
     assert "captures 95.0% of the path's variance" in page.locator(".gtitle").inner_text()

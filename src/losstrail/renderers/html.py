@@ -21,7 +21,7 @@ from losstrail.surface import Surface
 DIV_ID = "losstrail-plot"
 # The plotly.js version of the vendored cartesian bundle (see vendor/README.md).
 CARTESIAN_VERSION = "4.1.1"
-SLIDER_STOPS = 40
+SLIDER_STOPS = 21  # few enough that plotly labels every one, the last step included
 
 
 def check_plotly() -> None:
@@ -91,7 +91,7 @@ def write_html(
         "z": np.reshape(np.array(_rounded(z), dtype=object), z.shape).tolist(),
         "colorscale": cmap,
         "hovertemplate": hover_grid,
-        "colorbar": {"title": {"text": z_label + " on this slice"}, "x": 0.56, "len": 0.9},
+        "colorbar": {"title": {"text": z_label + " on this slice", "side": "right"}, "x": 0.56, "len": 0.9},
     }
     if view == "3d":
         fig.add_trace(go.Surface(opacity=0.85, **grid))
