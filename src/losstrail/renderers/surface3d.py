@@ -10,7 +10,7 @@ from losstrail.surface import Surface
 
 # A turning camera takes this many distinct angles over the animation; between them only the
 # path moves, so a frame is a blit (fast) and a GIF stores only the change (small).
-TURN_VIEWS = 36
+TURN_VIEWS = 24
 
 
 def grid_value(surface: Surface, xy: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ class SurfaceFigure(CanvasFigure):
         transform = (lambda v: np.log(np.where(v > 0, v, np.nan))) if log_scale else (lambda v: v)
         gx, gy = np.meshgrid(surface.xs, surface.ys)
         z = np.ma.masked_invalid(transform(surface.loss))
-        ax.plot_surface(gx, gy, z, cmap=cmap, linewidth=0, antialiased=False, alpha=0.85, rstride=2, cstride=2)
+        ax.plot_surface(gx, gy, z, cmap=cmap, linewidth=0, antialiased=False, alpha=0.85, rcount=40, ccount=40)
         height_along = (
             projection.slice_loss if projection.slice_loss is not None else grid_value(surface, projection.xy)
         )
