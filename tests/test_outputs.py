@@ -174,11 +174,13 @@ def test_html_page_plays_and_the_slider_moves_the_step(scene, tmp_path, browser)
     # It opens at the end: the whole path, the slider at the last step, the loss panel beside it.
     assert page.evaluate("window.losstrail.frame") == 29
     assert page.evaluate("document.getElementById('losstrail-plot').data[1].x.length") == 30
-    assert page.locator(".slider-group .slider-currentvalue").inner_text().strip() == "step 58"
-    assert page.locator(".slider-label").last.inner_text() == "58"  # the slider's last label is the last step
-    assert page.locator(".xy2 .scatterlayer .trace").count() == 3  # true loss, slice loss, the cursor
-    assert page.locator(".x2title").inner_text() == "step"
-    assert "captures 95.0% of the path's variance" in page.locator(".gtitle").inner_text()
+    assert page.locator(".slider-group .slider-label").first.text_content().strip() == "step 58"
+    assert page.locator(".slider-label").last.text_content() == "58"  # the slider's last label is the last step
+    panel = page.evaluate("document.getElementById('losstrail-plot').data.filter(t => t.xaxis === 'x2')")
+    assert [t["name"] for t in panel[:2]] == ["true loss at θ", "slice loss at projection"]
+    assert panel[2]["x"] == [58] and len(panel[0]["x"]) == 30  # the cursor at the last step
+    assert page.locator(".x2title").text_content() == "step"
+    assert "captures 95.0% of the path's variance" in page.locator(".gtitle").text_content()
     page.get_by_text("▶ play").click()
     page.wait_for_function("window.losstrail.frame >= 5")
     page.get_by_text("❚❚ pause").click()
