@@ -3,8 +3,12 @@
 #   make test   runs lint and the test suite (what CI runs)
 VENV ?= .venv
 PYTHON ?= python3
-# The CPU build of PyTorch, installed before the package so pip never pulls a CUDA build.
+# PyTorch, installed before the package. Which build this pin gives depends on the index pip
+# reads: from the public index (PyPI) on Linux x86-64 it is the CUDA build (several GB with its
+# CUDA libraries); TORCH_INDEX=https://download.pytorch.org/whl/cpu takes the CPU-only wheel
+# from PyTorch's own index instead (about 200 MB). Empty: pip's configured index.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 
 .PHONY: demo test bench clean
@@ -13,7 +17,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(PY) -m pip install -q -e .
 	touch $@
 

@@ -35,7 +35,9 @@ def record_big_path(steps: int, folder: Path) -> None:
     X, y = torch.randn(32, 1000), torch.randint(0, 10, (32,))
     rec = Recorder(model, storage=folder, memory_limit=256 << 20)
     start = time.perf_counter()
-    for _ in range(steps):
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(steps), desc="recording", unit="step", mininterval=2.0):
         loss = F.cross_entropy(model(X), y)
         opt.zero_grad()
         loss.backward()
@@ -156,9 +158,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=5000)
     args = parser.parse_args()
+    disk = args.steps * 1_010_010 * 4 / 1e9  # float32 rows of the 1M-parameter model
+    print(f"bench_scale: about 10 minutes in all, and {disk:.0f} GB of disk in {tempfile.gettempdir()} for part 3")
     with tempfile.TemporaryDirectory() as tmp:
+        print("[1/3] 1 vs 2 processes on one grid (a few minutes) ...", flush=True)
         distributed_grid(Path(tmp))
+        print("[2/3] LeNet grid against a per-point loop (a few minutes) ...", flush=True)
         lenet_grid()
+        print(f"[3/3] recording {args.steps} steps of a 1M-parameter model to disk, then PCA ...", flush=True)
         record_big_path(args.steps, Path(tmp))
 
 

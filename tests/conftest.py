@@ -1,4 +1,7 @@
-"""Tiny deterministic fixtures shared by the tests."""
+"""Tiny deterministic fixtures shared by the tests, and a check that the suite leaves the repository as it was."""
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,3 +29,27 @@ def tiny_model():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+# Made by the tools, not by the code under test.
+_TOOL_FOLDERS = {".git", ".venv", "__pycache__", ".ruff_cache", ".pytest_cache", "build", "shared"}
+
+
+def _tree(root: Path) -> set[str]:
+    """Every file and folder under ``root`` (folders too: an empty one left behind counts)."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _TOOL_FOLDERS and not d.endswith(".egg-info")]
+        rel = Path(folder).relative_to(root)
+        found.update(str(rel / name) for name in dirs + files)
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def repository_left_as_found():
+    """Fail the session if any test wrote a file or folder into the repository (tests write to tmp_path)."""
+    before = _tree(REPOSITORY)
+    yield
+    left = sorted(_tree(REPOSITORY) - before)
+    assert not left, f"the tests left these in the repository: {left[:10]}"

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -85,22 +86,86 @@ def test_run_then_render(tmp_path):
         assert im.n_frames == 3
 
 
-def test_bad_arguments_exit_2_with_the_message(tmp_path):
+def test_bad_arguments_exit_2_with_the_flag_in_the_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --run-dir and --out land here, if anywhere
     cases = [
-        (["run", "--optimizer", "adamm"], "optimizer='adamm' is not known"),
-        (["run", "--directions", "pcaa"], "reduction_method='pcaa' is not known"),
-        (["run", "--dataset", "mnistt"], "dataset='mnistt' is not known; expected one of 'spirals'"),
-        (["run", "--epochs", "0"], "n_epochs=0 must be a positive integer"),
+        (["run", "--optimizer", "adamm"], "--optimizer='adamm' is not known"),
+        (["run", "--directions", "pcaa"], "--directions='pcaa' is not known; expected one of 'pca'"),
+        (["run", "--dataset", "mnistt"], "--dataset='mnistt' is not known; expected one of 'spirals'"),
+        (["run", "--epochs", "0"], "--epochs=0 must be a positive integer"),
+        (["run", "--fps", "0"], "--fps=0.0 must be a positive number of frames per second, e.g. --fps=15"),
+        (["run", "--frames", "1"], "--frames=1 must be an integer of at least 2, e.g. --frames=300"),
+        (["run", "--lr", "-1"], "--lr=-1 must be a positive learning rate, e.g. --lr 0.005"),
         (["run", "--batch-size", "0"], "--batch-size=0 must be a positive integer"),
         (["render", str(tmp_path / "nowhere")], "is not a directory"),
         (["run", "--resolution", "10y"], "--resolution='10y' must be a count such as 100, or NXxNY"),
         (["run", "--xrange", "1"], "--xrange='1' must be LOW,HIGH"),
-        (["run", "--subset", "5000"], "subset=5000 is larger than the data (1110 examples)"),
+        (["run", "--subset", "5000"], "--subset=5000 is larger than the data (1110 examples)"),
+        (["run", "--directions", "custom"], "pass --custom-directions FILE.npz holding arrays u and v of shape (303,)"),
+        (["run", "--custom-directions", "no.npz"], "--custom-directions='no.npz' is not a file"),
+        (["compare", "--lrs", "0.1,-1"], "--lrs=0.1,-1 must be positive learning rates"),
+        (["compare", "--epochs", "0"], "--epochs=0 must be a positive integer"),
+        (["compare", "--fps", "0"], "--fps=0.0 must be a positive number"),
     ]
+    api_names = ("reduction_method", "n_epochs", "giffps", "n_frames", "learning_rate", "custom_directions=")
     for args, message in cases:
-        result = runner.invoke(app, args + ["--out", str(tmp_path / "z.gif")])
+        result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
-        assert message in result.output
+        assert message in result.output, (args, result.output)
+        assert not any(name in result.output for name in api_names), (args, result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed command left files or folders behind"
+
+
+def test_a_warning_is_one_plain_line(tmp_path):
+    args = ["run", "--directions", "random", "--epochs", "3", "--resolution", "5", "--frames", "2", "-q"]
+    result = runner.invoke(app, args + ["--out", str(tmp_path / "w.gif"), "--run-dir", str(tmp_path / "ck")])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if "captures only" in line]
+    assert len(warning) == 1 and warning[0].startswith("Warning: the 'random' plane captures only"), result.output
+    assert "--directions='pca' captures the most" in warning[0]
+    assert "UserWarning" not in result.output and "cli.py" not in result.output and "warnings.warn" not in result.output
+
+
+def test_custom_directions_from_a_file(tmp_path):
+    rng = np.random.default_rng(0)
+    u, v = rng.normal(size=303), rng.normal(size=303)  # the default MLP on spirals has P=303
+    np.savez(tmp_path / "uv.npz", u=u, v=v)
+    np.save(tmp_path / "uv.npy", np.stack([v, u]))
+    for name, (first, second) in (("uv.npz", (u, v)), ("uv.npy", (v, u))):
+        args = ["run", "--directions", "custom", "--custom-directions", str(tmp_path / name), "--epochs", "2"]
+        args += ["--resolution", "5", "--frames", "2", "-q", "--no-faithfulness"]
+        result = runner.invoke(
+            app, args + ["--out", str(tmp_path / "c.gif"), "--run-dir", str(tmp_path / f"ck-{name}")]
+        )
+        assert result.exit_code == 0, result.output
+        with np.load(tmp_path / f"ck-{name}" / "plane.npz") as plane:
+            for given, saved in ((first, plane["u"]), (second, plane["v"])):
+                cosine = given @ saved / np.linalg.norm(given) / np.linalg.norm(saved)
+                assert cosine > 1 - 1e-6
+    np.save(tmp_path / "bad.npy", np.zeros((3, 303)))
+    result = runner.invoke(app, ["run", "--custom-directions", str(tmp_path / "bad.npy"), "--directions", "custom"])
+    assert result.exit_code == 2 and "holds an array of shape (3, 303)" in result.output
+
+
+def test_run_help_fits_80_columns():
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert "…" not in result.output, "an option name or help text is cut off"
+    text = " ".join(result.output.replace("│", " ").split())
+    assert re.search(r"\w \.(\s|$)", text) is None, "a stray space before a full stop"
+    assert "[default: (5e-3 for the MLP)]" in text and "[default: (the whole dataset)]" in text
+
+
+def test_the_default_run_is_seeded(tmp_path):
+    """Two runs with every default seed-related setting left alone give the same bytes."""
+    args = ["run", "--epochs", "5", "--resolution", "8", "--frames", "4", "-q"]
+    written = []
+    for k in range(2):
+        out = tmp_path / f"{k}.gif"
+        assert runner.invoke(app, args + ["--out", str(out), "--run-dir", str(tmp_path / f"ck{k}")]).exit_code == 0
+        written.append(out.read_bytes())
+    assert written[0] == written[1]
 
 
 def test_the_cli_module_does_not_import_torch():

@@ -48,7 +48,8 @@ def test_the_animation_has_one_legend_entry_and_curve_per_run(tmp_path):
     comparison = _small(tmp_path, out=None)
     figure = CompareFigure(list(zip(comparison.names, comparison.projections)), comparison.surface, max_frames=4)
     legend = [t.get_text() for t in figure.main_axes[0].get_legend().get_texts()]
-    assert [text.split(" (")[0] for text in legend[1:]] == ["adam", "sgd", "rmsprop"]
+    runs = [text.split(" (")[0] for text in legend if not text.startswith("lowest loss")]
+    assert runs == ["adam", "sgd", "rmsprop"]
     assert figure.n_frames == 4 and [line[0] for line in figure.label_lines(3)][1:] == [
         f"{name:<12s} loss {float(p.true_loss[-1]):.4f}  off-plane {float(p.off_plane[-1]):.3g}"
         for name, p in zip(comparison.names, comparison.projections)
@@ -117,7 +118,10 @@ def test_cli_compare(tmp_path):
     assert result.exit_code == 0, result.output
     with Image.open(out) as im:
         assert im.n_frames == 3
-    result = CliRunner().invoke(app, ["compare", "--optimizers", "adam", "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["compare", "--optimizers", "adam", "--out", str(out), "--run-dir", str(tmp_path / "e")]
+    )
+    assert not (tmp_path / "e").exists()  # a refused comparison makes no folder
     assert result.exit_code == 2 and "at least two runs" in result.output
 
 

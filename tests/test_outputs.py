@@ -21,7 +21,8 @@ def scene(rng):
     s = np.linspace(0, 1, t)
     params = np.zeros((t, 5), np.float32)
     params[:, 0], params[:, 1] = -3 + 3 * s, -1.5 + 1.5 * s**2
-    plane = Plane(np.zeros(5, np.float32), np.eye(5, dtype=np.float32)[0], np.eye(5, dtype=np.float32)[1], "pca")
+    eye = np.eye(5, dtype=np.float32)
+    plane = Plane(np.zeros(5, np.float32), eye[0], eye[1], "pca", (0.9, 0.05))
     traj = Trajectory(params, np.exp(-2 * s), s, np.arange(t) * 2, np.arange(t))
     xs, ys = np.linspace(-4, 1, 40), np.linspace(-2, 1, 30)
     gx, gy = np.meshgrid(xs, ys)
@@ -170,7 +171,16 @@ def test_html_page_plays_and_the_slider_moves_the_step(scene, tmp_path, browser)
     out = animate(proj, surface, tmp_path / "p.html", fps=30, quiet=True)
     page, errors = _open(browser, out.path)
     assert page.locator(".contour").count() >= 1  # the landscape is drawn
-    assert page.evaluate("window.losstrail.frame") == 0
+    # It opens at the end: the whole path, the slider at the last step, the loss panel beside it.
+    assert page.evaluate("window.losstrail.frame") == 29
+    assert page.evaluate("document.getElementById('losstrail-plot').data[1].x.length") == 30
+    assert page.locator(".slider-group .slider-label").first.text_content().strip() == "step 58"
+    assert page.locator(".slider-label").last.text_content() == "58"  # the slider's last label is the last step
+    panel = page.evaluate("document.getElementById('losstrail-plot').data.filter(t => t.xaxis === 'x2')")
+    assert [t["name"] for t in panel[:2]] == ["true loss at θ", "slice loss at projection"]
+    assert panel[2]["x"] == [58] and len(panel[0]["x"]) == 30  # the cursor at the last step
+    assert page.locator(".x2title").text_content() == "step"
+    assert "captures 95.0% of the path's variance" in page.locator(".gtitle").text_content()
     page.get_by_text("▶ play").click()
     page.wait_for_function("window.losstrail.frame >= 5")
     page.get_by_text("❚❚ pause").click()
@@ -194,6 +204,6 @@ def test_html_of_several_runs_has_a_trace_each_and_3d(scene, tmp_path, browser):
     out = write_html([("adam", proj), ("sgd", other)], surface, tmp_path / "c.html", view="3d")
     page, errors = _open(browser, out)
     names = page.evaluate("document.getElementById('losstrail-plot').data.map(t => t.name || '')")
-    assert [n for n in names if n] == ["adam", "sgd"]
+    assert [n for n in names if n][:2] == ["adam", "sgd"]
     assert errors == []
     page.close()

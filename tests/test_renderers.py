@@ -157,3 +157,134 @@ def test_gif_drawn_by_forked_workers_is_the_same_file(scene, tmp_path):
     write_gif(figure, frames, tmp_path / "two.gif", fps=10, quiet=True, workers=2)
     assert (tmp_path / "one.gif").read_bytes() == (tmp_path / "two.gif").read_bytes()
     assert render_workers(3) == 1  # a few frames are drawn in this process
+
+
+# --- nothing drawn over a path: legends and read-outs, checked in display pixels -------------
+
+
+def _drawn_points(ax, xy: np.ndarray) -> np.ndarray:
+    """Display pixels along the path ``xy`` (data coordinates), one point per pixel of every segment."""
+    pts = ax.transData.transform(xy)
+    pieces = [np.linspace(a, b, int(np.ceil(np.hypot(*(b - a)))) + 2) for a, b in zip(pts[:-1], pts[1:])]
+    return np.concatenate(pieces)
+
+
+def _inside(points: np.ndarray, box) -> int:
+    x0, y0, x1, y1 = box
+    return int(((points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)).sum())
+
+
+def _legend_box(legend):
+    b = legend.get_window_extent()
+    return b.x0, b.y0, b.x1, b.y1
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _winding(t: int = 200) -> np.ndarray:
+    """A path through all four corners of the window, so no corner is free for the read-out."""
+    s = np.linspace(0, 1, t)
+    xy = np.stack([3.8 * np.cos(2 * np.pi * 1.25 * s) * (1 - 0.1 * s), 1.9 * np.sin(2 * np.pi * 2.5 * s)], 1)
+    xy[-1] = 0
+    return xy
+
+
+def _projection(xy, n_params=6):
+    t = len(xy)
+    params = np.zeros((t, n_params), np.float32)
+    params[:, :2] = xy
+    eye = np.eye(n_params, dtype=np.float32)
+    plane = Plane(np.zeros(n_params, np.float32), eye[0], eye[1], "pca", (0.8, 0.1))
+    s = np.linspace(0, 1, t)
+    return project(plane, Trajectory(params, np.exp(-3 * s), s, np.arange(t), np.arange(t)))
+
+
+@pytest.mark.parametrize("path", ["curve", "winding"])
+def test_legend_and_read_out_never_cover_the_path(scene, path):
+    import dataclasses
+
+    proj, surface = scene
+    if path == "winding":
+        proj = _projection(_winding())
+        xs, ys = np.linspace(-4, 4, 40), np.linspace(-2, 2, 30)
+        surface = Surface(xs, ys, 0.1 + np.add.outer(ys**2, xs**2), np.zeros((30, 40)))
+    proj = dataclasses.replace(proj, true_loss=proj.loss * 1.1, slice_loss=proj.loss)  # with the loss panel
+    figure = PathFigure(proj, surface)
+    ax = figure.ax
+    drawn = np.concatenate([_drawn_points(ax, proj.xy), ax.transData.transform([[0.0, 0.0]])])
+    assert _inside(drawn, figure._label.display_bbox()) == 0
+    assert _inside(drawn, _legend_box(ax.get_legend())) == 0
+    side = figure.fig.axes[1]
+    assert not _overlap(_legend_box(side.get_legend()), tuple(side.get_window_extent().extents))
+    frame = figure.rgba(len(proj) - 1)  # the box lies on the canvas
+    x0, y0, x1, y1 = figure._label.display_bbox()
+    assert x0 >= 0 and x1 <= frame.shape[1] and y0 >= 0 and y1 <= frame.shape[0]
+
+
+def test_comparison_read_outs_and_legends_never_cover_a_path():
+    from losstrail.renderers.compare import CompareFigure
+
+    xs, ys = np.linspace(-4, 4, 40), np.linspace(-2, 2, 30)
+    surface = Surface(xs, ys, 0.1 + np.add.outer(ys**2, xs**2), np.zeros((30, 40)))
+    s = np.linspace(0, 1, 50)[:, None]
+    runs = [
+        ("curve", _projection(np.hstack([-3.5 + 3.5 * s, 1.5 - 1.5 * s**2]))),
+        ("winding", _projection(_winding(50))),
+    ]
+    for layout in ("overlay", "grid"):
+        figure = CompareFigure(runs, surface, layout=layout, max_frames=10)
+        figure.rgba(figure.n_frames - 1)
+        axes = figure.main_axes * (2 if layout == "overlay" else 1)
+        labels = figure._labels * (2 if layout == "overlay" else 1)
+        for ax, label, (_, p) in zip(axes, labels, runs):
+            assert _inside(_drawn_points(ax, p.xy), label.display_bbox()) == 0, (layout, p)
+        if layout == "overlay":
+            ax = figure.main_axes[0]
+            for _, p in runs:
+                assert _inside(_drawn_points(ax, p.xy), _legend_box(ax.get_legend())) == 0
+            side = figure.fig.axes[1]  # the loss panel (the colour bar comes after)
+            assert not _overlap(_legend_box(side.get_legend()), tuple(side.get_window_extent().extents))
+
+
+def test_three_d_read_out_is_outside_the_axes(scene):
+    from losstrail.renderers.surface3d import SurfaceFigure
+
+    figure = SurfaceFigure(*scene, rotate=True, n_frames=10)
+    axes_box = tuple(figure.ax.get_window_extent().extents)
+    assert not _overlap(figure._label.display_bbox(), axes_box)
+    heading = figure.fig._suptitle.get_window_extent()
+    assert not _overlap(figure._label.display_bbox(), (heading.x0, heading.y0, heading.x1, heading.y1))
+
+
+def test_lowest_point_is_marked_only_inside_the_window(scene):
+    proj, _ = scene
+    xs, ys = np.linspace(-4, 1, 60), np.linspace(-2, 2, 50)
+    gx, gy = np.meshgrid(xs, ys)
+    inside = Surface(xs, ys, 0.1 + (gx + 1) ** 2 + gy**2, np.zeros_like(gx))  # lowest at (-1, 0)
+    at_edge = Surface(xs, ys, 0.1 + (gx - 3) ** 2 + gy**2, np.zeros_like(gx))  # lowest beyond the right edge
+
+    def lowest_markers(figure):
+        return [line for line in figure.ax.get_lines() if line.get_label().startswith("lowest loss")]
+
+    figure = PathFigure(proj, inside)
+    (marker,) = lowest_markers(figure)
+    assert marker.get_label().startswith("lowest loss in this window")
+    figure.canvas.draw()
+    drawn = marker.get_window_extent(figure.canvas.get_renderer())
+    box = figure.ax.get_window_extent()
+    assert box.x0 <= drawn.x0 and drawn.x1 <= box.x1 and box.y0 <= drawn.y0 and drawn.y1 <= box.y1  # not clipped
+    assert lowest_markers(PathFigure(proj, at_edge)) == []
+
+
+def test_full_batch_runs_draw_one_loss_line_and_say_so(scene):
+    import dataclasses
+
+    proj, surface = scene
+    same = dataclasses.replace(proj, true_loss=proj.loss.copy(), slice_loss=proj.loss * 0.9)
+    labels = [line.get_label() for line in PathFigure(same, surface).fig.axes[1].get_lines()]
+    assert "true loss at θ (= batch loss, full batch)" in labels and "batch loss (training)" not in labels
+    other = dataclasses.replace(proj, true_loss=proj.loss * 1.2, slice_loss=proj.loss * 0.9)
+    labels = [line.get_label() for line in PathFigure(other, surface).fig.axes[1].get_lines()]
+    assert "batch loss (training)" in labels and "true loss at θ" in labels

@@ -48,3 +48,36 @@ def check_writable_dir(argument: str, directory: str | os.PathLike) -> Path:
             f"{argument}={str(directory)!r} cannot be written ({err.strerror or err}); pass a folder you can write to"
         ) from None
     return directory
+
+
+@contextlib.contextmanager
+def removed_if_failed(*directories: str | os.PathLike | None):
+    """On an exception in the block, remove the ``directories`` (and parents) it made and left empty.
+
+    A failed run then leaves no empty run directory behind.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()) / "runs" / "a"
+    >>> try:
+    ...     with removed_if_failed(d):
+    ...         d.mkdir(parents=True)
+    ...         raise ValueError("bad argument")
+    ... except ValueError:
+    ...     pass
+    >>> d.parent.exists()
+    False
+    """
+    missing = []
+    for directory in directories:
+        if directory is None:
+            continue
+        path = Path(directory).absolute()
+        while not path.exists() and path != path.parent:
+            missing.append(path)
+            path = path.parent
+    try:
+        yield
+    except BaseException:
+        for path in sorted(set(missing), key=lambda p: len(p.parts), reverse=True):  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only ever an empty directory
+        raise

@@ -6,8 +6,9 @@ import os
 import warnings
 from pathlib import Path
 
-from losstrail._files import check_writable_dir
+from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import DIRECTIONS, check_choice
+from losstrail._threads import free_core_threads
 
 __all__ = ["AnimationData", "loss_landscape_anim", "render"]
 
@@ -32,6 +33,15 @@ class AnimationData(tuple):
 
     def _repr_html_(self) -> str | None:
         return self.animation._repr_html_() if self.animation is not None else None
+
+    def __repr__(self) -> str:
+        """One line, never the parameter vectors (unpack it, or read its attributes, for those)."""
+        optim_path, loss_steps, _ = self
+        size = f" of P={len(optim_path[0])} parameters" if len(optim_path) else ""
+        loss = f", last loss {loss_steps[-1]:.4g}" if len(loss_steps) else ""
+        captured = getattr(self, "captured", None)
+        held = f", the plane holds {captured:.1%} of the path" if captured is not None else ""
+        return f"AnimationData({len(optim_path)} points{size}{loss}{held})"
 
 
 def _accelerator(gpus) -> str:
@@ -201,18 +211,24 @@ def loss_landscape_anim(
 
         parse_budget(budget)
     _check_style(style)
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"learning_rate={learning_rate!r} must be a positive number, e.g. learning_rate=5e-3")
     if output_to_file:
         output_format(output_filename, style.get("format"))
-        check_writable_dir("output_filename", Path(output_filename).resolve().parent)
-    run_dir = check_writable_dir("model_dirpath", model_dirpath)
-    weights = run_dir / model_filename
-    if load_model and not weights.is_file():
-        raise FileNotFoundError(
-            f"load_model=True but there is no saved model at {str(weights)!r} (model_dirpath={str(model_dirpath)!r}, "
-            f"model_filename={model_filename!r}); run once with load_model=False to train and save one"
-        )
-    accelerator = _accelerator(gpus)
-    return _run_job(**locals())
+    out_dir = Path(output_filename).resolve().parent if output_to_file else None
+    with removed_if_failed(out_dir, model_dirpath), free_core_threads():  # a failed run leaves no empty folder
+        if output_to_file:
+            check_writable_dir("output_filename", out_dir)
+        run_dir = check_writable_dir("model_dirpath", model_dirpath)
+        weights = run_dir / model_filename
+        if load_model and not weights.is_file():
+            raise FileNotFoundError(
+                f"load_model=True but there is no saved model at {str(weights)!r} "
+                f"(model_dirpath={str(model_dirpath)!r}, model_filename={model_filename!r}); "
+                "run once with load_model=False to train and save one"
+            )
+        accelerator = _accelerator(gpus)
+        return _run_job(**locals())
 
 
 def _check_style(style: dict) -> None:

@@ -27,9 +27,11 @@ def _names(names) -> str:
 
 
 # The look and format of the output, shared by `run` and `render`.
-FORMAT = typer.Option(None, "--format", help=f"Output format: {_names(FORMATS)} [default: from --out's extension].")
+FORMAT = typer.Option(
+    None, "--format", help=f"Output format: {_names(FORMATS)}.", show_default="from --out's extension"
+)
 VIEW = typer.Option("2d", help="2d (contour) or 3d (shaded surface with the path on it).")
-ROTATE = typer.Option(False, help="3d: turn the camera slowly.")
+ROTATE = typer.Option(False, "--rotate", help="3d: turn the camera slowly.")
 CMAP = typer.Option("YlGnBu", help="Matplotlib colormap of the landscape.")
 LEVELS = typer.Option(35, help="Contour levels.")
 LINEAR = typer.Option(False, "--linear", help="Colour by loss instead of log loss.")
@@ -58,14 +60,98 @@ def _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, ev
     return style
 
 
+# The API's argument names, as the command line spells them; errors and warnings are shown in flags.
+_FLAGS = {
+    "reduction_method": "--directions",
+    "custom_directions": "--custom-directions",
+    "n_epochs": "--epochs",
+    "giffps": "--fps",
+    "n_frames": "--frames",
+    "max_frames": "--frames",
+    "learning_rate": "--lr",
+    "learning_rates": "--lrs",
+    "batch_sizes": "--batch-sizes",
+    "model_dirpath": "--run-dir",
+    "output_filename": "--out",
+    "hessian_examples": "--hessian-examples",
+    "bn_batches": "--bn-batches",
+    "negative_curvature": "--negative-curvature",
+    "keep_biases": "--keep-biases",
+    "path_color": "--path-color",
+    "log_scale": "--linear",
+    "chunk_points": "--chunk-points",
+}
+# Short names that are also plain words: translated only where they read ``name=value``.
+_FLAGS_BEFORE_EQUALS = ("epochs", "fps", "out", "run_dir", "resolution", "centre", "xrange", "yrange", "subset",
+                        "every", "step", "view", "size", "dpi", "levels", "cmap", "format", "layout", "optimizer",
+                        "optimizers", "dataset", "model", "seed", "timeline", "device")  # fmt: skip
+
+
+def cli_words(message: str) -> str:
+    """``message`` with the API's argument names replaced by the command line's flags.
+
+    >>> cli_words("giffps=0 must be a positive number of frames per second, e.g. giffps=15")
+    '--fps=0 must be a positive number of frames per second, e.g. --fps=15'
+    >>> cli_words("reduction_method='pcaa' is not known")
+    "--directions='pcaa' is not known"
+    """
+    import re
+
+    message = re.sub(
+        r"custom_directions=\(u, v\) with u and v NumPy arrays of shape \((\d+),\)",
+        r"--custom-directions FILE.npz holding arrays u and v of shape (\1,) (or FILE.npy of shape (2, \1))",
+        message,
+    )
+    names = "|".join(sorted(_FLAGS, key=len, reverse=True))
+    message = re.sub(rf"(?<![\w-])({names})\b", lambda m: _FLAGS[m.group(1)], message)
+    short = "|".join(sorted(_FLAGS_BEFORE_EQUALS, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({short})=", lambda m: "--" + m.group(1).replace("_", "-") + "=", message)
+
+
 @contextlib.contextmanager
 def _user_errors():
-    """Show a bad argument as one line and exit with status 2, instead of a traceback."""
+    """Show a bad argument as one line in the command line's words and exit with status 2, not a traceback.
+
+    Warnings print as one plain line too (``Warning: ...``), without a file name or source line.
+    """
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        text = cli_words(" ".join(str(message).split()))
+        typer.echo(f"Warning: {text}", err=True)
+
+    shown = warnings.showwarning
+    warnings.showwarning = one_line
     try:
         yield
     except (ValueError, FileNotFoundError, TypeError) as err:
-        typer.echo(f"Error: {err}", err=True)
+        typer.echo(f"Error: {cli_words(str(err))}", err=True)
         raise typer.Exit(code=2) from None
+    finally:
+        warnings.showwarning = shown
+
+
+def _custom_directions(path: Optional[Path]):
+    """``(u, v)`` from a ``.npy`` file of shape (2, P) or a ``.npz`` file holding ``u`` and ``v``."""
+    if path is None:
+        return None
+    import numpy as np
+
+    fix = "pass a .npy file of shape (2, P) or a .npz file with arrays u and v, each of shape (P,)"
+    if not path.is_file():
+        raise FileNotFoundError(f"--custom-directions={str(path)!r} is not a file; {fix}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--custom-directions={str(path)!r} cannot be read as NumPy data ({err}); {fix}") from None
+    if isinstance(loaded, np.ndarray):
+        if loaded.ndim != 2 or loaded.shape[0] != 2:
+            raise ValueError(f"--custom-directions={str(path)!r} holds an array of shape {loaded.shape}; {fix}")
+        return loaded[0], loaded[1]
+    with loaded:
+        if not {"u", "v"} <= set(loaded.files):
+            raise ValueError(f"--custom-directions={str(path)!r} holds arrays {sorted(loaded.files)}; {fix}")
+        return loaded["u"], loaded["v"]
 
 
 @app.command()
@@ -75,22 +161,29 @@ def run(
     hidden_dim: int = typer.Option(50, help="mlp: units in each hidden layer."),
     hidden_layers: int = typer.Option(1, help="mlp: hidden layers."),
     optimizer: str = typer.Option("adam", help=f"Optimizer: {_names(OPTIMIZERS)}."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate [default: 5e-3 for the MLP]."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate.", show_default="5e-3 for the MLP"),
     epochs: int = typer.Option(300, help="Epochs of training."),
-    batch_size: Optional[int] = typer.Option(None, help="Examples per step [default: the whole dataset]."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per step.", show_default="the whole dataset"),
     directions: str = typer.Option("pca", help=f"Plane directions: {_names(DIRECTIONS)}."),
+    custom_directions: Optional[Path] = typer.Option(
+        None, help="custom directions: a .npy file of shape (2, P) or a .npz file with arrays u and v."
+    ),
     resolution: str = typer.Option("100", help="Grid points per axis, or NXxNY (e.g. 120x80)."),
     centre: str = typer.Option("final", help="Plane centre: final, initial, or a recorded step."),
     xrange: Optional[str] = typer.Option(
-        None, help="Grid x range LOW,HIGH in plane coordinates [default: fit the path]."
+        None, help="Grid x range LOW,HIGH in plane coordinates.", show_default="fit the path"
     ),
     yrange: Optional[str] = typer.Option(
-        None, help="Grid y range LOW,HIGH in plane coordinates [default: fit the path]."
+        None, help="Grid y range LOW,HIGH in plane coordinates.", show_default="fit the path"
     ),
     subset: Optional[int] = typer.Option(None, help="Evaluate on a seeded subset of this many examples."),
     bn_batches: int = typer.Option(0, help="Recompute BatchNorm statistics at each grid point from this many batches."),
-    keep_biases: bool = typer.Option(False, help="filter/layer directions: give biases a direction too."),
-    negative_curvature: bool = typer.Option(False, help="hessian directions: v along the most negative curvature."),
+    keep_biases: bool = typer.Option(
+        False, "--keep-biases", help="filter/layer directions: give biases a direction too."
+    ),
+    negative_curvature: bool = typer.Option(
+        False, "--negative-curvature", help="hessian directions: v along the most negative curvature."
+    ),
     hessian_examples: Optional[int] = typer.Option(
         None, help="hessian directions: use a subset of this many examples."
     ),
@@ -115,7 +208,7 @@ def run(
     decision: bool = DECISION,
     fps: float = typer.Option(15, help="Frames per second of the animation."),
     frames: int = typer.Option(300, help="Most frames in the animation."),
-    seed: Optional[int] = typer.Option(None, help="Seed for weights, data order and random directions."),
+    seed: int = typer.Option(0, help="Seed for weights, data order and random directions (the same run each time)."),
     out: Path = typer.Option(Path("sample.gif"), help="Output file; the extension picks the format."),
     run_dir: Path = typer.Option(Path("checkpoints"), help="Run directory for weights, path, plane and grid."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -128,16 +221,18 @@ def run(
         check_choice("model", model, MODELS)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"--batch-size={batch_size} must be a positive integer, or left out for the whole dataset")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"--lr={lr:g} must be a positive learning rate, e.g. --lr 0.005")
+        vectors = _custom_directions(custom_directions)
+        import torch
+
         from losstrail.api import loss_landscape_anim
         from losstrail.data import make_datamodule
         from losstrail.models import make_model
         from losstrail.train import check_optimizer
 
         optimizer = check_optimizer(optimizer)
-        if seed is not None:  # the model is built here, so its initial weights are seeded here
-            import torch
-
-            torch.manual_seed(seed)
+        torch.manual_seed(seed)  # the model is built here, so its initial weights are seeded here
         datamodule = make_datamodule(dataset, batch_size=batch_size)
         net = make_model(model, datamodule, optimizer=optimizer, learning_rate=5e-3 if lr is None else lr,
                          hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
@@ -147,6 +242,7 @@ def run(
             model=net,
             optimizer=optimizer,
             reduction_method=directions,
+            custom_directions=vectors,
             model_dirpath=run_dir,
             output_filename=out,
             giffps=fps,
@@ -215,7 +311,7 @@ def compare(
     batch_sizes: Optional[str] = typer.Option(None, help="Comma-separated batch sizes (one, or one per run)."),
     epochs: int = typer.Option(300, help="Epochs of training per run."),
     directions: str = typer.Option("pca", help="Shared plane: pca (joint), random, filter, layer, hessian."),
-    centre: Optional[str] = typer.Option(None, help="Centre: a run name, or mean [default: the first run]."),
+    centre: Optional[str] = typer.Option(None, help="Centre: a run name, or mean.", show_default="the first run"),
     layout: str = typer.Option("overlay", help="overlay (one contour) or grid (a panel per run)."),
     resolution: str = typer.Option("100", help="Grid points per axis, or NXxNY."),
     fps: float = typer.Option(15, help="Frames per second of the animation."),
@@ -239,9 +335,13 @@ def compare(
                 raise ValueError(f"{text!r} must be comma-separated numbers, e.g. 0.01,0.001") from None
             return values if len(values) > 1 else values[0]
 
+        rates = listed(lrs, float)
+        if rates is not None and not all(r > 0 for r in (rates if isinstance(rates, list) else [rates])):
+            raise ValueError(f"--lrs={lrs} must be positive learning rates, e.g. --lrs 0.01,0.001")
+
         compare_runs(
             optimizers=[o.strip() for o in optimizers.split(",") if o.strip()],
-            learning_rates=listed(lrs, float),
+            learning_rates=rates,
             batch_sizes=listed(batch_sizes, int),
             epochs=epochs,
             reduction_method=directions,
@@ -265,7 +365,7 @@ def render(
     out: Path = typer.Option(Path("sample.gif"), help="Output file; the extension picks the format."),
     fps: float = typer.Option(15, help="Frames per second of the animation."),
     frames: int = typer.Option(300, help="Most frames in the animation."),
-    step: Optional[int] = typer.Option(None, help="For a still (png/pdf/svg): the step it shows [default: last]."),
+    step: Optional[int] = typer.Option(None, help="For a still (png/pdf/svg): the step it shows.", show_default="last"),
     layout: str = typer.Option("overlay", help="For a comparison: overlay or grid."),
     format: Optional[str] = FORMAT,
     view: str = VIEW,
@@ -297,9 +397,9 @@ def render(
 def surface(
     run_dir: Path = typer.Argument(..., help="A run directory with a plane (made by `losstrail run`)."),
     force: bool = typer.Option(False, "--force", help="Recompute a finished surface."),
-    resolution: Optional[str] = typer.Option(None, help="Grid points per axis, or NXxNY [default: the run's]."),
+    resolution: Optional[str] = typer.Option(None, help="Grid points per axis, or NXxNY.", show_default="the run's"),
     chunk_points: int = typer.Option(1000, help="Grid points per saved chunk."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda [default: this rank's GPU when there is one]."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda.", show_default="this rank's GPU when there is one"),
     autocast: bool = typer.Option(False, "--autocast", help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
     grid: str = typer.Option("full", help="full: every point exact (upgrades a run made with --grid adaptive)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from losstrail._files import check_writable_dir
+from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import check_choice, quoted
+from losstrail._threads import free_core_threads
 from losstrail.directions import Plane
 from losstrail.projection import Projection
 from losstrail.record import Trajectory
@@ -36,6 +37,15 @@ class Comparison:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def __repr__(self) -> str:
+        """One line: the runs, the plane and the grid, never the arrays."""
+        held = ", ".join(f"{n!r} {c:.0%}" for n, c in zip(self.names, self.captured))
+        ny, nx = self.surface.loss.shape
+        return (
+            f"Comparison({len(self)} runs on one {self.plane.method!r} plane of P={len(self.plane.origin)} "
+            f"parameters, {nx}x{ny} grid; share of each path in the plane: {held})"
+        )
 
 
 def _settings_list(runs, optimizers, learning_rates, batch_sizes) -> list[dict]:
@@ -164,8 +174,6 @@ def compare(
     check_positive_int("epochs", epochs, 300)
     if out is not None:
         output_format(out)
-        check_writable_dir("out", Path(out).resolve().parent)
-    run_dir = check_writable_dir("run_dir", run_dir)
     if trained is not None:
         names = [str(n) for n in trained]
         settings = [{"name": n} for n in names]
@@ -182,7 +190,12 @@ def compare(
                 s["optimizer"] = check_optimizer(s["optimizer"])
     check_runs(names, centre=centre)
     centre = names[0] if centre is None else centre
-    return _compare_job(**locals())
+    out_dir = None if out is None else Path(out).resolve().parent
+    with removed_if_failed(out_dir, run_dir), free_core_threads():  # a failed comparison leaves no empty folder
+        if out_dir is not None:
+            check_writable_dir("out", out_dir)
+        run_dir = check_writable_dir("run_dir", run_dir)
+        return _compare_job(**locals())
 
 
 def _compare_job(
@@ -340,7 +353,8 @@ def render_comparison(
         from losstrail.renderers.html import write_html
 
         runs = list(zip(comparison.names, comparison.projections))
-        path = write_html(runs, comparison.surface, out, max_frames=n_frames, fps=fps, title=title)
+        path = write_html(runs, comparison.surface, out, max_frames=n_frames, fps=fps, title=title,
+                          captured=comparison.captured)  # fmt: skip
         return Animation(path, kind, n_frames)
 
     figure = CompareFigure(

@@ -68,7 +68,7 @@ def readout(p: Projection, k: int) -> str:
     """The read-out text of recorded point ``k``: step, epoch, loss and accuracy (and true/slice loss)."""
     text = (
         f"step  {int(p.step[k]):>6d}   epoch {int(p.epoch[k])}\n"
-        f"loss  {_format_value(float(p.loss[k]))}   acc {_format_value(float(p.accuracy[k]), percent=True)}"
+        f"batch loss {_format_value(float(p.loss[k]))} acc {_format_value(float(p.accuracy[k]), percent=True)}"
     )
     if p.measured:
         text += (
@@ -87,15 +87,83 @@ def draw_contour(
     shown = np.ma.log(np.ma.masked_less_equal(loss, 0)) if log_scale else loss
     contour = ax.contourf(surface.xs, surface.ys, shown, levels=levels, cmap=cmap, alpha=0.9, norm=norm)
     if colorbar:
-        fig.colorbar(contour, ax=ax, label="log loss on this slice" if log_scale else "loss on this slice")
-    min_x, min_y, min_loss = surface.minimum
-    ax.plot([min_x], [min_y], "bx", markersize=9, mew=2, label=f"lowest loss on slice ({min_loss:.3g})")
+        fig.colorbar(contour, ax=ax, label=colour_label(log_scale))
+    lowest = lowest_inside(surface)
+    if lowest is not None:  # the window's lowest point, marked only when it is inside, never cut by the edge
+        ax.plot([lowest[0]], [lowest[1]], "bx", markersize=9, mew=2, clip_on=False,
+                label=f"lowest loss in this window ({lowest[2]:.3g})")  # fmt: skip
     xlabel, ylabel = _axis_labels(plane)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_xlim(surface.xs[0], surface.xs[-1])
     ax.set_ylim(surface.ys[0], surface.ys[-1])
     return contour
+
+
+def colour_label(log_scale: bool) -> str:
+    """The colour bar's label: the natural log of the loss, or the loss."""
+    return "ln(loss) on this slice" if log_scale else "loss on this slice"
+
+
+def lowest_inside(surface: Surface, margin: float = 0.04):
+    """``(x, y, loss)`` of the grid's lowest cell when it lies inside the window, else None.
+
+    A lowest cell on (or within ``margin`` of) the edge is only the lowest point of the window,
+    not a minimum of the slice, and a marker there would be cut in half; it is not marked.
+
+    >>> xs = ys = np.linspace(-1, 1, 5)
+    >>> lowest_inside(Surface(xs, ys, np.add.outer(ys**2, xs**2), np.zeros((5, 5))))
+    (0.0, 0.0, 0.0)
+    >>> lowest_inside(Surface(xs, ys, np.add.outer(ys**2, xs), np.zeros((5, 5)))) is None
+    True
+    """
+    loss = np.where(np.isfinite(surface.loss), surface.loss, np.inf)
+    if not np.isfinite(loss).any():
+        return None
+    i, j = np.unravel_index(np.argmin(loss), loss.shape)
+    x, y = float(surface.xs[j]), float(surface.ys[i])
+    for value, axis in ((x, surface.xs), (y, surface.ys)):
+        low, high = float(axis[0]), float(axis[-1])
+        if not low + margin * (high - low) < value < high - margin * (high - low):
+            return None
+    return x, y, float(loss[i, j])
+
+
+def free_corner(ax, size: tuple[int, int], points: np.ndarray, pad: int = 8, margin: int = 8):
+    """The top-left pixel (x, y from the figure's top) of a corner of ``ax`` where a box of ``size`` covers none
+    of ``points`` (N, 2 data coordinates; consecutive points are a path, so the segments between them count too).
+
+    Corners are tried in the order upper left, upper right, lower left, lower right; None when none is free.
+    """
+    box = ax.get_window_extent()
+    fig_height = ax.figure.bbox.height
+    drawn = _densified(ax.transData.transform(np.asarray(points, dtype=np.float64).reshape(-1, 2)))
+    width, height = size
+    for top in (True, False):
+        for left in (True, False):
+            x0 = box.x0 + margin if left else box.x1 - margin - width
+            y1 = box.y1 - margin if top else box.y0 + margin + height  # the box's top, display pixels
+            hit = (
+                (drawn[:, 0] > x0 - pad)
+                & (drawn[:, 0] < x0 + width + pad)
+                & (drawn[:, 1] > y1 - height - pad)
+                & (drawn[:, 1] < y1 + pad)
+            )
+            if not hit.any():
+                return int(round(x0)), int(round(fig_height - y1))
+    return None
+
+
+def _densified(points: np.ndarray, step: float = 2.0) -> np.ndarray:
+    """Display points with extra points every ``step`` pixels along each segment between consecutive ones."""
+    points = points[np.all(np.isfinite(points), axis=1)]
+    if len(points) < 2:
+        return points
+    pieces = [points[:1]]
+    for a, b in zip(points[:-1], points[1:]):
+        n = max(1, int(np.ceil(np.hypot(*(b - a)) / step)))
+        pieces.append(a + (b - a) * (np.arange(1, n + 1)[:, None] / n))
+    return np.concatenate(pieces)
 
 
 def plain_log_ticks(axis) -> None:
@@ -191,42 +259,48 @@ class PathFigure(CanvasFigure):
 
         (self.line,) = ax.plot([], [], color=path_color, lw=1.5, animated=True)
         (self.point,) = ax.plot([], [], "o", color=path_color, ms=7, animated=True, label="optimizer")
-        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+        legend_above(ax, ncol=3)  # outside the axes, so it never covers the path
         self._moving = [(ax, self.line), (ax, self.point)]
         if self.panel:
             self._draw_panel(side, path_color)
         if decision is not None:
             self._draw_decision(axes[-1], decision)
-        self.fig.tight_layout()
+        # The step/loss read-out changes every frame. Matplotlib rasterizes text glyph by
+        # glyph, which would cost more than the rest of a frame, so Pillow draws it: in a
+        # corner of the contour that the path never crosses, else in a strip below the figure.
+        lines = 4 if projection.measured else 2
+        marks = [[0.0, 0.0], (lowest_inside(surface) or (np.nan, np.nan))[:2]]  # the centre and the lowest point
+        at = place_readout(self.fig, ax, _Label.measure(dpi, lines), [projection.xy, *marks])
+        self._label = _Label(ax, dpi, lines=lines, at=at)
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(self.fig.bbox)
-        # The step/loss read-out changes every frame. Matplotlib rasterizes text glyph by
-        # glyph, which would cost more than the rest of a frame, so Pillow draws it.
-        self._label = _Label(self.ax, dpi, lines=4 if projection.measured else 2)
 
     def _draw_panel(self, side, path_color: str) -> None:
         """True loss and slice loss over the steps, with a cursor that follows the frame."""
         p = self.projection
         steps = p.step
-        side.plot(steps, p.loss, color="0.6", lw=0.8, label="batch loss (training)")
-        side.plot(steps, p.true_loss, color="k", lw=1.6, label="true loss at θ")
-        side.plot(steps, p.slice_loss, color=path_color, lw=1.4, ls="--", label="slice loss at projection")
+        if full_batch(p):  # the batch loss is the true loss: one line, said so
+            side.plot(steps, p.true_loss, color="k", lw=1.6, label="true loss at θ (= batch loss, full batch)")
+        else:
+            side.plot(steps, p.loss, color="0.55", lw=0.8, label="batch loss (training)", zorder=1)
+            side.plot(steps, p.true_loss, color="k", lw=1.6, label="true loss at θ", zorder=3)
+        side.plot(steps, p.slice_loss, color=path_color, lw=1.4, ls="--", label="slice loss at projection", zorder=2)
         values = np.concatenate([p.loss, p.true_loss, p.slice_loss])
         if np.all(values[np.isfinite(values)] > 0):
             side.set_yscale("log")
             plain_log_ticks(side.yaxis)
         side.set_xlabel("step")
-        side.set_ylabel("loss")
-        side.set_title("loss and accuracy along the path", fontsize=10)
+        side.set_ylabel("loss along the path")
         side.grid(alpha=0.3)
         handles, labels = side.get_legend_handles_labels()
         if np.isfinite(p.accuracy).any():  # accuracy of each training step, on its own axis
             twin = side.twinx()
-            (line,) = twin.plot(steps, p.accuracy, color="tab:green", lw=0.9, alpha=0.8, label="accuracy (training)")
+            label = "accuracy (training batch)" if not full_batch(p) else "accuracy (training set)"
+            (line,) = twin.plot(steps, p.accuracy, color="tab:green", lw=0.9, alpha=0.8, label=label)
             twin.set_ylim(0, 1.02)
             twin.set_ylabel("accuracy", color="tab:green")
             handles, labels = handles + [line], labels + [line.get_label()]
-        side.legend(handles, labels, loc="center right", fontsize=8, framealpha=0.8)
+        legend_above(side, handles, labels, ncol=2)
         self._cursor = side.axvline(steps[0], color="0.3", lw=0.8, animated=True)
         (self._true_dot,) = side.plot([], [], "o", color="k", ms=5, animated=True)
         (self._slice_dot,) = side.plot([], [], "o", color=path_color, ms=5, animated=True)
@@ -283,26 +357,74 @@ class PathFigure(CanvasFigure):
             self._slice_dot.set_data([step], [p.slice_loss[k]])
 
 
+def full_batch(p: Projection) -> bool:
+    """Whether each step's batch loss is the true loss at its point (training on the whole dataset)."""
+    if not p.measured:
+        return False
+    both = np.isfinite(p.loss) & np.isfinite(p.true_loss)
+    return bool(both.any()) and bool(np.allclose(p.loss[both], p.true_loss[both], rtol=1e-4, atol=1e-7))
+
+
+def legend_above(ax, handles=None, labels=None, ncol: int = 2):
+    """The axes' legend in a row above it, outside the axes, where no path or curve is."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    return ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=ncol, fontsize=8,
+                     framealpha=0.8, borderaxespad=0.0)  # fmt: skip
+
+
+def place_readout(fig, ax, size: tuple[int, int], obstacles) -> tuple[int, int]:
+    """Lay out ``fig`` and return where a read-out box of ``size`` goes: the top-left pixel (x, y from the top).
+
+    A corner of ``ax`` that no path point, segment or marker in ``obstacles`` (arrays of (N, 2) data
+    coordinates) comes near; else a strip kept free below the figure's axes.
+    """
+    fig.tight_layout()
+    points = np.concatenate([np.asarray(o, dtype=np.float64).reshape(-1, 2) for o in obstacles])
+    spot = free_corner(ax, size, points)
+    if spot is not None:
+        return spot
+    height = fig.bbox.height
+    fig.tight_layout(rect=(0.0, (size[1] + 12) / height, 1.0, 1.0))
+    return int(ax.get_window_extent().x0), int(height - size[1] - 6)
+
+
 class _Label:
-    """A few lines of read-out in a translucent box in a corner of an axes, drawn with Pillow."""
+    """A few lines of read-out in a translucent box, drawn with Pillow: at ``at`` (x, y from the figure's top)
+    or in a corner of an axes."""
 
-    def __init__(self, ax, dpi: int, lines: int = 2, chars: int = 27, pad: int = 6, corner: str = "upper left"):
-        from matplotlib import get_data_path
-        from PIL import ImageFont
-
-        self.font = ImageFont.truetype(f"{get_data_path()}/fonts/ttf/DejaVuSansMono.ttf", round(10 * dpi / 72))
-        left, top, right, bottom = self.font.getbbox("M" * chars)
-        self.line_height = round((bottom - 0) * 1.25)
-        width, height = (right - left) + 2 * pad, self.line_height * lines + 2 * pad
+    def __init__(self, ax, dpi: int, lines: int = 2, chars: int = 28, pad: int = 6, corner: str = "upper left",
+                 at: tuple[int, int] | None = None):  # fmt: skip
+        self.font = _font(dpi)
+        self.line_height, (width, height) = _Label._line_height(self.font), _Label.measure(dpi, lines, chars, pad)
         box = ax.get_window_extent()  # display pixels, origin bottom left
         fig_height = ax.figure.bbox.height
         self.x0 = int(box.x0) + 8
         self.y0 = int(fig_height - box.y1) + 8
         if corner == "lower left":
             self.y0 = int(fig_height - box.y0) - 8 - int(height)
+        if at is not None:
+            self.x0, self.y0 = at
         self.size = (int(width), int(height))
         self.pad = pad
+        self._fig_height = fig_height
         self._overlay = self._box()
+
+    @staticmethod
+    def _line_height(font) -> int:
+        return round(font.getbbox("M")[3] * 1.25)
+
+    @staticmethod
+    def measure(dpi: int, lines: int = 2, chars: int = 28, pad: int = 6) -> tuple[int, int]:
+        """(width, height) in pixels of a box of ``lines`` lines of ``chars`` characters."""
+        font = _font(dpi)
+        left, _, right, _ = font.getbbox("M" * chars)
+        return int((right - left) + 2 * pad), int(_Label._line_height(font) * lines + 2 * pad)
+
+    def display_bbox(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) of the box in matplotlib display pixels (origin bottom left), for checks."""
+        fig_height = self._fig_height
+        return self.x0, fig_height - self.y0 - self.size[1], self.x0 + self.size[0], fig_height - self.y0
 
     def _box(self):
         from PIL import Image, ImageDraw
@@ -332,24 +454,31 @@ class _Label:
         region[...] = np.asarray(image)
 
 
+def _font(dpi: int):
+    from matplotlib import get_data_path
+    from PIL import ImageFont
+
+    return ImageFont.truetype(f"{get_data_path()}/fonts/ttf/DejaVuSansMono.ttf", round(10 * dpi / 72))
+
+
 def save_still(figure, k: int, out, kind: str) -> None:
     """Write ``figure`` at frame ``k`` as a still image (png, pdf or svg), with its read-out as real text."""
     figure.update(k)
     for _, artist in figure._moving:
         artist.set_animated(False)
     if hasattr(figure, "still_texts"):
-        placed = figure.still_texts(k)
+        placed = [(label, lines) for label, (_, lines) in zip(figure._labels, figure.still_texts(k))]
     else:
-        ax = figure.main_axes[0] if hasattr(figure, "main_axes") else figure.ax
-        placed = [(ax, [(line, "k") for line in figure.label(k).split("\n")])]
-    for ax, lines in placed:
-        _write_lines(ax, lines)
+        placed = [(figure._label, [(line, "k") for line in figure.label(k).split("\n")])]
+    for label, lines in placed:
+        _write_lines(figure.fig, label, lines)
     figure.fig.savefig(out, format=kind)
 
 
-def _write_lines(ax, lines) -> None:
-    """The read-out as real (vector) text at the top left of ``ax``."""
-    text_at = getattr(ax, "text2D", ax.text)  # 3-D axes place screen text with text2D
+def _write_lines(fig, label: _Label, lines) -> None:
+    """The read-out as real (vector) text where the animation's box is (a place no path crosses)."""
+    width, height = fig.bbox.width, fig.bbox.height
     for row, (line, colour) in enumerate(lines):
-        text_at(0.02, 0.97 - 0.05 * row, line, transform=ax.transAxes, family="monospace", fontsize=9,
-                color=colour, va="top", bbox={"fc": "white", "alpha": 0.7, "lw": 0})  # fmt: skip
+        y = label.y0 + label.pad + row * label.line_height
+        fig.text(label.x0 / width, 1 - y / height, line, family="monospace", fontsize=10, color=colour, va="top",
+                 bbox={"fc": "white", "alpha": 0.7, "lw": 0, "pad": 1})  # fmt: skip

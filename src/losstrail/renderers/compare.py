@@ -8,7 +8,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from losstrail.projection import Projection
-from losstrail.renderers._figure import CanvasFigure, _Label, draw_contour, plain_log_ticks
+from losstrail.renderers._figure import (
+    CanvasFigure,
+    _Label,
+    colour_label,
+    draw_contour,
+    free_corner,
+    legend_above,
+    lowest_inside,
+    place_readout,
+    plain_log_ticks,
+)
 from losstrail.surface import Surface
 
 # Path colours that stand out on the blue-green-yellow contour, in run order.
@@ -121,26 +131,49 @@ class CompareFigure(CanvasFigure):
                 )
                 ax.set_title(self._run_title(k), fontsize=9, color=self.colours[k])
                 self._add_path(ax, k)
-            self.fig.colorbar(contour, ax=list(axes[:n]), label="log loss on this slice (one scale)")
+            self.fig.colorbar(contour, ax=list(axes[:n]), label=colour_label(True) + " (one scale)")
             self.main_axes = list(axes[:n])
         else:
             ax, side = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.55, 1]})
             draw_contour(self.fig, ax, surface, plane, levels=levels, cmap=cmap)
             for k in range(n):
                 self._add_path(ax, k, label=self._run_title(k))
-            ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+            legend_above(ax, ncol=2)  # outside the axes, so it never covers a path
             self._draw_panel(side)
             self.main_axes = [ax]
-        self.fig.suptitle(title + ("\n" if title else "") + _shared_plane_note(self.projections), fontsize=10)
+        self.fig.suptitle(title + ("\n" if title else "") + _shared_plane_note(self.projections, layout), fontsize=10)
         self.layout = layout
+        lowest = lowest_inside(surface) or (np.nan, np.nan)
+        marks = [[0.0, 0.0], lowest[:2]]  # the plane's centre and the lowest point, if drawn
         if layout == "overlay":
-            self.fig.tight_layout()
+            # The live read-out: in a corner of the contour that no path crosses, else below the figure.
+            size = _Label.measure(dpi, n + 1, 46)
+            at = place_readout(self.fig, ax, size, [p.xy for p in self.projections] + marks)
+            self._labels = [_Label(ax, dpi, lines=n + 1, chars=46, at=at)]
+        else:
+            self._labels = self._grid_labels(dpi, marks)
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(self.fig.bbox)
-        if layout == "grid":
-            self._labels = [_Label(a, dpi, lines=2, chars=32, corner="lower left") for a in self.main_axes]
-        else:
-            self._labels = [_Label(self.main_axes[0], dpi, lines=n + 1, chars=46, corner="lower left")]
+
+    def _grid_labels(self, dpi: int, marks) -> list:
+        """Each panel's read-out in a corner its path never crosses; a panel without one gives up a strip at its top."""
+        self.canvas.draw()  # the constrained layout places the panels
+        size = _Label.measure(dpi, 2, 32)
+        spots = [
+            free_corner(ax, size, np.concatenate([p.xy, marks])) for ax, p in zip(self.main_axes, self.projections)
+        ]
+        if any(spot is None for spot in spots):
+            self.fig.set_layout_engine("none")  # freeze the layout before moving panels by hand
+        height = self.fig.bbox.height
+        labels = []
+        for ax, spot in zip(self.main_axes, spots):
+            if spot is None:
+                top = ax.get_window_extent().y1
+                pos = ax.get_position()
+                ax.set_position([pos.x0, pos.y0, pos.width, pos.height - (size[1] + 24) / height])
+                spot = (int(ax.get_window_extent().x0), int(height - top))
+            labels.append(_Label(ax, dpi, lines=2, chars=32, at=spot))
+        return labels
 
     def _run_title(self, k: int) -> str:
         captured = self.captured[k]
@@ -170,9 +203,9 @@ class CompareFigure(CanvasFigure):
             side.set_yscale("log")
             plain_log_ticks(side.yaxis)
         side.set_xlabel("step" if self.by_step else "fraction of training")
-        side.set_title("true loss along each path" if measured else "training loss of each run", fontsize=10)
+        side.set_ylabel("true loss along each path" if measured else "training (batch) loss of each run")
         side.grid(alpha=0.3)
-        side.legend(loc="upper right", fontsize=8, framealpha=0.8)
+        legend_above(side, ncol=4)
 
     @property
     def n_frames(self) -> int:
@@ -235,9 +268,10 @@ def _as_legend(lines: list) -> list:
     return [lines[0]] + [(f"\u25cf {text}", colour) for text, colour in lines[1:]]
 
 
-def _shared_plane_note(projections: Sequence[Projection]) -> str:
+def _shared_plane_note(projections: Sequence[Projection], layout: str = "overlay") -> str:
     plane = projections[0].plane
+    where = "each panel's title" if layout == "grid" else "the legend"
     return (
-        f"one shared {plane.method!r} plane holds each run differently: its share of the path is in the legend, "
+        f"one shared {plane.method!r} plane holds each run differently: its share of the path is in {where}, "
         "its distance from the plane in the read-out"
     )

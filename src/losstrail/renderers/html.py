@@ -21,7 +21,7 @@ from losstrail.surface import Surface
 DIV_ID = "losstrail-plot"
 # The plotly.js version of the vendored cartesian bundle (see vendor/README.md).
 CARTESIAN_VERSION = "4.1.1"
-SLIDER_STOPS = 40
+SLIDER_STOPS = 21  # few enough that plotly labels every one, the last step included
 
 
 def check_plotly() -> None:
@@ -62,20 +62,26 @@ def write_html(
     log_scale: bool = True,
     view: str = "2d",
     colours: Sequence[str] | None = None,
+    captured: Sequence[float] | None = None,
 ) -> Path:
-    """Write the contour (or 3-D surface), every run's path, a play/pause button and a step slider to ``out``."""
+    """Write the contour (or 3-D surface), every run's path, a loss panel, play/pause and a step slider to ``out``.
+
+    The page opens at the last step, with each whole path drawn; play starts from the first.
+    ``captured`` gives each run's share of its path in the plane (for a comparison); a single
+    run's share is read from its plane.
+    """
     check_plotly()
     import plotly.graph_objects as go
 
     from losstrail._files import atomic_path
-    from losstrail.renderers._figure import _axis_labels
+    from losstrail.renderers._figure import _axis_labels, faithfulness_title
 
     colours = list(colours) if colours is not None else [RUN_COLOURS[k % len(RUN_COLOURS)] for k in range(len(runs))]
     projections = [p for _, p in runs]
     schedule, times = frame_schedule(projections, max_frames)
     loss = np.where(surface.loss > 0, surface.loss, np.nan) if log_scale else surface.loss
     z = np.log(loss) if log_scale else loss
-    z_label = "log loss" if log_scale else "loss"
+    z_label = "ln(loss)" if log_scale else "loss"
     xlabel, ylabel = _axis_labels(projections[0].plane)
     fig = go.Figure()
     hover_grid = "x %{x:.3g}<br>y %{y:.3g}<br>slice " + z_label + " %{z:.4g}<extra></extra>"
@@ -85,7 +91,7 @@ def write_html(
         "z": np.reshape(np.array(_rounded(z), dtype=object), z.shape).tolist(),
         "colorscale": cmap,
         "hovertemplate": hover_grid,
-        "colorbar": {"title": {"text": z_label}},
+        "colorbar": {"title": {"text": z_label + " on this slice", "side": "right"}, "x": 0.56, "len": 0.9},
     }
     if view == "3d":
         fig.add_trace(go.Surface(opacity=0.85, **grid))
@@ -103,7 +109,8 @@ def write_html(
             "true loss %{customdata[1]:.4g}<br>slice loss %{customdata[2]:.4g}<br>batch loss %{customdata[3]:.4g}"
             "<extra></extra>"
         )
-        common = {"name": name, "customdata": [_rounded(row) for row in custom], "hovertemplate": hover}
+        shown = name if captured is None else f"{name} (plane holds {captured[k]:.0%} of its path)"
+        common = {"name": shown, "customdata": [_rounded(row) for row in custom], "hovertemplate": hover}
         line = {"color": colours[k], "width": 3}
         if view == "3d":
             fig.add_trace(go.Scatter3d(x=[], y=[], z=[], mode="lines", line=line, showlegend=False, hoverinfo="skip"))
@@ -117,22 +124,27 @@ def write_html(
         paths.append({"x": _rounded(p.xy[:, 0]), "y": _rounded(p.xy[:, 1]), "z": _rounded(h),
                       "custom": common["customdata"]})  # fmt: skip
     by_step = len({int(p.step[-1]) for p in projections}) == 1
+    cursors = _loss_panel(fig, runs, colours, by_step)
     # A slider stop per frame would draw hundreds of tick labels and double the page's start-up
     # time; it gets at most SLIDER_STOPS stops, while play still shows every frame.
     stops = np.unique(np.round(np.linspace(0, len(times) - 1, min(len(times), SLIDER_STOPS))).astype(int))
     labels = [f"{times[f]:.0f}" if by_step else f"{times[f]:.0%}" for f in stops]
+    heading = title or "losstrail"
+    if captured is None and len(runs) == 1:
+        heading = faithfulness_title(heading, projections[0])
     fig.update_layout(
-        title={"text": title or "losstrail", "x": 0.5},
-        xaxis_title=xlabel,
+        title={"text": heading.replace("\n", "<br>"), "x": 0.5, "font": {"size": 14}},
+        xaxis={"title": {"text": xlabel}, "domain": [0.0, 0.53]},
         yaxis_title=ylabel,
-        width=900,
-        height=640,
-        margin={"t": 90, "b": 40},
-        showlegend=len(runs) > 1,
-        legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+        width=1280,
+        height=660,
+        margin={"t": 110, "b": 40},
+        showlegend=True,
+        legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
         sliders=[
             {
-                "active": 0,
+                "active": len(stops) - 1,
+                "len": 0.53,
                 "currentvalue": {"prefix": "step " if by_step else "training "},
                 "pad": {"t": 50},
                 "steps": [{"label": lab, "method": "skip", "args": [None]} for lab in labels],
@@ -154,8 +166,10 @@ def write_html(
         ],
     )
     if view == "3d":
-        fig.update_layout(scene={"xaxis_title": xlabel, "yaxis_title": ylabel, "zaxis_title": z_label})
-    data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1}
+        fig.update_layout(
+            scene={"xaxis_title": xlabel, "yaxis_title": ylabel, "zaxis_title": z_label, "domain": {"x": [0, 0.53]}}
+        )
+    data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1, "cursors": cursors}
     data.update(fps=fps, view=view)
     script = _PLAYER.replace("__DATA__", json.dumps(data, separators=(",", ":")))
     bundle = _cartesian_bundle() if view != "3d" else None
@@ -169,6 +183,40 @@ def write_html(
             head = page.index("<head>") + len("<head>")
             tmp.write_text(page[:head] + "\n<script>" + bundle + "</script>\n" + page[head:], encoding="utf-8")
     return Path(out)
+
+
+def _loss_panel(fig, runs, colours, by_step: bool) -> list[dict]:
+    """The loss of each run over its steps, beside the contour; returns each run's moving cursor (trace, x, y)."""
+    import plotly.graph_objects as go
+
+    from losstrail.renderers.compare import _fraction
+
+    panel = {"xaxis": "x2", "yaxis": "y2"}
+    cursors = []
+    for k, (name, p) in enumerate(runs):
+        x = p.step if by_step else _fraction(p.step)
+        measured = p.true_loss is not None
+        y = p.true_loss if measured else p.loss
+        label = name if len(runs) > 1 else ("true loss at θ" if measured else "batch loss (training)")
+        fig.add_trace(go.Scatter(x=_rounded(x), y=_rounded(y), mode="lines", name=label, legendgroup="panel",
+                                 line={"color": colours[k] if len(runs) > 1 else "black", "width": 2},
+                                 showlegend=len(runs) == 1, **panel))  # fmt: skip
+        if len(runs) == 1 and p.slice_loss is not None:
+            fig.add_trace(go.Scatter(x=_rounded(x), y=_rounded(p.slice_loss), mode="lines", legendgroup="panel",
+                                     name="slice loss at projection", line={"color": colours[k], "dash": "dash"},
+                                     **panel))  # fmt: skip
+        cursors.append({"trace": len(fig.data), "x": _rounded(x), "y": _rounded(y)})
+        fig.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"color": colours[k], "size": 9},
+                                 showlegend=False, hoverinfo="skip", **panel))  # fmt: skip
+    values = np.concatenate([np.asarray(p.true_loss if p.true_loss is not None else p.loss) for _, p in runs])
+    values = values[np.isfinite(values)]
+    scale = "log" if len(values) and values.min() > 0 else "linear"
+    along = "step" if by_step else "fraction of training"
+    fig.update_layout(
+        xaxis2={"domain": [0.68, 1.0], "anchor": "y2", "title": {"text": along}},
+        yaxis2={"anchor": "x2", "title": {"text": "loss"}, "type": scale},
+    )
+    return cursors
 
 
 def _cartesian_bundle() -> str | None:
@@ -205,6 +253,12 @@ _PLAYER = """
       idx.push(D.first + 2 * r, D.first + 2 * r + 1);
     }
     Plotly.restyle(gd, upd, idx);
+    const cx = [], cy = [], ci = [];
+    for (let r = 0; r < D.cursors.length; r++) {
+      const c = D.cursors[r], i = D.schedule[f][r];
+      cx.push([c.x[i]]); cy.push([c.y[i]]); ci.push(c.trace);
+    }
+    if (ci.length) Plotly.restyle(gd, {x: cx, y: cy}, ci);
     let at = 0;  // the slider stop at or before frame f
     while (at + 1 < D.stops.length && D.stops[at + 1] <= f) at++;
     if (gd.layout.sliders[0].active !== at) {
@@ -227,6 +281,6 @@ _PLAYER = """
     if (!state.moving && e.slider) { stop(); show(D.stops[e.slider.active]); }
   });
   gd.on('plotly_buttonclicked', function (e) { if (e.button.name === 'play') play(); else stop(); });
-  show(0);
+  show(n - 1);  // open on the whole path; play starts again from the first step
 })();
 """

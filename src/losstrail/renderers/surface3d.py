@@ -8,6 +8,10 @@ from losstrail.projection import Projection
 from losstrail.renderers._figure import CanvasFigure
 from losstrail.surface import Surface
 
+# A turning camera takes this many distinct angles over the animation; between them only the
+# path moves, so a frame is a blit (fast) and a GIF stores only the change (small).
+TURN_VIEWS = 24
+
 
 def grid_value(surface: Surface, xy: np.ndarray) -> np.ndarray:
     """The surface's loss at points ``xy`` (T, 2), bilinear between grid nodes, clamped at the edges.
@@ -30,11 +34,14 @@ def grid_value(surface: Surface, xy: np.ndarray) -> np.ndarray:
 
 
 class SurfaceFigure(CanvasFigure):
-    """A 3-D view: the surface (log loss by default) and the path on it at its slice loss.
+    """A 3-D view: the surface (ln loss by default) and the path on it at its slice loss.
+
+    The read-out sits in a strip above the axes, so it never covers the surface or the path.
 
     Args:
         projection, surface: as ``PathFigure``.
-        rotate: turn the camera slowly (half a turn over the animation) instead of holding it.
+        rotate: turn the camera slowly (half a turn over the animation, in ``TURN_VIEWS`` steps)
+            instead of holding it.
         n_frames: frames the animation will have (sets the rotation speed).
         title, size, dpi, cmap, path_color, log_scale: the look.
     """
@@ -56,7 +63,7 @@ class SurfaceFigure(CanvasFigure):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from losstrail.renderers._figure import _axis_labels, _Label, faithfulness_title
+        from losstrail.renderers._figure import _axis_labels, _Label, colour_label, faithfulness_title
 
         self.projection = projection
         self.rotate, self.n_frames = rotate, max(n_frames, 1)
@@ -67,7 +74,7 @@ class SurfaceFigure(CanvasFigure):
         transform = (lambda v: np.log(np.where(v > 0, v, np.nan))) if log_scale else (lambda v: v)
         gx, gy = np.meshgrid(surface.xs, surface.ys)
         z = np.ma.masked_invalid(transform(surface.loss))
-        ax.plot_surface(gx, gy, z, cmap=cmap, linewidth=0, antialiased=False, alpha=0.85, rstride=2, cstride=2)
+        ax.plot_surface(gx, gy, z, cmap=cmap, linewidth=0, antialiased=False, alpha=0.85, rcount=40, ccount=40)
         height_along = (
             projection.slice_loss if projection.slice_loss is not None else grid_value(surface, projection.xy)
         )
@@ -75,17 +82,25 @@ class SurfaceFigure(CanvasFigure):
         xlabel, ylabel = _axis_labels(projection.plane)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
-        ax.set_zlabel("log loss on this slice" if log_scale else "loss on this slice", fontsize=8)
-        self.fig.suptitle(faithfulness_title(title, projection), fontsize=10)
+        ax.set_zlabel(colour_label(log_scale), fontsize=8)
+        heading = self.fig.suptitle(faithfulness_title(title, projection), fontsize=10)
         self.azimuth = -60.0
         ax.view_init(elev=35, azim=self.azimuth)
-        (self.line,) = ax.plot([], [], [], color=path_color, lw=2, animated=not rotate, zorder=10)
-        (self.point,) = ax.plot([], [], [], "o", color=path_color, ms=7, animated=not rotate, zorder=11)
+        (self.line,) = ax.plot([], [], [], color=path_color, lw=2, animated=True, zorder=10)
+        (self.point,) = ax.plot([], [], [], "o", color=path_color, ms=7, animated=True, zorder=11)
         self._moving = [(ax, self.line), (ax, self.point)]
         self.main_axes = [ax]
+        # The read-out goes under the title, and the 3-D axes below it.
+        lines = 4 if projection.measured else 2
+        box = _Label.measure(dpi, lines)
+        top = int(height - heading.get_window_extent(self.canvas.get_renderer()).y0) + 4
+        bottom = 40 / height  # room for the axis labels below the box
+        ax.set_position([0.0, bottom, 1.0, 1.0 - bottom - (top + box[1] + 6) / height])
+        self._label = _Label(ax, dpi, lines=lines, at=(8, top))
+        self.views = max(2, min(self.n_frames, TURN_VIEWS))
+        self._view = 0
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(self.fig.bbox)
-        self._label = _Label(ax, dpi, lines=4 if projection.measured else 2)
 
     def label(self, k: int) -> str:
         from losstrail.renderers._figure import readout
@@ -97,17 +112,19 @@ class SurfaceFigure(CanvasFigure):
         self.line.set_data_3d(p.xy[: k + 1, 0], p.xy[: k + 1, 1], self.z[: k + 1])
         self.point.set_data_3d(p.xy[k : k + 1, 0], p.xy[k : k + 1, 1], self.z[k : k + 1])
         if self.rotate:
-            self.ax.view_init(elev=35, azim=self.azimuth + 180.0 * k / max(len(p) - 1, 1))
+            view = round(k / max(len(p) - 1, 1) * (self.views - 1))
+            self.ax.view_init(elev=35, azim=self.azimuth + 180.0 * view / (self.views - 1))
+            if view != self._view:  # a new camera angle: draw the surface once, then blit the path over it
+                self._view = view
+                self.canvas.draw()
+                self._background = self.canvas.copy_from_bbox(self.fig.bbox)
 
     def rgba(self, k: int, copy: bool = True) -> np.ndarray:
-        """Frame ``k`` as (H, W, 4) uint8; a turning camera redraws everything, a still one blits."""
+        """Frame ``k`` as (H, W, 4) uint8: the path blitted over the surface drawn at the frame's camera angle."""
         self.update(k)
-        if self.rotate:
-            self.canvas.draw()
-        else:
-            self.canvas.restore_region(self._background)
-            for ax, artist in self._moving:
-                ax.draw_artist(artist)
+        self.canvas.restore_region(self._background)
+        for ax, artist in self._moving:
+            ax.draw_artist(artist)
         frame = np.asarray(self.canvas.buffer_rgba())
         self._label.draw(frame, self.label(k))
         return frame.copy() if copy else frame
