@@ -72,3 +72,16 @@ def test_missing_file_is_named(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"has no surface.npz; it holds model.pt"):
         load_run_value(tmp_path, Surface)
+
+
+def test_values_have_one_line_reprs_whatever_their_size():
+    import losstrail as lt
+
+    big = np.zeros((2000, 5000), np.float32)
+    t = lt.Trajectory(big, np.zeros(2000), np.zeros(2000), np.arange(2000), np.zeros(2000, dtype=np.int64))
+    s = lt.Surface(np.arange(300.0), np.arange(200.0), np.zeros((200, 300)), np.zeros((200, 300)))
+    p = lt.Plane(big[0], big[1], big[2], "pca", explained=(0.5, 0.25))
+    for value in (t, s, p):
+        text = repr(value)
+        assert "\n" not in text and len(text) < 400, text
+    assert "params=<float32 array 2000x5000>" in repr(t) and "loss=<float64 array 200x300>" in repr(s)

@@ -33,6 +33,7 @@ from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail._memory import reuse_freed_memory
 from losstrail._progress import bar
+from losstrail._repr import short_repr
 
 __all__ = ["Evaluated", "Evaluator", "batch_norms", "eval_mode", "note"]
 
@@ -84,6 +85,8 @@ class Evaluated:
     accuracy: np.ndarray  # (n,) fraction correct; NaN when not classification
     loss_se: np.ndarray | None = None  # (n,) standard error of each mean loss
     metrics: dict = field(default_factory=dict)  # name -> (n,) mean of each extra metric of the objective
+
+    __repr__ = short_repr
 
 
 class _Call(torch.nn.Module):

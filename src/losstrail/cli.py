@@ -42,8 +42,7 @@ PATH_COLOR = typer.Option("red", help="Colour of the path.")
 EVERY = typer.Option(None, help="Draw only every k-th recorded step.")
 DECISION = typer.Option(False, "--decision", help="Add a panel with the decision regions (2-D datasets).")
 PARAMS = typer.Option(
-    "trainable",
-    help="Parameters the path, plane and grid span: trainable, all, or name patterns (e.g. 'layers.0.*,layers.2.*').",
+    "trainable", help="Parameters to span: trainable, all, or name patterns like 'layers.0.*'."
 )
 
 

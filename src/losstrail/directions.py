@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from losstrail._registry import DIRECTIONS, check_choice
+from losstrail._repr import short_repr
 from losstrail.record import Trajectory, prefetch_rows, release_pages, row_block
 
 __all__ = ["Plane", "captured_fraction", "make_plane"]
@@ -50,6 +51,8 @@ class Plane:
     explained: tuple[float, float] | None = None
     eigenvalues: tuple[float, float] | None = None
     names: tuple[str, ...] | None = None  # the parameters the plane spans, in order; None: all of them
+
+    __repr__ = short_repr
 
     @property
     def captured(self) -> float | None:

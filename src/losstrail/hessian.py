@@ -19,6 +19,7 @@ import torch
 from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule
 from losstrail._progress import bar
+from losstrail._repr import short_repr
 
 __all__ = ["HessianEigen", "hessian_eigenpairs"]
 
@@ -32,6 +33,8 @@ class HessianEigen:
     lowest_value: float  # most negative (smallest) eigenvalue
     lowest_vector: np.ndarray  # (P,)
     product: str = "forward-over-reverse"  # how the Hessian-vector products were taken
+
+    __repr__ = short_repr
 
 
 class _HessianOperator:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from losstrail._repr import short_repr
 from losstrail.directions import Plane
 from losstrail.record import Trajectory, release_pages, row_block
 
@@ -30,6 +31,8 @@ class Projection:
     epoch: np.ndarray  # (T,) int64
     true_loss: np.ndarray | None = None  # (T,) mean loss over the grid's data at θ_k itself
     slice_loss: np.ndarray | None = None  # (T,) the same at θ_k's projection onto the plane
+
+    __repr__ = short_repr
 
     def __len__(self) -> int:
         return self.xy.shape[0]

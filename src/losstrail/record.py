@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from losstrail._functional import ParamLayout, choose_parameters
+from losstrail._repr import short_repr
 
 __all__ = ["Recorder", "Trajectory"]
 
@@ -37,6 +38,8 @@ class Trajectory:
     epoch: np.ndarray  # (T,) int64
     names: tuple[str, ...] | None = None  # the recorded parameters, in order; None: all of the model's
     shapes: tuple[tuple[int, ...], ...] | None = None  # their shapes, with ``names``
+
+    __repr__ = short_repr
 
     def __post_init__(self):
         n = self.params.shape[0]

@@ -17,6 +17,7 @@ import torch
 from losstrail._batching import as_dataset, take_subset
 from losstrail._evaluate import Evaluator
 from losstrail._functional import choose_parameters
+from losstrail._repr import short_repr
 from losstrail.directions import Plane
 
 __all__ = [
@@ -43,6 +44,8 @@ class Surface:
     loss_se: np.ndarray | None = None  # (ny, nx) standard error of each mean loss, when on a data subset
     exact: np.ndarray | None = None  # (ny, nx) bool, adaptive grids: evaluated exactly (others interpolated)
     max_error: float | None = None  # adaptive grids: the largest relative interpolation error the checks allow
+
+    __repr__ = short_repr
 
     @property
     def adaptive(self) -> bool:
@@ -397,6 +400,8 @@ class LossLine:
     loss: np.ndarray  # (n,) mean loss over the data
     accuracy: np.ndarray  # (n,) fraction correct; NaN when not classification
 
+    __repr__ = short_repr
+
 
 def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) -> LossLine:
     """Mean loss and accuracy over ``data`` at ``origin + t * direction`` for each ``t`` in ``ts``.
@@ -436,6 +441,8 @@ class DecisionMaps:
     index: np.ndarray  # (F,) recorded-point indices, ascending
     X: np.ndarray  # (N, 2) the training inputs, drawn over the regions
     y: np.ndarray  # (N,) their classes
+
+    __repr__ = short_repr
 
     def at(self, k: int) -> np.ndarray:
         """The map of the last computed point at or before recorded point ``k``."""
