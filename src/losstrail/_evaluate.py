@@ -43,6 +43,21 @@ MODES = ("auto", "vmap", "loop")
 _SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
 
 
+def math_attention():
+    """``scaled_dot_product_attention`` as plain differentiable ops for the duration.
+
+    The fused CPU attention kernels have no ``vmap`` batching rule (vmap falls back on a slow
+    per-example loop) and no forward-mode derivative (no Hessian-vector products); the math
+    backend computes the same attention from matmuls and a softmax, which batch and
+    differentiate to any order.
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: no choice of backend
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def note(message: str, quiet: bool = False) -> None:
     """One plain line on stderr (not a warning with a source line), unless ``quiet``."""
     if not quiet:
@@ -202,7 +217,8 @@ class Evaluator:
         def at(row, b):
             return torch.func.functional_call(self.measure, (self._tensors(row), b), (batch,))
 
-        return torch.func.vmap(at, in_dims=(0, 0 if per_point_buffers else None), randomness="same")(flat, bufs)
+        with math_attention():
+            return torch.func.vmap(at, in_dims=(0, 0 if per_point_buffers else None), randomness="same")(flat, bufs)
 
     def _looped(self, flat, bufs, batch, per_point_buffers: bool) -> torch.Tensor:
         rows = []

@@ -41,9 +41,7 @@ TITLE = typer.Option(None, help="Figure title.")
 PATH_COLOR = typer.Option("red", help="Colour of the path.")
 EVERY = typer.Option(None, help="Draw only every k-th recorded step.")
 DECISION = typer.Option(False, "--decision", help="Add a panel with the decision regions (2-D datasets).")
-PARAMS = typer.Option(
-    "trainable", help="Parameters to span: trainable, all, or name patterns like 'layers.0.*'."
-)
+PARAMS = typer.Option("trainable", help="Parameters to span: trainable, all, or name patterns like 'layers.0.*'.")
 
 
 def _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every) -> dict:

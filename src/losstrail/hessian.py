@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from losstrail._evaluate import math_attention
 from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule
 from losstrail._progress import bar
@@ -65,8 +66,9 @@ class _HessianOperator:
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             total = torch.zeros_like(centre)
-            for batch, n_b in zip(batches, batches.lengths):
-                total += products[self.product](v, batch) * (n_b / n_examples)
+            with math_attention():  # fused attention kernels have no forward-mode or second derivative
+                for batch, n_b in zip(batches, batches.lengths):
+                    total += products[self.product](v, batch) * (n_b / n_examples)
             return total
 
         def check() -> None:  # the rule, once, on the first batch at the centre
@@ -75,7 +77,8 @@ class _HessianOperator:
             functional_call(call, {f"model.{n}": t for n, t in tensors.items()}, (batches.first(),))
 
         def probe() -> None:  # one product on one batch: does this kind of product work here?
-            products[self.product](torch.zeros_like(centre), batches.first())
+            with math_attention():
+                products[self.product](torch.zeros_like(centre), batches.first())
 
         self.hvp, self.probe, self.check = hvp, probe, check
         self.n_params = layout.n_params
