@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from losstrail import TrajectoryRecorder
 from losstrail.models import load_flat_params
-from losstrail.record import Trajectory, TrajectoryRecorder
+from losstrail.record import Trajectory
 from losstrail.train import fit
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["ParamLayout", "choose_parameters", "flat_params"]
+__all__ = ["ParamLayout", "choose_parameters", "flat_params", "selected_names"]
 
 PARAM_CHOICES = ("trainable", "all")
 
@@ -136,3 +136,22 @@ def flat_params(model: torch.nn.Module, names: Sequence[str] | None = None) -> t
     if names is None:
         return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
     return ParamLayout(model, names).flatten(model)
+
+
+def selected_names(model: torch.nn.Module, params, n_params: int, what: str) -> tuple[str, ...] | None:
+    """The parameter names a plane or a path of ``n_params`` values spans, checked against ``model``.
+
+    ``params`` is a ``params=`` choice or the names saved with the plane; None (all parameters)
+    when that is what the choice comes to, so the fast all-parameters path applies.
+    """
+    names = choose_parameters(model, params, trainable_only=False)
+    size = sum(dict(model.named_parameters())[n].numel() for n in names)
+    if size != n_params:
+        every = sum(p.numel() for p in model.parameters())
+        which = "" if len(names) == len(list(model.parameters())) else f" in the {len(names)} tensors params selects"
+        hint = " (the plane spans all of them: pass params='all')" if every == n_params else ""
+        raise ValueError(
+            f"the {what} has P={n_params} parameters but the model has P={size}{which}{hint}; "
+            f"make the {what} from this model's trajectory, with the same params"
+        )
+    return None if len(names) == len(list(model.parameters())) else names

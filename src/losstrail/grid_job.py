@@ -114,12 +114,13 @@ def compute_surface(
     """
     from losstrail._batching import take_subset
     from losstrail._evaluate import Evaluator
+    from losstrail._functional import selected_names
     from losstrail._progress import bar
     from losstrail.artifacts import load_run_value, read_settings, save_run_value
     from losstrail.directions import Plane
     from losstrail.projection import project
     from losstrail.record import Trajectory
-    from losstrail.surface import Surface, evaluate_grid, plane_grid, selected_names
+    from losstrail.surface import Surface, evaluate_grid, plane_grid
 
     run_dir = Path(run_dir)
     if not (run_dir / "plane.npz").is_file():

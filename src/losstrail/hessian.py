@@ -149,7 +149,7 @@ def hessian_eigenpairs(
     """
     from losstrail._batching import Batches
     from losstrail._evaluate import eval_mode, note
-    from losstrail.surface import selected_names
+    from losstrail._functional import selected_names
 
     device = torch.device(device)
     centre = torch.as_tensor(np.asarray(params, dtype=np.float32)).to(device).reshape(-1)

@@ -15,14 +15,6 @@ from losstrail._repr import short_repr
 __all__ = ["Recorder", "Trajectory"]
 
 
-def __getattr__(name: str):
-    if name == "TrajectoryRecorder":  # the Lightning callback lives with the rest of the Lightning glue
-        from losstrail._lightning import TrajectoryRecorder
-
-        return TrajectoryRecorder
-    raise AttributeError(f"module 'losstrail.record' has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class Trajectory:
     """The recorded parameters θ_k of a run, with the loss and accuracy measured at each.

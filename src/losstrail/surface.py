@@ -16,7 +16,7 @@ import torch
 
 from losstrail._batching import as_dataset, take_subset
 from losstrail._evaluate import Evaluator
-from losstrail._functional import choose_parameters
+from losstrail._functional import selected_names
 from losstrail._repr import short_repr
 from losstrail.directions import Plane
 
@@ -167,25 +167,6 @@ def _check_axis(name: str, values) -> np.ndarray:
     if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be a non-empty 1-D array of finite plane coordinates; got shape {arr.shape}")
     return arr
-
-
-def selected_names(model: torch.nn.Module, params, n_params: int, what: str) -> tuple[str, ...] | None:
-    """The parameter names a plane or a path of ``n_params`` values spans, checked against ``model``.
-
-    ``params`` is a ``params=`` choice or the names saved with the plane; None (all parameters)
-    when that is what the choice comes to, so the fast all-parameters path applies.
-    """
-    names = choose_parameters(model, params, trainable_only=False)
-    size = sum(dict(model.named_parameters())[n].numel() for n in names)
-    if size != n_params:
-        every = sum(p.numel() for p in model.parameters())
-        which = "" if len(names) == len(list(model.parameters())) else f" in the {len(names)} tensors params selects"
-        hint = " (the plane spans all of them: pass params='all')" if every == n_params else ""
-        raise ValueError(
-            f"the {what} has P={n_params} parameters but the model has P={size}{which}{hint}; "
-            f"make the {what} from this model's trajectory, with the same params"
-        )
-    return None if len(names) == len(list(model.parameters())) else names
 
 
 def loss_surface(
