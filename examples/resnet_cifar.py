@@ -6,9 +6,10 @@ The data are 3x32x32 images made here (no download): ten classes, each a coloure
 pattern of its own with noise. The network is torchvision's ``resnet18(num_classes=10)``
 when torchvision imports beside this torch, else the same layout from ``examples/resnet.py``.
 By default the layout is slimmed to width 16 (0.7M parameters) to run in about a minute on
-two CPU cores; ``--width 64`` is the standard 11.2M-parameter ResNet-18 (about six minutes). ``fit`` trains it with SGD with
-momentum; the plane is two filter-normalized random directions (Li et al., 2018) through the
-final weights, drawn on losstrail's default extent for such planes; ``bn_batches=1``
+two CPU cores; ``--width 64`` is the standard 11.2M-parameter ResNet-18 (about six minutes).
+``fit`` trains it with SGD with momentum; the plane is two filter-normalized random
+directions (Li et al., 2018) through the final weights, drawn on their extent, -1 to 1;
+``bn_batches=1``
 recomputes the BatchNorm statistics at every grid point and along the path, so each point's
 loss is the loss of a network with its own statistics, not the final one's.
 """
@@ -53,7 +54,7 @@ def main() -> None:
     projection = losstrail.project(plane, run.trajectory, model=model, data=test, bn_batches=1)
     xs = ys = np.linspace(-1, 1, args.resolution)  # Li et al.'s extent for filter-normalized planes
     surface = losstrail.loss_surface(model, test, plane, xs, ys, bn_batches=1, batch_size=64)
-    title = f"ResNet-18 (width {args.width}) on CIFAR-shaped data: filter-normalized plane, BatchNorm recomputed at each point"
+    title = f"ResNet-18 (width {args.width}), CIFAR-shaped data: filter-normalized plane, BatchNorm recomputed"
     losstrail.animate(projection, surface, args.out, title=title, quiet=True)
     print(f"wrote {args.out}: loss {surface.loss.min():.3f} to {surface.loss.max():.3f} on the plane, "
           f"{time.perf_counter() - start:.0f} s")  # fmt: skip
