@@ -38,6 +38,7 @@ _EXPORTS = {
     "Trajectory": "record",
     "TrajectoryRecorder": "_lightning",
     "Recorder": "record",
+    "LosstrailCallback": "integrations",
     "Run": "train",
     "fit": "train",
     "make_optimizer": "train",

@@ -1,0 +1,166 @@
+"""Grid points per second on real kinds of model: losstrail's loss_surface vs a plain load_state_dict loop.
+
+Run: .venv/bin/python benchmarks/bench_models.py [--quick]
+Prints one table, all measured in this run: for a small GPT-2 (the example's, SDPA and eager
+attention), ResNet-18 on 256 CIFAR-shaped images, and the spirals MLP's default grid, the
+points per second of ``loss_surface`` (mode auto) and of the loop a user would write (copy the
+model, ``load_state_dict`` each point, forward in eval mode under no_grad), the speed-up, the
+path auto chose, and the GFLOP/s each reaches against this machine's float32 matmul peak
+(measured first, with a 2048x2048 matmul). Aims (issue 11): never slower than the loop, at
+least 2x on the GPT-2 with no slow-fallback warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from losstrail import MLP, Plane, loss_surface
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of the best of ``repeats`` float32 n x n matmuls."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b)[0] for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def forward_flops(model, batches, call) -> float:
+    """FLOPs of one forward pass over all ``batches`` (what one grid point costs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        for batch in batches:
+            call(model, batch)
+    return float(counter.get_total_flops())
+
+
+def random_plane(model, seed=0) -> Plane:
+    g = torch.Generator().manual_seed(seed)
+    origin = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    u, v = (torch.randn(len(origin), generator=g) * 1e-2 for _ in range(2))
+    return Plane(origin.numpy(), u.numpy(), v.numpy(), "random")
+
+
+def load_state_dict_loop(model, batches, call, plane, xs, ys) -> np.ndarray:
+    """The loop a user writes: a copy of the model, each point's full state dict loaded, forward under no_grad."""
+    twin = copy.deepcopy(model).eval()
+    names = [n for n, _ in model.named_parameters()]
+    params = dict(model.named_parameters())
+    keys = {n: [k for k, t in model.state_dict(keep_vars=True).items() if t is params[n]] for n in names}
+    shapes, sizes = [params[n].shape for n in names], [params[n].numel() for n in names]
+    base = model.state_dict()
+    grid = np.empty((len(ys), len(xs)))
+    with torch.no_grad():
+        for i, y in enumerate(ys):
+            for j, x in enumerate(xs):
+                state = dict(base)
+                flat = torch.from_numpy(plane.point(x, y))
+                for n, piece, shape in zip(names, torch.split(flat, sizes), shapes):
+                    for key in keys[n]:  # tied weights appear under each of their names
+                        state[key] = piece.view(shape)
+                twin.load_state_dict(state)
+                total = sum(float(call(twin, b)) * _length(b) for b in batches)
+                grid[i, j] = total / sum(_length(b) for b in batches)
+    return grid
+
+
+def _length(batch) -> int:
+    return len(batch["input_ids"]) if isinstance(batch, dict) else len(batch[-1])
+
+
+def ours(model, data, plane, xs, ys, batch_size):
+    """loss_surface in mode auto; with the path it chose and whether vmap warned of a slow fallback."""
+    err = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(err):
+        warnings.simplefilter("always")
+        seconds, surface = _timed(lambda: loss_surface(model, data, plane, xs, ys, batch_size=batch_size))
+    text = err.getvalue()
+    chosen = "loop" if "point by point" in text else "vmap"
+    slow = any("performance drop" in str(w.message) for w in caught) or "slow kernels" in text
+    return seconds, surface.loss, chosen, slow
+
+
+def bench(name, model, data, batches, call, n_side, batch_size, peak):
+    plane = random_plane(model)
+    xs, ys = np.linspace(-1, 1, n_side[0]), np.linspace(-1, 1, n_side[1])
+    n = len(xs) * len(ys)
+    flops = forward_flops(model, batches, call)
+    t_ours, loss_ours, chosen, slow = ours(model, data, plane, xs, ys, batch_size)
+    t_loop, loss_loop = _timed(lambda: load_state_dict_loop(model, batches, call, plane, xs, ys))
+    error = float(np.max(np.abs(loss_ours - loss_loop) / np.maximum(np.abs(loss_loop), 1e-12)))
+    pps_ours, pps_loop = n / t_ours, n / t_loop
+    row = (
+        f"{name:<34} {n:>6} {pps_ours:>10.1f} {pps_loop:>10.1f} {pps_ours / pps_loop:>7.2f}x {chosen:>5}"
+        f"{' (slow-fallback)' if slow else '':<16} {flops * pps_ours / 1e9:>8.1f} {flops * pps_loop / 1e9:>8.1f}"
+        f" {100 * flops * pps_ours / 1e9 / peak:>6.1f}% {error:>9.1e}"
+    )
+    print(row, flush=True)
+
+
+def hf_call(model, batch):
+    return model(**batch).loss
+
+
+def ce_call(model, batch):
+    return F.cross_entropy(model(batch[0]), batch[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer points (a smoke run)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 matmul peak {peak:.1f} GFLOP/s\n")
+    print(f"{'model':<34} {'points':>6} {'ours pt/s':>10} {'loop pt/s':>10} {'speedup':>8} {'path':>5}{'':<16}"
+          f" {'ours GF/s':>8} {'loop GF/s':>8} {'% peak':>7} {'max rel.diff':>9}")  # fmt: skip
+
+    from gpt2_tiny import corpus, tiny_gpt2
+
+    data, chars = corpus(64, seed=1)
+    side = (4, 4) if args.quick else (8, 8)
+    for attention in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        model = tiny_gpt2(len(chars), attention)
+        bench(f"GPT-2 2x32, 64 seq x 32 tok, {attention}", model, data, [data], hf_call, side, 64, peak)
+
+    from resnet import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10)
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(256, 3, 32, 32, generator=g), torch.randint(0, 10, (256,), generator=g)
+    side = (2, 2) if args.quick else (3, 3)
+    bench("ResNet-18 11.2M, 256 CIFAR images", model, (X, y), [(X, y)], ce_call, side, 256, peak)
+
+    from losstrail import SpiralsDataModule
+
+    torch.manual_seed(0)
+    X, y = SpiralsDataModule().dataset.tensors
+    side = (30, 30) if args.quick else (100, 100)
+    bench("spirals MLP (default), 100x100", MLP(2, 3), (X, y), [(X, y)], ce_call, side, 4096, peak)
+
+
+if __name__ == "__main__":
+    main()
