@@ -40,6 +40,8 @@ __all__ = ["Evaluated", "Evaluator", "batch_norms", "eval_mode", "note"]
 # Grid points evaluated together at most; more gains nothing on a CPU.
 _MAX_CHUNK = 2048
 MODES = ("auto", "vmap", "loop")
+# Points both ways run, timed, before the first chunk is left to the faster one.
+_TRIAL = 16
 _SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
 
 
@@ -235,14 +237,22 @@ class Evaluator:
         return self._looped(flat, bufs, batch, per_point_buffers)
 
     def _choose_mode(self, flat, bufs, batch, per_point_buffers, worth_timing: bool) -> tuple[str, torch.Tensor | None]:
-        """``vmap`` unless it fails or the first chunk runs faster point by point; with vmap's result if kept."""
+        """``vmap`` unless it fails or runs slower than point by point on a trial of the first points.
+
+        Without ``worth_timing`` (a handful of points) vmap runs the whole chunk and its result is
+        kept; otherwise both ways run the same few points, timed, and the chunk is left to the faster.
+        """
         name = type(self.model).__name__
+        k = min(flat.shape[0], _TRIAL) if worth_timing else flat.shape[0]
+        trial = (flat[:k], {n: v[:k] for n, v in bufs.items()} if per_point_buffers else bufs)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                start = time.perf_counter()
-                result = self._vmapped(flat, bufs, batch, per_point_buffers)
-                t_vmap = time.perf_counter() - start
+                result = self._vmapped(*trial, batch, per_point_buffers)
+                if worth_timing:  # the first call pays for setting up; time the second
+                    start = time.perf_counter()
+                    self._vmapped(*trial, batch, per_point_buffers)
+                    t_vmap = time.perf_counter() - start
         except Exception as err:  # an op vmap has no rule for, data-dependent control flow, ...
             first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
             note(f"vmap cannot run {name} ({type(err).__name__}: {first}); evaluating it point by point", self.quiet)
@@ -251,22 +261,16 @@ class Evaluator:
         for w in caught:
             if _SLOW_VMAP not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if not (worth_timing or slow):
+        if not worth_timing:
             return "vmap", result
-        k = min(flat.shape[0], 8)
         start = time.perf_counter()
-        self._looped(flat[:k], {n: v[:k] for n, v in bufs.items()} if per_point_buffers else bufs, batch,
-                     per_point_buffers)  # fmt: skip
-        t_loop = (time.perf_counter() - start) * flat.shape[0] / k
-        if t_loop < t_vmap:  # time vmap again: its first call pays for setting up
-            start = time.perf_counter()
-            self._run("vmap", flat, bufs, batch, per_point_buffers)
-            t_vmap = time.perf_counter() - start
+        self._looped(*trial, batch, per_point_buffers)
+        t_loop = time.perf_counter() - start
         if t_loop < t_vmap:
             why = "vmap falls back on slow kernels for it" if slow else "its activations are too large to batch well"
             note(f"evaluating {name} point by point: {t_vmap / t_loop:.1f}x faster than vmap here ({why})", self.quiet)
             return "loop", None
-        return "vmap", result
+        return "vmap", None
 
     # -- many points ---------------------------------------------------------------------------
     def chunk_size(self, memory_budget: int) -> int:
@@ -334,7 +338,7 @@ class Evaluator:
                 for _b, (batch, n_b) in enumerate(zip(batches, batches.lengths)):
                     stats = None
                     if self._chosen_mode is None:
-                        worth = n_chunks * batches.n_batches > 2
+                        worth = n_points > _TRIAL
                         self._chosen_mode, stats = self._choose_mode(flat, bufs, batch, per_point_buffers, worth)
                     if stats is None:
                         stats = self._run(self._chosen_mode, flat, bufs, batch, per_point_buffers)
