@@ -66,6 +66,9 @@ def train(model, data: dict, steps: int, lr: float, batch: int = 16, params="tra
         loss.backward()
         optimizer.step()
         recorder.record(loss=loss)
+    with torch.no_grad():  # the loss at the final parameters, on one more minibatch
+        rows = torch.randint(0, n, (batch,), generator=g)
+        recorder.finish(loss=model(**{k: v[rows] for k, v in data.items()}).loss)
     return recorder.trajectory
 
 

@@ -40,6 +40,8 @@ __all__ = ["Evaluated", "Evaluator", "batch_norms", "eval_mode", "note"]
 # Grid points evaluated together at most; more gains nothing on a CPU.
 _MAX_CHUNK = 2048
 MODES = ("auto", "vmap", "loop")
+# Models with large activations still get this many points per chunk while they fit in this much memory.
+_MIN_CHUNK, _MIN_CHUNK_MEMORY = 8, 1 << 30
 # Points both ways run, timed, before the first chunk is left to the faster one.
 _TRIAL = 16
 _SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
@@ -274,8 +276,11 @@ class Evaluator:
 
     # -- many points ---------------------------------------------------------------------------
     def chunk_size(self, memory_budget: int) -> int:
+        """Points per chunk: as many as fit ``memory_budget`` (cache-sized), but at least a few where they fit
+        in RAM (``_MIN_CHUNK_MEMORY``), since one point at a time leaves vmap nothing to batch."""
         per_point = 4 * (self.layout.n_params + 3 * self._activation_elements())
-        return int(max(1, min(_MAX_CHUNK, memory_budget // per_point)))
+        least = min(_MIN_CHUNK, max(1, _MIN_CHUNK_MEMORY // per_point))
+        return int(max(least, min(_MAX_CHUNK, memory_budget // per_point)))
 
     def _activation_elements(self) -> int:
         """Elements in the outputs of all leaf modules for one forward pass over the first batch."""
