@@ -170,7 +170,10 @@ def commit(run_dir: Path, folder: Path, settings: dict, keep=()) -> None:
 
 
 def update(run_dir: Path, settings: dict, written: dict[str, Path]) -> None:
-    """Replace some files of a finished run (``{name: staged file}``) and record them in ``run.json`` last."""
+    """Replace some files of a finished run (``{name: staged file}``, all in one folder of ``run_dir``'s disk).
+
+    The new ``run.json`` is written beside them first and moved in last, after them.
+    """
     from losstrail.artifacts import read_record, write_settings
 
     record = read_record(run_dir)
@@ -180,9 +183,11 @@ def update(run_dir: Path, settings: dict, written: dict[str, Path]) -> None:
         files = {n: digest(run_dir / n) for n in (model, *RUN_FILES) if (run_dir / n).is_file()}
     files = dict(files)
     files.update({name: digest(path) for name, path in written.items()})
+    folder = next(iter(written.values())).parent
+    write_settings(folder, settings, files=files)  # first, beside the new files: on a full disk nothing moves
     for name, path in written.items():
         os.replace(path, run_dir / name)
-    write_settings(run_dir, settings, files=files)
+    os.replace(folder / SETTINGS_FILE, run_dir / SETTINGS_FILE)
 
 
 def is_plain_name(name) -> bool:
