@@ -219,7 +219,7 @@ def test_render_names_what_is_missing_or_incompatible(tmp_path):
     (run_dir / "surface.npz").unlink()
     result = runner.invoke(app, ["render", str(run_dir), "--out", str(tmp_path / "b.gif")])
     assert result.exit_code == 2 and "has no surface.npz; it holds" in result.output
-    record = (run_dir / "run.json").read_text().replace('"format_version": 1', '"format_version": 99')
+    record = (run_dir / "run.json").read_text().replace('"format_version": 2', '"format_version": 99')
     (run_dir / "run.json").write_text(record)
     result = runner.invoke(app, ["render", str(run_dir), "--out", str(tmp_path / "b.gif")])
     assert result.exit_code == 2 and "format_version=99; this losstrail reads 1" in result.output

@@ -175,3 +175,23 @@ def test_runs_that_recorded_different_parameters_are_refused(tmp_path):
     b = fit(net(), (X, y), epochs=3, params=["2.*"], quiet=True)
     with pytest.raises(ValueError, match=r"runs 'a' and 'b' recorded different parameters.*same params="):
         compare(trained={"a": a, "b": b}, datamodule=(X, y), out=None, run_dir=tmp_path / "c", quiet=True)
+
+
+def test_runs_whose_names_make_the_same_folder_keep_their_own_paths(tmp_path):
+    from losstrail.comparison import load_comparison
+
+    dm = SpiralsDataModule()
+    torch.manual_seed(2)
+    start = MLP(2, 3, hidden_dim=8)
+    names = ("a b", "a_b", "x/y", "x_y")
+    runs = {}
+    for k, name in enumerate(names):
+        model = MLP(2, 3, hidden_dim=8)
+        model.load_state_dict(start.state_dict())
+        runs[name] = fit(model, dm, optimizer="sgd", learning_rate=0.05 * (k + 1), epochs=3, seed=0, quiet=True)
+    made = _small(tmp_path, trained=runs, reduction_method="random", out=None)
+    again = load_comparison(tmp_path / "cmp")
+    assert again.names == names
+    for before, after in zip(made.projections, again.projections):
+        np.testing.assert_array_equal(after.xy, before.xy)
+    assert len({tuple(p.xy[-1]) for p in again.projections}) == len(names)  # four different paths

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import DIRECTIONS, check_choice
+from losstrail._rundir import check_together, staging, writer_lock
 from losstrail._threads import free_core_threads
 
 __all__ = ["AnimationData", "loss_landscape_anim", "render"]
@@ -198,6 +199,8 @@ def loss_landscape_anim(
         ``output_to_file=False`` the animation goes to the run directory and is displayed
         inline under IPython.
     """
+    from losstrail._checks import check_centre, check_directions
+    from losstrail._rundir import is_plain_name
     from losstrail.renderers import check_animation_args, output_format
     from losstrail.train import check_optimizer, check_positive_int
 
@@ -206,6 +209,13 @@ def loss_landscape_anim(
     check_positive_int("n_epochs", n_epochs, 300)
     check_animation_args(giffps, n_frames)
     _check_grid_args(resolution, xrange, yrange, grid, tol)
+    check_centre(centre)
+    if reduction_method == "custom":
+        check_directions(custom_directions)
+    if not is_plain_name(model_filename):
+        raise ValueError(
+            f"model_filename={model_filename!r} must be a plain file name inside model_dirpath, e.g. 'model.pt'"
+        )
     if budget is not None:
         from losstrail._plan import parse_budget
 
@@ -218,7 +228,9 @@ def loss_landscape_anim(
     out_dir = Path(output_filename).resolve().parent if output_to_file else None
     with removed_if_failed(out_dir, model_dirpath), free_core_threads():  # a failed run leaves no empty folder
         if output_to_file:
-            check_writable_dir("output_filename", out_dir)
+            from losstrail._checks import check_output_file
+
+            check_output_file("output_filename", output_filename)
         run_dir = check_writable_dir("model_dirpath", model_dirpath)
         weights = run_dir / model_filename
         if load_model and not weights.is_file():
@@ -228,16 +240,21 @@ def loss_landscape_anim(
                 "run once with load_model=False to train and save one"
             )
         accelerator = _accelerator(gpus)
-        return _run_job(**locals())
+        # One writer at a time; the new run is made in a staging folder and switched in whole.
+        with writer_lock(run_dir, "model_dirpath"), staging(run_dir) as incoming:
+            return _run_job(**locals())
 
 
-def _check_style(style: dict) -> None:
+def _check_style(style: dict, where: str = "loss_landscape_anim") -> None:
+    from losstrail._checks import check_style
+
     unknown = sorted(set(style) - set(STYLE_KEYS))
     if unknown:
         raise TypeError(
-            f"loss_landscape_anim() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"{where}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
             f"the look is set with {', '.join(STYLE_KEYS)}"
         )
+    check_style(style)
     if style.get("format") == "mp4":
         from losstrail.renderers.mp4 import check_ffmpeg
 
@@ -251,15 +268,18 @@ def _check_style(style: dict) -> None:
 def _check_grid_args(resolution, xrange, yrange, grid="full", tol=0.01) -> None:
     import numpy as np
 
+    from losstrail._checks import check_resolution
     from losstrail._plan import check_tol
     from losstrail._registry import GRIDS
 
+    check_resolution(resolution)
     check_choice("grid", grid, GRIDS)
     if grid == "adaptive":
         check_tol(tol)
     from losstrail.surface import path_grid
 
-    path_grid(np.zeros((2, 2)), resolution, xrange=xrange, yrange=yrange)  # raises on a bad value
+    resolution = tuple(resolution) if isinstance(resolution, list) else resolution
+    path_grid(np.zeros((2, 2)), resolution, xrange=xrange, yrange=yrange)  # raises on a bad range
 
 
 def _run_job(
@@ -304,18 +324,19 @@ def _run_job(
     run_dir,
     weights,
     accelerator,
+    incoming,
     **_,
 ):
     import lightning.pytorch as pl
 
     from losstrail._batching import take_subset
+    from losstrail._checks import check_settings
+    from losstrail._rundir import RUN_FILES, commit, require_finished
     from losstrail.artifacts import (
         load_run_value,
         load_weights,
-        read_settings,
         save_run_value,
         save_weights,
-        write_settings,
     )
     from losstrail.data import SpiralsDataModule
     from losstrail.directions import check_custom_directions, make_plane
@@ -341,6 +362,11 @@ def _run_job(
         model.recipe = {"name": "mlp", "hidden_dim": 50, "num_hidden_layers": 1}
         learning_rate = None  # already the model's
     n_params = sum(p.numel() for p in model.parameters())
+    if n_params == 0:
+        raise ValueError(
+            f"model={type(model).__name__} has no parameters, so there is no path to record; "
+            "pass a model with trainable parameters"
+        )
     if decision and getattr(datamodule, "input_dim", 2) != 2:
         raise ValueError(
             f"decision=True draws decision regions of 2-D inputs; {type(datamodule).__name__} has inputs of "
@@ -372,10 +398,15 @@ def _run_job(
         **({"tol": tol} if grid == "adaptive" else {}),
         **plane_options,
     }
+    old_settings = {}
     if load_model:
+        old_settings = require_finished(run_dir, "model_dirpath")["settings"]
+        check_settings(run_dir, old_settings)
         load_weights(weights, model)
         trajectory = load_run_value(run_dir, Trajectory)
-        plane, surface = _saved_plane_and_surface(run_dir, read_settings(run_dir), wanted)
+        plane, surface = _saved_plane_and_surface(run_dir, old_settings, wanted)
+        if plane is not None:
+            check_together(run_dir, trajectory, plane, surface, old_settings)
     else:
         run = fit(
             model,
@@ -385,15 +416,15 @@ def _run_job(
             seed=seed,
             record_every=record_every,
             accelerator=accelerator,
-            storage=run_dir,  # a path too large for memory is kept in the run directory
+            storage=incoming,  # a path too large for memory is kept in the run directory
             params=params,
             objective=objective,
             loss_fn=loss_fn,
             quiet=quiet,
         )
         trajectory = run.trajectory
-        save_weights(weights, model)
-        save_run_value(run_dir, trajectory)
+        save_weights(incoming / model_filename, model)
+        save_run_value(incoming, trajectory)
         plane = surface = None
 
     recorded, finite = trajectory, trajectory.finite_prefix()
@@ -405,6 +436,14 @@ def _run_job(
             stacklevel=3,
         )
         trajectory = finite
+        if len(trajectory) < 3 and reduction_method in ("pca", "interpolation"):
+            warnings.warn(
+                f"reduction_method={reduction_method!r} needs at least 3 finite points and the run diverged after "
+                f"{len(trajectory)}; the picture uses reduction_method='random' (seeded) instead",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            reduction_method = wanted["reduction_method"] = "random"
     device = "cuda" if accelerator == "gpu" else "cpu"
     if plane is None:
         plane = make_plane(
@@ -443,14 +482,19 @@ def _run_job(
             quiet=quiet,
             **loss,
         )
-        save_run_value(run_dir, plane)
-        save_run_value(run_dir, surface)
-    save_run_value(run_dir, projection)
+        save_run_value(incoming, plane)
+        save_run_value(incoming, surface)
+    save_run_value(incoming, projection)
     _warn_if_unfaithful(plane)
     title = _title(model, optimizer, datamodule)
-    write_settings(
+    maps = _decision_maps(model, datamodule, trajectory, n_frames, incoming) if decision else None
+    staged = {p.name for p in incoming.iterdir()}
+    keep = [n for n in (model_filename, *RUN_FILES) if load_model and n not in staged and (run_dir / n).is_file()]
+    commit(
         run_dir,
+        incoming,
         {
+            **old_settings,
             **wanted,
             "n_epochs": n_epochs,
             "optimizer": optimizer if isinstance(optimizer, str) else "custom",
@@ -461,9 +505,10 @@ def _run_job(
             # How `losstrail surface` builds the model and data again (built-in ones only).
             "model_recipe": getattr(model, "recipe", None),
             "data_recipe": getattr(datamodule, "recipe", None),
+            **({key: old_settings[key] for key in _TRAINING_KEYS if key in old_settings} if load_model else {}),
         },
+        keep=keep,
     )
-    maps = _decision_maps(model, datamodule, trajectory, n_frames, run_dir) if decision else None
     animation = _output(
         projection, surface, output_to_file, output_filename, run_dir, giffps, n_frames, title, style, maps, quiet
     )
@@ -472,6 +517,10 @@ def _run_job(
         data.animation = animation
         return data
     return animation
+
+
+# What the training itself was; a run re-drawn with load_model=True keeps them from its run.json.
+_TRAINING_KEYS = ("n_epochs", "optimizer", "model_recipe", "data_recipe", "seed")
 
 
 def _fit_the_budget(model, data, params, objective, loss_fn, budget, resolution, subset, grid, tol, quiet):
@@ -600,7 +649,9 @@ def render(
     Returns:
         The ``Animation`` written.
     """
-    from losstrail.artifacts import load_run_value, read_settings
+    from losstrail._checks import check_output_file, check_settings
+    from losstrail._rundir import require_finished
+    from losstrail.artifacts import load_run_value
     from losstrail.comparison import COMPARISON_FILE, load_comparison, render_comparison
     from losstrail.directions import Plane
     from losstrail.projection import project
@@ -608,13 +659,14 @@ def render(
     from losstrail.renderers import animate, check_animation_args, output_format
     from losstrail.surface import DecisionMaps, Surface
 
-    _check_style(style)
+    _check_style(style, "render")
     output_format(out, style.get("format"))
     check_animation_args(fps, max_frames)
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
+    check_output_file("out", out)
     if (Path(run_dir) / COMPARISON_FILE).is_file():
         comparison = load_comparison(run_dir)
         chosen = title if title is not None else "Comparing " + ", ".join(comparison.names)
@@ -622,9 +674,11 @@ def render(
             comparison, out, fps=fps, n_frames=max_frames, title=chosen, layout=layout, quiet=quiet,
             format=style.get("format"),
         )  # fmt: skip
-    settings = read_settings(run_dir)
+    settings = require_finished(Path(run_dir))["settings"]
+    check_settings(Path(run_dir), settings)
     trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
     plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
+    check_together(run_dir, trajectory, plane, surface, settings)
     projection = _saved_projection(Path(run_dir), plane, trajectory)
     if projection is None:
         projection = project(plane, trajectory)

@@ -5,10 +5,12 @@ A run directory holds:
 - ``model.pt``: the trained model's ``state_dict`` (``torch.load(weights_only=True)``),
 - ``trajectory.npz``, ``plane.npz``, ``surface.npz``: the stage values, as plain arrays,
 - ``path.npz``: the path in the plane with its true and slice losses (the plane is in ``plane.npz``),
-- ``run.json``: the settings of the run and the versions that made it.
+- ``run.json``: the settings of the run, the versions that made it and (format 2) the
+  SHA-256 of every other file of the run; written last.
 
 Every file is written to a temporary name and moved into place, so a crash never leaves
-a half-written file; arrays load with ``allow_pickle=False``; nothing is unpickled.
+a half-written file; arrays load with ``allow_pickle=False``; nothing is unpickled. A file
+that ``run.json`` lists is checked against its digest when loaded (see ``_rundir``).
 """
 
 from __future__ import annotations
@@ -16,19 +18,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from losstrail._files import atomic_path
+from losstrail._rundir import check_file
 from losstrail.directions import Plane
 from losstrail.projection import Projection
 from losstrail.record import PARAMS_FILE, Trajectory
 from losstrail.surface import DecisionMaps, Surface
 
-__all__ = ["load_run_value", "read_settings", "save_run_value", "write_settings"]
+__all__ = ["load_run_value", "read_record", "read_settings", "save_run_value", "write_settings"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: before run.json listed the run's files
 SETTINGS_FILE = "run.json"
 VALUE_FILES = {
     Trajectory: "trajectory.npz",
@@ -92,9 +98,33 @@ def load_run_value(run_dir: str | os.PathLike, cls, **linked):
     path = Path(run_dir) / VALUE_FILES[cls]
     if not path.is_file():
         raise FileNotFoundError(f"run directory {str(run_dir)!r} has no {path.name}; it holds {_listing(run_dir)}")
+    files = _listed_files(run_dir)
+    if files is not None:
+        check_file(Path(run_dir), path.name, files)
+    try:
+        return _load(path, run_dir, cls, linked, files)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        if isinstance(err, (ValueError, FileNotFoundError)) and str(path) in str(err):
+            raise
+        raise ValueError(
+            f"{str(path)!r} cannot be read ({type(err).__name__}: {err}); it is damaged or truncated. "
+            "Run the job that wrote it again"
+        ) from None
+
+
+def _listed_files(run_dir) -> dict | None:
+    """The files (name -> digest) that ``run_dir/run.json`` lists, or None (no run.json, or format 1)."""
+    record = read_record(run_dir, missing_ok=True)
+    files = record.get("files") if record is not None else None
+    return files if isinstance(files, dict) else None
+
+
+def _load(path: Path, run_dir, cls, linked: dict, files: dict | None):
     with np.load(path, allow_pickle=False) as data:
         kwargs = dict(linked)
         if cls is Trajectory and "params" not in data.files and "params_shape" in data.files:
+            if files is not None:
+                check_file(Path(run_dir), PARAMS_FILE, files)
             shape = tuple(int(n) for n in data["params_shape"])
             kwargs["params"] = np.memmap(Path(run_dir) / PARAMS_FILE, dtype=str(data["params_dtype"]), mode="r",
                                          shape=shape)  # fmt: skip
@@ -127,8 +157,11 @@ def _listing(run_dir) -> str:
     return ", ".join(names) if names else "nothing"
 
 
-def write_settings(run_dir: str | os.PathLike, settings: dict) -> Path:
-    """Write ``settings`` with the versions that made the run to ``run_dir/run.json``."""
+def write_settings(run_dir: str | os.PathLike, settings: dict, files: dict | None = None) -> Path:
+    """Write ``settings`` with the versions that made the run to ``run_dir/run.json``.
+
+    ``files`` maps each other file of the run to its digest (``'sha256:...'``); readers check them.
+    """
     import lightning
     import torch
 
@@ -143,6 +176,7 @@ def write_settings(run_dir: str | os.PathLike, settings: dict) -> Path:
             "numpy": np.__version__,
         },
         "settings": settings,
+        **({"files": dict(sorted(files.items()))} if files is not None else {}),
     }
     path = Path(run_dir) / SETTINGS_FILE
     with atomic_path(path) as tmp:
@@ -152,30 +186,89 @@ def write_settings(run_dir: str | os.PathLike, settings: dict) -> Path:
 
 def read_settings(run_dir: str | os.PathLike) -> dict:
     """The settings saved in ``run_dir/run.json`` (empty if there is none)."""
+    record = read_record(run_dir, missing_ok=True)
+    return {} if record is None else record["settings"]
+
+
+def read_record(run_dir: str | os.PathLike, *, missing_ok: bool = False, damaged_ok: bool = False) -> dict | None:
+    """The whole ``run_dir/run.json`` record (format, versions, settings, files), checked for its shape.
+
+    Raises ValueError naming the file when it is not JSON, not an object, or of another format;
+    returns None for a missing file when ``missing_ok`` (and for a damaged one when ``damaged_ok``).
+    """
     path = Path(run_dir) / SETTINGS_FILE
-    if not path.is_file():
-        return {}
-    record = json.loads(path.read_text())
-    if record.get("format_version") != FORMAT_VERSION:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise FileNotFoundError(f"{str(path)!r} does not exist; {str(run_dir)!r} holds no finished run") from None
+    except (OSError, UnicodeDecodeError) as err:
+        if damaged_ok:
+            return None
+        raise ValueError(f"{str(path)!r} cannot be read ({err}); run the job again to rewrite it") from None
+    fix = "it is damaged; run the job again to rewrite it"
+    try:
+        record = json.loads(text)
+    except ValueError as err:
+        if damaged_ok:
+            return None
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        if damaged_ok:
+            return None
+        raise ValueError(f"{str(path)!r} is not a losstrail run record (an object with 'settings'); {fix}")
+    if record.get("format_version") not in READABLE_FORMATS:
+        if damaged_ok:
+            return None
         raise ValueError(
-            f"{path} has format_version={record.get('format_version')!r}; this losstrail reads {FORMAT_VERSION}. "
-            "Re-run the job to rewrite it"
+            f"{path} has format_version={record.get('format_version')!r}; this losstrail reads "
+            f"{' and '.join(map(str, READABLE_FORMATS))}. Re-run the job to rewrite it"
         )
-    return record["settings"]
+    return record
 
 
 def save_weights(path: str | os.PathLike, model) -> Path:
-    """Write ``model.state_dict()`` to ``path`` atomically."""
+    """Write ``model.state_dict()`` to ``path`` atomically; the same weights give the same bytes.
+
+    Saved through a file object, so the archive inside is always named ``archive`` (saved to a
+    path, torch names it after the file, here a random temporary one).
+    """
     import torch
 
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(model.state_dict(), f)
     return path
 
 
 def load_weights(path: str | os.PathLike, model) -> None:
-    """Load a ``state_dict`` saved by ``save_weights`` into ``model`` (no unpickling)."""
+    """Load a ``state_dict`` saved by ``save_weights`` into ``model`` (no unpickling).
+
+    In a run directory whose ``run.json`` lists its files, the weights are checked to be that run's.
+    """
+    import pickle
+
     import torch
 
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    path = Path(path)
+    files = _listed_files(path.parent)
+    if files is not None:
+        check_file(path.parent, path.name, files)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(
+            f"{str(path)!r} cannot be read as saved weights ({type(err).__name__}: {' '.join(str(err).split())[:200]});"
+            " it is damaged or not a state_dict. Run the job that wrote it again"
+        ) from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(
+            f"the weights in {str(path)!r} do not fit model={type(model).__name__} ({detail}); "
+            "pass the model the run was trained with"
+        ) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -123,6 +124,11 @@ def _user_errors():
         yield
     except (ValueError, FileNotFoundError, TypeError) as err:
         typer.echo(f"Error: {cli_words(str(err))}", err=True)
+        raise typer.Exit(code=2) from None
+    except OSError as err:  # the environment: a full disk, a read-only folder, a busy run directory
+        from losstrail._files import describe_os_error
+
+        typer.echo(f"Error: {cli_words(describe_os_error(err))}", err=True)
         raise typer.Exit(code=2) from None
     finally:
         warnings.showwarning = shown
@@ -405,6 +411,7 @@ def surface(
     with _user_errors():
         from losstrail.grid_job import compute_surface
 
+        before = _identity(run_dir / "surface.npz")
         done = compute_surface(
             run_dir,
             resolution=None if resolution is None else _resolution(resolution),
@@ -415,8 +422,17 @@ def surface(
             grid=grid,
             quiet=quiet,
         )
-    if done is not None:
+    if done is not None and _identity(run_dir / "surface.npz") != before:  # not when it was computed already
         typer.echo(f"wrote {run_dir / 'surface.npz'}")
+
+
+def _identity(path: Path):
+    """What tells a replaced file from the same one: its inode and modification time."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 @contextlib.contextmanager
@@ -488,6 +504,10 @@ def import_(
 
 
 def main() -> None:
+    import signal
+
+    # `kill` (SIGTERM) unwinds like Ctrl-C: temporary files and staged runs are removed on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         app()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from losstrail._checks import check_output_file, check_resolution
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import check_choice, quoted
+from losstrail._rundir import check_file, digest, writer_lock
 from losstrail._threads import free_core_threads
 from losstrail.directions import Plane
 from losstrail.projection import Projection
@@ -190,12 +193,14 @@ def compare(
                 s["optimizer"] = check_optimizer(s["optimizer"])
     check_runs(names, centre=centre)
     centre = names[0] if centre is None else centre
+    check_resolution(resolution)
     out_dir = None if out is None else Path(out).resolve().parent
     with removed_if_failed(out_dir, run_dir), free_core_threads():  # a failed comparison leaves no empty folder
-        if out_dir is not None:
-            check_writable_dir("out", out_dir)
+        if out is not None:
+            check_output_file("out", out)
         run_dir = check_writable_dir("run_dir", run_dir)
-        return _compare_job(**locals())
+        with writer_lock(run_dir, "run_dir"):
+            return _compare_job(**locals())
 
 
 def _compare_job(
@@ -377,23 +382,26 @@ def render_comparison(
 
 
 def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models) -> None:
+    """Write the comparison; ``comparison.json``, with every file's digest, is removed first and written last."""
     import json
 
     from losstrail._files import atomic_path
     from losstrail.artifacts import save_run_value, save_weights
 
-    save_run_value(run_dir, comparison.plane)
-    save_run_value(run_dir, comparison.surface)
-    for name, trajectory, projection, model in zip(comparison.names, trajectories, comparison.projections, models):
-        sub = run_dir / _folder(name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(run_dir / COMPARISON_FILE)  # until it is back, the directory holds no finished comparison
+    written = [save_run_value(run_dir, comparison.plane), save_run_value(run_dir, comparison.surface)]
+    folders = _folders(comparison.names)
+    for folder, trajectory, projection, model in zip(folders, trajectories, comparison.projections, models):
+        sub = run_dir / folder
         sub.mkdir(parents=True, exist_ok=True)
-        save_run_value(sub, trajectory)
-        save_run_value(sub, projection)
-        save_weights(sub / "model.pt", model)
+        written += [save_run_value(sub, trajectory), save_run_value(sub, projection)]
+        written.append(save_weights(sub / "model.pt", model))
     record = {
-        "format_version": 1,
-        "runs": [{"name": n, "folder": _folder(n), **s} for n, s in zip(comparison.names, settings)],
+        "format_version": 2,
+        "runs": [{"name": n, "folder": f, **s} for n, f, s in zip(comparison.names, folders, settings)],
         "captured": list(comparison.captured),
+        "files": {path.relative_to(run_dir).as_posix(): digest(path) for path in written},
     }
     with atomic_path(run_dir / COMPARISON_FILE) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -401,6 +409,24 @@ def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models)
 
 def _folder(name: str) -> str:
     return "run-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _folders(names) -> list[str]:
+    """One folder per run: the name made safe for a file system, with ``-2``, ``-3`` ... where two collide.
+
+    >>> _folders(["a b", "a_b", "x/y"])
+    ['run-a_b', 'run-a_b-2', 'run-x_y']
+    """
+    folders, seen = [], set()
+    for name in names:
+        base = _folder(name)
+        folder, k = base, 1
+        while folder.lower() in seen:  # also distinct on case-insensitive file systems
+            k += 1
+            folder = f"{base}-{k}"
+        seen.add(folder.lower())
+        folders.append(folder)
+    return folders
 
 
 def load_comparison(run_dir: str | os.PathLike) -> Comparison:
@@ -413,8 +439,24 @@ def load_comparison(run_dir: str | os.PathLike) -> Comparison:
     path = run_dir / COMPARISON_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} has no {COMPARISON_FILE}; pass a directory written by compare")
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        runs = record["runs"]
+        folders = [r["folder"] for r in runs]
+        names = tuple(str(r["name"]) for r in runs)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(path)!r} is damaged ({err!r}); run compare again to rewrite it") from None
+    from losstrail._rundir import is_plain_name
+
+    if len(set(folders)) != len(folders) or not all(is_plain_name(f) for f in folders):
+        raise ValueError(
+            f"{str(path)!r} gives runs {', '.join(map(repr, folders))} folders that are repeated or leave the "
+            "directory, so their files cannot be told apart; run compare again to rewrite it"
+        )
+    files = record.get("files")
+    if isinstance(files, dict):  # format 2: every file checked against its digest
+        for name in ("plane.npz", "surface.npz", *(f"{f}/path.npz" for f in folders)):
+            check_file(run_dir, name, files)
     plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    runs = record["runs"]
-    projections = tuple(load_run_value(run_dir / r["folder"], Projection, plane=plane) for r in runs)
-    return Comparison(tuple(r["name"] for r in runs), projections, tuple(record["captured"]), plane, surface)
+    projections = tuple(load_run_value(run_dir / f, Projection, plane=plane) for f in folders)
+    return Comparison(names, projections, tuple(record["captured"]), plane, surface)

@@ -6,10 +6,15 @@ so a computation that is killed and started again with the same command computes
 chunks that are missing. Under ``torchrun`` (or any initialized ``torch.distributed`` group:
 gloo on CPU, NCCL on GPU) the missing chunks are dealt out to the ranks round by round, rank
 0 gathers each round's results, writes them and, at the end, the surface.
+
+The job holds the run directory's writer lock (rank 0), checks every file it reads against
+``run.json`` and, at the end, moves the new ``surface.npz`` in and records it (its digest and
+the grid's resolution) in ``run.json``, written last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from losstrail._files import atomic_path
+from losstrail._files import atomic_path, check_writable_dir
+from losstrail._rundir import check_together, require_finished, update, writer_lock
 
 __all__ = ["compute_surface"]
 
@@ -112,16 +118,6 @@ def compute_surface(
     Returns:
         The ``Surface`` on rank 0 (and on a single process); ``None`` on other ranks.
     """
-    from losstrail._batching import take_subset
-    from losstrail._evaluate import Evaluator
-    from losstrail._functional import selected_names
-    from losstrail._progress import bar
-    from losstrail.artifacts import load_run_value, read_settings, save_run_value
-    from losstrail.directions import Plane
-    from losstrail.projection import project
-    from losstrail.record import Trajectory
-    from losstrail.surface import Surface, evaluate_grid, plane_grid
-
     run_dir = Path(run_dir)
     if not (run_dir / "plane.npz").is_file():
         raise FileNotFoundError(
@@ -135,10 +131,34 @@ def compute_surface(
         )
     if isinstance(chunk_points, bool) or not isinstance(chunk_points, int) or chunk_points < 1:
         raise ValueError(f"chunk_points={chunk_points!r} must be a positive number of grid points, e.g. 1000")
+    from losstrail._checks import check_device, check_resolution, check_settings
+
+    if resolution is not None:
+        resolution = check_resolution(resolution)
+    check_device(device)
+    settings = require_finished(run_dir, "run_dir")["settings"]
+    check_settings(run_dir, settings)
+    leader = int(os.environ.get("RANK", "0")) == 0
+    if leader:
+        check_writable_dir("run_dir", run_dir)
+    with writer_lock(run_dir, "run_dir") if leader else contextlib.nullcontext():
+        return _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet)
+
+
+def _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet):
+    from losstrail._batching import take_subset
+    from losstrail._evaluate import Evaluator
+    from losstrail._progress import bar
+    from losstrail.artifacts import load_run_value, save_run_value
+    from losstrail.directions import Plane
+    from losstrail.projection import project
+    from losstrail.record import Trajectory
+    from losstrail._functional import selected_names
+    from losstrail.surface import Surface, evaluate_grid, plane_grid
+
     started = _start_group_if_launched()
     rank, world = _distributed()
     try:
-        settings = read_settings(run_dir)
         unfinished = (run_dir / PARTS / "grid.json").is_file()  # a job that was stopped: go on with it
         if (run_dir / "surface.npz").is_file() and not (force or unfinished) and resolution is None:
             saved = load_run_value(run_dir, Surface)
@@ -148,6 +168,7 @@ def compute_surface(
                 return saved if rank == 0 else None
         plane = load_run_value(run_dir, Plane)
         trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
+        check_together(run_dir, trajectory, plane, None, settings)
         resolution = resolution if resolution is not None else settings.get("resolution", 100)
         resolution = tuple(resolution) if isinstance(resolution, list) else resolution
         xrange, yrange = settings.get("xrange"), settings.get("yrange")
@@ -199,7 +220,9 @@ def compute_surface(
         grid = (len(ys), len(xs))
         joined = {k: np.concatenate([chunk[k] for chunk in chunks]).reshape(grid) for k in chunks[0]}
         surface = Surface(xs=xs, ys=ys, **joined)
-        save_run_value(run_dir, surface)
+        recorded = {key: value for key, value in settings.items() if key != "tol"}
+        recorded.update(resolution=list(resolution) if isinstance(resolution, tuple) else resolution, grid="full")
+        update(run_dir, recorded, {"surface.npz": save_run_value(parts, surface)})
         shutil.rmtree(parts)
         _barrier(world)
         return surface

@@ -44,8 +44,9 @@ def output_format(out: str | os.PathLike, format: str | None = None, *, allowed=
 
 def check_animation_args(fps: float, max_frames: int) -> None:
     """Raise ValueError for a frame rate or frame budget no animation can have."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
-        raise ValueError(f"giffps={fps!r} must be a positive number of frames per second, e.g. giffps=15")
+    from losstrail._checks import check_fps
+
+    check_fps(fps)
     if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
         raise ValueError(f"n_frames={max_frames!r} must be an integer of at least 2, e.g. n_frames=300")
 

@@ -61,4 +61,35 @@ def write_mp4(frames: Iterable[np.ndarray], path, *, fps: float, size: tuple[int
             count += 1
     finally:
         writer.close()
+    _check_finished(path)
     return count
+
+
+def _check_finished(path) -> None:
+    """Raise OSError unless ffmpeg wrote a whole MP4: its index (``moov`` box) is there.
+
+    ffmpeg that runs out of disk says so on stderr and still exits; the file it leaves does not play.
+    """
+    import struct
+
+    boxes = []
+    try:
+        with open(path, "rb") as f:
+            while len(boxes) < 64:
+                head = f.read(8)
+                if len(head) < 8:
+                    break
+                size, kind = struct.unpack(">I4s", head)
+                if size == 1:
+                    size = struct.unpack(">Q", f.read(8))[0] - 8
+                boxes.append(kind)
+                if size < 8:
+                    break
+                f.seek(size - 8, 1)
+    except OSError:
+        boxes = []
+    if b"moov" not in boxes or b"mdat" not in boxes:
+        raise OSError(
+            f"ffmpeg did not finish the MP4 (no {'index' if b'mdat' in boxes else 'video data'} in it): "
+            "the disk may be full or ffmpeg was stopped; free some space and render again"
+        )

@@ -1,0 +1,271 @@
+"""One run per run directory: a writer's lock, a staging folder, and a manifest written last.
+
+- A writer (``loss_landscape_anim``, ``losstrail run``, ``losstrail surface``, ``compare``) holds
+  ``.losstrail.lock``, an OS lock that even ``kill -9`` releases, holding its pid and start
+  time; a second writer stops at once with a message naming the first.
+- A new run is written into ``.incoming-<pid>/`` inside the directory, so the previous run
+  stays whole while the new one trains and evaluates. ``commit`` then switches: it removes
+  ``run.json``, moves the new files in, removes the old run's files the new one lacks, and
+  writes ``run.json`` last. Killed during the switch (milliseconds), the directory has no
+  ``run.json`` and says it holds no finished run.
+- ``run.json`` lists every file of the run with its SHA-256; a reader checks each file it
+  loads against it, so a file of another run, or one changed or damaged since, is named,
+  never drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from losstrail._files import pid_alive
+
+LOCK_FILE = ".losstrail.lock"
+STAGING_PREFIX = ".incoming-"
+SETTINGS_FILE = "run.json"
+# Every file a run may hold besides its weights (whose name run.json records).
+RUN_FILES = ("trajectory.npz", "params.bin", "plane.npz", "surface.npz", "path.npz", "decision.npz")
+
+
+class RunDirBusy(BlockingIOError):
+    """Another process is writing the run directory."""
+
+
+def _holder(lock: Path) -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        holder = json.loads(lock.read_text() or "{}")
+        if isinstance(holder, dict):
+            return holder
+    return {}
+
+
+def _describe(holder: dict) -> str:
+    started = holder.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
+    return f"pid {holder.get('pid', '?')}, started {when}: {holder.get('command', '?')}"
+
+
+def current_writer(run_dir: str | os.PathLike) -> str | None:
+    """``'pid N, started T: command'`` of the process writing ``run_dir`` now, or None."""
+    holder = _holder(Path(run_dir) / LOCK_FILE)
+    pid = holder.get("pid")
+    if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
+        return _describe(holder)
+    return None
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: str | os.PathLike, argument: str = "model_dirpath"):
+    """Hold the run directory for writing; raise ``RunDirBusy`` naming the process that holds it now."""
+    run_dir = Path(run_dir)
+    lock = run_dir / LOCK_FILE
+    fd = _take(lock, run_dir, argument)
+    try:
+        holder = {"pid": os.getpid(), "started": time.time(), "command": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(holder).encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _take(lock: Path, run_dir: Path, argument: str) -> int:
+    try:
+        import fcntl
+    except ImportError:  # Windows: a file made exclusively; one left by a dead process is taken over
+        return _take_by_creating(lock, run_dir, argument)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunDirBusy(_busy(run_dir, argument, _holder(lock))) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder removed the file as we opened it: take the new one
+
+
+def _take_by_creating(lock: Path, run_dir: Path, argument: str) -> int:
+    for _ in range(2):
+        try:
+            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            holder = _holder(lock)
+            if isinstance(holder.get("pid"), int) and pid_alive(holder["pid"]):
+                raise RunDirBusy(_busy(run_dir, argument, holder)) from None
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    raise RunDirBusy(_busy(run_dir, argument, _holder(lock)))
+
+
+def _busy(run_dir: Path, argument: str, holder: dict) -> str:
+    return (
+        f"{argument}={str(run_dir)!r} is being written by another losstrail process ({_describe(holder)}); "
+        "wait for it to finish, or pass another directory"
+    )
+
+
+@contextlib.contextmanager
+def staging(run_dir: Path):
+    """A fresh folder inside ``run_dir`` for the new run's files; removed if the block fails.
+
+    Call with the writer's lock held: folders of earlier writers (killed) are removed first.
+    """
+    for old in run_dir.glob(STAGING_PREFIX + "*"):
+        shutil.rmtree(old, ignore_errors=True)
+    folder = run_dir / f"{STAGING_PREFIX}{os.getpid()}"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # empty after a commit
+
+
+def digest(path: str | os.PathLike) -> str:
+    """``'sha256:<hex>'`` of the file's bytes."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            sha.update(block)
+    return "sha256:" + sha.hexdigest()
+
+
+def commit(run_dir: Path, folder: Path, settings: dict, keep=()) -> None:
+    """Make ``run_dir`` hold the run staged in ``folder`` (plus the ``keep`` files already in ``run_dir``).
+
+    ``run.json``, with every file's digest, is the last file written; from removing the old
+    one until then the directory holds no finished run.
+    """
+    from losstrail.artifacts import read_record, write_settings
+
+    files = {name: digest(run_dir / name) for name in keep}
+    new = sorted(p.name for p in folder.iterdir())
+    files.update({name: digest(folder / name) for name in new})
+    old = read_record(run_dir, missing_ok=True, damaged_ok=True) or {}
+    old_names = set(RUN_FILES) | set((old.get("files") or {}) if isinstance(old.get("files"), dict) else ())
+    if isinstance(old.get("settings"), dict) and is_plain_name(old["settings"].get("model_filename")):
+        old_names.add(old["settings"]["model_filename"])
+    write_settings(folder, settings, files=files)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(run_dir / SETTINGS_FILE)
+    for name in sorted(old_names - set(files)):  # the old run's files the new one does not have
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(run_dir / name)
+    for name in new:
+        os.replace(folder / name, run_dir / name)
+    os.replace(folder / SETTINGS_FILE, run_dir / SETTINGS_FILE)
+
+
+def update(run_dir: Path, settings: dict, written: dict[str, Path]) -> None:
+    """Replace some files of a finished run (``{name: staged file}``, all in one folder of ``run_dir``'s disk).
+
+    The new ``run.json`` is written beside them first and moved in last, after them.
+    """
+    from losstrail.artifacts import read_record, write_settings
+
+    record = read_record(run_dir)
+    files = record.get("files")
+    if not isinstance(files, dict):  # format 1: list the run's files now
+        model = record["settings"].get("model_filename", "model.pt")
+        files = {n: digest(run_dir / n) for n in (model, *RUN_FILES) if (run_dir / n).is_file()}
+    files = dict(files)
+    files.update({name: digest(path) for name, path in written.items()})
+    folder = next(iter(written.values())).parent
+    write_settings(folder, settings, files=files)  # first, beside the new files: on a full disk nothing moves
+    for name, path in written.items():
+        os.replace(path, run_dir / name)
+    os.replace(folder / SETTINGS_FILE, run_dir / SETTINGS_FILE)
+
+
+def is_plain_name(name) -> bool:
+    """True for a file name that stays in its folder (no separator, not '..', not absolute).
+
+    >>> is_plain_name("model.pt"), is_plain_name("/etc/passwd"), is_plain_name("../x.pt")
+    (True, False, False)
+    """
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and Path(name).name == name
+    )
+
+
+def check_file(run_dir: Path, name: str, files: dict) -> None:
+    """Raise ValueError unless ``run_dir/name`` is the file ``run.json`` lists (same bytes)."""
+    path = run_dir / name
+    fix = (
+        f"compute it again with `losstrail surface {run_dir} --force`"
+        if name == "surface.npz"
+        else f"run the job again (losstrail run --run-dir {run_dir}, or load_model=False)"
+    )
+    if name not in files:
+        raise ValueError(
+            f"{str(path)!r} is not part of the run recorded in {SETTINGS_FILE} (a file left by another run); "
+            f"delete it or {fix}"
+        )
+    if digest(path) != files[name]:
+        raise ValueError(
+            f"{str(path)!r} does not belong to the run recorded in {SETTINGS_FILE}: it was written by another run, "
+            f"or changed or damaged since; {fix}"
+        )
+
+
+def require_finished(run_dir: Path, argument: str = "run_dir") -> dict:
+    """The ``run.json`` record of the finished run in ``run_dir``, or an error saying why there is none."""
+    from losstrail.artifacts import read_record
+
+    record = read_record(run_dir, missing_ok=True)
+    if record is not None:
+        return record
+    writer = current_writer(run_dir)
+    if writer is not None:
+        raise ValueError(
+            f"{argument}={str(run_dir)!r} is being written now ({writer}) and holds no finished run yet; "
+            "wait for it to finish"
+        )
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if present:
+        raise ValueError(
+            f"{argument}={str(run_dir)!r} holds no finished run: {SETTINGS_FILE}, written last, is missing beside "
+            f"{', '.join(present)} (the run that wrote them was stopped before it finished); run it again"
+        )
+    raise FileNotFoundError(
+        f"{argument}={str(run_dir)!r} holds no run ({SETTINGS_FILE} is missing); pass the model_dirpath of a "
+        "finished run, or make one with `losstrail run`"
+    )
+
+
+def check_together(run_dir, trajectory, plane, surface, settings) -> None:
+    """Raise ValueError naming the file when the saved trajectory, plane, surface and settings are not one run's."""
+    run_dir = Path(run_dir)
+    fix = "the files come from different runs; run the job again"
+    if plane is not None and (plane.n_params != trajectory.n_params or plane.names != trajectory.names):
+        raise ValueError(
+            f"{str(run_dir / 'plane.npz')!r} spans P={plane.n_params} parameters but "
+            f"{str(run_dir / 'trajectory.npz')!r} records P={trajectory.n_params}: {fix}"
+        )
+    if surface is not None and "resolution" in settings:
+        resolution = settings["resolution"]
+        nx, ny = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        if surface.loss.shape != (ny, nx):
+            raise ValueError(
+                f"{str(run_dir / 'surface.npz')!r} is a {surface.loss.shape[1]}x{surface.loss.shape[0]} grid but "
+                f"{str(run_dir / 'run.json')!r} says resolution {nx}x{ny}: {fix} "
+                f"(or `losstrail surface {run_dir} --force`)"
+            )
