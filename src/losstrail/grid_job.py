@@ -148,12 +148,12 @@ def compute_surface(
 def _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet):
     from losstrail._batching import take_subset
     from losstrail._evaluate import Evaluator
+    from losstrail._functional import selected_names
     from losstrail._progress import bar
     from losstrail.artifacts import load_run_value, save_run_value
     from losstrail.directions import Plane
     from losstrail.projection import project
     from losstrail.record import Trajectory
-    from losstrail._functional import selected_names
     from losstrail.surface import Surface, evaluate_grid, plane_grid
 
     started = _start_group_if_launched()
