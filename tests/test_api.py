@@ -202,3 +202,19 @@ def test_grid_control_through_the_one_call_api(tmp_path):
         assert (s["xs"][0], s["xs"][-1]) == (-3.0, 1.0)
     with np.load(tmp_path / "run" / "plane.npz") as plane, np.load(tmp_path / "run" / "trajectory.npz") as t:
         np.testing.assert_array_equal(plane["origin"], t["params"][0])
+
+
+def test_a_datamodule_that_yields_no_tensors_is_refused_before_training(tmp_path, monkeypatch):
+    import lightning.pytorch as pl
+
+    import losstrail.train
+
+    class Words(pl.LightningDataModule):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(["a", "b", "c"], batch_size=2)
+
+    monkeypatch.setattr(losstrail.train, "fit", lambda *a, **k: pytest.fail("trained before checking the data"))
+    with pytest.raises(ValueError, match=r"datamodule holds no tensors \(got a list\)"):
+        losstrail.loss_landscape_anim(
+            datamodule=Words(), model_dirpath=tmp_path / "r", output_filename=tmp_path / "x.gif"
+        )

@@ -229,6 +229,14 @@ def batch_source(data, batch_size: int) -> Callable[[], Iterable]:
     return lambda: iter(loader)
 
 
+def check_first_batch(data, argument: str = "data") -> int:
+    """Raise a clear ValueError unless the first batch of ``data`` is a tree of tensors; its length if it is."""
+    batch = next(iter(batch_source(data, 1 << 16)()), None)
+    if batch is None:
+        raise ValueError(f"{argument} holds no examples; pass at least one")
+    return batch_length(batch, argument)
+
+
 class Batches:
     """Batch trees from any supported kind of data, on ``device``, held in memory when small.
 

@@ -329,7 +329,7 @@ def _run_job(
 ):
     import lightning.pytorch as pl
 
-    from losstrail._batching import take_subset
+    from losstrail._batching import check_first_batch, take_subset
     from losstrail._checks import check_settings
     from losstrail._rundir import RUN_FILES, commit, require_finished
     from losstrail.artifacts import (
@@ -349,6 +349,7 @@ def _run_job(
     if seed is not None:
         pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = datamodule if datamodule is not None else SpiralsDataModule()
+    check_first_batch(datamodule, "datamodule")  # batches that are not tensors fail here, before training
     if model is None:
         model = MLP(
             input_dim=datamodule.input_dim,
