@@ -288,3 +288,19 @@ def test_full_batch_runs_draw_one_loss_line_and_say_so(scene):
     other = dataclasses.replace(proj, true_loss=proj.loss * 1.2, slice_loss=proj.loss * 0.9)
     labels = [line.get_label() for line in PathFigure(other, surface).fig.axes[1].get_lines()]
     assert "batch loss (training)" in labels and "true loss at θ" in labels
+
+
+def test_a_small_figure_still_draws_its_read_out(tmp_path):
+    from PIL import Image
+
+    import losstrail as lt
+
+    dm = lt.SpiralsDataModule(n_per_class=40)
+    run = lt.fit(lt.MLP(2, 3, hidden_dim=8), dm, epochs=5, seed=0, quiet=True)
+    plane = lt.make_plane(run.trajectory, "pca")
+    path = lt.project(plane, run.trajectory)
+    xs, ys = lt.path_grid(path.xy, 8)
+    surface = lt.loss_surface(run.model, dm, plane, xs, ys, quiet=True)
+    out = lt.animate(path, surface, tmp_path / "small.gif", size=(320, 240), quiet=True)
+    with Image.open(out.path) as gif:
+        assert gif.size == (320, 240) and gif.n_frames == len(path)

@@ -444,9 +444,12 @@ class _Label:
         from PIL import Image, ImageDraw
 
         lines = [(line, "k") for line in text.split("\n")] if isinstance(text, str) else text
-        w, h = self.size
-        region = frame[self.y0 : self.y0 + h, self.x0 : self.x0 + w]
-        image = Image.alpha_composite(Image.fromarray(region), self._overlay)
+        # In a figure too small for the box, it is shifted (then cut) to stay inside the frame.
+        w, h = min(self.size[0], frame.shape[1]), min(self.size[1], frame.shape[0])
+        x0, y0 = max(0, min(self.x0, frame.shape[1] - w)), max(0, min(self.y0, frame.shape[0] - h))
+        region = frame[y0 : y0 + h, x0 : x0 + w]
+        overlay = self._overlay if (w, h) == self.size else self._overlay.crop((0, 0, w, h))
+        image = Image.alpha_composite(Image.fromarray(region), overlay)
         draw = ImageDraw.Draw(image)
         for row, (line, colour) in enumerate(lines):
             fill = tuple(int(round(255 * c)) for c in to_rgba(colour))
