@@ -188,6 +188,10 @@ def test_path_vtp_is_one_polyline_through_the_path(run, tmp_path):
     assert np.array_equal(points[:, :2], p.xy)
     assert np.array_equal(points[:, 2], p.slice_loss)  # on the surface: the loss at its projection
     assert np.array_equal(vtk_to_numpy(data.GetPointData().GetArray("step")), p.step)
+    result = CliRunner().invoke(app, ["export", str(run["dir"]), "--to", str(tmp_path / "c.vtp"),
+                                      "--path-vtp", str(tmp_path / "c-path.vtp")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _vtk_read(tmp_path / "c-path.vtp").GetNumberOfLines() == 1
 
 
 # ---------------------------------------------------------------------------------------------- meshes, tables

@@ -454,7 +454,10 @@ def export(
         ..., "--to", help="Surface file; its extension picks the format: h5, vtp, obj, ply, csv, npz."
     ),
     path: Optional[Path] = typer.Option(
-        None, "--path", help="Also write the path: .h5 (Li et al.'s projection file), .vtp (polyline), .csv or .npz."
+        None,
+        "--path",
+        "--path-vtp",
+        help="Also write the path: .h5 (Li et al.'s projection file), .vtp (polyline), .csv or .npz.",
     ),
     directions: Optional[Path] = typer.Option(
         None, "--directions", help="Also write the plane as Li et al.'s direction file (.h5)."
