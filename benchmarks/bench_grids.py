@@ -22,6 +22,7 @@ with the full grid. The full LeNet grid takes many minutes (``--skip-full-lenet`
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -145,8 +146,10 @@ def compare(full_dir: Path, adaptive_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-full-lenet", action="store_true", help="leave out the LeNet example's full grid")
-    parser.add_argument("--keep", type=Path, help="keep the runs here instead of a temporary folder")
-    parser.add_argument("--throughput-points", type=int, default=20, help="n for the n×n throughput grids")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the runs here (and reuse those finished) instead of a temporary folder"
+    )
+    parser.add_argument("--throughput-points", type=int, default=20, help="n for the n×n throughput grids (0: none)")
     args = parser.parse_args()
     py = sys.executable
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_grids_"))
@@ -156,11 +159,18 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load {load()}; runs in {root}")
     rows = []
 
+    record = root / "times.json"
+    done = json.loads(record.read_text()) if args.keep and record.exists() else {}
+
     def job(name, argv_for, grids):
         times = {}
         for grid in grids:
             run_dir = root / f"{name}-{grid}"
-            times[grid] = timed(argv_for(grid, run_dir))
+            if f"{name}-{grid}" in done:  # --keep: a job finished by an earlier run of this script
+                times[grid] = done[f"{name}-{grid}"]
+            else:
+                times[grid] = done[f"{name}-{grid}"] = timed(argv_for(grid, run_dir))
+                record.write_text(json.dumps(done))
             print(f"  {name}, grid={grid}: {times[grid]:.1f} s end to end", flush=True)
         result = compare(root / f"{name}-full", root / f"{name}-adaptive") if "full" in grids else {}
         rows.append((name, times, result))
@@ -183,10 +193,11 @@ def main() -> None:
     job("digits", digits, ("adaptive", "full"))
     print("3. the default spirals job")
     job("spirals", spirals, ("adaptive", "full"))
-    if not args.skip_full_lenet:
+    lenet_run = root / ("lenet-example-adaptive" if args.skip_full_lenet else "lenet-example-full")
+    if args.throughput_points:
         print(f"4. LeNet grid throughput, {args.throughput_points}x{args.throughput_points} points × 3,000 images "
               f"(load {os.getloadavg()[0]:.1f})")  # fmt: skip
-        subprocess.run([py, "-c", THROUGHPUT, str(data_dir), str(root / "lenet-example-full"),
+        subprocess.run([py, "-c", THROUGHPUT, str(data_dir), str(lenet_run),
                         str(args.throughput_points)], cwd=HERE, check=True)  # fmt: skip
 
     print("\n| job | full grid | adaptive (tol 0.01) | exact points | max relative difference, every cell |")
