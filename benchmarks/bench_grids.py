@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, help="keep the runs here (and reuse those finished) instead of a temporary folder"
     )
+    parser.add_argument("--jobs", default="lenet-example,digits,spirals", help="which jobs to run, comma-separated")
     parser.add_argument("--throughput-points", type=int, default=20, help="n for the n×n throughput grids (0: none)")
     args = parser.parse_args()
     py = sys.executable
@@ -163,6 +164,8 @@ def main() -> None:
     done = json.loads(record.read_text()) if args.keep and record.exists() else {}
 
     def job(name, argv_for, grids):
+        if name not in args.jobs.split(","):
+            return
         times = {}
         for grid in grids:
             run_dir = root / f"{name}-{grid}"
@@ -194,7 +197,7 @@ def main() -> None:
     print("3. the default spirals job")
     job("spirals", spirals, ("adaptive", "full"))
     lenet_run = root / ("lenet-example-adaptive" if args.skip_full_lenet else "lenet-example-full")
-    if args.throughput_points:
+    if args.throughput_points and (lenet_run / "surface.npz").exists():
         print(f"4. LeNet grid throughput, {args.throughput_points}x{args.throughput_points} points × 3,000 images "
               f"(load {os.getloadavg()[0]:.1f})")  # fmt: skip
         subprocess.run([py, "-c", THROUGHPUT, str(data_dir), str(lenet_run),
