@@ -243,3 +243,112 @@ def test_fit_trains_a_plain_module_on_dict_batches_and_records_a_subset():
     np.testing.assert_array_equal(t.params[-1], flat_params(model, t.names).numpy())
     plane = lt.make_plane(t, "pca")
     assert plane.names == t.names and plane.u.shape == (5,)
+
+
+# -- the first layer, factored over a plane -----------------------------------------------------------
+
+
+def _grid_both_ways(model, data, plane, xs, ys, names=None, **options):
+    """The grid with the first layer factored and with the plain vmap path, and the factored evaluator."""
+    from losstrail._evaluate import Evaluator
+    from losstrail.surface import evaluate_grid
+
+    factored = Evaluator(model, data, names=names, first_layer="factor", mode="vmap", **options)
+    plain = Evaluator(model, data, names=names, first_layer="plain", mode="vmap", **options)
+    return (evaluate_grid(factored, plane, xs, ys, chunk_size=5), evaluate_grid(plain, plane, xs, ys, chunk_size=5),
+            factored)  # fmt: skip
+
+
+def test_the_factored_first_layer_matches_the_plain_path_on_the_spirals_mlp():
+    from losstrail import MLP, SpiralsDataModule
+
+    torch.manual_seed(0)
+    model = MLP(input_dim=2, num_classes=3)
+    plane = _random_plane(sum(p.numel() for p in model.parameters()), seed=1)
+    xs, ys = np.linspace(-1, 1, 6), np.linspace(-1, 0.5, 4)
+    factored, plain, evaluator = _grid_both_ways(model, SpiralsDataModule(), plane, xs, ys)
+    assert evaluator._first is not None and evaluator._first.prefix == "layers.0"  # it did apply
+    np.testing.assert_allclose(factored.loss, plain.loss, rtol=1e-5)
+    np.testing.assert_allclose(factored.accuracy, plain.accuracy, atol=1e-12)
+
+
+def test_the_factored_first_convolution_matches_the_plain_path_on_lenet_digits():
+    pytest.importorskip("sklearn")
+    from losstrail import DigitsDataModule, LeNet
+
+    torch.manual_seed(0)
+    model = LeNet(in_channels=1, num_classes=10, input_size=8)
+    plane = _random_plane(sum(p.numel() for p in model.parameters()), seed=2)
+    xs, ys = np.linspace(-1, 1, 4), np.linspace(-1, 1, 3)
+    data = lt.take_subset(DigitsDataModule(n_examples=300), 200)
+    factored, plain, evaluator = _grid_both_ways(model, data, plane, xs, ys, batch_size=64)
+    assert evaluator._first.prefix == "features.0" and evaluator._first.fan_in == 25
+    np.testing.assert_allclose(factored.loss, plain.loss, rtol=1e-5)
+    np.testing.assert_allclose(factored.accuracy, plain.accuracy, atol=1e-12)
+    # 'auto' factors a 5x5 convolution (fan-in 25): the default grid gives the same surface
+    auto = lt.loss_surface(model, data, plane, xs, ys, batch_size=64, quiet=True)
+    np.testing.assert_allclose(auto.loss, plain.loss, rtol=1e-5)
+
+
+def test_a_first_layer_that_is_not_reached_by_the_raw_input_alone_is_not_factored():
+    class Scaled(torch.nn.Module):  # a parameter acts on the input before the first layer
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(1.5))
+            self.first, self.head = torch.nn.Linear(12, 8), torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.first(x * self.scale)))
+
+    class Twice(torch.nn.Module):  # the first layer runs twice
+        def __init__(self):
+            super().__init__()
+            self.first, self.head = torch.nn.Linear(12, 12), torch.nn.Linear(12, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.first(torch.relu(self.first(x)))))
+
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(40, 12, generator=g), torch.randint(0, 3, (40,), generator=g))
+    xs, ys = np.linspace(-1, 1, 3), np.linspace(-1, 1, 3)
+    for cls in (Scaled, Twice):
+        torch.manual_seed(0)
+        model = cls()
+        plane = _random_plane(sum(p.numel() for p in model.parameters()), seed=3)
+        factored, plain, evaluator = _grid_both_ways(model, data, plane, xs, ys)
+        assert evaluator._first is None, cls.__name__
+        expected, _ = _plain_loop(model, None, plane, xs, ys, lambda m: F.cross_entropy(m(data[0]), data[1]))
+        np.testing.assert_allclose(factored.loss, expected, rtol=1e-5)
+
+
+def test_a_frozen_first_layer_is_factored_with_the_fixed_weights():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    names = ["2.weight", "2.bias"]
+    plane = _random_plane(8 * 3 + 3, seed=4, names=names)
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(40, 12, generator=g), torch.randint(0, 3, (40,), generator=g))
+    xs, ys = np.linspace(-1, 1, 3), np.linspace(-1, 1, 2)
+    factored, plain, evaluator = _grid_both_ways(model, data, plane, xs, ys, names=names)
+    assert evaluator._first is not None
+    expected, _ = _plain_loop(model, names, plane, xs, ys, lambda m: F.cross_entropy(m(data[0]), data[1]))
+    np.testing.assert_allclose(factored.loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(plain.loss, expected, rtol=1e-5)
+
+
+def test_large_batches_are_cut_into_pieces_that_fit_the_memory_budget():
+    from losstrail._evaluate import Evaluator
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 256), torch.nn.ReLU(), torch.nn.Linear(256, 3))
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(1000, 16, generator=g), torch.randint(0, 3, (1000,), generator=g))
+    plane = _random_plane(sum(p.numel() for p in model.parameters()), seed=5)
+    small = Evaluator(model, data)
+    assert small.piece_size(1 << 20) < 1000  # 256 activations per example: a 1 MiB budget cuts the batch
+    from losstrail.surface import evaluate_grid
+
+    xs, ys = np.linspace(-1, 1, 3), np.linspace(-1, 1, 2)
+    cut = evaluate_grid(small, plane, xs, ys, memory_budget=1 << 20)
+    expected, _ = _plain_loop(model, None, plane, xs, ys, lambda m: F.cross_entropy(m(data[0]), data[1]))
+    np.testing.assert_allclose(cut.loss, expected, rtol=1e-5)

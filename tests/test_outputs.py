@@ -207,3 +207,27 @@ def test_html_of_several_runs_has_a_trace_each_and_3d(scene, tmp_path, browser):
     assert [n for n in names if n][:2] == ["adam", "sgd"]
     assert errors == []
     page.close()
+
+
+def test_pictures_of_an_adaptive_surface_say_how_exact_it_is(scene, tmp_path):
+    pytest.importorskip("plotly")
+    from losstrail.renderers._figure import PathFigure
+
+    proj, surface = scene
+    exact = np.zeros(surface.loss.shape, bool)
+    exact[::3, ::3] = True
+    adaptive = dataclasses.replace(surface, exact=exact, max_error=0.0042)
+    said = f"adaptive: {int(exact.sum()):,} of {exact.size:,} points exact, checked error ≤ 0.4%"
+    assert adaptive.describe_grid() == said
+
+    def texts(s):
+        from matplotlib.text import Text
+
+        return [t.get_text() for t in PathFigure(proj, s).fig.findobj(Text)]
+
+    assert any(said in t for t in texts(adaptive))  # the GIF's and MP4's figure: a text artist says it
+    assert not any("adaptive" in t for t in texts(surface))  # a full grid: nothing to say
+    svg = animate(proj, adaptive, tmp_path / "still.svg", quiet=True).path.read_text()
+    assert "points exact" in svg  # a still, as real text
+    page = animate(proj, adaptive, tmp_path / "p.html", quiet=True).path.read_text()
+    assert said.replace("≤", "\\u2264") in page  # the HTML page's title (plotly's JSON escapes the ≤)

@@ -35,15 +35,23 @@ from losstrail._memory import reuse_freed_memory
 from losstrail._progress import bar
 from losstrail._repr import short_repr
 
-__all__ = ["Evaluated", "Evaluator", "batch_norms", "eval_mode", "note"]
+__all__ = ["Evaluated", "Evaluator", "FirstLayer", "batch_norms", "eval_mode", "note"]
 
 # Grid points evaluated together at most; more gains nothing on a CPU.
 _MAX_CHUNK = 2048
+# Examples per call at least, however large the model's activations (see Evaluator.piece_size).
+_MIN_PIECE = 64
 MODES = ("auto", "vmap", "loop")
 # Models with large activations still get this many points per chunk while they fit in this much memory.
 _MIN_CHUNK, _MIN_CHUNK_MEMORY = 8, 1 << 30
 # Points both ways run, timed, before the first chunk is left to the faster one.
 _TRIAL = 16
+FIRST_LAYER_CHOICES = ("auto", "factor", "plain")
+# Set False to make first_layer='auto' evaluate the first layer at every point (benchmarks compare the two).
+FACTOR_FIRST_LAYER = True
+# 'auto' factors a first layer with at least this many multiply-adds per output element: combining its
+# three outputs costs 2 (spirals' Linear(2, 50) has 2 and is left alone; LeNet's 5x5 convolution has 25).
+_MIN_FAN_IN = 8
 _SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
 
 
@@ -139,6 +147,10 @@ class Evaluator:
         spread: also the standard error of each mean loss, from the per-example losses.
         autocast: mixed precision.
         mode: ``'auto'``, ``'vmap'`` or ``'loop'`` (point by point).
+        first_layer: for points on a plane (``run(..., plane=)``): ``'factor'`` computes the
+            model's first affine layer once per batch (see ``FirstLayer``) wherever that is exact,
+            ``'plain'`` runs it at every point; ``'auto'`` (default) factors it when its fan-in is
+            large enough to gain (``_MIN_FAN_IN``).
         quiet: no progress bar and no notes.
     """
 
@@ -156,12 +168,14 @@ class Evaluator:
         spread: bool = False,
         autocast: bool = False,
         mode: str = "auto",
+        first_layer: str = "auto",
         quiet: bool = True,
         argument: str = "data",
     ):
         from losstrail._registry import check_choice
 
         check_choice("mode", mode, MODES)
+        check_choice("first_layer", first_layer, FIRST_LAYER_CHOICES)
         check_bn_batches(model, bn_batches)
         self.model, self.mode, self.quiet = model, mode, quiet
         self.device = torch.device(device)
@@ -179,6 +193,10 @@ class Evaluator:
         self.per_example = spread and self.rule.kind == "pair"
         self.measure = _Call(model, self._measure)
         self._chosen_mode: str | None = None if mode == "auto" else mode
+        self.first_layer = first_layer
+        self._activations: int | None = None
+        self._first_length = self.batches.lengths[0]
+        self._first: FirstLayer | None | bool = False  # False: not looked for yet
 
     # -- one batch at one point ------------------------------------------------------------
     def _labels_in_range(self) -> bool:
@@ -217,43 +235,55 @@ class Evaluator:
     def _tensors(self, flat: torch.Tensor) -> dict:
         return {**self.fixed, **{f"model.{n}": t for n, t in self.layout.unflatten(flat).items()}}
 
-    def _vmapped(self, flat, bufs, batch, per_point_buffers: bool) -> torch.Tensor:
-        def at(row, b):
-            return torch.func.functional_call(self.measure, (self._tensors(row), b), (batch,))
+    def _at(self, row, bufs, batch, first_out):
+        """One point: the measure of ``batch`` with the parameters ``row`` (and the first layer's output, if given)."""
+        if first_out is None:
+            return torch.func.functional_call(self.measure, (self._tensors(row), bufs), (batch,))
+        with self._first.replaced(first_out):
+            return torch.func.functional_call(self.measure, (self._tensors(row), bufs), (batch,))
 
+    def _vmapped(self, flat, bufs, batch, per_point_buffers: bool, first_out=None) -> torch.Tensor:
+        def at(row, b, out):
+            return self._at(row, b, batch, out)
+
+        dims = (0, 0 if per_point_buffers else None, None if first_out is None else 0)
         with math_attention():
-            return torch.func.vmap(at, in_dims=(0, 0 if per_point_buffers else None), randomness="same")(flat, bufs)
+            return torch.func.vmap(at, in_dims=dims, randomness="same")(flat, bufs, first_out)
 
-    def _looped(self, flat, bufs, batch, per_point_buffers: bool) -> torch.Tensor:
+    def _looped(self, flat, bufs, batch, per_point_buffers: bool, first_out=None) -> torch.Tensor:
         rows = []
         for c in range(flat.shape[0]):
             b = {k: v[c] for k, v in bufs.items()} if per_point_buffers else bufs
-            rows.append(torch.func.functional_call(self.measure, (self._tensors(flat[c]), b), (batch,)))
+            rows.append(self._at(flat[c], b, batch, None if first_out is None else first_out[c]))
         return torch.stack(rows)
 
-    def _run(self, mode, flat, bufs, batch, per_point_buffers):
+    def _run(self, mode, flat, bufs, batch, per_point_buffers, first_out=None):
         if mode == "vmap":
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_SLOW_VMAP)
-                return self._vmapped(flat, bufs, batch, per_point_buffers)
-        return self._looped(flat, bufs, batch, per_point_buffers)
+                return self._vmapped(flat, bufs, batch, per_point_buffers, first_out)
+        return self._looped(flat, bufs, batch, per_point_buffers, first_out)
 
-    def _choose_mode(self, flat, bufs, batch, per_point_buffers, worth_timing: bool) -> tuple[str, torch.Tensor | None]:
+    def _choose_mode(
+        self, flat, bufs, batch, per_point_buffers, worth_timing: bool, first_out=None
+    ) -> tuple[str, torch.Tensor | None]:
         """``vmap`` unless it fails or runs slower than point by point on a trial of the first points.
 
         Without ``worth_timing`` (a handful of points) vmap runs the whole chunk and its result is
-        kept; otherwise both ways run the same few points, timed, and the chunk is left to the faster.
+        kept; otherwise both ways run the same few points, timed (each once untimed first, to warm
+        up), and the chunk is left to the faster.
         """
         name = type(self.model).__name__
         k = min(flat.shape[0], _TRIAL) if worth_timing else flat.shape[0]
-        trial = (flat[:k], {n: v[:k] for n, v in bufs.items()} if per_point_buffers else bufs)
+        trial_bufs = {n: v[:k] for n, v in bufs.items()} if per_point_buffers else bufs
+        trial = (flat[:k], trial_bufs, batch, per_point_buffers, None if first_out is None else first_out[:k])
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = self._vmapped(*trial, batch, per_point_buffers)
+                result = self._vmapped(*trial)
                 if worth_timing:  # the first call pays for setting up; time the second
                     start = time.perf_counter()
-                    self._vmapped(*trial, batch, per_point_buffers)
+                    self._vmapped(*trial)
                     t_vmap = time.perf_counter() - start
         except Exception as err:  # an op vmap has no rule for, data-dependent control flow, ...
             first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
@@ -265,8 +295,11 @@ class Evaluator:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if not worth_timing:
             return "vmap", result
+        one = (flat[:1], {n: v[:1] for n, v in trial_bufs.items()} if per_point_buffers else bufs, batch,
+               per_point_buffers, None if first_out is None else first_out[:1])  # fmt: skip
+        self._looped(*one)  # warm up, as vmap's first call did
         start = time.perf_counter()
-        self._looped(*trial, batch, per_point_buffers)
+        self._looped(*trial)
         t_loop = time.perf_counter() - start
         if t_loop < t_vmap:
             why = "vmap falls back on slow kernels for it" if slow else "its activations are too large to batch well"
@@ -276,14 +309,43 @@ class Evaluator:
 
     # -- many points ---------------------------------------------------------------------------
     def chunk_size(self, memory_budget: int) -> int:
-        """Points per chunk: as many as fit ``memory_budget`` (cache-sized), but at least a few where they fit
-        in RAM (``_MIN_CHUNK_MEMORY``), since one point at a time leaves vmap nothing to batch."""
-        per_point = 4 * (self.layout.n_params + 3 * self._activation_elements())
-        least = min(_MIN_CHUNK, max(1, _MIN_CHUNK_MEMORY // per_point))
+        """Grid points evaluated together so that one call's working set (pieces of batches) fits ``memory_budget``,
+        but at least a few where they fit in RAM (``_MIN_CHUNK_MEMORY``): one point at a time leaves vmap nothing
+        to batch."""
+        examples = min(self.piece_size(memory_budget), max(self.batches.lengths))
+        per_point = 4 * (self.layout.n_params + 3 * examples * self._activation_elements() / self._first_length)
+        least = min(_MIN_CHUNK, max(1, int(_MIN_CHUNK_MEMORY // per_point)))
         return int(max(least, min(_MAX_CHUNK, memory_budget // per_point)))
 
+    def piece_size(self, memory_budget: int) -> int:
+        """Examples per call: a batch is cut into pieces whose activations at one point fit ``memory_budget``.
+
+        A model whose activations overflow the cache runs several times slower (LeNet on 3,000
+        28×28 images in one call: 0.16 s per point on one core; in pieces of 400: 0.11 s). Only
+        ``(x, y)`` batches with a mean loss are cut, where the weighted mean over pieces is the
+        batch's mean.
+        """
+        if self.rule.kind != "pair":
+            return max(self.batches.lengths)
+        per_example = 4 * 3 * self._activation_elements() / self._first_length
+        return int(max(_MIN_PIECE, memory_budget // max(per_example, 1)))
+
+    def _pieces(self, piece: int):
+        """``(batch, examples)`` for every batch, those over ``piece`` examples cut into pieces of that size."""
+        for batch, n_b in zip(self.batches, self.batches.lengths):
+            if n_b <= piece:
+                yield batch, n_b
+                continue
+            for start in range(0, n_b, piece):
+                yield map_tree(lambda t, start=start: t[start : start + piece], batch), min(piece, n_b - start)
+
     def _activation_elements(self) -> int:
-        """Elements in the outputs of all leaf modules for one forward pass over the first batch."""
+        """Elements in the outputs of all leaf modules for one forward pass over the first batch (cached)."""
+        if self._activations is None:
+            self._activations = self._count_activations()
+        return self._activations
+
+    def _count_activations(self) -> int:
         total = 0
 
         def count(module, inputs, output):
@@ -306,6 +368,7 @@ class Evaluator:
         chunk_params: Callable[[slice], torch.Tensor],
         n_points: int,
         *,
+        plane: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
         chunk_size: int | None = None,
         memory_budget: int = 48 << 20,
         desc: str = "grid",
@@ -314,17 +377,23 @@ class Evaluator:
     ) -> Evaluated:
         """Loss, accuracy (and standard error) at the ``n_points`` vectors ``chunk_params(slice) -> (C, K)``.
 
-        ``on_first_chunk(seconds, points)`` is called once the first chunk is done (to say what
-        the rest will cost).
+        ``plane=(origin, basis, coords)``, when the points are ``origin + coords @ basis`` with
+        ``origin`` (K,), ``basis`` (2, K) and ``coords`` (n_points, 2), lets the model's first
+        layer be computed once per batch (see ``FirstLayer``); the results are the same to
+        float32 rounding. ``on_first_chunk(seconds, points)`` is called once the first chunk is
+        done (to say what the rest will cost).
         """
         quiet = self.quiet if quiet is None else quiet
         if chunk_size is None:
             chunk_size = self.chunk_size(memory_budget)
+        first = self._first_layer() if plane is not None else None
+        piece = self.piece_size(memory_budget)
+        n_pieces = sum(math.ceil(n / piece) for n in self.batches.lengths)
         n_stats = 3 + len(self.rule.metric_names)
         totals = np.zeros((n_points, n_stats))
-        batches = self.batches
         n_chunks = math.ceil(n_points / chunk_size)
-        progress = bar(n_chunks * batches.n_batches, desc, quiet, unit="batch")
+        chunks = [slice(start, min(start + chunk_size, n_points)) for start in range(0, n_points, chunk_size)]
+        progress = bar(n_chunks * n_pieces, desc, quiet, unit="batch")
         device = self.device
         precision = (
             torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
@@ -333,26 +402,53 @@ class Evaluator:
         )
         per_point_buffers = bool(self.bn_batches)
         started = time.perf_counter()
+
+        def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
+            stats = None
+            if self._chosen_mode is None:
+                worth = n_points > _TRIAL
+                self._chosen_mode, stats = self._choose_mode(flat, bufs, batch, per_point_buffers, worth, first_out)
+            if stats is None:
+                stats = self._run(self._chosen_mode, flat, bufs, batch, per_point_buffers, first_out)
+            stats = stats.double().cpu().numpy()  # (C, n_stats)
+            totals[sl, 0] += stats[:, 0] * n_b
+            totals[sl, 1:3] += stats[:, 1:3]
+            totals[sl, 3:] += stats[:, 3:] * n_b
+
         with eval_mode(self.model), reuse_freed_memory(), torch.inference_mode(), precision, progress as pbar:
-            for start in range(0, n_points, chunk_size):
-                if start == chunk_size and on_first_chunk is not None:
-                    on_first_chunk(time.perf_counter() - started, chunk_size)
-                sl = slice(start, min(start + chunk_size, n_points))
-                flat = chunk_params(sl).to(device)
-                bufs = self._recomputed_statistics(flat) if per_point_buffers else self.buffers
-                for _b, (batch, n_b) in enumerate(zip(batches, batches.lengths)):
-                    stats = None
-                    if self._chosen_mode is None:
-                        worth = n_points > _TRIAL
-                        self._chosen_mode, stats = self._choose_mode(flat, bufs, batch, per_point_buffers, worth)
-                    if stats is None:
-                        stats = self._run(self._chosen_mode, flat, bufs, batch, per_point_buffers)
-                    stats = stats.double().cpu().numpy()  # (C, n_stats)
-                    totals[sl, 0] += stats[:, 0] * n_b
-                    totals[sl, 1:3] += stats[:, 1:3]
-                    totals[sl, 3:] += stats[:, 3:] * n_b
-                    pbar.update(1)
+            if first is None:
+                for c, sl in enumerate(chunks):
+                    if c == 1 and on_first_chunk is not None:
+                        on_first_chunk(time.perf_counter() - started, chunk_size)
+                    flat = chunk_params(sl).to(device)
+                    bufs = self._recomputed_statistics(flat) if per_point_buffers else self.buffers
+                    for batch, n_b in self._pieces(piece):
+                        add(sl, batch, n_b, flat, bufs)
+                        pbar.update(1)
+            else:  # batch by batch, so the first layer's three outputs are computed once per batch
+                origin, basis, coords = (t.to(device) for t in plane)
+                for b, (batch, n_b) in enumerate(self._pieces(piece)):
+                    outputs = first.outputs(batch, origin, basis)  # (3, N, ...)
+                    for c, sl in enumerate(chunks):
+                        if b == 0 and c == 1 and on_first_chunk is not None:
+                            on_first_chunk((time.perf_counter() - started) * n_pieces, chunk_size)
+                        first_out = first.combine(outputs, coords[sl])
+                        add(sl, batch, n_b, chunk_params(sl).to(device), self.buffers, first_out)
+                        pbar.update(1)
+                    del outputs
         return self._summary(totals)
+
+    def _first_layer(self) -> FirstLayer | None:
+        """The first layer to factor over a plane, or None (see ``first_layer``)."""
+        if self.first_layer == "plain" or self.bn_batches or self.autocast:
+            return None
+        if self.first_layer == "auto" and not FACTOR_FIRST_LAYER:
+            return None
+        if self._first is False:
+            self._first = FirstLayer.find(self)
+        if self._first is not None and self.first_layer == "auto" and self._first.fan_in < _MIN_FAN_IN:
+            return None
+        return self._first
 
     def _summary(self, totals: np.ndarray) -> Evaluated:
         n = self.batches.n_examples
@@ -425,3 +521,132 @@ class Evaluator:
                 m.train(training)
                 m.momentum = momentum
         return {n: (totals[n] / used if n in totals else b) for n, b in state.items()}
+
+
+class _Reached(Exception):
+    """Stops a forward pass once the first layer's input is known."""
+
+
+_AFFINE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+class FirstLayer:
+    """The model's first affine layer, evaluated once per data batch for a whole plane of points.
+
+    At the point ``origin + x·u + y·v`` the layer's weight is ``W0 + x·U + y·V`` (its bias
+    likewise), so on an input that no parameter touches its output is
+    ``f(W0) + x·f(U) + y·f(V)``, ``f`` being the layer with that weight and bias. The three are
+    computed once per batch; each point then costs two multiply-adds per output element instead
+    of the layer's fan-in. ``find`` accepts the layer only when that identity holds: it is the
+    first module with parameters that the forward pass calls, a plain ``nn.Linear`` or
+    ``nn.ConvNd`` (its own ``forward``, no hooks, no parametrization), called once per forward,
+    and its input is the same at two different parameter points (nothing before it reads a
+    parameter). Anything else evaluates the model point by point as before.
+    """
+
+    def __init__(self, evaluator: Evaluator, module: torch.nn.Module, prefix: str):
+        self.evaluator, self.module, self.prefix = evaluator, module, prefix
+        if isinstance(module, torch.nn.Linear):
+            self.fan_in = module.in_features
+        else:
+            self.fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
+        self.owners = [m for m in evaluator.model.modules() if next(m.parameters(recurse=False), None) is not None]
+
+    @classmethod
+    def find(cls, evaluator: Evaluator) -> FirstLayer | None:
+        """The first layer of the evaluator's model if it can be factored (see the class), else None."""
+        model = evaluator.model
+        prefixes = {id(m): n for n, m in model.named_modules()}
+        owners = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
+        calls: list = []
+
+        def record(module, args, kwargs):
+            calls.append((module, args, kwargs))
+
+        batch = evaluator.batches.first()
+        hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in owners]
+        try:
+            with torch.no_grad(), eval_mode(model):
+                torch.func.functional_call(evaluator.measure, (evaluator.own, evaluator.buffers), (batch,))
+        finally:
+            for h in hooks:
+                h.remove()
+        if not calls:
+            return None
+        module, args, kwargs = calls[0]
+        plain = type(module) in _AFFINE and not (module._forward_hooks or module._forward_pre_hooks)
+        plain = plain and not torch.nn.utils.parametrize.is_parametrized(module) and "forward" not in vars(module)
+        if not plain or kwargs or len(args) != 1 or sum(m is module for m, _, _ in calls) != 1:
+            return None
+        if not (isinstance(args[0], torch.Tensor) and args[0].is_floating_point()):
+            return None
+        layer = cls(evaluator, module, prefixes[id(module)])
+        chosen = {f"model.{n}" for n in evaluator.layout.names}
+        generator = torch.Generator().manual_seed(0)
+        moved = {
+            n: t + (torch.randn(t.shape, generator=generator) * (1 + t.abs().mean().item())).to(t)
+            if n in chosen and t.is_floating_point() else t
+            for n, t in evaluator.own.items()
+        }  # fmt: skip
+        if not torch.equal(layer.input(batch, moved), args[0]):
+            return None  # something before the layer reads a parameter
+        return layer
+
+    def input(self, batch, tensors: dict | None = None) -> torch.Tensor:
+        """The layer's input on ``batch``: the forward pass run up to the layer, then stopped."""
+        evaluator = self.evaluator
+        seen = []
+
+        def stop(module, args):
+            if module is self.module:
+                seen.append(args[0])
+            raise _Reached
+
+        hooks = [m.register_forward_pre_hook(stop) for m in self.owners]
+        try:
+            with eval_mode(evaluator.model):
+                torch.func.functional_call(evaluator.measure, (tensors or evaluator.own, evaluator.buffers), (batch,))
+        except _Reached:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+        if not seen:
+            raise RuntimeError(
+                f"the forward pass no longer starts with {self.prefix!r}; evaluate with first_layer='plain'"
+            )
+        return seen[0]
+
+    def outputs(self, batch, origin: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+        """``[f(W0), f(U), f(V)]`` on ``batch`` (3, N, ...) for the plane ``origin`` (K,), ``basis`` (2, K)."""
+        evaluator = self.evaluator
+        x = self.input(batch)
+        pieces = [evaluator.layout.unflatten(t) for t in (origin, basis[0], basis[1])]
+        out = []
+        for k, piece in enumerate(pieces):
+            tensors = {}
+            for name, own in self.module.named_parameters(recurse=False):
+                full = f"{self.prefix}.{name}"
+                if full in piece:
+                    tensors[name] = piece[full].to(own.dtype)
+                else:  # a fixed tensor: the same at every point, so all of it goes with the origin
+                    tensors[name] = own.detach().to(evaluator.device) if k == 0 else torch.zeros_like(own)
+            out.append(torch.func.functional_call(self.module, tensors, (x,)))
+        return torch.stack(out)
+
+    @staticmethod
+    def combine(outputs: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """The layer's output at each point ``coords`` (C, 2): ``f(W0) + x·f(U) + y·f(V)`` (C, N, ...)."""
+        out = torch.empty((len(coords), *outputs.shape[1:]), dtype=outputs.dtype, device=outputs.device)
+        for c, (x, y) in enumerate(coords.tolist()):  # scalar multipliers: one pass each, in place
+            torch.add(outputs[0], outputs[1], alpha=x, out=out[c]).add_(outputs[2], alpha=y)
+        return out
+
+    @contextlib.contextmanager
+    def replaced(self, output: torch.Tensor):
+        """The layer returns ``output`` for the duration, whatever its weights."""
+        self.module.forward = lambda *args, **kwargs: output
+        try:
+            yield
+        finally:
+            del self.module.forward

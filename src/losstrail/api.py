@@ -129,7 +129,7 @@ def loss_landscape_anim(
     params="trainable",
     objective=None,
     loss_fn=None,
-    grid: str = "full",
+    grid: str = "adaptive",
     tol: float = 0.01,
     budget=None,
     quiet: bool = False,
@@ -181,8 +181,9 @@ def loss_landscape_anim(
             their values everywhere.
         objective, loss_fn: the loss, by the rule of ``loss_surface``, for training a plain
             module, the path's losses, the plane and the grid alike.
-        grid, tol: ``'full'`` (default) or ``'adaptive'`` grid with relative error ``tol``
-            (see ``loss_surface``); the path's true and slice losses are always exact.
+        grid, tol: ``'adaptive'`` (default: exact on a coarse lattice and wherever the checked
+            interpolation error exceeds ``tol``, default 0.01) or ``'full'`` (every point exact);
+            see ``loss_surface``. The path's true and slice losses are always exact.
         budget: seconds (or ``'60s'``, ``'2min'``) the grid may take: one chunk is timed
             before training and the grid, subset, resolution and ``tol`` that fit are picked
             (and said); an error before training if even the coarse lattice does not fit.

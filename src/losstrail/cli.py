@@ -192,7 +192,9 @@ def run(
     ),
     faithfulness: bool = typer.Option(True, help="Measure the true and slice loss along the path and plot them."),
     params: str = PARAMS,
-    grid: str = typer.Option("full", help="full (every point exact) or adaptive (exact where the picture needs it)."),
+    grid: str = typer.Option(
+        "adaptive", help="adaptive (exact where the picture needs it, error within --tol) or full (every point exact)."
+    ),
     tol: float = typer.Option(0.01, help="adaptive grid: largest relative interpolation error."),
     budget: Optional[str] = typer.Option(
         None, help="Time the grid may take (e.g. 60s, 2min): picks grid, subset, resolution."

@@ -337,7 +337,8 @@ def evaluate_grid(evaluator: Evaluator, plane: Plane, xs: np.ndarray, ys: np.nda
         coords = coords[torch.as_tensor(only, device=device)]
     origin = torch.from_numpy(plane.origin).to(device)
     basis = torch.from_numpy(np.stack([plane.u, plane.v])).to(device)  # (2, P)
-    result = evaluator.run(lambda sl: origin + coords[sl] @ basis, len(coords), **options)
+    result = evaluator.run(lambda sl: origin + coords[sl] @ basis, len(coords), plane=(origin, basis, coords),
+                           **options)  # fmt: skip
     if only is not None:
         arrays = {"loss": result.loss, "accuracy": result.accuracy}
         return arrays if result.loss_se is None else {**arrays, "loss_se": result.loss_se}

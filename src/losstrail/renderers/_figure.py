@@ -53,15 +53,27 @@ def _axis_labels(plane) -> tuple[str, str]:
     return labels[0], labels[1]
 
 
-def faithfulness_title(title: str, projection: Projection) -> str:
-    """``title`` with a second line saying how much of the path the plane captures."""
+def faithfulness_title(title: str, projection: Projection, surface: Surface | None = None) -> str:
+    """``title`` with a line saying how much of the path the plane captures, and one on an adaptive grid's error."""
     captured = projection.plane.captured
-    if captured is None:
-        return title
-    line = f"the plane captures {captured:.1%} of the path's variance"
-    if len(projection) and np.isfinite(projection.off_plane).any():  # unknown for a path read from a file
-        line += f"; largest distance from it {float(np.max(projection.off_plane)):.3g}"
-    return f"{title}\n{line}" if title else line
+    lines = [title] if title else []
+    if captured is not None:
+        line = f"the plane captures {captured:.1%} of the path's variance"
+        if len(projection) and np.isfinite(projection.off_plane).any():  # unknown for a path read from a file
+            line += f"; largest distance from it {float(np.max(projection.off_plane)):.3g}"
+        lines.append(line)
+    note = grid_note(surface)
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
+def grid_note(surface: Surface | None) -> str:
+    """``Surface.describe_grid()`` for an adaptive surface (``'adaptive: 1,240 of 10,000 points exact, ...'``);
+    empty for a full grid, whose every cell is exact, as pictures have always shown."""
+    if surface is None or not getattr(surface, "adaptive", False):
+        return ""
+    return surface.describe_grid()
 
 
 def readout(p: Projection, k: int) -> str:
@@ -255,7 +267,7 @@ class PathFigure(CanvasFigure):
         side = axes[1] if self.panel else None
         draw_contour(self.fig, ax, surface, projection.plane, levels=levels, cmap=cmap, log_scale=log_scale)
         ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
-        self.fig.suptitle(faithfulness_title(title, projection), fontsize=11)
+        self.fig.suptitle(faithfulness_title(title, projection, surface), fontsize=11)
 
         (self.line,) = ax.plot([], [], color=path_color, lw=1.5, animated=True)
         (self.point,) = ax.plot([], [], "o", color=path_color, ms=7, animated=True, label="optimizer")

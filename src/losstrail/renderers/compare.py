@@ -14,6 +14,7 @@ from losstrail.renderers._figure import (
     colour_label,
     draw_contour,
     free_corner,
+    grid_note,
     legend_above,
     lowest_inside,
     place_readout,
@@ -141,7 +142,9 @@ class CompareFigure(CanvasFigure):
             legend_above(ax, ncol=2)  # outside the axes, so it never covers a path
             self._draw_panel(side)
             self.main_axes = [ax]
-        self.fig.suptitle(title + ("\n" if title else "") + _shared_plane_note(self.projections, layout), fontsize=10)
+        heading = [title] if title else []
+        heading += [line for line in (_shared_plane_note(self.projections, layout), grid_note(surface)) if line]
+        self.fig.suptitle("\n".join(heading), fontsize=10)
         self.layout = layout
         lowest = lowest_inside(surface) or (np.nan, np.nan)
         marks = [[0.0, 0.0], lowest[:2]]  # the plane's centre and the lowest point, if drawn

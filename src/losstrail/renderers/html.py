@@ -74,7 +74,7 @@ def write_html(
     import plotly.graph_objects as go
 
     from losstrail._files import atomic_path
-    from losstrail.renderers._figure import _axis_labels, faithfulness_title
+    from losstrail.renderers._figure import _axis_labels, faithfulness_title, grid_note
 
     colours = list(colours) if colours is not None else [RUN_COLOURS[k % len(RUN_COLOURS)] for k in range(len(runs))]
     projections = [p for _, p in runs]
@@ -131,7 +131,9 @@ def write_html(
     labels = [f"{times[f]:.0f}" if by_step else f"{times[f]:.0%}" for f in stops]
     heading = title or "losstrail"
     if captured is None and len(runs) == 1:
-        heading = faithfulness_title(heading, projections[0])
+        heading = faithfulness_title(heading, projections[0], surface)
+    elif grid_note(surface):
+        heading += "\n" + grid_note(surface)
     fig.update_layout(
         title={"text": heading.replace("\n", "<br>"), "x": 0.5, "font": {"size": 14}},
         xaxis={"title": {"text": xlabel}, "domain": [0.0, 0.53]},

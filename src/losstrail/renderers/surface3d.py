@@ -83,7 +83,7 @@ class SurfaceFigure(CanvasFigure):
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_zlabel(colour_label(log_scale), fontsize=8)
-        heading = self.fig.suptitle(faithfulness_title(title, projection), fontsize=10)
+        heading = self.fig.suptitle(faithfulness_title(title, projection, surface), fontsize=10)
         self.azimuth = -60.0
         ax.view_init(elev=35, azim=self.azimuth)
         (self.line,) = ax.plot([], [], [], color=path_color, lw=2, animated=True, zorder=10)
