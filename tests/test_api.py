@@ -218,3 +218,10 @@ def test_a_datamodule_that_yields_no_tensors_is_refused_before_training(tmp_path
         losstrail.loss_landscape_anim(
             datamodule=Words(), model_dirpath=tmp_path / "r", output_filename=tmp_path / "x.gif"
         )
+
+
+def test_a_saved_full_grid_serves_a_later_adaptive_request(tmp_path, monkeypatch):
+    _small(tmp_path, grid="full")
+    monkeypatch.setattr("losstrail.train.fit", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("losstrail.surface.loss_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
+    _small(tmp_path, load_model=True, grid="adaptive")

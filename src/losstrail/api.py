@@ -73,6 +73,8 @@ def _saved_plane_and_surface(run_dir: Path, settings: dict, wanted: dict):
     if wanted["reduction_method"] == "custom":
         return None, None  # the vectors themselves are not compared; recompute
     saved = {"grid": "full", **settings}  # runs saved before adaptive grids were full
+    if saved["grid"] == "full":  # a full grid is as good as any adaptive one asked for
+        wanted = {k: v for k, v in wanted.items() if k not in ("grid", "tol")}
     if any(saved.get(key) != value for key, value in wanted.items()):
         return None, None
     try:
