@@ -293,19 +293,20 @@ class Evaluator:
         for w in caught:
             if _SLOW_VMAP not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        whole = k == flat.shape[0]  # the trial was the whole chunk: its result is this batch's
         if not worth_timing:
             return "vmap", result
         one = (flat[:1], {n: v[:1] for n, v in trial_bufs.items()} if per_point_buffers else bufs, batch,
                per_point_buffers, None if first_out is None else first_out[:1])  # fmt: skip
         self._looped(*one)  # warm up, as vmap's first call did
         start = time.perf_counter()
-        self._looped(*trial)
+        looped = self._looped(*trial)
         t_loop = time.perf_counter() - start
         if t_loop < t_vmap:
             why = "vmap falls back on slow kernels for it" if slow else "its activations are too large to batch well"
             note(f"evaluating {name} point by point: {t_vmap / t_loop:.1f}x faster than vmap here ({why})", self.quiet)
-            return "loop", None
-        return "vmap", None
+            return "loop", looped if whole else None
+        return "vmap", result if whole else None
 
     # -- many points ---------------------------------------------------------------------------
     def chunk_size(self, memory_budget: int) -> int:
@@ -406,7 +407,7 @@ class Evaluator:
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
             stats = None
             if self._chosen_mode is None:
-                worth = n_points > _TRIAL
+                worth = n_chunks * n_pieces > 1  # more calls follow: the choice matters
                 self._chosen_mode, stats = self._choose_mode(flat, bufs, batch, per_point_buffers, worth, first_out)
             if stats is None:
                 stats = self._run(self._chosen_mode, flat, bufs, batch, per_point_buffers, first_out)
