@@ -336,9 +336,10 @@ def test_a_frozen_first_layer_is_factored_with_the_fixed_weights():
     np.testing.assert_allclose(plain.loss, expected, rtol=1e-5)
 
 
-def test_large_batches_are_cut_into_pieces_that_fit_the_memory_budget():
+def test_large_batches_are_cut_into_pieces_that_fit_the_memory_budget(monkeypatch):
     from losstrail._evaluate import Evaluator
 
+    monkeypatch.setattr("losstrail._evaluate._PIECE_MEMORY", 1 << 20)  # cut where a call's activations pass 1 MiB
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 256), torch.nn.ReLU(), torch.nn.Linear(256, 3))
     g = torch.Generator().manual_seed(0)

@@ -39,8 +39,9 @@ __all__ = ["Evaluated", "Evaluator", "FirstLayer", "batch_norms", "eval_mode", "
 
 # Grid points evaluated together at most; more gains nothing on a CPU.
 _MAX_CHUNK = 2048
-# Examples per call at least, however large the model's activations (see Evaluator.piece_size).
-_MIN_PIECE = 64
+# Examples per call at least, however large the model's activations, and the memory a call's activations
+# may take before a batch is cut into pieces (see Evaluator.piece_size).
+_MIN_PIECE, _PIECE_MEMORY = 64, 1 << 30
 MODES = ("auto", "vmap", "loop")
 # Models with large activations still get this many points per chunk while they fit in this much memory.
 _MIN_CHUNK, _MIN_CHUNK_MEMORY = 8, 1 << 30
@@ -267,24 +268,19 @@ class Evaluator:
     def _choose_mode(
         self, flat, bufs, batch, per_point_buffers, worth_timing: bool, first_out=None
     ) -> tuple[str, torch.Tensor | None]:
-        """``vmap`` unless it fails or runs slower than point by point on a trial of the first points.
+        """``vmap`` unless it fails or runs slower than point by point; with vmap's result when kept.
 
-        Without ``worth_timing`` (a handful of points) vmap runs the whole chunk and its result is
-        kept; otherwise both ways run the same few points, timed (each once untimed first, to warm
-        up), and the chunk is left to the faster.
+        vmap runs the whole first chunk (its result is kept when it wins); with ``worth_timing``
+        (more calls follow) the loop runs up to 16 of the same points after one to warm up, timed
+        and scaled to the chunk, and vmap is timed again before it loses to it.
         """
         name = type(self.model).__name__
-        k = min(flat.shape[0], _TRIAL) if worth_timing else flat.shape[0]
-        trial_bufs = {n: v[:k] for n, v in bufs.items()} if per_point_buffers else bufs
-        trial = (flat[:k], trial_bufs, batch, per_point_buffers, None if first_out is None else first_out[:k])
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = self._vmapped(*trial)
-                if worth_timing:  # the first call pays for setting up; time the second
-                    start = time.perf_counter()
-                    self._vmapped(*trial)
-                    t_vmap = time.perf_counter() - start
+                start = time.perf_counter()
+                result = self._vmapped(flat, bufs, batch, per_point_buffers, first_out)
+                t_vmap = time.perf_counter() - start
         except Exception as err:  # an op vmap has no rule for, data-dependent control flow, ...
             first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
             note(f"vmap cannot run {name} ({type(err).__name__}: {first}); evaluating it point by point", self.quiet)
@@ -293,20 +289,27 @@ class Evaluator:
         for w in caught:
             if _SLOW_VMAP not in str(w.message):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        whole = k == flat.shape[0]  # the trial was the whole chunk: its result is this batch's
         if not worth_timing:
             return "vmap", result
-        one = (flat[:1], {n: v[:1] for n, v in trial_bufs.items()} if per_point_buffers else bufs, batch,
-               per_point_buffers, None if first_out is None else first_out[:1])  # fmt: skip
-        self._looped(*one)  # warm up, as vmap's first call did
+        k = min(flat.shape[0], _TRIAL)
+
+        def some(n):  # the first n points of the chunk
+            b = {name: v[:n] for name, v in bufs.items()} if per_point_buffers else bufs
+            return flat[:n], b, batch, per_point_buffers, None if first_out is None else first_out[:n]
+
+        self._looped(*some(1))  # warm up, as vmap's first call did
         start = time.perf_counter()
-        looped = self._looped(*trial)
-        t_loop = time.perf_counter() - start
+        self._looped(*some(k))
+        t_loop = (time.perf_counter() - start) * flat.shape[0] / k
+        if t_loop < t_vmap:  # time vmap again: its first call paid for setting up
+            start = time.perf_counter()
+            self._run("vmap", flat, bufs, batch, per_point_buffers, first_out)
+            t_vmap = time.perf_counter() - start
         if t_loop < t_vmap:
             why = "vmap falls back on slow kernels for it" if slow else "its activations are too large to batch well"
             note(f"evaluating {name} point by point: {t_vmap / t_loop:.1f}x faster than vmap here ({why})", self.quiet)
-            return "loop", looped if whole else None
-        return "vmap", result if whole else None
+            return "loop", None
+        return "vmap", result
 
     # -- many points ---------------------------------------------------------------------------
     def chunk_size(self, memory_budget: int) -> int:
@@ -319,17 +322,18 @@ class Evaluator:
         return int(max(least, min(_MAX_CHUNK, memory_budget // per_point)))
 
     def piece_size(self, memory_budget: int) -> int:
-        """Examples per call: a batch is cut into pieces whose activations at one point fit ``memory_budget``.
+        """Examples per call: a batch is cut into pieces whose activations at one point fit ``_PIECE_MEMORY``.
 
-        A model whose activations overflow the cache runs several times slower (LeNet on 3,000
-        28×28 images in one call: 0.16 s per point on one core; in pieces of 400: 0.11 s). Only
-        ``(x, y)`` batches with a mean loss are cut, where the weighted mean over pieces is the
-        batch's mean.
+        Cutting to cache size helped LeNet on one thread (3,000 28×28 images in one call: 0.16 s
+        per point; in pieces of 400: 0.11 s) but not on two, and halved a ResNet-18's speed (256
+        CIFAR images in pieces of 64), so batches are cut only where one call would not fit in
+        memory. Only ``(x, y)`` batches with a mean loss are cut, where the weighted mean over
+        pieces is the batch's mean.
         """
         if self.rule.kind != "pair":
             return max(self.batches.lengths)
         per_example = 4 * 3 * self._activation_elements() / self._first_length
-        return int(max(_MIN_PIECE, memory_budget // max(per_example, 1)))
+        return int(max(_MIN_PIECE, max(memory_budget, _PIECE_MEMORY) // max(per_example, 1)))
 
     def _pieces(self, piece: int):
         """``(batch, examples)`` for every batch, those over ``piece`` examples cut into pieces of that size."""
