@@ -41,7 +41,7 @@ __all__ = ["Evaluated", "Evaluator", "FirstLayer", "batch_norms", "eval_mode", "
 _MAX_CHUNK = 2048
 # Examples per call at least, however large the model's activations, and the memory a call's activations
 # may take before a batch is cut into pieces (see Evaluator.piece_size).
-_MIN_PIECE, _PIECE_MEMORY = 64, 1 << 30
+_MIN_PIECE, _PIECE_MEMORY = 64, 4 << 30
 MODES = ("auto", "vmap", "loop")
 # Models with large activations still get this many points per chunk while they fit in this much memory.
 _MIN_CHUNK, _MIN_CHUNK_MEMORY = 8, 1 << 30
@@ -270,16 +270,23 @@ class Evaluator:
     ) -> tuple[str, torch.Tensor | None]:
         """``vmap`` unless it fails or runs slower than point by point; with vmap's result when kept.
 
-        vmap runs the whole first chunk (its result is kept when it wins); with ``worth_timing``
-        (more calls follow) the loop runs up to 16 of the same points after one to warm up, timed
-        and scaled to the chunk, and vmap is timed again before it loses to it.
+        vmap runs the whole first chunk (its result is kept either way); with ``worth_timing``
+        (more calls follow) both ways first run one point to warm up, and the loop runs up to 16 of
+        the chunk's points, timed and scaled to the chunk.
         """
         name = type(self.model).__name__
+
+        def some(n):  # the first n points of the chunk
+            b = {name: v[:n] for name, v in bufs.items()} if per_point_buffers else bufs
+            return flat[:n], b, batch, per_point_buffers, None if first_out is None else first_out[:n]
+
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
+                if worth_timing:
+                    self._vmapped(*some(1))  # warm up: the first call pays for setting up
                 start = time.perf_counter()
-                result = self._vmapped(flat, bufs, batch, per_point_buffers, first_out)
+                result = self._vmapped(*some(flat.shape[0]))
                 t_vmap = time.perf_counter() - start
         except Exception as err:  # an op vmap has no rule for, data-dependent control flow, ...
             first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
@@ -292,23 +299,14 @@ class Evaluator:
         if not worth_timing:
             return "vmap", result
         k = min(flat.shape[0], _TRIAL)
-
-        def some(n):  # the first n points of the chunk
-            b = {name: v[:n] for name, v in bufs.items()} if per_point_buffers else bufs
-            return flat[:n], b, batch, per_point_buffers, None if first_out is None else first_out[:n]
-
-        self._looped(*some(1))  # warm up, as vmap's first call did
+        self._looped(*some(1))  # warm up likewise
         start = time.perf_counter()
         self._looped(*some(k))
         t_loop = (time.perf_counter() - start) * flat.shape[0] / k
-        if t_loop < t_vmap:  # time vmap again: its first call paid for setting up
-            start = time.perf_counter()
-            self._run("vmap", flat, bufs, batch, per_point_buffers, first_out)
-            t_vmap = time.perf_counter() - start
         if t_loop < t_vmap:
             why = "vmap falls back on slow kernels for it" if slow else "its activations are too large to batch well"
             note(f"evaluating {name} point by point: {t_vmap / t_loop:.1f}x faster than vmap here ({why})", self.quiet)
-            return "loop", None
+            return "loop", result  # this chunk is done already; the rest goes point by point
         return "vmap", result
 
     # -- many points ---------------------------------------------------------------------------
@@ -327,7 +325,7 @@ class Evaluator:
         Cutting to cache size helped LeNet on one thread (3,000 28×28 images in one call: 0.16 s
         per point; in pieces of 400: 0.11 s) but not on two, and halved a ResNet-18's speed (256
         CIFAR images in pieces of 64), so batches are cut only where one call would not fit in
-        memory. Only ``(x, y)`` batches with a mean loss are cut, where the weighted mean over
+        memory (4 GiB). Only ``(x, y)`` batches with a mean loss are cut, where the weighted mean over
         pieces is the batch's mean.
         """
         if self.rule.kind != "pair":
