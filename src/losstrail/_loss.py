@@ -147,6 +147,7 @@ class LossRule:
         self.loss_fn = resolve_loss(model, loss_fn) if objective is None else None
         self.kind: str | None = None  # 'objective', 'mapping' or 'pair', once checked
         self.classify = False
+        self.n_classes: int | None = None  # classes of the logits, for classification
         self.metric_names: tuple[str, ...] = ()
 
     def check(self, model, batch) -> LossRule:
@@ -175,6 +176,7 @@ class LossRule:
                 return self
             self.kind = "pair"
             self.classify = is_classification(out, targets)
+            self.n_classes = out.shape[-1] if self.classify else None
             if self.loss_fn is None:
                 if not self.classify:
                     raise ValueError(
