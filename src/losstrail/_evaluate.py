@@ -117,6 +117,24 @@ class Evaluated:
     __repr__ = short_repr
 
 
+@contextlib.contextmanager
+def _counting_activations(model: torch.nn.Module):
+    """Count the elements of every leaf module's output during the block; the total lands in the list yielded."""
+    counted = [0]
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            counted[0] += output.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())] or [model]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        yield counted
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 class _Call(torch.nn.Module):
     """``fn(model, batch)`` as a module, so ``functional_call`` can run it with other parameters."""
 
@@ -188,14 +206,14 @@ class Evaluator:
         self.fixed = {n: t for n, t in self.own.items() if n not in chosen}
         self.buffers = {f"model.{n}": b.to(self.device) for n, b in model.named_buffers()}
         self.rule = LossRule(model, objective, loss_fn)
-        with eval_mode(model):
+        with eval_mode(model), _counting_activations(model) as counted:  # one forward pass checks and counts
             torch.func.functional_call(_Call(model, self.rule.check), (self.own, self.buffers), (self.batches.first(),))
         self.fast_ce = self.rule.fused and self._labels_in_range()
         self.per_example = spread and self.rule.kind == "pair"
         self.measure = _Call(model, self._measure)
         self._chosen_mode: str | None = None if mode == "auto" else mode
         self.first_layer = first_layer
-        self._activations: int | None = None
+        self._activations: int = counted[0]
         self._first_length = self.batches.lengths[0]
         self._first: FirstLayer | None | bool = False  # False: not looked for yet
 
@@ -340,28 +358,8 @@ class Evaluator:
                 yield map_tree(lambda t, start=start: t[start : start + piece], batch), min(piece, n_b - start)
 
     def _activation_elements(self) -> int:
-        """Elements in the outputs of all leaf modules for one forward pass over the first batch (cached)."""
-        if self._activations is None:
-            self._activations = self._count_activations()
+        """Elements in the outputs of all leaf modules for one forward pass over the first batch."""
         return self._activations
-
-    def _count_activations(self) -> int:
-        total = 0
-
-        def count(module, inputs, output):
-            nonlocal total
-            if isinstance(output, torch.Tensor):
-                total += output.numel()
-
-        leaves = [m for m in self.model.modules() if not list(m.children())] or [self.model]
-        hooks = [m.register_forward_hook(count) for m in leaves]
-        try:
-            with torch.no_grad(), eval_mode(self.model):
-                torch.func.functional_call(self.measure, (self.own, self.buffers), (self.batches.first(),))
-        finally:
-            for h in hooks:
-                h.remove()
-        return total
 
     def run(
         self,
