@@ -63,7 +63,7 @@ def test_the_animation_has_one_legend_entry_and_curve_per_run(tmp_path):
 def test_runs_of_different_lengths_move_by_fraction_of_training():
     from types import SimpleNamespace
 
-    from losstrail.renderers.compare import frame_schedule
+    from losstrail._frames import frame_schedule
 
     long, short = SimpleNamespace(step=np.arange(11)), SimpleNamespace(step=np.arange(0, 6))
     index, times = frame_schedule([long, short], 3)

@@ -72,3 +72,25 @@ def test_batchnorm_without_recomputed_statistics_warns_and_with_them_does_not():
         warnings.simplefilter("error")
         measured = project(plane, run.trajectory, model=model, data=data, bn_batches=1)
     assert np.isfinite(measured.true_loss).all()
+
+
+def test_true_and_slice_loss_only_at_the_points_asked_for(tiny_model, tiny_data, rng):
+    from losstrail.models import flat_params
+
+    end = flat_params(tiny_model).numpy()
+    params = (end + rng.normal(size=(7, 27)) * 0.3).astype(np.float32)
+    traj = Trajectory(params, np.zeros(7), np.zeros(7), np.arange(7), np.zeros(7, dtype=np.int64))
+    plane = Plane(end, *rng.normal(size=(2, 27)).astype(np.float32), "random")
+    every = project(plane, traj, model=tiny_model, data=tiny_data)
+    some = project(plane, traj, model=tiny_model, data=tiny_data, at=[5, 0, -1, 5])
+    assert some.measured_at.tolist() == [0, 5, 6]
+    for name in ("true_loss", "slice_loss"):
+        got, want = getattr(some, name), getattr(every, name)
+        np.testing.assert_allclose(got[[0, 5, 6]], want[[0, 5, 6]], rtol=1e-6)
+        assert np.isnan(got[[1, 2, 3, 4]]).all()
+    np.testing.assert_array_equal(some.xy, every.xy)  # the geometry is every point's, always
+    assert project(plane, traj, model=tiny_model, data=tiny_data, at=[]).measured_at.tolist() == []
+    with pytest.raises(ValueError, match=r"at holds 7, but the trajectory has 7 points"):
+        project(plane, traj, model=tiny_model, data=tiny_data, at=[0, 7])
+    with pytest.raises(ValueError, match=r"at=.* must be a 1-D sequence of indices"):
+        project(plane, traj, model=tiny_model, data=tiny_data, at=[0.5])

@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from losstrail._frames import select_frames
 from losstrail.directions import Plane
 from losstrail.projection import project
 from losstrail.record import Trajectory
 from losstrail.renderers import animate, output_format
-from losstrail.renderers._figure import PathFigure, select_frames
+from losstrail.renderers._figure import PathFigure
 from losstrail.surface import Surface
 
 
@@ -304,3 +305,55 @@ def test_a_small_figure_still_draws_its_read_out(tmp_path):
     out = lt.animate(path, surface, tmp_path / "small.gif", size=(320, 240), quiet=True)
     with Image.open(out.path) as gif:
         assert gif.size == (320, 240) and gif.n_frames == len(path)
+
+
+def _measured_at(proj, at):
+    """``proj`` with true and slice losses at the points ``at`` only (NaN elsewhere), as ``project(at=)`` gives."""
+    import dataclasses
+
+    true, slice_ = np.full(len(proj), np.nan), np.full(len(proj), np.nan)
+    true[at], slice_[at] = proj.loss[at] * 1.2, proj.loss[at] * 0.9
+    return dataclasses.replace(proj, true_loss=true, slice_loss=slice_)
+
+
+def test_sparse_truth_is_a_curve_through_the_measured_points_and_dots_stay_on_them(scene, tmp_path):
+    from losstrail._frames import measured_points
+    from losstrail.renderers._figure import readout
+
+    proj, surface = scene
+    at = measured_points(select_frames(len(proj), 20), limit=7)
+    sparse = _measured_at(proj, at)
+    figure = PathFigure(sparse, surface)
+    lines = {line.get_label(): line for line in figure.fig.axes[1].get_lines()}
+    for label, values in (("true loss at θ", sparse.true_loss), ("slice loss at projection", sparse.slice_loss)):
+        x, y = lines[label].get_data()
+        assert np.array_equal(x, proj.step[at]) and np.array_equal(y, values[at])  # a line through all of them
+    k = int(at[2]) + 1  # not measured: the dots sit at the latest measured point, the read-out says which
+    figure.update(k)
+    assert list(figure._true_dot.get_data()[0]) == [float(proj.step[at[2]])]
+    assert f"truth@{int(proj.step[at[2]])}" in readout(sparse, k)
+    assert "truth@" not in readout(sparse, int(at[2]))
+    out = animate(sparse, surface, tmp_path / "p.gif", max_frames=12, quiet=True)  # other frames than measured
+    with Image.open(out) as im:
+        assert im.n_frames == 12
+
+
+def test_sparse_truth_draws_in_3d_html_and_comparisons(scene, tmp_path):
+    from losstrail.renderers.compare import CompareFigure
+    from losstrail.renderers.surface3d import SurfaceFigure, grid_value
+
+    proj, surface = scene
+    at = np.array([0, 13, 26, 39])
+    sparse = _measured_at(proj, at)
+    figure = SurfaceFigure(sparse, surface)
+    assert np.isfinite(figure.z).all()  # the path lies on the surface between measured points too
+    np.testing.assert_allclose(np.exp(figure.z[at]), sparse.slice_loss[at], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(figure.z[5]), grid_value(surface, proj.xy[5:6])[0], rtol=1e-6)
+    compare = CompareFigure([("a", sparse), ("b", sparse)], surface, max_frames=10)
+    x, y = compare.fig.axes[1].get_lines()[0].get_data()
+    assert np.array_equal(x, proj.step[at]) and np.array_equal(y, sparse.true_loss[at])
+    compare.rgba(3)
+    assert "nan" not in " ".join(text for text, _ in compare.label_lines(3))
+    pytest.importorskip("plotly")
+    page = animate(sparse, surface, tmp_path / "p.html", max_frames=40, quiet=True).path.read_text()
+    assert '"name":"true loss at \\u03b8"' in page or '"name":"true loss at θ"' in page

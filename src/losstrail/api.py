@@ -175,8 +175,10 @@ def loss_landscape_anim(
         bn_batches: recompute BatchNorm statistics at every grid point from this many
             batches (default 0: the centre's running statistics, as the reference).
         keep_biases, negative_curvature, hessian_examples: see ``make_plane``.
-        faithfulness: evaluate the true loss at every recorded point and the slice loss at
-            its projection, and draw them beside the contour (default True).
+        faithfulness: evaluate the true loss at recorded points and the slice loss at their
+            projections, and draw them beside the contour (default True): at the frames the
+            animation shows, at most 100 of them spread evenly (``_frames.MEASURED_POINTS``), since
+            each costs as much as two grid points; the curves run through the measured points.
         decision: add a panel with the classifier's decision regions at each step (2-D data).
         params: which parameters the path, plane and grid span: ``'trainable'`` (default),
             ``'all'``, name patterns or a predicate ``(name, param) -> bool``; the others keep
@@ -334,6 +336,7 @@ def _run_job(
 
     from losstrail._batching import check_first_batch, take_subset
     from losstrail._checks import check_settings
+    from losstrail._frames import frames_to_show, measured_points
     from losstrail._rundir import RUN_FILES, commit, require_finished
     from losstrail.artifacts import (
         load_run_value,
@@ -465,6 +468,8 @@ def _run_job(
         )
     loss = {"objective": objective, "loss_fn": loss_fn}
     measure = {"model": model, "data": grid_data, "bn_batches": bn_batches, "device": device, **loss}
+    if faithfulness:  # at the frames the animation shows (at most MEASURED_POINTS of them): the rest costs a lot
+        measure["at"] = measured_points(frames_to_show(trajectory.step, n_frames, style.get("every")))
     measure = measure if faithfulness else {}
     projection = _saved_projection(run_dir, plane, trajectory) if surface is not None else None
     if projection is None or (faithfulness and not projection.measured):
@@ -550,8 +555,8 @@ def _fit_the_budget(model, data, params, objective, loss_fn, budget, resolution,
 
 def _decision_maps(model, data, trajectory, n_frames, run_dir):
     """Decision regions at the frames' points, saved in the run directory for re-rendering."""
+    from losstrail._frames import select_frames
     from losstrail.artifacts import save_run_value
-    from losstrail.renderers._figure import select_frames
     from losstrail.surface import decision_regions
 
     index = select_frames(len(trajectory), n_frames)

@@ -166,8 +166,9 @@ def compare(
     Returns:
         The ``Comparison`` (or the per-run data when ``return_data``).
     """
+    from losstrail._frames import TIMELINES
     from losstrail.renderers import check_animation_args, output_format
-    from losstrail.renderers.compare import LAYOUTS, TIMELINES
+    from losstrail.renderers.compare import LAYOUTS
     from losstrail.train import check_optimizer, check_positive_int
 
     check_choice("reduction_method", reduction_method, COMPARE_DIRECTIONS)
@@ -253,7 +254,7 @@ def _compare_job(
     loss = {"objective": objective, "loss_fn": loss_fn}
     comparison = _shared_view(
         names, models, trajectories, datamodule, reduction_method, centre, custom_directions, resolution, seed,
-        faithfulness, quiet, loss,
+        faithfulness, quiet, loss, frames=(n_frames, timeline),
     )  # fmt: skip
     _save(run_dir, comparison, trajectories, settings, models)
     if out is not None:
@@ -305,9 +306,15 @@ def _title(names) -> str:
 
 
 def _shared_view(
-    names, models, trajectories, data, method, centre, directions, resolution, seed, faithfulness, quiet, loss
-):
-    """The shared plane (joint over all paths), each run's projection and the one surface."""
+    names, models, trajectories, data, method, centre, directions, resolution, seed, faithfulness, quiet, loss,
+    frames=(300, "auto"),
+):  # fmt: skip
+    """The shared plane (joint over all paths), each run's projection and the one surface.
+
+    ``frames``: ``(n_frames, timeline)`` of the animation; each run's true loss is measured at the
+    points its frames show (at most ``MEASURED_POINTS`` of them).
+    """
+    from losstrail._frames import frame_schedule, measured_points
     from losstrail.directions import captured_fraction, plane_through
     from losstrail.projection import project
     from losstrail.surface import loss_surface, plane_grid
@@ -330,7 +337,11 @@ def _shared_view(
         **loss,
     )
     measure = {"model": reference, "data": data, **loss} if faithfulness else {}
-    projections = tuple(project(plane, t, **measure) for t in trajectories)
+    shown = frame_schedule(trajectories, *frames)[0]  # (F, R): the point each run shows in each frame
+    projections = tuple(
+        project(plane, t, **measure, **({"at": measured_points(shown[:, r])} if measure else {}))
+        for r, t in enumerate(trajectories)
+    )
     captured = tuple(float(sum(captured_fraction(t.params, plane.u, plane.v))) for t in trajectories)
     xs, ys = plane_grid(plane, np.concatenate([p.xy for p in projections]), resolution)
     surface = loss_surface(reference, data, plane, xs, ys, quiet=quiet, **loss)

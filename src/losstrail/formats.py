@@ -518,11 +518,9 @@ def _grid_mesh(s: Surface, height):
 
 def _path_points(projection, surface: Surface, height) -> np.ndarray:
     """The path as (T, 3) points lying on the surface: at its slice loss, else the grid's value under it."""
-    from losstrail.renderers.surface3d import grid_value
+    from losstrail.renderers.surface3d import path_height
 
-    xy = projection.xy
-    on_surface = projection.slice_loss if projection.slice_loss is not None else grid_value(surface, xy)
-    return np.column_stack([xy, height(on_surface)])
+    return np.column_stack([projection.xy, height(path_height(projection, surface))])
 
 
 def _path_columns(projection, surface: Surface) -> dict[str, np.ndarray]:

@@ -29,8 +29,8 @@ class Projection:
     accuracy: np.ndarray  # (T,) accuracy recorded at θ_k; NaN when not classification
     step: np.ndarray  # (T,) int64 global step
     epoch: np.ndarray  # (T,) int64
-    true_loss: np.ndarray | None = None  # (T,) mean loss over the grid's data at θ_k itself
-    slice_loss: np.ndarray | None = None  # (T,) the same at θ_k's projection onto the plane
+    true_loss: np.ndarray | None = None  # (T,) mean loss over the grid's data at θ_k itself; NaN where not measured
+    slice_loss: np.ndarray | None = None  # (T,) the same at θ_k's projection onto the plane; NaN where not measured
 
     __repr__ = short_repr
 
@@ -39,8 +39,15 @@ class Projection:
 
     @property
     def measured(self) -> bool:
-        """True when the true and slice losses were evaluated."""
+        """True when the true and slice losses were evaluated (at some points, at least)."""
         return self.true_loss is not None and self.slice_loss is not None
+
+    @property
+    def measured_at(self) -> np.ndarray:
+        """Indices of the points whose true and slice losses were evaluated (empty when none were)."""
+        if not self.measured:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(~(np.isnan(self.true_loss) & np.isnan(self.slice_loss)))
 
 
 def project(
@@ -53,13 +60,19 @@ def project(
     loss_fn=None,
     bn_batches: int = 0,
     device: str = "cpu",
+    at=None,
     quiet: bool = True,
 ) -> Projection:
     """Plane coordinates and off-plane distance of every recorded point.
 
-    Given ``model`` and ``data`` (the grid's data), it also evaluates the true loss at every
-    recorded point and the slice loss at its projection, with the grid's evaluation core and
+    Given ``model`` and ``data`` (the grid's data), it also evaluates the true loss at the
+    recorded points and the slice loss at their projections, with the grid's evaluation core and
     the same ``objective``/``loss_fn`` (see ``loss_surface``), over the parameters the plane spans.
+    Each point costs two evaluations over ``data``, as much as two grid points: ``at`` (indices
+    of recorded points) measures only those and leaves NaN elsewhere. The one-call API, the
+    command line and ``compare`` measure at most ``losstrail._frames.MEASURED_POINTS`` (100) of
+    the frames the animation shows; the pictures draw the true and slice curves through the
+    measured points. Default: every point.
 
     >>> rng = np.random.default_rng(0)
     >>> plane = Plane(np.zeros(4, np.float32), np.eye(4, dtype=np.float32)[0], np.eye(4, dtype=np.float32)[1], "custom")
@@ -69,6 +82,7 @@ def project(
     >>> p.xy.tolist(), p.off_plane.tolist()
     ([[1.0, 2.0], [0.0, 0.0]], [0.0, 5.0])
     """
+    chosen = _check_at(at, len(trajectory))
     if trajectory.n_params != plane.n_params:
         raise ValueError(
             f"the trajectory has P={trajectory.n_params} parameters but the plane has P={plane.n_params}; "
@@ -100,10 +114,13 @@ def project(
                 stacklevel=2,
             )
         options = {"objective": objective, "loss_fn": loss_fn, "bn_batches": bn_batches, "device": device}
-        points = np.concatenate([trajectory.params, plane.origin + xy.astype(np.float32) @ basis.astype(np.float32)])
+        index = np.arange(len(trajectory)) if chosen is None else chosen
+        on_plane = plane.origin + xy[index].astype(np.float32) @ basis.astype(np.float32)
+        points = np.concatenate([np.asarray(trajectory.params[index]), on_plane])
         names = plane.names if plane.names is not None else trajectory.names
         both, _ = evaluate_points(model, data, points, names=names, quiet=quiet, **options)
-        true_loss, slice_loss = both[: len(trajectory)], both[len(trajectory) :]
+        true_loss, slice_loss = np.full(len(trajectory), np.nan), np.full(len(trajectory), np.nan)
+        true_loss[index], slice_loss[index] = both[: len(index)], both[len(index) :]
     return Projection(
         plane=plane,
         xy=xy,
@@ -115,3 +132,18 @@ def project(
         true_loss=true_loss,
         slice_loss=slice_loss,
     )
+
+
+def _check_at(at, n_points: int) -> np.ndarray | None:
+    """``at`` as sorted unique indices of recorded points, or None for every point."""
+    if at is None:
+        return None
+    index = np.asarray(at)
+    if index.ndim != 1 or not (index.size == 0 or np.issubdtype(index.dtype, np.integer)):
+        raise ValueError(
+            f"at={at!r} must be a 1-D sequence of indices of recorded points (integers), e.g. at=[0, 10, 20]"
+        )
+    if index.size and (index.min() < -n_points or index.max() >= n_points):
+        bad = int(index.min() if index.min() < -n_points else index.max())
+        raise ValueError(f"at holds {bad}, but the trajectory has {n_points} points; pass indices below {n_points}")
+    return np.unique(np.where(index < 0, index + n_points, index).astype(np.int64))

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from losstrail._files import atomic_path
+from losstrail._frames import frames_to_show
 from losstrail._memory import reuse_freed_memory
 from losstrail._progress import track
 from losstrail._registry import ANIMATED_FORMATS, FORMATS, STILL_FORMATS, check_choice, quoted
@@ -82,26 +83,6 @@ class Animation:
         if self.format == "mp4":
             return f'<video src="{src}" controls loop autoplay muted style="max-width:100%"></video>'
         return f'<img src="{src}" style="max-width:100%"/>'
-
-
-def frames_to_show(steps, max_frames: int, every: int | None = None):
-    """Indices of the recorded points to draw: every ``every``-th step (if given), at most ``max_frames``.
-
-    >>> import numpy as np
-    >>> frames_to_show(np.arange(10), 300, every=4).tolist()
-    [0, 4, 8, 9]
-    """
-    import numpy as np
-
-    from losstrail.renderers._figure import select_frames
-
-    if every is None:
-        return select_frames(len(steps), max_frames)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every={every!r} must be a positive number of steps, e.g. every=5")
-    chosen = np.flatnonzero((np.asarray(steps) - steps[0]) % every == 0)
-    chosen = np.union1d(chosen, [len(steps) - 1])
-    return chosen[select_frames(len(chosen), max_frames)]
 
 
 def animate(

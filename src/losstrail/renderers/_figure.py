@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from losstrail._frames import held
 from losstrail.projection import Projection
 from losstrail.surface import Surface
 
@@ -21,18 +22,6 @@ _METHOD_AXIS = {
 # Figure size (pixels) without and with the loss panel beside the contour.
 SIZE = (900, 600)
 SIZE_WITH_PANEL = (1280, 600)
-
-
-def select_frames(n_points: int, max_frames: int) -> np.ndarray:
-    """Indices of at most ``max_frames`` points spread evenly, first and last always in.
-
-    >>> select_frames(10, 4).tolist()
-    [0, 3, 6, 9]
-    >>> select_frames(3, 300).tolist()
-    [0, 1, 2]
-    """
-    n = min(n_points, max_frames)
-    return np.unique(np.round(np.linspace(0, n_points - 1, n)).astype(np.int64))
 
 
 def axis_labels(projection: Projection) -> tuple[str, str]:
@@ -83,11 +72,17 @@ def readout(p: Projection, k: int) -> str:
         f"batch loss {_format_value(float(p.loss[k]))} acc {_format_value(float(p.accuracy[k]), percent=True)}"
     )
     if p.measured:
+        # Between measured points: the latest truth there is, with the step it was measured at.
+        m = int(held(p.true_loss)[k]) if np.isnan(p.true_loss[k]) else k
+        true, slice_ = (np.nan, np.nan) if m < 0 else (float(p.true_loss[m]), float(p.slice_loss[m]))
         text += (
-            f"\ntrue  {_format_value(float(p.true_loss[k]))} slice {_format_value(float(p.slice_loss[k]))}"
-            f"\noff-plane {float(p.off_plane[k]):.3g}"
+            f"\ntrue  {_format_value(true)} slice {_format_value(slice_)}"
+            f"\noff-plane {float(p.off_plane[k]):.3g}" + (f"  truth@{int(p.step[m])}" if 0 <= m != k else "")
         )
     return text
+
+
+READOUT_CHARS = 30  # "off-plane 0.0123  truth@12345" fits
 
 
 def draw_contour(
@@ -282,8 +277,8 @@ class PathFigure(CanvasFigure):
         # corner of the contour that the path never crosses, else in a strip below the figure.
         lines = 4 if projection.measured else 2
         marks = [[0.0, 0.0], (lowest_inside(surface) or (np.nan, np.nan))[:2]]  # the centre and the lowest point
-        at = place_readout(self.fig, ax, _Label.measure(dpi, lines), [projection.xy, *marks])
-        self._label = _Label(ax, dpi, lines=lines, at=at)
+        at = place_readout(self.fig, ax, _Label.measure(dpi, lines, READOUT_CHARS), [projection.xy, *marks])
+        self._label = _Label(ax, dpi, lines=lines, chars=READOUT_CHARS, at=at)
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(self.fig.bbox)
 
@@ -291,12 +286,15 @@ class PathFigure(CanvasFigure):
         """True loss and slice loss over the steps, with a cursor that follows the frame."""
         p = self.projection
         steps = p.step
+        at = p.measured_at  # the curves run through the measured points only
+        self._held = held(p.true_loss)
         if full_batch(p):  # the batch loss is the true loss: one line, said so
-            side.plot(steps, p.true_loss, color="k", lw=1.6, label="true loss at θ (= batch loss, full batch)")
+            side.plot(steps[at], p.true_loss[at], color="k", lw=1.6, label="true loss at θ (= batch loss, full batch)")
         else:
             side.plot(steps, p.loss, color="0.55", lw=0.8, label="batch loss (training)", zorder=1)
-            side.plot(steps, p.true_loss, color="k", lw=1.6, label="true loss at θ", zorder=3)
-        side.plot(steps, p.slice_loss, color=path_color, lw=1.4, ls="--", label="slice loss at projection", zorder=2)
+            side.plot(steps[at], p.true_loss[at], color="k", lw=1.6, label="true loss at θ", zorder=3)
+        side.plot(steps[at], p.slice_loss[at], color=path_color, lw=1.4, ls="--", label="slice loss at projection",
+                  zorder=2)  # fmt: skip
         values = np.concatenate([p.loss, p.true_loss, p.slice_loss])
         if np.all(values[np.isfinite(values)] > 0):
             side.set_yscale("log")
@@ -365,8 +363,10 @@ class PathFigure(CanvasFigure):
         if self.panel:
             step = float(p.step[k])
             self._cursor.set_xdata([step, step])
-            self._true_dot.set_data([step], [p.true_loss[k]])
-            self._slice_dot.set_data([step], [p.slice_loss[k]])
+            m = int(self._held[k])  # the dots sit at the latest measured point
+            shown = ([float(p.step[m])], [p.true_loss[m]], [p.slice_loss[m]]) if m >= 0 else ([], [], [])
+            self._true_dot.set_data(shown[0], shown[1])
+            self._slice_dot.set_data(shown[0], shown[2])
 
 
 def full_batch(p: Projection) -> bool:

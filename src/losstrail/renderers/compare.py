@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from losstrail._frames import fraction, frame_schedule, held
 from losstrail.projection import Projection
 from losstrail.renderers._figure import (
     CanvasFigure,
@@ -24,44 +25,7 @@ from losstrail.surface import Surface
 
 # Path colours that stand out on the blue-green-yellow contour, in run order.
 RUN_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#000000", "#e377c2", "#8c564b", "#bcbd22", "#7f7f7f")
-TIMELINES = ("auto", "step", "fraction")
 LAYOUTS = ("overlay", "grid")
-
-
-def frame_schedule(projections: Sequence[Projection], max_frames: int, timeline: str = "auto"):
-    """For each frame, the point each run shows, ``(F, R)`` int, and the frame's time ``(F,)``.
-
-    ``'step'`` moves every run by global step; ``'fraction'`` by the fraction of its own
-    training, for runs of different lengths; ``'auto'`` picks ``'step'`` when the runs end
-    at the same step. A run that has finished rests at its last point.
-
-    >>> import numpy as np
-    >>> from types import SimpleNamespace as P
-    >>> runs = [P(step=np.arange(5)), P(step=np.arange(3))]
-    >>> index, times = frame_schedule(runs, 5, "step")
-    >>> index.T.tolist()
-    [[0, 1, 2, 3, 4], [0, 1, 2, 2, 2]]
-    """
-    if timeline == "auto":
-        same_end = len({int(p.step[-1]) for p in projections}) == 1
-        timeline = "step" if same_end else "fraction"
-    n_frames = min(max_frames, max(len(p.step) for p in projections))
-    if timeline == "step":
-        start = min(int(p.step[0]) for p in projections)
-        end = max(int(p.step[-1]) for p in projections)
-        times = np.linspace(start, end, n_frames)
-        keys = [np.asarray(p.step, dtype=np.float64) for p in projections]
-    else:
-        times = np.linspace(0.0, 1.0, n_frames)
-        keys = [_fraction(p.step) for p in projections]
-    index = np.stack([np.clip(np.searchsorted(k, times + 1e-9, side="right") - 1, 0, len(k) - 1) for k in keys], 1)
-    return index, times
-
-
-def _fraction(step: np.ndarray) -> np.ndarray:
-    step = np.asarray(step, dtype=np.float64)
-    span = step[-1] - step[0]
-    return (step - step[0]) / span if span > 0 else np.zeros_like(step)
 
 
 class CompareFigure(CanvasFigure):
@@ -194,10 +158,12 @@ class CompareFigure(CanvasFigure):
         """One loss curve per run (true loss where measured), with a dot that follows each run."""
         self._dots = []
         measured = all(p.measured for p in self.projections)
+        self._held = [held(p.true_loss) if measured else np.arange(len(p)) for p in self.projections]
         for k, p in enumerate(self.projections):
-            x = p.step if self.by_step else _fraction(p.step)
+            x = p.step if self.by_step else fraction(p.step)
             y = p.true_loss if measured else p.loss
-            side.plot(x, y, color=self.colours[k], lw=1.4, label=self.names[k])
+            at = p.measured_at if measured else slice(None)  # curves run through the measured points only
+            side.plot(x[at], y[at], color=self.colours[k], lw=1.4, label=self.names[k])
             (dot,) = side.plot([], [], "o", color=self.colours[k], ms=5, animated=True)
             self._dots.append(dot)
             self._moving.append((side, dot))
@@ -219,7 +185,7 @@ class CompareFigure(CanvasFigure):
         lines = [(when, "k")]
         for k, p in enumerate(self.projections):
             i = int(self.schedule[f, k])
-            loss = (p.true_loss if p.measured else p.loss)[i]
+            loss = _loss_shown(p, i)
             lines.append(
                 (
                     f"{self.names[k][:12]:<12s} loss {float(loss):.4f}  off-plane {float(p.off_plane[i]):.3g}",
@@ -261,9 +227,18 @@ class CompareFigure(CanvasFigure):
             self.lines[k].set_data(p.xy[: i + 1, 0], p.xy[: i + 1, 1])
             self.points[k].set_data(p.xy[i : i + 1, 0], p.xy[i : i + 1, 1])
             if self.layout == "overlay":
+                m = int(self._held[k][i])  # the dot sits at the latest measured point
                 measured = p.true_loss if p.measured else p.loss
-                x = float(p.step[i]) if self.by_step else float(_fraction(p.step)[i])
-                self._dots[k].set_data([x], [measured[i]])
+                x = float(p.step[m]) if self.by_step else float(fraction(p.step)[m])
+                self._dots[k].set_data(*(([x], [measured[m]]) if m >= 0 else ([], [])))
+
+
+def _loss_shown(p: Projection, i: int) -> float:
+    """The loss the read-out gives at point ``i``: the latest measured true loss, else the training batch's."""
+    if not p.measured:
+        return float(p.loss[i])
+    m = int(held(p.true_loss)[i])
+    return float(p.true_loss[m]) if m >= 0 else float("nan")
 
 
 def _as_legend(lines: list) -> list:

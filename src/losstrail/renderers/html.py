@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from losstrail._frames import fraction, frame_schedule, held
 from losstrail.projection import Projection
-from losstrail.renderers.compare import RUN_COLOURS, frame_schedule
+from losstrail.renderers.compare import RUN_COLOURS
 from losstrail.surface import Surface
 
 DIV_ID = "losstrail-plot"
@@ -42,12 +43,10 @@ def _rounded(values, digits: int = 5) -> list:
 
 
 def _slice_height(projection: Projection, surface: Surface) -> np.ndarray:
-    """The slice loss under each point: measured when there is one, else read off the grid."""
-    if projection.slice_loss is not None:
-        return projection.slice_loss
-    from losstrail.renderers.surface3d import grid_value
+    """The slice loss under each point: measured where it was, else read off the grid."""
+    from losstrail.renderers.surface3d import path_height
 
-    return grid_value(surface, projection.xy)
+    return path_height(projection, surface)
 
 
 def write_html(
@@ -102,8 +101,7 @@ def write_html(
         height = _slice_height(p, surface)
         h = np.log(np.where(height > 0, height, np.nan)) if log_scale else height
         true = p.true_loss if p.true_loss is not None else np.full(len(p), np.nan)
-        slice_ = p.slice_loss if p.slice_loss is not None else height
-        custom = np.stack([p.step, true, slice_, p.loss], axis=1)
+        custom = np.stack([p.step, true, height, p.loss], axis=1)
         hover = (
             f"<b>{name}</b><br>step %{{customdata[0]}}<br>plane x %{{x:.4g}}, y %{{y:.4g}}<br>"
             "true loss %{customdata[1]:.4g}<br>slice loss %{customdata[2]:.4g}<br>batch loss %{customdata[3]:.4g}"
@@ -191,23 +189,24 @@ def _loss_panel(fig, runs, colours, by_step: bool) -> list[dict]:
     """The loss of each run over its steps, beside the contour; returns each run's moving cursor (trace, x, y)."""
     import plotly.graph_objects as go
 
-    from losstrail.renderers.compare import _fraction
-
     panel = {"xaxis": "x2", "yaxis": "y2"}
     cursors = []
     for k, (name, p) in enumerate(runs):
-        x = p.step if by_step else _fraction(p.step)
+        x = p.step if by_step else fraction(p.step)
         measured = p.true_loss is not None
         y = p.true_loss if measured else p.loss
+        at = np.flatnonzero(~np.isnan(y)) if measured else np.arange(len(y))  # curves run through measured points
         label = name if len(runs) > 1 else ("true loss at θ" if measured else "batch loss (training)")
-        fig.add_trace(go.Scatter(x=_rounded(x), y=_rounded(y), mode="lines", name=label, legendgroup="panel",
+        fig.add_trace(go.Scatter(x=_rounded(x[at]), y=_rounded(y[at]), mode="lines", name=label, legendgroup="panel",
                                  line={"color": colours[k] if len(runs) > 1 else "black", "width": 2},
                                  showlegend=len(runs) == 1, **panel))  # fmt: skip
         if len(runs) == 1 and p.slice_loss is not None:
-            fig.add_trace(go.Scatter(x=_rounded(x), y=_rounded(p.slice_loss), mode="lines", legendgroup="panel",
-                                     name="slice loss at projection", line={"color": colours[k], "dash": "dash"},
-                                     **panel))  # fmt: skip
-        cursors.append({"trace": len(fig.data), "x": _rounded(x), "y": _rounded(y)})
+            fig.add_trace(go.Scatter(x=_rounded(x[at]), y=_rounded(p.slice_loss[at]), mode="lines",
+                                     legendgroup="panel", name="slice loss at projection",
+                                     line={"color": colours[k], "dash": "dash"}, **panel))  # fmt: skip
+        m = held(y)  # the cursor sits at the latest measured point (none before the first)
+        shown_x, shown_y = np.where(m >= 0, x[np.maximum(m, 0)], np.nan), np.where(m >= 0, y[np.maximum(m, 0)], np.nan)
+        cursors.append({"trace": len(fig.data), "x": _rounded(shown_x), "y": _rounded(shown_y)})
         fig.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"color": colours[k], "size": 9},
                                  showlegend=False, hoverinfo="skip", **panel))  # fmt: skip
     values = np.concatenate([np.asarray(p.true_loss if p.true_loss is not None else p.loss) for _, p in runs])

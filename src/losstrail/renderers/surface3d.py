@@ -33,6 +33,22 @@ def grid_value(surface: Surface, xy: np.ndarray) -> np.ndarray:
     )
 
 
+def path_height(projection, surface: Surface) -> np.ndarray:
+    """The loss under each point of the path (T,): its slice loss where measured, else the grid's value there.
+
+    >>> from types import SimpleNamespace
+    >>> s = Surface(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([[0.0, 1.0], [2.0, 3.0]]), np.zeros((2, 2)))
+    >>> p = SimpleNamespace(xy=np.array([[0.5, 0.5], [1.0, 0.0]]), slice_loss=np.array([np.nan, 1.25]))
+    >>> path_height(p, s).tolist()
+    [1.5, 1.25]
+    """
+    height = grid_value(surface, projection.xy)
+    if projection.slice_loss is not None:
+        measured = ~np.isnan(projection.slice_loss)
+        height[measured] = projection.slice_loss[measured]
+    return height
+
+
 class SurfaceFigure(CanvasFigure):
     """A 3-D view: the surface (ln loss by default) and the path on it at its slice loss.
 
@@ -63,7 +79,7 @@ class SurfaceFigure(CanvasFigure):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from losstrail.renderers._figure import _axis_labels, _Label, colour_label, faithfulness_title
+        from losstrail.renderers._figure import READOUT_CHARS, _axis_labels, _Label, colour_label, faithfulness_title
 
         self.projection = projection
         self.rotate, self.n_frames = rotate, max(n_frames, 1)
@@ -75,10 +91,7 @@ class SurfaceFigure(CanvasFigure):
         gx, gy = np.meshgrid(surface.xs, surface.ys)
         z = np.ma.masked_invalid(transform(surface.loss))
         ax.plot_surface(gx, gy, z, cmap=cmap, linewidth=0, antialiased=False, alpha=0.85, rcount=40, ccount=40)
-        height_along = (
-            projection.slice_loss if projection.slice_loss is not None else grid_value(surface, projection.xy)
-        )
-        self.z = transform(height_along)
+        self.z = transform(path_height(projection, surface))
         xlabel, ylabel = _axis_labels(projection.plane)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
@@ -92,11 +105,11 @@ class SurfaceFigure(CanvasFigure):
         self.main_axes = [ax]
         # The read-out goes under the title, and the 3-D axes below it.
         lines = 4 if projection.measured else 2
-        box = _Label.measure(dpi, lines)
+        box = _Label.measure(dpi, lines, READOUT_CHARS)
         top = int(height - heading.get_window_extent(self.canvas.get_renderer()).y0) + 4
         bottom = 40 / height  # room for the axis labels below the box
         ax.set_position([0.0, bottom, 1.0, 1.0 - bottom - (top + box[1] + 6) / height])
-        self._label = _Label(ax, dpi, lines=lines, at=(8, top))
+        self._label = _Label(ax, dpi, lines=lines, chars=READOUT_CHARS, at=(8, top))
         self.views = max(2, min(self.n_frames, TURN_VIEWS))
         self._view = 0
         self.canvas.draw()
