@@ -40,9 +40,10 @@ def check_against_full(loss: np.ndarray, tol: float, accuracy: np.ndarray | None
     # non-finite cells stay non-finite (the same kind), finite ones stay finite
     np.testing.assert_array_equal(np.isfinite(grid.loss), np.isfinite(loss))
     np.testing.assert_array_equal(np.isnan(grid.loss), np.isnan(loss))
-    # the floor is FLOOR times the range of the finite values it saw
+    # positive values: ln(loss) interpolated, the plain relative error; else the floor is FLOOR times the range seen
     seen = loss[mask][np.isfinite(loss[mask])]
-    assert grid.floor == pytest.approx(FLOOR * (seen.max() - seen.min()) if seen.size else 0.0)
+    assert grid.log == bool(seen.size and (seen > 0).all())
+    assert grid.floor == pytest.approx(0.0 if grid.log or not seen.size else FLOOR * (seen.max() - seen.min()))
     # the stated error: the true error of every cell is within it, and it is within tol
     finite = np.isfinite(loss)
     diff = np.abs(grid.loss[finite].astype(np.float64) - loss[finite].astype(np.float64))
@@ -234,3 +235,22 @@ def test_real_surfaces_within_the_stated_error(real_surfaces, name, tol):
     # the plan does not underestimate the exact count of these default views badly
     if "filter" not in name:
         assert grid.n_exact < 2 * expected_exact(*surface.loss.shape[::-1], tol)
+
+
+def test_a_loss_spanning_orders_of_magnitude_is_within_tol_everywhere_relative_to_itself():
+    # a trained model's basin: from ~5 at the far corner down to ~1e-5, as on the reference README's LeNet example
+    yy, xx = np.mgrid[0:90, 0:100] / 90.0
+    loss = np.exp(1.6 - 12 * np.hypot(xx - 0.85, yy - 0.7)) + 1e-5 * (1 + 0.3 * np.sin(9 * xx) * np.cos(7 * yy))
+    assert loss.max() / loss.min() > 1e4
+    grid, true, _ = check_against_full(loss, 0.01)
+    assert grid.log and grid.floor == 0.0
+    assert (grid.loss > 0).all()  # never negative where the picture takes the log
+    plain = float(np.max(np.abs(grid.loss / loss - 1)))  # relative to each cell's own value, no floor
+    assert plain == pytest.approx(true) and plain <= grid.max_error <= 0.01
+    assert grid.n_exact < loss.size / 2
+
+
+def test_values_that_are_not_all_positive_are_interpolated_as_they_are():
+    yy, xx = np.mgrid[0:60, 0:70] / 60.0
+    grid, _, _ = check_against_full(-1.0 + (xx - 0.4) ** 2 + (yy - 0.5) ** 2, 0.01)  # an objective below zero
+    assert not grid.log and grid.floor > 0
