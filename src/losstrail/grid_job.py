@@ -146,15 +146,10 @@ def compute_surface(
 
 
 def _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet):
-    from losstrail._batching import take_subset
     from losstrail._evaluate import Evaluator
     from losstrail._functional import selected_names
-    from losstrail._progress import bar
-    from losstrail.artifacts import load_run_value, save_run_value
-    from losstrail.directions import Plane
-    from losstrail.projection import project
-    from losstrail.record import Trajectory
-    from losstrail.surface import Surface, evaluate_grid, plane_grid
+    from losstrail.artifacts import load_run_value
+    from losstrail.surface import Surface
 
     started = _start_group_if_launched()
     rank, world = _distributed()
@@ -166,64 +161,26 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
                 if rank == 0 and not quiet:
                     print(f"{run_dir / 'surface.npz'} is already computed; pass --force to compute it again")
                 return saved if rank == 0 else None
-        plane = load_run_value(run_dir, Plane)
-        trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
-        check_together(run_dir, trajectory, plane, None, settings)
-        resolution = resolution if resolution is not None else settings.get("resolution", 100)
-        resolution = tuple(resolution) if isinstance(resolution, list) else resolution
-        xrange, yrange = settings.get("xrange"), settings.get("yrange")
-        xs, ys = plane_grid(plane, project(plane, trajectory).xy, resolution, xrange=xrange, yrange=yrange)
+        plane, xs, ys, resolution = _plane_and_axes(run_dir, settings, resolution)
         model, data = _model_and_data(run_dir, settings, model, data)
         if device is None:
             device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
         device = torch.device(device)
-
-        parts = run_dir / PARTS
         key = _grid_key(plane, xs, ys, chunk_points, settings.get("subset"), settings.get("seed"))
-        n_points = len(xs) * len(ys)
-        n_chunks = -(-n_points // chunk_points)
+        n_chunks = -(-len(xs) * len(ys) // chunk_points)
         if rank == 0:
-            manifest = parts / "grid.json"
-            stale = force or (manifest.is_file() and json.loads(manifest.read_text()).get("key") != key)
-            if stale and parts.exists():
-                shutil.rmtree(parts)
-            parts.mkdir(parents=True, exist_ok=True)
-            with atomic_path(manifest) as tmp:
-                tmp.write_text(json.dumps({"key": key, "chunks": n_chunks, "chunk_points": chunk_points}))
+            _start_parts(run_dir / PARTS, key, n_chunks, chunk_points, force)
         _barrier(world)
-        missing = [c for c in range(n_chunks) if not (parts / f"chunk-{c:05d}.npz").is_file()]
-        subset = settings.get("subset")
-        if subset is not None:  # the same examples the run's own grid was evaluated on
-            data = take_subset(data, subset, settings.get("subset_seed", settings.get("seed") or 0))
+        data, subset = _grid_data(data, settings)
         evaluator = Evaluator(
             model, data, names=selected_names(model, plane.names, plane.n_params, "plane"), device=device,
             bn_batches=int(settings.get("bn_batches") or 0), spread=subset is not None, autocast=autocast,
         )  # fmt: skip
-        with bar(len(missing), "grid chunks", quiet or rank != 0, unit="chunk") as progress:
-            for round_start in range(0, len(missing), world):
-                mine = missing[round_start : round_start + world]
-                result = None
-                if rank < len(mine):
-                    c = mine[rank]
-                    rows = np.arange(c * chunk_points, min((c + 1) * chunk_points, n_points))
-                    part = evaluate_grid(evaluator, plane, xs, ys, only=rows)
-                    result = (c, part)
-                for c, part in _gather(result, world):
-                    if rank == 0:
-                        with atomic_path(parts / f"chunk-{c:05d}.npz") as tmp, open(tmp, "wb") as f:
-                            np.savez(f, **part)
-                progress.update(len(mine))
+        _evaluate_missing(run_dir / PARTS, evaluator, plane, xs, ys, n_chunks, chunk_points, rank, world, quiet)
         if rank != 0:
             _barrier(world)
             return None
-        chunks = [dict(np.load(parts / f"chunk-{c:05d}.npz", allow_pickle=False)) for c in range(n_chunks)]
-        grid = (len(ys), len(xs))
-        joined = {k: np.concatenate([chunk[k] for chunk in chunks]).reshape(grid) for k in chunks[0]}
-        surface = Surface(xs=xs, ys=ys, **joined)
-        recorded = {key: value for key, value in settings.items() if key != "tol"}
-        recorded.update(resolution=list(resolution) if isinstance(resolution, tuple) else resolution, grid="full")
-        update(run_dir, recorded, {"surface.npz": save_run_value(parts, surface)})
-        shutil.rmtree(parts)
+        surface = _join_parts(run_dir, settings, xs, ys, n_chunks, resolution)
         _barrier(world)
         return surface
     finally:
@@ -231,6 +188,84 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _plane_and_axes(run_dir: Path, settings: dict, resolution):
+    """The run's plane and the grid axes ``(plane, xs, ys, resolution)`` at ``resolution`` (default the run's)."""
+    from losstrail.artifacts import load_run_value
+    from losstrail.directions import Plane
+    from losstrail.projection import project
+    from losstrail.record import Trajectory
+    from losstrail.surface import plane_grid
+
+    plane = load_run_value(run_dir, Plane)
+    trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
+    check_together(run_dir, trajectory, plane, None, settings)
+    resolution = resolution if resolution is not None else settings.get("resolution", 100)
+    resolution = tuple(resolution) if isinstance(resolution, list) else resolution
+    xrange, yrange = settings.get("xrange"), settings.get("yrange")
+    xs, ys = plane_grid(plane, project(plane, trajectory).xy, resolution, xrange=xrange, yrange=yrange)
+    return plane, xs, ys, resolution
+
+
+def _start_parts(parts: Path, key: str, n_chunks: int, chunk_points: int, force: bool) -> None:
+    """The folder of finished chunks, emptied when it holds another grid's (or ``force``), with its manifest."""
+    manifest = parts / "grid.json"
+    stale = force or (manifest.is_file() and json.loads(manifest.read_text()).get("key") != key)
+    if stale and parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    with atomic_path(manifest) as tmp:
+        tmp.write_text(json.dumps({"key": key, "chunks": n_chunks, "chunk_points": chunk_points}))
+
+
+def _grid_data(data, settings: dict):
+    """``(data, subset)``: the examples the run's own grid was evaluated on."""
+    from losstrail._batching import take_subset
+
+    subset = settings.get("subset")
+    if subset is not None:
+        data = take_subset(data, subset, settings.get("subset_seed", settings.get("seed") or 0))
+    return data, subset
+
+
+def _evaluate_missing(parts: Path, evaluator, plane, xs, ys, n_chunks, chunk_points, rank, world, quiet) -> None:
+    """Evaluate the chunks not yet in ``parts``, one per rank per round; rank 0 writes each as it arrives."""
+    from losstrail._progress import bar
+    from losstrail.surface import evaluate_grid
+
+    n_points = len(xs) * len(ys)
+    missing = [c for c in range(n_chunks) if not (parts / f"chunk-{c:05d}.npz").is_file()]
+    with bar(len(missing), "grid chunks", quiet or rank != 0, unit="chunk") as progress:
+        for round_start in range(0, len(missing), world):
+            mine = missing[round_start : round_start + world]
+            result = None
+            if rank < len(mine):
+                c = mine[rank]
+                rows = np.arange(c * chunk_points, min((c + 1) * chunk_points, n_points))
+                result = (c, evaluate_grid(evaluator, plane, xs, ys, only=rows))
+            for c, part in _gather(result, world):
+                if rank == 0:
+                    with atomic_path(parts / f"chunk-{c:05d}.npz") as tmp, open(tmp, "wb") as f:
+                        np.savez(f, **part)
+            progress.update(len(mine))
+
+
+def _join_parts(run_dir: Path, settings: dict, xs, ys, n_chunks: int, resolution):
+    """The full surface from its chunks, saved and recorded in ``run.json``; the chunks removed."""
+    from losstrail.artifacts import save_run_value
+    from losstrail.surface import Surface
+
+    parts = run_dir / PARTS
+    chunks = [dict(np.load(parts / f"chunk-{c:05d}.npz", allow_pickle=False)) for c in range(n_chunks)]
+    grid = (len(ys), len(xs))
+    joined = {k: np.concatenate([chunk[k] for chunk in chunks]).reshape(grid) for k in chunks[0]}
+    surface = Surface(xs=xs, ys=ys, **joined)
+    recorded = {key: value for key, value in settings.items() if key != "tol"}
+    recorded.update(resolution=list(resolution) if isinstance(resolution, tuple) else resolution, grid="full")
+    update(run_dir, recorded, {"surface.npz": save_run_value(parts, surface)})
+    shutil.rmtree(parts)
+    return surface
 
 
 def _barrier(world: int) -> None:
