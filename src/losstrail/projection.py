@@ -100,8 +100,9 @@ def project(
     if (model is None) != (data is None):
         raise ValueError("pass both model and data to measure the true and slice losses along the path, or neither")
     if model is not None:
-        from losstrail._evaluate import batch_norms
-        from losstrail.surface import evaluate_points
+        from losstrail._evaluate import Evaluator, batch_norms
+        from losstrail._functional import selected_names
+        from losstrail.surface import evaluate_on_plane
 
         if batch_norms(model) and not bn_batches:
             import warnings
@@ -113,14 +114,16 @@ def project(
                 UserWarning,
                 stacklevel=2,
             )
-        options = {"objective": objective, "loss_fn": loss_fn, "bn_batches": bn_batches, "device": device}
-        index = np.arange(len(trajectory)) if chosen is None else chosen
-        on_plane = plane.origin + xy[index].astype(np.float32) @ basis.astype(np.float32)
-        points = np.concatenate([np.asarray(trajectory.params[index]), on_plane])
         names = plane.names if plane.names is not None else trajectory.names
-        both, _ = evaluate_points(model, data, points, names=names, quiet=quiet, **options)
+        evaluator = Evaluator(
+            model, data, names=selected_names(model, names, plane.n_params, "path"), objective=objective,
+            loss_fn=loss_fn, bn_batches=bn_batches, device=device, quiet=quiet,
+        )  # fmt: skip
+        index = np.arange(len(trajectory)) if chosen is None else chosen
         true_loss, slice_loss = np.full(len(trajectory), np.nan), np.full(len(trajectory), np.nan)
-        true_loss[index], slice_loss[index] = both[: len(index)], both[len(index) :]
+        if len(index):
+            true_loss[index] = evaluator.at_vectors(np.asarray(trajectory.params[index])).loss
+            slice_loss[index] = evaluate_on_plane(evaluator, plane, xy[index], desc="path").loss  # projections
     return Projection(
         plane=plane,
         xy=xy,

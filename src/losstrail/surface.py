@@ -331,20 +331,28 @@ def evaluate_grid(evaluator: Evaluator, plane: Plane, xs: np.ndarray, ys: np.nda
     With ``only`` (flat, row-major indices of grid points) it evaluates just those points and
     returns their arrays ``{'loss', 'accuracy'[, 'loss_se']}`` (each ``(len(only),)``).
     """
-    device = evaluator.device
-    coords = torch.from_numpy(_grid_coords(xs, ys).astype(np.float32)).to(device)  # (N, 2)
-    if only is not None:
-        coords = coords[torch.as_tensor(only, device=device)]
-    origin = torch.from_numpy(plane.origin).to(device)
-    basis = torch.from_numpy(np.stack([plane.u, plane.v])).to(device)  # (2, P)
-    result = evaluator.run(lambda sl: origin + coords[sl] @ basis, len(coords), plane=(origin, basis, coords),
-                           **options)  # fmt: skip
+    coords = _grid_coords(xs, ys)
+    result = evaluate_on_plane(evaluator, plane, coords if only is None else coords[np.asarray(only)], **options)
     if only is not None:
         arrays = {"loss": result.loss, "accuracy": result.accuracy}
         return arrays if result.loss_se is None else {**arrays, "loss_se": result.loss_se}
     grid = (len(ys), len(xs))
     se = None if result.loss_se is None else result.loss_se.reshape(grid)
     return Surface(xs=xs, ys=ys, loss=result.loss.reshape(grid), accuracy=result.accuracy.reshape(grid), loss_se=se)
+
+
+def evaluate_on_plane(evaluator: Evaluator, plane: Plane, coords: np.ndarray, **options):
+    """``Evaluated`` at the plane points ``origin + x*u + y*v`` for each ``(x, y)`` of ``coords`` (N, 2).
+
+    The points are on the plane, so the model's first layer is computed once per batch (see
+    ``_evaluate.FirstLayer``). ``options`` are those of ``Evaluator.run``.
+    """
+    device = evaluator.device
+    coords = torch.from_numpy(np.asarray(coords, dtype=np.float32)).to(device)  # (N, 2)
+    origin = torch.from_numpy(plane.origin).to(device)
+    basis = torch.from_numpy(np.stack([plane.u, plane.v])).to(device)  # (2, P)
+    return evaluator.run(lambda sl: origin + coords[sl] @ basis, len(coords), plane=(origin, basis, coords),
+                         **options)  # fmt: skip
 
 
 def evaluate_points(
