@@ -10,6 +10,10 @@ Jobs, each in a fresh process, timed from interpreter start to the written GIF:
    --batch-size 64 --epochs 5``), both grids;
 3. the default spirals job (``loss_landscape_anim(n_epochs=300)``), both grids.
 
+Between 1 and 2 (``lenet-phases``), the LeNet example stage by stage with the public functions:
+import, training, PCA, the path's true and slice losses at the measured frames, the adaptive
+grid, the GIF.
+
 For each job: seconds end to end, exact points, and the largest relative difference
 ``|adaptive - full| / |full|`` over every cell (both runs train the same seeded path onto the
 same plane; the script checks the planes agree). Then LeNet grid throughput on the example's
@@ -42,6 +46,37 @@ loss_landscape_anim(
     data_dir=data_dir, download=False), optimizer="adam", giffps=15, seed=180102, load_model=False,
     output_to_file=True, output_filename=out, model_dirpath=run_dir, grid=grid, quiet=True,
 )
+"""
+PHASES = r"""
+import sys, time
+start = time.perf_counter()
+import lightning.pytorch as pl, numpy as np
+import losstrail as lt
+from losstrail._frames import measured_points, select_frames
+from losstrail._threads import free_core_threads
+data_dir, out = sys.argv[1:3]
+took = {"import": time.perf_counter() - start}
+
+def phase(name, fn):
+    t = time.perf_counter()
+    value = fn()
+    took[name] = time.perf_counter() - t
+    return value
+
+with free_core_threads():
+    pl.seed_everything(180102, workers=True, verbose=False)
+    dm = lt.MNISTDataModule(batch_size=16, n_examples=3000, data_dir=data_dir, download=False)
+    model = lt.LeNet(learning_rate=1e-3)
+    run = phase("train", lambda: lt.fit(model, dm, optimizer="adam", epochs=10, seed=180102, quiet=True))
+    plane = phase("plane (PCA)", lambda: lt.make_plane(run.trajectory, "pca"))
+    at = measured_points(select_frames(len(run.trajectory), 300))
+    path = phase(f"faithfulness ({len(at)} points)", lambda: lt.project(plane, run.trajectory, model=model, data=dm,
+                 at=at))  # fmt: skip
+    xs, ys = lt.path_grid(path.xy, 100)  # what a PCA plane gets
+    surface = phase("grid (adaptive)", lambda: lt.loss_surface(model, dm, plane, xs, ys, grid="adaptive", quiet=True))
+    phase("render (GIF)", lambda: lt.animate(path, surface, out, fps=15, max_frames=300, quiet=True))
+print("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in took.items()) + f"; {int(surface.exact.sum()):,} points "
+      f"exact; total {sum(took.values()):.1f} s", flush=True)
 """
 SPIRALS = r"""
 import sys
@@ -149,7 +184,8 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, help="keep the runs here (and reuse those finished) instead of a temporary folder"
     )
-    parser.add_argument("--jobs", default="lenet-example,digits,spirals", help="which jobs to run, comma-separated")
+    parser.add_argument("--jobs", default="lenet-example,lenet-phases,digits,spirals",
+                        help="which jobs to run, comma-separated")  # fmt: skip
     parser.add_argument("--throughput-points", type=int, default=20, help="n for the n×n throughput grids (0: none)")
     args = parser.parse_args()
     py = sys.executable
@@ -192,6 +228,9 @@ def main() -> None:
 
     print("1. the reference README's LeNet example, MNIST-shaped data (3,000 images, 10 epochs, 100×100)")
     job("lenet-example", lenet, ("adaptive",) if args.skip_full_lenet else ("adaptive", "full"))
+    if "lenet-phases" in args.jobs.split(","):
+        print("1b. the same example stage by stage (what each costs)")
+        subprocess.run([py, "-c", PHASES, str(data_dir), str(root / "phases.gif")], cwd=HERE, check=True)
     print("2. the README's digits/LeNet command")
     job("digits", digits, ("adaptive", "full"))
     print("3. the default spirals job")

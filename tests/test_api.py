@@ -225,3 +225,19 @@ def test_a_saved_full_grid_serves_a_later_adaptive_request(tmp_path, monkeypatch
     monkeypatch.setattr("losstrail.train.fit", lambda *a, **k: pytest.fail("retrained"))
     monkeypatch.setattr("losstrail.surface.loss_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
     _small(tmp_path, load_model=True, grid="adaptive")
+
+
+def test_the_truth_is_measured_at_the_frames_and_redrawn_with_other_frames(tmp_path, monkeypatch):
+    from losstrail._frames import MEASURED_POINTS, measured_points, select_frames
+
+    data = _small(tmp_path, datamodule=SpiralsDataModule(batch_size=37), n_epochs=6, n_frames=150)  # 181 points
+    shown = select_frames(len(data.steps), 150)
+    measured = np.flatnonzero(np.isfinite(data.true_loss))
+    assert measured.tolist() == measured_points(shown).tolist() and len(measured) == MEASURED_POINTS
+    assert np.isfinite(data.slice_loss[measured]).all() and np.isnan(data.slice_loss[1:-1][~np.isin(
+        np.arange(1, len(data.steps) - 1), measured)]).all()  # fmt: skip
+    assert measured[0] == 0 and measured[-1] == len(data.steps) - 1  # first and last always in
+    monkeypatch.setattr("losstrail.surface.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    for frames, out in ((7, "few.gif"), (181, "all.gif"), (40, "page.png")):  # other frames than measured
+        animation = losstrail.render(tmp_path / "run", tmp_path / out, max_frames=frames, quiet=True)
+        assert animation.path.is_file()

@@ -373,3 +373,20 @@ def test_cli_bad_input_is_one_line_and_status_2(run, tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1 and message in result.output
+
+
+def test_a_path_measured_at_some_points_exports_on_the_surface_everywhere(run):
+    import dataclasses
+
+    from losstrail.formats import _path_columns, _path_points
+    from losstrail.renderers.surface3d import grid_value
+
+    p, s = run["path"], run["surface"]
+    sparse = dataclasses.replace(p, true_loss=p.true_loss.copy(), slice_loss=p.slice_loss.copy())
+    sparse.true_loss[1:-1], sparse.slice_loss[1:-1] = np.nan, np.nan  # measured at the first and last point only
+    points = _path_points(sparse, s, lambda v: v)
+    assert np.isfinite(points).all()  # a polyline with no hole: the grid's value between measured points
+    assert points[0, 2] == p.slice_loss[0] and points[-1, 2] == p.slice_loss[-1]
+    np.testing.assert_allclose(points[1:-1, 2], grid_value(s, p.xy[1:-1]))
+    columns = _path_columns(sparse, s)
+    assert np.isnan(columns["true_loss"][1:-1]).all() and np.isfinite(columns["true_loss"][[0, -1]]).all()
