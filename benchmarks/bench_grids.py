@@ -92,6 +92,9 @@ from losstrail import LeNet, MNISTDataModule, Plane
 from losstrail.artifacts import load_weights
 from losstrail.surface import evaluate_grid
 data_dir, run_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+from losstrail._threads import free_cores
+torch.set_num_threads(free_cores())  # one thread per free core, as the jobs run (see losstrail._threads)
+print(f"  {torch.get_num_threads()} torch thread(s)", flush=True)
 model = LeNet()
 load_weights(f"{run_dir}/model.pt", model)
 p = np.load(f"{run_dir}/plane.npz")

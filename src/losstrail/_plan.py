@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 # Exact points an adaptive grid evaluated on real loss surfaces (the larger of spirals MLP and
-# digits LeNet, PCA plane, 100×100, default coarse lattice), by tol; log-log interpolated between.
-TYPICAL_EXACT = {0.002: 1150, 0.005: 760, 0.01: 590, 0.02: 380}
+# digits LeNet, PCA plane, 100×100, default coarse lattice, ln(loss) interpolated; measured by
+# benchmarks/bench_grids.py's full grids, 2026-11-23), by tol; log-log interpolated between.
+# The reference README's LeNet example on MNIST-shaped data took 1,469 at tol 0.01.
+TYPICAL_EXACT = {0.002: 1940, 0.005: 1210, 0.01: 820, 0.02: 610}
 # The subset the plan suggests when there are more than twice as many examples.
 SUBSET = 500
 # The smallest subset a budget may pick: fewer examples make the mean loss too noisy to draw.
@@ -132,7 +134,7 @@ def expected_exact(nx: int, ny: int, tol: float = DEFAULT_TOL, coarse: int | Non
     """Exact points an adaptive ``ny`` × ``nx`` grid is expected to evaluate at ``tol`` (see ``TYPICAL_EXACT``).
 
     >>> expected_exact(100, 100, 0.01), expected_exact(20, 20, 0.01), expected_exact(100, 100, 1.0)
-    (590, 400, 289)
+    (820, 400, 289)
     """
     from losstrail._adaptive import minimum_points
 
@@ -227,7 +229,7 @@ def estimate(
 
     >>> e = estimate(2.2e-5, 100, 100, 3000)  # 22 µs per (point × example)
     >>> e.line()
-    '10,000 points × 3,000 examples: about 11 min; with --grid adaptive about 39 s; --subset 500 about 2 min'
+    '10,000 points × 3,000 examples: about 11 min; with --grid adaptive about 54 s; --subset 500 about 2 min'
     """
     rate = _check_rate(seconds_per_unit)
     tol = check_tol(tol)
@@ -305,7 +307,7 @@ def choose_for_budget(
 
     >>> choice = choose_for_budget("60s", 2.2e-5, 100, 100, 3000)
     >>> choice.grid, choice.subset, choice.tol, choice.sentence.split("; ")[1]
-    ('adaptive', None, 0.01, 'picked the adaptive grid (tol 0.01) on all 3,000 examples, about 39 s')
+    ('adaptive', None, 0.01, 'picked the adaptive grid (tol 0.01) on all 3,000 examples, about 54 s')
     """
     from losstrail._adaptive import COARSE, coarse_shape
 
