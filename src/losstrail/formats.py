@@ -667,7 +667,7 @@ def _parameter_shapes(run_dir, settings: dict, n_params: int, model) -> list[tup
 
 def _pca_figures(trajectory, plane) -> dict[str, np.ndarray]:
     """sklearn's PCA attributes for the plane's directions over the path: the ratios, singular values, variances."""
-    from losstrail.record import release_pages, row_block
+    from losstrail._rows import release_pages, row_block
 
     params = trajectory.params
     n = len(trajectory)

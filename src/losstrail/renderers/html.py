@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from losstrail.landscape import Surface
 from losstrail.projection import Projection
 from losstrail.renderers.compare import RUN_COLOURS, frame_schedule
-from losstrail.surface import Surface
 
 DIV_ID = "losstrail-plot"
 # The plotly.js version of the vendored cartesian bundle (see vendor/README.md).
@@ -74,7 +74,7 @@ def write_html(
     import plotly.graph_objects as go
 
     from losstrail._files import atomic_path
-    from losstrail.renderers._figure import _axis_labels, faithfulness_title, grid_note
+    from losstrail.renderers._figure import axis_labels, faithfulness_title, grid_note
 
     colours = list(colours) if colours is not None else [RUN_COLOURS[k % len(RUN_COLOURS)] for k in range(len(runs))]
     projections = [p for _, p in runs]
@@ -82,7 +82,7 @@ def write_html(
     loss = np.where(surface.loss > 0, surface.loss, np.nan) if log_scale else surface.loss
     z = np.log(loss) if log_scale else loss
     z_label = "ln(loss)" if log_scale else "loss"
-    xlabel, ylabel = _axis_labels(projections[0].plane)
+    xlabel, ylabel = axis_labels(projections[0].plane)
     fig = go.Figure()
     hover_grid = "x %{x:.3g}<br>y %{y:.3g}<br>slice " + z_label + " %{z:.4g}<extra></extra>"
     grid = {
@@ -191,12 +191,12 @@ def _loss_panel(fig, runs, colours, by_step: bool) -> list[dict]:
     """The loss of each run over its steps, beside the contour; returns each run's moving cursor (trace, x, y)."""
     import plotly.graph_objects as go
 
-    from losstrail.renderers.compare import _fraction
+    from losstrail.renderers.compare import fraction_of_training
 
     panel = {"xaxis": "x2", "yaxis": "y2"}
     cursors = []
     for k, (name, p) in enumerate(runs):
-        x = p.step if by_step else _fraction(p.step)
+        x = p.step if by_step else fraction_of_training(p.step)
         measured = p.true_loss is not None
         y = p.true_loss if measured else p.loss
         label = name if len(runs) > 1 else ("true loss at θ" if measured else "batch loss (training)")
