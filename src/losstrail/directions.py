@@ -20,6 +20,7 @@ from losstrail.trajectory import Trajectory
 
 __all__ = ["Plane", "captured_fraction", "make_plane"]
 
+
 class _Made(NamedTuple):
     u: np.ndarray  # (P,)
     v: np.ndarray  # (P,)
