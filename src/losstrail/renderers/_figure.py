@@ -200,7 +200,15 @@ class CanvasFigure:
     """What every animated figure shares: an Agg ``canvas`` and the static picture saved in ``_background``."""
 
     canvas = None
+    fig = None
     _background = None
+
+    def background(self):
+        """The static picture (everything but the animated artists), drawn on first use: a still never needs it."""
+        if self._background is None:
+            self.canvas.draw()
+            self._background = self.canvas.copy_from_bbox(self.fig.bbox)
+        return self._background
 
     @property
     def size(self) -> tuple[int, int]:
@@ -210,7 +218,7 @@ class CanvasFigure:
 
     def background_rgba(self) -> np.ndarray:
         """The static picture without the moving parts, (H, W, 4) uint8."""
-        self.canvas.restore_region(self._background)
+        self.canvas.restore_region(self.background())
         return np.array(self.canvas.buffer_rgba())
 
 
@@ -280,8 +288,6 @@ class PathFigure(CanvasFigure):
         marks = [[0.0, 0.0], (lowest_inside(surface) or (np.nan, np.nan))[:2]]  # the centre and the lowest point
         at = place_readout(self.fig, ax, Label.measure(dpi, lines), [projection.xy, *marks])
         self._label = Label(ax, dpi, lines=lines, at=at)
-        self.canvas.draw()
-        self._background = self.canvas.copy_from_bbox(self.fig.bbox)
 
     def _draw_panel(self, side, path_color: str) -> None:
         """True loss and slice loss over the steps, with a cursor that follows the frame."""
@@ -343,7 +349,7 @@ class PathFigure(CanvasFigure):
         With ``copy=False`` it is a view of the canvas, valid until the next call: what a
         writer that encodes each frame at once needs, without a frame-sized copy.
         """
-        self.canvas.restore_region(self._background)
+        self.canvas.restore_region(self.background())
         self.update(k)
         for ax, artist in self._moving:
             ax.draw_artist(artist)
