@@ -307,31 +307,24 @@ def make_plane(
     >>> plane.method, plane.u.shape, 0 < plane.captured <= 1
     ('pca', (8,), True)
     """
+    index = _checked_centre(trajectory, method, centre)
+    return plane_through(
+        trajectory.params, trajectory.params[index], method, directions=directions, seed=seed, model=model, data=data,
+        objective=objective, loss_fn=loss_fn, names=trajectory.names, keep_biases=keep_biases,
+        negative_curvature=negative_curvature, hessian_examples=hessian_examples, second=second, device=device,
+        quiet=quiet,
+    )  # fmt: skip
+
+
+def _checked_centre(trajectory: Trajectory, method: str, centre: str | int) -> int:
+    """The row of ``trajectory`` a plane goes through, once ``method`` is known and the path finite."""
     check_choice("reduction_method", method, DIRECTIONS)
     if len(trajectory.finite_prefix()) != len(trajectory):
         raise ValueError(
             "the trajectory has NaN or infinite parameters (training diverged); "
             "use trajectory.finite_prefix() or lower the learning rate"
         )
-    index = centre_index(trajectory, centre)
-    return plane_through(
-        trajectory.params,
-        trajectory.params[index],
-        method,
-        directions=directions,
-        seed=seed,
-        model=model,
-        data=data,
-        objective=objective,
-        loss_fn=loss_fn,
-        names=trajectory.names,
-        keep_biases=keep_biases,
-        negative_curvature=negative_curvature,
-        hessian_examples=hessian_examples,
-        second=second,
-        device=device,
-        quiet=quiet,
-    )
+    return centre_index(trajectory, centre)
 
 
 def plane_through(
