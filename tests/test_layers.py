@@ -128,29 +128,29 @@ def fresh_python(code: str, cwd: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def saved_run(tmp_path_factory):
-    """A small run made by the real pipeline (train, plane, projection, grid), saved to disk."""
+def saved(tmp_path_factory):
+    """A small run and a small comparison made by the real pipeline (train, plane, projection, grid), saved to disk."""
     folder = tmp_path_factory.mktemp("saved")
     losstrail.loss_landscape_anim(
         n_epochs=4, model_dirpath=folder / "run", output_filename=folder / "first.png", resolution=8, seed=0,
         quiet=True,
     )  # fmt: skip
-    return folder / "run"
+    losstrail.compare(optimizers=["adam", "sgd"], epochs=3, resolution=8, out=None, run_dir=folder / "cmp", quiet=True)
+    return folder
 
 
-def test_rendering_a_saved_run_imports_neither_torch_nor_lightning(saved_run, tmp_path):
-    code = (
-        "import losstrail\n"
-        f"for kind in ('png', 'gif', 'html'):\n"
-        f"    losstrail.render({str(saved_run)!r}, {str(tmp_path)!r} + '/again.' + kind, max_frames=4, quiet=True)\n"
-    )
+@pytest.mark.parametrize("saved_dir", ["run", "cmp"])
+def test_rerendering_to_png_gif_and_html_imports_neither_torch_nor_lightning(saved, saved_dir, tmp_path):
+    source, out = str(saved / saved_dir), str(tmp_path / "again.")
+    code = "import losstrail\nfor kind in ('png', 'gif', 'html'):\n"
+    code += f"    losstrail.render({source!r}, {out!r} + kind, max_frames=4, quiet=True)\n"
     assert fresh_python(code, tmp_path) == []
     assert all((tmp_path / f"again.{kind}").stat().st_size > 1000 for kind in ("png", "gif", "html"))
 
 
-def test_the_render_command_imports_neither_torch_nor_lightning(saved_run, tmp_path):
+def test_the_render_command_imports_neither_torch_nor_lightning(saved, tmp_path):
     """As the ``losstrail`` console script runs it (``losstrail.cli:main``)."""
-    argv = ["losstrail", "render", str(saved_run), "--out", str(tmp_path / "x.png"), "-q"]
+    argv = ["losstrail", "render", str(saved / "run"), "--out", str(tmp_path / "x.png"), "-q"]
     code = (
         f"import sys\nfrom losstrail.cli import main\nsys.argv = {argv!r}\ntry:\n    main()\nexcept SystemExit as e:\n"
     )
