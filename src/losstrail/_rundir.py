@@ -10,7 +10,8 @@
   ``run.json`` and says it holds no finished run.
 - ``run.json`` lists every file of the run with its SHA-256; a reader checks each file it
   loads against it, so a file of another run, or one changed or damaged since, is named,
-  never drawn.
+  never drawn. It is written and read here (``write_settings``, ``read_record``); the versions
+  it records come from the installed packages' metadata, so neither needs torch imported.
 """
 
 from __future__ import annotations
