@@ -24,9 +24,19 @@ def package_modules(root: Path, package: str = "losstrail") -> dict[str, Path]:
     return modules
 
 
+def lazy_exports(init: Path) -> dict[str, str]:
+    """The package's ``_EXPORTS`` (name -> module), which ``__getattr__`` imports on first use."""
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return {}
+
+
 def imports(modules: dict[str, Path], package: str = "losstrail"):
     """``(importer, imported module, name taken or None, line)`` for every import of a module of ``package``,
-    at any depth of the file (inside functions too: a lazy import is still a dependency)."""
+    at any depth of the file (inside functions too: a lazy import is still a dependency). A name taken from
+    the package itself counts as an import of the module that ``_EXPORTS`` loads it from."""
+    exports = lazy_exports(modules[package])
     for importer, path in modules.items():
         here = importer if path.name == "__init__.py" else importer.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -45,6 +55,8 @@ def imports(modules: dict[str, Path], package: str = "losstrail"):
             for module, name in found:
                 if module.split(".")[0] != package:
                     continue
+                if module == package and name in exports:
+                    module = f"{package}.{exports[name]}"
                 while module not in modules:  # `import losstrail.x.y` of a name, not a module
                     module = module.rpartition(".")[0]
                 if module != importer:
@@ -99,7 +111,7 @@ def test_the_checks_see_lazy_imports_relative_imports_and_private_names(tmp_path
     """The checks above on a made-up package: a cycle through an import inside a function, and a private name."""
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("_EXPORTS = {'thing': 'b', 'other': 'e'}\n")
     (pkg / "a.py").write_text("from pkg.b import thing\n")
     (pkg / "b.py").write_text("def thing():\n    from pkg.sub import c\n\ndef _hidden():\n    pass\n")
     (pkg / "sub" / "__init__.py").write_text("")
@@ -110,6 +122,9 @@ def test_the_checks_see_lazy_imports_relative_imports_and_private_names(tmp_path
     assert private == [f"{Path('pkg/d.py')}:2 takes _hidden from pkg.b"]
     (pkg / "b.py").write_text("def thing():\n    pass\n")
     assert cycles(graph(tmp_path, "pkg")[0]) == []
+    (pkg / "e.py").write_text("def other():\n    from pkg import thing\n")  # a name the package loads lazily
+    (pkg / "b.py").write_text("def thing():\n    from pkg.e import other\n")
+    assert cycles(graph(tmp_path, "pkg")[0]) == [["pkg.b", "pkg.e", "pkg.b"]]
 
 
 # --- drawing a saved run: NumPy arrays and JSON, no torch, no Lightning ---------------------------------------------
