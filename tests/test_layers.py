@@ -108,7 +108,8 @@ def test_no_module_takes_another_modules_private_names():
 
 
 def test_the_checks_see_lazy_imports_relative_imports_and_private_names(tmp_path):
-    """The checks above on a made-up package: a cycle through an import inside a function, and a private name."""
+    """The checks above on a made-up package: cycles through an import inside a function and through a name the
+    package exports lazily, and a private name taken across modules."""
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("_EXPORTS = {'thing': 'b', 'other': 'e'}\n")
