@@ -10,6 +10,8 @@ import math
 import os
 from pathlib import Path
 
+from losstrail._registry import FORMATS, VIEWS, check_choice, quoted
+
 # The figure: pixels per side, dots per inch.
 MIN_SIDE, MAX_SIDE = 160, 16384
 MIN_DPI, MAX_DPI = 20, 1200
@@ -114,11 +116,33 @@ def check_fps(fps, argument: str = "giffps") -> float:
     return float(fps)
 
 
-def check_style(style: dict, *, where: str = "loss_landscape_anim") -> None:
-    """Every look option of ``animate`` checked: view, colours, size, dpi, levels, every, step, flags."""
-    from losstrail._registry import check_choice
-    from losstrail.renderers import VIEWS
+# Keyword arguments of ``animate`` that set the look, accepted by the one-call API and ``render``.
+STYLE_KEYS = (
+    "format", "view", "rotate", "cmap", "levels", "log_scale", "size", "dpi", "path_color", "every", "step", "title",
+)  # fmt: skip
 
+
+def check_style(style: dict, *, where: str = "loss_landscape_anim") -> None:
+    """Every look option of ``animate`` checked: known keys, view, colours, size, dpi, levels, every, step, flags,
+    and the optional package the format needs. ``where`` is the function the caller called."""
+    unknown = sorted(set(style) - set(STYLE_KEYS))
+    if unknown:
+        raise TypeError(
+            f"{where}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"the look is set with {', '.join(STYLE_KEYS)}"
+        )
+    _check_look(style)
+    if style.get("format") == "mp4":
+        from losstrail.renderers.mp4 import check_ffmpeg
+
+        check_ffmpeg()
+    if style.get("format") == "html":
+        from losstrail.renderers.html import check_plotly
+
+        check_plotly()
+
+
+def _check_look(style: dict) -> None:
     if "view" in style:
         check_choice("view", style["view"], VIEWS)
     if "size" in style:
@@ -264,3 +288,21 @@ def check_settings(run_dir: Path, settings: dict) -> None:
             bound = _RECIPE_INT_BOUNDS.get(key)
             if bound is not None and value is not None and (not _is_int(value) or not 1 <= value <= bound):
                 raise ValueError(f"{where} has {kind} {key}={value!r}, outside 1..{bound}; {fix}")
+
+
+def output_format(out: str | os.PathLike, format: str | None = None, *, allowed=FORMATS) -> str:
+    """The format of ``out``: ``format`` if given, else its extension; checked against the known ones.
+
+    >>> output_format("runs/sample.GIF")
+    'gif'
+    >>> output_format("movie.avi")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: output 'movie.avi' has format 'avi', which is not supported; expected one of 'gif', 'mp4', ...
+    """
+    chosen = (format or Path(out).suffix.lstrip(".")).lower()
+    if chosen not in allowed:
+        raise ValueError(
+            f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(allowed)}"
+        )
+    return chosen

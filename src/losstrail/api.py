@@ -6,43 +6,18 @@ import os
 import warnings
 from pathlib import Path
 
+from losstrail._checks import check_style
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import DIRECTIONS, check_choice
 from losstrail._rundir import check_together, staging, writer_lock
 from losstrail._threads import free_core_threads
+from losstrail.redraw import render
+from losstrail.results import AnimationData, animation_data
 
 __all__ = ["AnimationData", "loss_landscape_anim", "render"]
 
 # Below this share of the path's variance, a picture warns that the plane misses most of the path.
 CAPTURED_WARNING = 0.5
-
-
-class AnimationData(tuple):
-    """``(optim_path, loss_steps, accu_steps)``, as the reference returned, plus the faithfulness figures.
-
-    Unpacks as the reference's triple; the extra attributes are ``steps``, ``xy`` (T, 2)
-    plane coordinates, ``off_plane`` (T,), ``true_loss`` and ``slice_loss`` (T,; NaN past a
-    divergence), ``captured`` (fraction of the path's variance in the plane) and ``plane``.
-    """
-
-    def __new__(cls, optim_path, loss_steps, accu_steps, **extras):
-        data = super().__new__(cls, (optim_path, loss_steps, accu_steps))
-        data.animation = None
-        for name, value in extras.items():
-            setattr(data, name, value)
-        return data
-
-    def _repr_html_(self) -> str | None:
-        return self.animation._repr_html_() if self.animation is not None else None
-
-    def __repr__(self) -> str:
-        """One line, never the parameter vectors (unpack it, or read its attributes, for those)."""
-        optim_path, loss_steps, _ = self
-        size = f" of P={len(optim_path[0])} parameters" if len(optim_path) else ""
-        loss = f", last loss {loss_steps[-1]:.4g}" if len(loss_steps) else ""
-        captured = getattr(self, "captured", None)
-        held = f", the plane holds {captured:.1%} of the path" if captured is not None else ""
-        return f"AnimationData({len(optim_path)} points{size}{loss}{held})"
 
 
 def _accelerator(gpus) -> str:
@@ -67,8 +42,8 @@ def _title(model, optimizer, datamodule) -> str:
 def _saved_plane_and_surface(run_dir: Path, settings: dict, wanted: dict):
     """The plane and surface saved in ``run_dir`` if they were made with the ``wanted`` settings."""
     from losstrail.artifacts import load_run_value
-    from losstrail.directions import Plane
-    from losstrail.surface import Surface
+    from losstrail.landscape import Surface
+    from losstrail.plane import Plane
 
     if wanted["reduction_method"] == "custom":
         return None, None  # the vectors themselves are not compared; recompute
@@ -81,19 +56,6 @@ def _saved_plane_and_surface(run_dir: Path, settings: dict, wanted: dict):
         return load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
     except FileNotFoundError:
         return None, None
-
-
-def _saved_projection(run_dir: Path, plane, trajectory):
-    """The path saved with ``plane`` in ``run_dir``, if it is there and matches ``trajectory``."""
-    from losstrail.artifacts import load_run_value
-    from losstrail.projection import Projection
-
-    try:
-        projection = load_run_value(run_dir, Projection, plane=plane)
-    except FileNotFoundError:
-        return None
-    same = len(projection) == len(trajectory) and (projection.step == trajectory.step).all()
-    return projection if same else None
 
 
 def loss_landscape_anim(
@@ -225,7 +187,7 @@ def loss_landscape_anim(
         from losstrail._plan import parse_budget
 
         parse_budget(budget)
-    _check_style(style)
+    check_style(style)
     if learning_rate is not None and not learning_rate > 0:
         raise ValueError(f"learning_rate={learning_rate!r} must be a positive number, e.g. learning_rate=5e-3")
     if output_to_file:
@@ -248,26 +210,6 @@ def loss_landscape_anim(
         # One writer at a time; the new run is made in a staging folder and switched in whole.
         with writer_lock(run_dir, "model_dirpath"), staging(run_dir) as incoming:
             return _run_job(**locals())
-
-
-def _check_style(style: dict, where: str = "loss_landscape_anim") -> None:
-    from losstrail._checks import check_style
-
-    unknown = sorted(set(style) - set(STYLE_KEYS))
-    if unknown:
-        raise TypeError(
-            f"{where}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-            f"the look is set with {', '.join(STYLE_KEYS)}"
-        )
-    check_style(style)
-    if style.get("format") == "mp4":
-        from losstrail.renderers.mp4 import check_ffmpeg
-
-        check_ffmpeg()
-    if style.get("format") == "html":
-        from losstrail.renderers.html import check_plotly
-
-        check_plotly()
 
 
 def _check_grid_args(resolution, xrange, yrange, grid="full", tol=0.01) -> None:
@@ -343,6 +285,7 @@ def _run_job(
         load_weights,
         save_run_value,
         save_weights,
+        saved_projection,
     )
     from losstrail.data import SpiralsDataModule
     from losstrail.directions import check_custom_directions, make_plane
@@ -471,7 +414,7 @@ def _run_job(
     if faithfulness:  # at the frames the animation shows (at most MEASURED_POINTS of them): the rest costs a lot
         measure["at"] = measured_points(frames_to_show(trajectory.step, n_frames, style.get("every")))
     measure = measure if faithfulness else {}
-    projection = _saved_projection(run_dir, plane, trajectory) if surface is not None else None
+    projection = saved_projection(run_dir, plane, trajectory) if surface is not None else None
     if projection is None or (faithfulness and not projection.measured):
         projection = project(plane, trajectory, **measure)
     if surface is None:
@@ -522,7 +465,7 @@ def _run_job(
         projection, surface, output_to_file, output_filename, run_dir, giffps, n_frames, title, style, maps, quiet
     )
     if return_data:
-        data = _animation_data(recorded, projection)
+        data = animation_data(recorded, projection)
         data.animation = animation
         return data
     return animation
@@ -565,30 +508,6 @@ def _decision_maps(model, data, trajectory, n_frames, run_dir):
     return maps
 
 
-def _animation_data(recorded, projection) -> AnimationData:
-    import numpy as np
-    import torch
-
-    def padded(values):  # NaN for the points past a divergence, which the plane does not hold
-        out = np.full(len(recorded), np.nan)
-        if values is not None:
-            out[: len(values)] = values
-        return out
-
-    return AnimationData(
-        [torch.from_numpy(row.copy()) for row in recorded.params],
-        recorded.loss.tolist(),
-        recorded.accuracy.tolist(),
-        steps=recorded.step.copy(),
-        xy=np.vstack([projection.xy, np.full((len(recorded) - len(projection), 2), np.nan)]),
-        off_plane=padded(projection.off_plane),
-        true_loss=padded(projection.true_loss),
-        slice_loss=padded(projection.slice_loss),
-        captured=projection.plane.captured,
-        plane=projection.plane,
-    )
-
-
 def _warn_if_unfaithful(plane) -> None:
     captured = plane.captured
     if captured is not None and captured < CAPTURED_WARNING:
@@ -598,12 +517,6 @@ def _warn_if_unfaithful(plane) -> None:
             UserWarning,
             stacklevel=4,
         )
-
-
-# Keyword arguments of ``animate`` that set the look, accepted by the one-call API and ``render``.
-STYLE_KEYS = (
-    "format", "view", "rotate", "cmap", "levels", "log_scale", "size", "dpi", "path_color", "every", "step", "title",
-)  # fmt: skip
 
 
 def _output(
@@ -628,74 +541,3 @@ def _output(
         if get_ipython() is not None:
             display(animation)
     return animation
-
-
-def render(
-    run_dir: str | os.PathLike,
-    out: str | os.PathLike = "sample.gif",
-    *,
-    fps: float = 15,
-    max_frames: int = 300,
-    title: str | None = None,
-    decision: bool | None = None,
-    layout: str = "overlay",
-    quiet: bool = False,
-    **style,
-):
-    """Draw a saved run (or comparison) again, in any format, without training or evaluating anything.
-
-    Args:
-        run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``, or a
-            comparison directory written by ``compare``.
-        out: the output file; its extension picks the format (gif, mp4, html, png, pdf, svg).
-        fps, max_frames: as for ``animate``.
-        title: figure title; default the one saved with the run.
-        decision: the decision-regions panel; default when the run saved one.
-        layout: for a comparison, ``'overlay'`` or ``'grid'``.
-        quiet: no progress bar.
-        **style: the look, as ``animate`` (``format``, ``view``, ``cmap``, ``levels``, ...).
-
-    Returns:
-        The ``Animation`` written.
-    """
-    from losstrail._checks import check_output_file, check_settings
-    from losstrail._rundir import require_finished
-    from losstrail.artifacts import load_run_value
-    from losstrail.comparison import COMPARISON_FILE, load_comparison, render_comparison
-    from losstrail.directions import Plane
-    from losstrail.projection import project
-    from losstrail.record import Trajectory
-    from losstrail.renderers import animate, check_animation_args, output_format
-    from losstrail.surface import DecisionMaps, Surface
-
-    _check_style(style, "render")
-    output_format(out, style.get("format"))
-    check_animation_args(fps, max_frames)
-    if not Path(run_dir).is_dir():
-        raise FileNotFoundError(
-            f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
-        )
-    check_output_file("out", out)
-    if (Path(run_dir) / COMPARISON_FILE).is_file():
-        comparison = load_comparison(run_dir)
-        chosen = title if title is not None else "Comparing " + ", ".join(comparison.names)
-        return render_comparison(
-            comparison, out, fps=fps, n_frames=max_frames, title=chosen, layout=layout, quiet=quiet,
-            format=style.get("format"),
-        )  # fmt: skip
-    settings = require_finished(Path(run_dir))["settings"]
-    check_settings(Path(run_dir), settings)
-    trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
-    plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    check_together(run_dir, trajectory, plane, surface, settings)
-    projection = _saved_projection(Path(run_dir), plane, trajectory)
-    if projection is None:
-        projection = project(plane, trajectory)
-    maps = None
-    if decision or (decision is None and (Path(run_dir) / "decision.npz").is_file()):
-        maps = load_run_value(run_dir, DecisionMaps)
-    chosen_title = title if title is not None else settings.get("title", "")
-    return animate(
-        projection, surface, out, fps=fps, max_frames=max_frames, title=chosen_title, decision=maps, quiet=quiet,
-        **style,
-    )  # fmt: skip

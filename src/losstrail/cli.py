@@ -387,7 +387,7 @@ def render(
 ):
     """Draw a saved run again, in any format, without training or evaluating anything."""
     with _user_errors():
-        from losstrail.api import render as render_run
+        from losstrail.redraw import render as render_run
 
         style = _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every)
         if step is not None:

@@ -7,7 +7,6 @@ import copy
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,40 +14,16 @@ import numpy as np
 from losstrail._checks import check_output_file, check_resolution
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import check_choice, quoted
-from losstrail._rundir import check_file, digest, writer_lock
+from losstrail._rundir import digest, writer_lock
 from losstrail._threads import free_core_threads
-from losstrail.directions import Plane
-from losstrail.projection import Projection
-from losstrail.record import Trajectory
-from losstrail.surface import Surface
+from losstrail.artifacts import COMPARISON_FILE, load_comparison
+from losstrail.redraw import render_comparison
+from losstrail.results import Comparison, animation_data
+from losstrail.trajectory import Trajectory
 
-__all__ = ["Comparison", "compare", "render_comparison"]
+__all__ = ["Comparison", "compare", "load_comparison", "render_comparison"]
 
 COMPARE_DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "custom")
-COMPARISON_FILE = "comparison.json"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Runs that share a plane and a surface."""
-
-    names: tuple[str, ...]
-    projections: tuple[Projection, ...]  # one per run, all in ``plane``
-    captured: tuple[float, ...]  # each run's share of its own path variance in the plane
-    plane: Plane
-    surface: Surface
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __repr__(self) -> str:
-        """One line: the runs, the plane and the grid, never the arrays."""
-        held = ", ".join(f"{n!r} {c:.0%}" for n, c in zip(self.names, self.captured))
-        ny, nx = self.surface.loss.shape
-        return (
-            f"Comparison({len(self)} runs on one {self.plane.method!r} plane of P={len(self.plane.origin)} "
-            f"parameters, {nx}x{ny} grid; share of each path in the plane: {held})"
-        )
 
 
 def _settings_list(runs, optimizers, learning_rates, batch_sizes) -> list[dict]:
@@ -211,7 +186,6 @@ def _compare_job(
 ):  # fmt: skip
     import lightning.pytorch as pl
 
-    from losstrail.api import _animation_data
     from losstrail.data import SpiralsDataModule
     from losstrail.models import MLP
     from losstrail.train import fit
@@ -261,7 +235,7 @@ def _compare_job(
         render_comparison(comparison, out, layout=layout, timeline=timeline, fps=fps, n_frames=n_frames,
                           title=title if title is not None else _title(names), quiet=quiet)  # fmt: skip
     if return_data:
-        return {n: _animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
+        return {n: animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
     return comparison
 
 
@@ -348,50 +322,6 @@ def _shared_view(
     return Comparison(tuple(names), projections, captured, plane, surface)
 
 
-def render_comparison(
-    comparison: Comparison,
-    out: str | os.PathLike = "compare.gif",
-    *,
-    layout: str = "overlay",
-    timeline: str = "auto",
-    fps: float = 15,
-    n_frames: int = 300,
-    title: str = "",
-    format: str | None = None,
-    quiet: bool = False,
-):
-    """Animate every run of ``comparison`` in step on the shared surface and write ``out`` (gif, mp4, html, still)."""
-    from losstrail.renderers import STILL_FORMATS, Animation, output_format, write_animation
-    from losstrail.renderers.compare import CompareFigure
-
-    kind = output_format(out, format)
-    if kind == "html":
-        from losstrail.renderers.html import write_html
-
-        runs = list(zip(comparison.names, comparison.projections))
-        path = write_html(runs, comparison.surface, out, max_frames=n_frames, fps=fps, title=title,
-                          captured=comparison.captured)  # fmt: skip
-        return Animation(path, kind, n_frames)
-
-    figure = CompareFigure(
-        list(zip(comparison.names, comparison.projections)),
-        comparison.surface,
-        title=title,
-        layout=layout,
-        timeline=timeline,
-        max_frames=n_frames,
-        captured=comparison.captured,
-    )
-    if kind in STILL_FORMATS:
-        from losstrail._files import atomic_path
-        from losstrail.renderers._figure import save_still
-
-        with atomic_path(out) as tmp:
-            save_still(figure, figure.n_frames - 1, tmp, kind)
-        return Animation(out, kind, 1)
-    return write_animation(figure, range(figure.n_frames), out, fps=fps, quiet=quiet, format=kind)
-
-
 def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models) -> None:
     """Write the comparison; ``comparison.json``, with every file's digest, is removed first and written last."""
     import json
@@ -438,36 +368,3 @@ def _folders(names) -> list[str]:
         seen.add(folder.lower())
         folders.append(folder)
     return folders
-
-
-def load_comparison(run_dir: str | os.PathLike) -> Comparison:
-    """Read a comparison directory written by ``compare``; recomputes nothing."""
-    import json
-
-    from losstrail.artifacts import load_run_value
-
-    run_dir = Path(run_dir)
-    path = run_dir / COMPARISON_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} has no {COMPARISON_FILE}; pass a directory written by compare")
-    try:
-        record = json.loads(path.read_text())
-        runs = record["runs"]
-        folders = [r["folder"] for r in runs]
-        names = tuple(str(r["name"]) for r in runs)
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{str(path)!r} is damaged ({err!r}); run compare again to rewrite it") from None
-    from losstrail._rundir import is_plain_name
-
-    if len(set(folders)) != len(folders) or not all(is_plain_name(f) for f in folders):
-        raise ValueError(
-            f"{str(path)!r} gives runs {', '.join(map(repr, folders))} folders that are repeated or leave the "
-            "directory, so their files cannot be told apart; run compare again to rewrite it"
-        )
-    files = record.get("files")
-    if isinstance(files, dict):  # format 2: every file checked against its digest
-        for name in ("plane.npz", "surface.npz", *(f"{f}/path.npz" for f in folders)):
-            check_file(run_dir, name, files)
-    plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    projections = tuple(load_run_value(run_dir / f, Projection, plane=plane) for f in folders)
-    return Comparison(names, projections, tuple(record["captured"]), plane, surface)

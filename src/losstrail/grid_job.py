@@ -149,7 +149,7 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
     from losstrail._evaluate import Evaluator
     from losstrail._functional import selected_names
     from losstrail.artifacts import load_run_value
-    from losstrail.surface import Surface
+    from losstrail.landscape import Surface
 
     started = _start_group_if_launched()
     rank, world = _distributed()
@@ -193,10 +193,10 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
 def _plane_and_axes(run_dir: Path, settings: dict, resolution):
     """The run's plane and the grid axes ``(plane, xs, ys, resolution)`` at ``resolution`` (default the run's)."""
     from losstrail.artifacts import load_run_value
-    from losstrail.directions import Plane
+    from losstrail.plane import Plane
     from losstrail.projection import project
-    from losstrail.record import Trajectory
     from losstrail.surface import plane_grid
+    from losstrail.trajectory import Trajectory
 
     plane = load_run_value(run_dir, Plane)
     trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
@@ -254,7 +254,7 @@ def _evaluate_missing(parts: Path, evaluator, plane, xs, ys, n_chunks, chunk_poi
 def _join_parts(run_dir: Path, settings: dict, xs, ys, n_chunks: int, resolution):
     """The full surface from its chunks, saved and recorded in ``run.json``; the chunks removed."""
     from losstrail.artifacts import save_run_value
-    from losstrail.surface import Surface
+    from losstrail.landscape import Surface
 
     parts = run_dir / PARTS
     chunks = [dict(np.load(parts / f"chunk-{c:05d}.npz", allow_pickle=False)) for c in range(n_chunks)]

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from losstrail._frames import fraction, frame_schedule, held
+from losstrail.landscape import Surface
 from losstrail.projection import Projection
 from losstrail.renderers._figure import (
     CanvasFigure,
-    _Label,
+    Label,
     colour_label,
     draw_contour,
     free_corner,
@@ -21,7 +22,6 @@ from losstrail.renderers._figure import (
     place_readout,
     plain_log_ticks,
 )
-from losstrail.surface import Surface
 
 # Path colours that stand out on the blue-green-yellow contour, in run order.
 RUN_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#000000", "#e377c2", "#8c564b", "#bcbd22", "#7f7f7f")
@@ -114,9 +114,9 @@ class CompareFigure(CanvasFigure):
         marks = [[0.0, 0.0], lowest[:2]]  # the plane's centre and the lowest point, if drawn
         if layout == "overlay":
             # The live read-out: in a corner of the contour that no path crosses, else below the figure.
-            size = _Label.measure(dpi, n + 1, 46)
+            size = Label.measure(dpi, n + 1, 46)
             at = place_readout(self.fig, ax, size, [p.xy for p in self.projections] + marks)
-            self._labels = [_Label(ax, dpi, lines=n + 1, chars=46, at=at)]
+            self._labels = [Label(ax, dpi, lines=n + 1, chars=46, at=at)]
         else:
             self._labels = self._grid_labels(dpi, marks)
         self.canvas.draw()
@@ -125,7 +125,7 @@ class CompareFigure(CanvasFigure):
     def _grid_labels(self, dpi: int, marks) -> list:
         """Each panel's read-out in a corner its path never crosses; a panel without one gives up a strip at its top."""
         self.canvas.draw()  # the constrained layout places the panels
-        size = _Label.measure(dpi, 2, 32)
+        size = Label.measure(dpi, 2, 32)
         spots = [
             free_corner(ax, size, np.concatenate([p.xy, marks])) for ax, p in zip(self.main_axes, self.projections)
         ]
@@ -139,7 +139,7 @@ class CompareFigure(CanvasFigure):
                 pos = ax.get_position()
                 ax.set_position([pos.x0, pos.y0, pos.width, pos.height - (size[1] + 24) / height])
                 spot = (int(ax.get_window_extent().x0), int(height - top))
-            labels.append(_Label(ax, dpi, lines=2, chars=32, at=spot))
+            labels.append(Label(ax, dpi, lines=2, chars=32, at=spot))
         return labels
 
     def _run_title(self, k: int) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._frames import fraction, frame_schedule, held
+from losstrail.landscape import Surface
 from losstrail.projection import Projection
 from losstrail.renderers.compare import RUN_COLOURS
-from losstrail.surface import Surface
 
 DIV_ID = "losstrail-plot"
 # The plotly.js version of the vendored cartesian bundle (see vendor/README.md).
@@ -73,7 +73,7 @@ def write_html(
     import plotly.graph_objects as go
 
     from losstrail._files import atomic_path
-    from losstrail.renderers._figure import _axis_labels, faithfulness_title, grid_note
+    from losstrail.renderers._figure import axis_labels, faithfulness_title, grid_note
 
     colours = list(colours) if colours is not None else [RUN_COLOURS[k % len(RUN_COLOURS)] for k in range(len(runs))]
     projections = [p for _, p in runs]
@@ -81,7 +81,7 @@ def write_html(
     loss = np.where(surface.loss > 0, surface.loss, np.nan) if log_scale else surface.loss
     z = np.log(loss) if log_scale else loss
     z_label = "ln(loss)" if log_scale else "loss"
-    xlabel, ylabel = _axis_labels(projections[0].plane)
+    xlabel, ylabel = axis_labels(projections[0].plane)
     fig = go.Figure()
     hover_grid = "x %{x:.3g}<br>y %{y:.3g}<br>slice " + z_label + " %{z:.4g}<extra></extra>"
     grid = {
