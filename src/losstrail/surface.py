@@ -178,7 +178,8 @@ def loss_surface(
         mode: ``'auto'`` (default: ``vmap`` over grid points unless point by point is faster
             for this model, measured on the first chunk), ``'vmap'`` or ``'loop'``.
         grid: ``'full'`` (default: every point exact) or ``'adaptive'``: a coarse lattice
-            exact, cubic interpolation checked against exact values at points it did not use,
+            exact, cubic interpolation (of ``ln(loss)`` when the loss is positive, so the error is
+            relative to each cell's own loss) checked against exact values at points it did not use,
             and refinement where the check fails, so only a few percent of a smooth 100×100
             surface is evaluated; ``Surface.exact`` marks the exact cells and
             ``Surface.max_error`` states the error (see ``losstrail._adaptive``).
