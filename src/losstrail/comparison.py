@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from losstrail._checks import check_output_file, check_resolution
+from losstrail._checks import check_output_file
 from losstrail._files import check_writable_dir, removed_if_failed
-from losstrail._registry import check_choice, quoted
+from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._rundir import check_file, digest, writer_lock
+from losstrail._specs import GridSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
 from losstrail.directions import Plane
 from losstrail.projection import Projection
@@ -133,6 +134,7 @@ def compare(
     loss_fn=None,
     return_data: bool = False,
     quiet: bool = False,
+    **style,
 ):
     """Train (or take) several runs from the same weights and animate them on one shared plane.
 
@@ -162,106 +164,110 @@ def compare(
             for regression); used for training, the path's losses and the surface alike.
         return_data: return ``{name: (optim_path, loss_steps, accu_steps)}`` (each an
             ``AnimationData`` with the faithfulness figures).
+        **style: the rest of the look, fields of ``Style``: ``format``, ``view`` (``'3d'`` for an
+            HTML page), ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``.
 
     Returns:
         The ``Comparison`` (or the per-run data when ``return_data``).
     """
-    from losstrail.renderers import check_animation_args, output_format
-    from losstrail.renderers.compare import LAYOUTS, TIMELINES
-    from losstrail.train import check_optimizer, check_positive_int
-
     check_choice("reduction_method", reduction_method, COMPARE_DIRECTIONS)
-    check_choice("layout", layout, LAYOUTS)
-    check_choice("timeline", timeline, TIMELINES)
-    check_animation_args(fps, n_frames)
-    check_positive_int("epochs", epochs, 300)
-    if out is not None:
-        output_format(out)
-    if trained is not None:
-        names = [str(n) for n in trained]
-        settings = [{"name": n} for n in names]
-    else:
-        settings = _settings_list(
-            runs, optimizers if optimizers is not None else ["adam", "sgd"], learning_rates, batch_sizes
-        )
-        varying = [
-            k for k in ("optimizer", "learning_rate", "batch_size") if len({str(s.get(k)) for s in settings}) > 1
-        ]
-        names = [_run_name(s, varying or ["optimizer"]) for s in settings]
-        for s in settings:
-            if "optimizer" in s:
-                s["optimizer"] = check_optimizer(s["optimizer"])
+    train = TrainSpec.of({"n_epochs": epochs, "seed": seed, "params": params}, {"n_epochs": "epochs"})
+    grid = GridSpec.of({"resolution": resolution, "grid": "full", "seed": seed})
+    look = _checked_style(style, {"fps": fps, "max_frames": n_frames, "title": title, "layout": layout,
+                                  "timeline": timeline}, out)  # fmt: skip
+    names, settings = _named_runs(runs, optimizers, learning_rates, batch_sizes, trained)
     check_runs(names, centre=centre)
     centre = names[0] if centre is None else centre
-    check_resolution(resolution)
     out_dir = None if out is None else Path(out).resolve().parent
     with removed_if_failed(out_dir, run_dir), free_core_threads():  # a failed comparison leaves no empty folder
         if out is not None:
             check_output_file("out", out)
         run_dir = check_writable_dir("run_dir", run_dir)
         with writer_lock(run_dir, "run_dir"):
-            return _compare_job(**locals())
+            datamodule = datamodule if datamodule is not None else _default_data()
+            if trained is not None:
+                models, trajectories = [r.model for r in trained.values()], [r.trajectory for r in trained.values()]
+            else:
+                models, trajectories = _train_runs(names, settings, datamodule, model, train, objective, loss_fn,
+                                                   quiet)  # fmt: skip
+            _check_recorded(names, trajectories)
+            check_runs(names, [t.n_params for t in trajectories], centre)
+            _check_shapes(names, models)
+            trajectories = [_finite(name, t) for name, t in zip(names, trajectories)]
+            loss = {"objective": objective, "loss_fn": loss_fn}
+            comparison = _shared_view(names, models, trajectories, datamodule, reduction_method, centre,
+                                      custom_directions, grid, faithfulness, quiet, loss)  # fmt: skip
+            _save(run_dir, comparison, trajectories, settings, models)
+            if out is not None:
+                render_comparison(comparison, out, style=look, quiet=quiet)
+    if return_data:
+        from losstrail.api import _animation_data
+
+        return {n: _animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
+    return comparison
 
 
-def _compare_job(
-    names, settings, trained, datamodule, model, epochs, seed, reduction_method, centre, custom_directions,
-    resolution, layout, timeline, out, run_dir, fps, n_frames, title, faithfulness, params, objective, loss_fn,
-    return_data, quiet, **_,
-):  # fmt: skip
+# The names compare gives the Style fields it takes as arguments of its own.
+_STYLE_NAMES = {"max_frames": "n_frames"}
+
+
+def _checked_style(style: dict, own: dict, out) -> Style:
+    """The comparison's ``Style``: its own look arguments and ``**style``, checked for the picture it draws."""
+    from losstrail.renderers import output_format
+
+    if "max_frames" in style:
+        raise TypeError("compare() got an unexpected keyword argument 'max_frames'; the most frames are n_frames=")
+    look = Style.of({**style, **own}, _STYLE_NAMES, where="compare")
+    if out is not None:
+        look.check_for("comparison", output_format(out, look.format), _STYLE_NAMES)
+    return look
+
+
+def _named_runs(runs, optimizers, learning_rates, batch_sizes, trained) -> tuple[list[str], list[dict]]:
+    """Each run's name and settings: the trained runs' names, or the settings given (optimizers checked)."""
+    if trained is not None:
+        names = [str(n) for n in trained]
+        return names, [{"name": n} for n in names]
+    optimizers = optimizers if optimizers is not None else ["adam", "sgd"]
+    settings = _settings_list(runs, optimizers, learning_rates, batch_sizes)
+    varying = [k for k in ("optimizer", "learning_rate", "batch_size") if len({str(s.get(k)) for s in settings}) > 1]
+    names = [_run_name(s, varying or ["optimizer"]) for s in settings]
+    for s in settings:
+        if "optimizer" in s and not callable(s["optimizer"]):
+            s["optimizer"] = stated_optimizer(s["optimizer"])
+    return names, settings
+
+
+def _default_data():
+    from losstrail.data import SpiralsDataModule
+
+    return SpiralsDataModule()
+
+
+def _train_runs(names, settings, datamodule, model, train: TrainSpec, objective, loss_fn, quiet):
+    """``(models, trajectories)``: a copy of ``model`` (the same initial weights) trained per run with its settings."""
     import lightning.pytorch as pl
 
-    from losstrail.api import _animation_data
-    from losstrail.data import SpiralsDataModule
     from losstrail.models import MLP
     from losstrail.train import fit
 
-    datamodule = datamodule if datamodule is not None else SpiralsDataModule()
-    if trained is not None:
-        models = [run.model for run in trained.values()]
-        trajectories = [run.trajectory for run in trained.values()]
-    else:
-        if model is None:
-            pl.seed_everything(seed, verbose=False)
-            model = MLP(datamodule.input_dim, datamodule.num_classes, learning_rate=5e-3)
-        models, trajectories = [], []
-        for name, s in zip(names, settings):
-            net = copy.deepcopy(model)  # the same initial weights for every run
-            data = datamodule
-            if s.get("batch_size") is not None:
-                data = copy.copy(datamodule)
-                data.batch_size = int(s["batch_size"])
-            if not quiet:
-                print(f"training {name!r}")
-            run = fit(
-                net,
-                data,
-                optimizer=s.get("optimizer"),
-                learning_rate=s.get("learning_rate"),
-                epochs=epochs,
-                seed=seed,
-                params=params,
-                objective=objective,
-                loss_fn=loss_fn,
-                quiet=quiet,
-            )
-            models.append(run.model)
-            trajectories.append(run.trajectory)
-    _check_recorded(names, trajectories)
-    check_runs(names, [t.n_params for t in trajectories], centre)
-    _check_shapes(names, models)
-    trajectories = [_finite(name, t) for name, t in zip(names, trajectories)]
-    loss = {"objective": objective, "loss_fn": loss_fn}
-    comparison = _shared_view(
-        names, models, trajectories, datamodule, reduction_method, centre, custom_directions, resolution, seed,
-        faithfulness, quiet, loss,
-    )  # fmt: skip
-    _save(run_dir, comparison, trajectories, settings, models)
-    if out is not None:
-        render_comparison(comparison, out, layout=layout, timeline=timeline, fps=fps, n_frames=n_frames,
-                          title=title if title is not None else _title(names), quiet=quiet)  # fmt: skip
-    if return_data:
-        return {n: _animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
-    return comparison
+    if model is None:
+        pl.seed_everything(train.seed, verbose=False)
+        model = MLP(datamodule.input_dim, datamodule.num_classes, learning_rate=5e-3)
+    models, trajectories = [], []
+    for name, s in zip(names, settings):
+        net = copy.deepcopy(model)  # the same initial weights for every run
+        data = datamodule
+        if s.get("batch_size") is not None:
+            data = copy.copy(datamodule)
+            data.batch_size = int(s["batch_size"])
+        if not quiet:
+            print(f"training {name!r}")
+        run = fit(net, data, optimizer=s.get("optimizer"), learning_rate=s.get("learning_rate"), epochs=train.n_epochs,
+                  seed=train.seed, params=train.params, objective=objective, loss_fn=loss_fn, quiet=quiet)  # fmt: skip
+        models.append(run.model)
+        trajectories.append(run.trajectory)
+    return models, trajectories
 
 
 def _recorded(names) -> str:
@@ -304,9 +310,8 @@ def _title(names) -> str:
     return "Comparing " + ", ".join(names)
 
 
-def _shared_view(
-    names, models, trajectories, data, method, centre, directions, resolution, seed, faithfulness, quiet, loss
-):
+def _shared_view(names, models, trajectories, data, method, centre, directions, grid: GridSpec, faithfulness, quiet,
+                 loss):  # fmt: skip
     """The shared plane (joint over all paths), each run's projection and the one surface."""
     from losstrail.directions import captured_fraction, plane_through
     from losstrail.projection import project
@@ -322,7 +327,7 @@ def _shared_view(
         method,
         start=trajectories[0].params[0],
         directions=directions,
-        seed=seed,
+        seed=grid.seed,
         model=reference,
         data=data,
         names=trajectories[0].names,
@@ -332,7 +337,7 @@ def _shared_view(
     measure = {"model": reference, "data": data, **loss} if faithfulness else {}
     projections = tuple(project(plane, t, **measure) for t in trajectories)
     captured = tuple(float(sum(captured_fraction(t.params, plane.u, plane.v))) for t in trajectories)
-    xs, ys = plane_grid(plane, np.concatenate([p.xy for p in projections]), resolution)
+    xs, ys = plane_grid(plane, np.concatenate([p.xy for p in projections]), grid.resolution)
     surface = loss_surface(reference, data, plane, xs, ys, quiet=quiet, **loss)
     return Comparison(tuple(names), projections, captured, plane, surface)
 
@@ -341,36 +346,37 @@ def render_comparison(
     comparison: Comparison,
     out: str | os.PathLike = "compare.gif",
     *,
-    layout: str = "overlay",
-    timeline: str = "auto",
-    fps: float = 15,
-    n_frames: int = 300,
-    title: str = "",
-    format: str | None = None,
+    style: Style | None = None,
     quiet: bool = False,
+    **options,
 ):
-    """Animate every run of ``comparison`` in step on the shared surface and write ``out`` (gif, mp4, html, still)."""
+    """Animate every run of ``comparison`` in step on the shared surface and write ``out`` (gif, mp4, html, still).
+
+    ``style`` (or its fields as ``**options``; ``n_frames`` is ``max_frames``) sets the look:
+    ``layout``, ``timeline``, ``fps``, ``max_frames``, ``title`` (default "Comparing ..."),
+    ``format``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``, and ``view='3d'`` for
+    an HTML page. A field a comparison's picture cannot show is an error naming it.
+    """
     from losstrail.renderers import STILL_FORMATS, Animation, output_format, write_animation
     from losstrail.renderers.compare import CompareFigure
 
-    kind = output_format(out, format)
+    if "n_frames" in options:
+        options["max_frames"] = options.pop("n_frames")
+    style = (style or Style()).updated(options, _STYLE_NAMES, where="render_comparison")
+    kind = output_format(out, style.format)
+    style.check_for("comparison", kind, _STYLE_NAMES)
+    style = style if style.title is not None else style.replace(title=_title(comparison.names))
+    runs = list(zip(comparison.names, comparison.projections))
     if kind == "html":
         from losstrail.renderers.html import write_html
 
-        runs = list(zip(comparison.names, comparison.projections))
-        path = write_html(runs, comparison.surface, out, max_frames=n_frames, fps=fps, title=title,
-                          captured=comparison.captured)  # fmt: skip
-        return Animation(path, kind, n_frames)
-
+        path = write_html(runs, comparison.surface, out, style=style, captured=comparison.captured)
+        return Animation(path, kind, style.max_frames)
     figure = CompareFigure(
-        list(zip(comparison.names, comparison.projections)),
-        comparison.surface,
-        title=title,
-        layout=layout,
-        timeline=timeline,
-        max_frames=n_frames,
-        captured=comparison.captured,
-    )
+        runs, comparison.surface, title=style.title, layout=style.layout, timeline=style.timeline,
+        max_frames=style.max_frames, size=style.size, dpi=style.dpi, cmap=style.cmap, levels=style.levels,
+        log_scale=style.log_scale, captured=comparison.captured,
+    )  # fmt: skip
     if kind in STILL_FORMATS:
         from losstrail._files import atomic_path
         from losstrail.renderers._figure import save_still
@@ -378,7 +384,7 @@ def render_comparison(
         with atomic_path(out) as tmp:
             save_still(figure, figure.n_frames - 1, tmp, kind)
         return Animation(out, kind, 1)
-    return write_animation(figure, range(figure.n_frames), out, fps=fps, quiet=quiet, format=kind)
+    return write_animation(figure, range(figure.n_frames), out, fps=style.fps, quiet=quiet, format=kind)
 
 
 def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models) -> None:
