@@ -216,7 +216,7 @@ def check_settings(run_dir: Path, settings: dict) -> None:
         check_resolution(tuple(resolution) if isinstance(resolution, list) else resolution)
     except ValueError as err:
         raise ValueError(f"{where} has {err}; {fix}") from None
-    for key in ("subset", "bn_batches", "seed", "n_params"):
+    for key in ("subset", "bn_batches", "seed", "n_params", "plane_seed", "subset_seed"):
         value = settings.get(key)
         if value is not None and (not _is_int(value) or value < 0 or value > 2**62):
             raise ValueError(f"{where} has {key}={value!r}, not a count; {fix}")

@@ -361,7 +361,7 @@ class PlaneSpec(_Spec):
 
     def key(self) -> dict:
         """What ``run.json`` keeps of the plane, under the names it has always had."""
-        return {"reduction_method": self.method, "seed": self.seed, **self.options}
+        return {"reduction_method": self.method, "plane_seed": self.seed, **self.options}
 
     def made(self, settings: Mapping) -> bool:
         """Whether the plane saved with ``settings`` (a ``run.json``) was made by this spec.
@@ -369,7 +369,8 @@ class PlaneSpec(_Spec):
         Custom directions are the caller's vectors, not compared: never taken as made. A setting
         a run saved before it was recorded (missing) is taken as different.
         """
-        return self.method != "custom" and all(settings.get(k) == v for k, v in self.key().items())
+        saved = {"plane_seed": settings.get("seed"), **settings}  # runs saved before had one seed for all
+        return self.method != "custom" and all(saved.get(k) == v for k, v in self.key().items())
 
 
 @dataclass(frozen=True)
@@ -433,7 +434,7 @@ class GridSpec(_Spec):
             "yrange": None if self.yrange is None else [float(v) for v in self.yrange],
             "subset": self.subset,
             "bn_batches": self.bn_batches,
-            "seed": self.seed,
+            "subset_seed": self.subset_seed,
             "grid": self.grid,
             **({"tol": self.tol} if self.grid == "adaptive" else {}),
         }
@@ -443,8 +444,10 @@ class GridSpec(_Spec):
 
         A full grid is as good as any adaptive one; runs saved before adaptive grids existed were full.
         """
-        saved = {"grid": "full", **settings}
+        saved = {"grid": "full", "subset_seed": settings.get("seed") or 0, **settings}
         wanted = self.key()
         if saved["grid"] == "full":
             wanted = {k: v for k, v in wanted.items() if k not in ("grid", "tol")}
+        if self.subset is None:  # every example: the seed that would draw a subset does not matter
+            wanted.pop("subset_seed")
         return all(saved.get(k) == v for k, v in wanted.items())

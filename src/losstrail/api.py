@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -412,8 +413,8 @@ def _train(job: _Job, model, datamodule, incoming: Path, accelerator: str):
 
 
 def _load_saved(job: _Job, run_dir: Path, model, grid: GridSpec):
-    """``(settings, trajectory, plane, surface)`` of the run saved in ``run_dir``; the plane and surface only
-    when they were made by the job's plane and grid specs (else None: they are made again)."""
+    """``(settings, trajectory, plane, surface)`` of the run saved in ``run_dir``; the plane only when the job's
+    plane spec made it, the surface only when its grid spec did too (else None: they are made again)."""
     from losstrail._checks import check_settings
     from losstrail._rundir import require_finished
     from losstrail.artifacts import load_run_value, load_weights
@@ -426,11 +427,11 @@ def _load_saved(job: _Job, run_dir: Path, model, grid: GridSpec):
     load_weights(run_dir / job.model_filename, model)
     trajectory = load_run_value(run_dir, Trajectory)
     plane = surface = None
-    if job.plane.made(settings) and grid.made(settings):
-        try:
-            plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-        except FileNotFoundError:
-            plane = surface = None
+    with contextlib.suppress(FileNotFoundError):  # a run whose grid was never computed
+        if job.plane.made(settings):
+            plane = load_run_value(run_dir, Plane)
+            if grid.made(settings):  # on that plane only: a new plane needs a new surface
+                surface = load_run_value(run_dir, Surface)
     if plane is not None:
         check_together(run_dir, trajectory, plane, surface, settings)
     return settings, trajectory, plane, surface
