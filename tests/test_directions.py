@@ -17,7 +17,7 @@ def _path(rng, t=40, p=30):
 
 def test_gram_pca_equals_svd_of_the_full_matrix(rng, monkeypatch):
     params = _path(rng).astype(np.float32)
-    monkeypatch.setattr("losstrail.directions._COL_BLOCK", 7)  # stream the Gram matrix in several blocks
+    monkeypatch.setattr("losstrail._pca._COL_BLOCK", 7)  # stream the Gram matrix in several blocks
     plane = make_plane(_trajectory(params), "pca")
     centred = params.astype(np.float64) - params.astype(np.float64).mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
@@ -248,7 +248,7 @@ def _settling(rng, t, p):
 @pytest.mark.parametrize("make_path", [_random_walk, _settling])
 def test_long_paths_are_sketched_and_agree_with_the_svd(rng, monkeypatch, tmp_path, make_path):
     """Past the exact method's budget, the randomized range finder matches an SVD of the whole path."""
-    import losstrail.directions as directions
+    import losstrail._pca as pca
 
     t, p = 400, 3000
     params = make_path(rng, t, p).astype(np.float32)
@@ -256,9 +256,9 @@ def test_long_paths_are_sketched_and_agree_with_the_svd(rng, monkeypatch, tmp_pa
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     on_disk = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=(t, p))
     on_disk[:] = params
-    monkeypatch.setattr(directions, "_EXACT_WORK", 0)  # this path now counts as long
-    monkeypatch.setattr(directions, "_SKETCH_BLOCK_BYTES", 50 * p * 4)  # and is read 50 rows at a time
-    monkeypatch.setattr(directions, "_centred_gram", lambda *a: (_ for _ in ()).throw(AssertionError("formed")))
+    monkeypatch.setattr(pca, "_EXACT_WORK", 0)  # this path now counts as long
+    monkeypatch.setattr(pca, "_SKETCH_BLOCK_BYTES", 50 * p * 4)  # and is read 50 rows at a time
+    monkeypatch.setattr(pca, "centred_gram", lambda *a: (_ for _ in ()).throw(AssertionError("formed")))
     sketched = make_plane(_trajectory(on_disk), "pca")
     for mine, ref in ((sketched.u, vt[0]), (sketched.v, vt[1])):
         assert abs(float(mine @ ref)) == pytest.approx(1.0, abs=1e-4)

@@ -97,7 +97,7 @@ def test_a_path_larger_than_the_memory_limit_is_kept_on_disk(tmp_path, tiny_mode
     ).trajectory
     assert isinstance(on_disk.params, np.memmap) and (tmp_path / "params.bin").stat().st_size == 13 * 27 * 4
     np.testing.assert_array_equal(np.asarray(on_disk.params), in_memory.params)
-    monkey_blocks = __import__("losstrail.directions", fromlist=["x"])
+    monkey_blocks = __import__("losstrail._pca", fromlist=["x"])
     monkey_blocks._COL_BLOCK, old = 5, monkey_blocks._COL_BLOCK  # stream the Gram matrix in many column blocks
     try:
         a, b = make_plane(in_memory, "pca"), make_plane(on_disk, "pca")

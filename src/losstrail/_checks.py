@@ -10,6 +10,8 @@ import math
 import os
 from pathlib import Path
 
+from losstrail._registry import FORMATS, quoted
+
 # The figure: pixels per side, dots per inch.
 MIN_SIDE, MAX_SIDE = 160, 16384
 MIN_DPI, MAX_DPI = 20, 1200
@@ -240,3 +242,21 @@ def check_settings(run_dir: Path, settings: dict) -> None:
             bound = _RECIPE_INT_BOUNDS.get(key)
             if bound is not None and value is not None and (not _is_int(value) or not 1 <= value <= bound):
                 raise ValueError(f"{where} has {kind} {key}={value!r}, outside 1..{bound}; {fix}")
+
+
+def output_format(out: str | os.PathLike, format: str | None = None, *, allowed=FORMATS) -> str:
+    """The format of ``out``: ``format`` if given, else its extension; checked against the known ones.
+
+    >>> output_format("runs/sample.GIF")
+    'gif'
+    >>> output_format("movie.avi")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: output 'movie.avi' has format 'avi', which is not supported; expected one of 'gif', 'mp4', ...
+    """
+    chosen = (format or Path(out).suffix.lstrip(".")).lower()
+    if chosen not in allowed:
+        raise ValueError(
+            f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(allowed)}"
+        )
+    return chosen

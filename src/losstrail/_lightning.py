@@ -12,7 +12,9 @@ import lightning.pytorch as pl
 import torch
 
 from losstrail._loss import LossRule, correct_count, is_classification
-from losstrail.record import DTYPES, Trajectory, _as_float, _Points, recorded_layout
+from losstrail._points import Points, as_float
+from losstrail.record import recorded_layout
+from losstrail.trajectory import DTYPES, Trajectory
 
 __all__ = ["TrajectoryRecorder"]
 
@@ -49,7 +51,7 @@ class TrajectoryRecorder(pl.Callback):
         self.every_n_steps = every_n_steps
         self.params = params
         self._storage = (storage, str(dtype), memory_limit)
-        self._points = _Points(*self._storage)
+        self._points = Points(*self._storage)
         self._trajectory: Trajectory | None = None
         self._pending = False
         self._last_output: torch.Tensor | None = None
@@ -64,7 +66,7 @@ class TrajectoryRecorder(pl.Callback):
         return self._trajectory
 
     def on_train_start(self, trainer, pl_module):
-        self._points = _Points(*self._storage)
+        self._points = Points(*self._storage)
         self._points.layout = recorded_layout(self._watched(pl_module), self.params)
         self._trajectory = None
         self._hook = pl_module.register_forward_hook(self._keep_output)
@@ -92,12 +94,12 @@ class TrajectoryRecorder(pl.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         accuracy = math.nan
         if isinstance(outputs, dict) and ("accuracy" in outputs or "acc" in outputs):
-            accuracy = _as_float(outputs.get("accuracy", outputs.get("acc")))
+            accuracy = as_float(outputs.get("accuracy", outputs.get("acc")))
         elif self._last_output is not None and _is_labelled(batch):
             out, y = self._last_output.detach(), batch[1]
             if is_classification(out, y):
                 accuracy = float(correct_count(out, y)) / len(y)
-        self._points.measure(_as_float(loss) if loss is not None else math.nan, accuracy)
+        self._points.measure(as_float(loss) if loss is not None else math.nan, accuracy)
         self._last_output = None
 
     def on_train_end(self, trainer, pl_module):
@@ -138,4 +140,4 @@ def final_measure(model: torch.nn.Module, batch, rule: LossRule | None = None) -
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(saved[name])
-    return _as_float(loss), _as_float(metrics.get("accuracy", math.nan))
+    return as_float(loss), as_float(metrics.get("accuracy", math.nan))

@@ -19,6 +19,7 @@ GRIDS = ("full", "adaptive")
 FORMATS = ("gif", "mp4", "html", "png", "pdf", "svg")
 ANIMATED_FORMATS = ("gif", "mp4")
 STILL_FORMATS = ("png", "pdf", "svg")
+VIEWS = ("2d", "3d")
 
 
 def quoted(names: Iterable[str]) -> str:

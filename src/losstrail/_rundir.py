@@ -10,7 +10,8 @@
   ``run.json`` and says it holds no finished run.
 - ``run.json`` lists every file of the run with its SHA-256; a reader checks each file it
   loads against it, so a file of another run, or one changed or damaged since, is named,
-  never drawn.
+  never drawn. It is written and read here (``write_settings``, ``read_record``); the versions
+  it records come from the installed packages' metadata, so neither needs torch imported.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-from losstrail._files import pid_alive
+from losstrail._files import atomic_path, pid_alive
 
 LOCK_FILE = ".losstrail.lock"
 STAGING_PREFIX = ".incoming-"
 SETTINGS_FILE = "run.json"
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: before run.json listed the run's files
 # Every file a run may hold besides its weights (whose name run.json records).
 RUN_FILES = ("trajectory.npz", "params.bin", "plane.npz", "surface.npz", "path.npz", "decision.npz")
 
@@ -149,8 +152,6 @@ def commit(run_dir: Path, folder: Path, settings: dict, keep=()) -> None:
     ``run.json``, with every file's digest, is the last file written; from removing the old
     one until then the directory holds no finished run.
     """
-    from losstrail.artifacts import read_record, write_settings
-
     files = {name: digest(run_dir / name) for name in keep}
     new = sorted(p.name for p in folder.iterdir())
     files.update({name: digest(folder / name) for name in new})
@@ -174,8 +175,6 @@ def update(run_dir: Path, settings: dict, written: dict[str, Path]) -> None:
 
     The new ``run.json`` is written beside them first and moved in last, after them.
     """
-    from losstrail.artifacts import read_record, write_settings
-
     record = read_record(run_dir)
     files = record.get("files")
     if not isinstance(files, dict):  # format 1: list the run's files now
@@ -228,8 +227,6 @@ def check_file(run_dir: Path, name: str, files: dict) -> None:
 
 def require_finished(run_dir: Path, argument: str = "run_dir") -> dict:
     """The ``run.json`` record of the finished run in ``run_dir``, or an error saying why there is none."""
-    from losstrail.artifacts import read_record
-
     record = read_record(run_dir, missing_ok=True)
     if record is not None:
         return record
@@ -269,3 +266,78 @@ def check_together(run_dir, trajectory, plane, surface, settings) -> None:
                 f"{str(run_dir / 'run.json')!r} says resolution {nx}x{ny}: {fix} "
                 f"(or `losstrail surface {run_dir} --force`)"
             )
+
+
+def write_settings(run_dir: str | os.PathLike, settings: dict, files: dict | None = None) -> Path:
+    """Write ``settings`` with the versions that made the run to ``run_dir/run.json``.
+
+    ``files`` maps each other file of the run to its digest (``'sha256:...'``); readers check them.
+    """
+    record = {
+        "format_version": FORMAT_VERSION,
+        "versions": {name: _version(name) for name in ("losstrail", "torch", "lightning", "numpy")},
+        "settings": settings,
+        **({"files": dict(sorted(files.items()))} if files is not None else {}),
+    }
+    path = Path(run_dir) / SETTINGS_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
+
+
+def read_settings(run_dir: str | os.PathLike) -> dict:
+    """The settings saved in ``run_dir/run.json`` (empty if there is none)."""
+    record = read_record(run_dir, missing_ok=True)
+    return {} if record is None else record["settings"]
+
+
+def read_record(run_dir: str | os.PathLike, *, missing_ok: bool = False, damaged_ok: bool = False) -> dict | None:
+    """The whole ``run_dir/run.json`` record (format, versions, settings, files), checked for its shape.
+
+    Raises ValueError naming the file when it is not JSON, not an object, or of another format;
+    returns None for a missing file when ``missing_ok`` (and for a damaged one when ``damaged_ok``).
+    """
+    path = Path(run_dir) / SETTINGS_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise FileNotFoundError(f"{str(path)!r} does not exist; {str(run_dir)!r} holds no finished run") from None
+    except (OSError, UnicodeDecodeError) as err:
+        if damaged_ok:
+            return None
+        raise ValueError(f"{str(path)!r} cannot be read ({err}); run the job again to rewrite it") from None
+    fix = "it is damaged; run the job again to rewrite it"
+    try:
+        record = json.loads(text)
+    except ValueError as err:
+        if damaged_ok:
+            return None
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        if damaged_ok:
+            return None
+        raise ValueError(f"{str(path)!r} is not a losstrail run record (an object with 'settings'); {fix}")
+    if record.get("format_version") not in READABLE_FORMATS:
+        if damaged_ok:
+            return None
+        raise ValueError(
+            f"{path} has format_version={record.get('format_version')!r}; this losstrail reads "
+            f"{' and '.join(map(str, READABLE_FORMATS))}. Re-run the job to rewrite it"
+        )
+    return record
+
+
+def _version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, read without importing it (None when it is not installed)."""
+    from importlib import metadata
+
+    if distribution == "losstrail":
+        from losstrail import __version__
+
+        return __version__
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None

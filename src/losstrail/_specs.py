@@ -23,11 +23,10 @@ from losstrail._checks import (
     check_resolution,
     check_size,
 )
-from losstrail._registry import DIRECTIONS, FORMATS, GRIDS, check_choice, quoted, stated_optimizer
+from losstrail._registry import DIRECTIONS, FORMATS, GRIDS, VIEWS, check_choice, quoted, stated_optimizer
 
 __all__ = ["GridSpec", "PlaneSpec", "Style", "TrainSpec"]
 
-VIEWS = ("2d", "3d")
 LAYOUTS = ("overlay", "grid")
 TIMELINES = ("auto", "step", "fraction")
 

@@ -8,44 +8,19 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from losstrail._checks import output_format
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import quoted
 from losstrail._rundir import check_together, staging, writer_lock
 from losstrail._specs import GridSpec, PlaneSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
+from losstrail.redraw import render
+from losstrail.results import AnimationData, animation_data
 
 __all__ = ["AnimationData", "loss_landscape_anim", "render"]
 
 # Below this share of the path's variance, a picture warns that the plane misses most of the path.
 CAPTURED_WARNING = 0.5
-
-
-class AnimationData(tuple):
-    """``(optim_path, loss_steps, accu_steps)``, as the reference returned, plus the faithfulness figures.
-
-    Unpacks as the reference's triple; the extra attributes are ``steps``, ``xy`` (T, 2)
-    plane coordinates, ``off_plane`` (T,), ``true_loss`` and ``slice_loss`` (T,; NaN past a
-    divergence), ``captured`` (fraction of the path's variance in the plane) and ``plane``.
-    """
-
-    def __new__(cls, optim_path, loss_steps, accu_steps, **extras):
-        data = super().__new__(cls, (optim_path, loss_steps, accu_steps))
-        data.animation = None
-        for name, value in extras.items():
-            setattr(data, name, value)
-        return data
-
-    def _repr_html_(self) -> str | None:
-        return self.animation._repr_html_() if self.animation is not None else None
-
-    def __repr__(self) -> str:
-        """One line, never the parameter vectors (unpack it, or read its attributes, for those)."""
-        optim_path, loss_steps, _ = self
-        size = f" of P={len(optim_path[0])} parameters" if len(optim_path) else ""
-        loss = f", last loss {loss_steps[-1]:.4g}" if len(loss_steps) else ""
-        captured = getattr(self, "captured", None)
-        held = f", the plane holds {captured:.1%} of the path" if captured is not None else ""
-        return f"AnimationData({len(optim_path)} points{size}{loss}{held})"
 
 
 def _accelerator(gpus) -> str:
@@ -65,19 +40,6 @@ def _title(model, optimizer, datamodule) -> str:
     opt = opt if isinstance(opt, str) else getattr(opt, "__name__", "custom optimizer")
     lr_text = f" (lr {lr:g})" if isinstance(lr, (int, float)) else ""
     return f"{type(model).__name__} trained with {opt}{lr_text} on {data}"
-
-
-def _saved_projection(run_dir: Path, plane, trajectory):
-    """The path saved with ``plane`` in ``run_dir``, if it is there and matches ``trajectory``."""
-    from losstrail.artifacts import load_run_value
-    from losstrail.projection import Projection
-
-    try:
-        projection = load_run_value(run_dir, Projection, plane=plane)
-    except FileNotFoundError:
-        return None
-    same = len(projection) == len(trajectory) and (projection.step == trajectory.step).all()
-    return projection if same else None
 
 
 def loss_landscape_anim(
@@ -240,8 +202,6 @@ def _checked_style(style: dict, giffps, n_frames, output, decision) -> Style:
             f"loss_landscape_anim() got unexpected keyword argument(s) {quoted(taken)}; "
             "frames per second are giffps= and the most frames n_frames="
         )
-    from losstrail.renderers import output_format
-
     look = Style.of({**style, "fps": giffps, "max_frames": n_frames}, _STYLE_NAMES, where="loss_landscape_anim")
     kind = output_format(output, look.format) if output is not None else (look.format or "gif")
     look.check_for("run", kind, _STYLE_NAMES)
@@ -305,7 +265,7 @@ class _Job:
 def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
     """Train (or load), choose the plane, project the path, evaluate the grid, save, draw: the pipeline in order."""
     from losstrail._batching import take_subset
-    from losstrail.artifacts import save_run_value
+    from losstrail.artifacts import save_run_value, saved_projection
     from losstrail.directions import make_plane
 
     model, datamodule = _model_and_data(job)
@@ -324,7 +284,7 @@ def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
             trajectory, plane_spec.method, directions=job.custom_directions, seed=plane_spec.seed, model=model,
             data=grid_data, device=device, quiet=job.quiet, **plane_spec.options, **loss,
         )  # fmt: skip
-    projection = _saved_projection(run_dir, plane, trajectory) if surface is not None else None
+    projection = saved_projection(run_dir, plane, trajectory) if surface is not None else None
     if projection is None or (job.faithfulness and not projection.measured):
         measure = {"model": model, "data": grid_data, "bn_batches": grid.bn_batches, "device": device, **loss}
         projection = _project(plane, trajectory, measure if job.faithfulness else {})
@@ -340,7 +300,7 @@ def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
     _commit(job, run_dir, incoming, old_settings, settings)
     animation = _output(projection, surface, job, run_dir, title, maps)
     if job.return_data:
-        data = _animation_data(recorded, projection)
+        data = animation_data(recorded, projection)
         data.animation = animation
         return data
     return animation
@@ -418,9 +378,9 @@ def _load_saved(job: _Job, run_dir: Path, model, grid: GridSpec):
     from losstrail._checks import check_settings
     from losstrail._rundir import require_finished
     from losstrail.artifacts import load_run_value, load_weights
-    from losstrail.directions import Plane
-    from losstrail.record import Trajectory
-    from losstrail.surface import Surface
+    from losstrail.landscape import Surface
+    from losstrail.plane import Plane
+    from losstrail.trajectory import Trajectory
 
     settings = require_finished(run_dir, "model_dirpath")["settings"]
     check_settings(run_dir, settings)
@@ -534,30 +494,6 @@ def _decision_maps(model, data, trajectory, n_frames, run_dir):
     return maps
 
 
-def _animation_data(recorded, projection) -> AnimationData:
-    import numpy as np
-    import torch
-
-    def padded(values):  # NaN for the points past a divergence, which the plane does not hold
-        out = np.full(len(recorded), np.nan)
-        if values is not None:
-            out[: len(values)] = values
-        return out
-
-    return AnimationData(
-        [torch.from_numpy(row.copy()) for row in recorded.params],
-        recorded.loss.tolist(),
-        recorded.accuracy.tolist(),
-        steps=recorded.step.copy(),
-        xy=np.vstack([projection.xy, np.full((len(recorded) - len(projection), 2), np.nan)]),
-        off_plane=padded(projection.off_plane),
-        true_loss=padded(projection.true_loss),
-        slice_loss=padded(projection.slice_loss),
-        captured=projection.plane.captured,
-        plane=projection.plane,
-    )
-
-
 def _warn_if_unfaithful(plane) -> None:
     captured = plane.captured
     if captured is not None and captured < CAPTURED_WARNING:
@@ -585,67 +521,3 @@ def _output(projection, surface, job: _Job, run_dir: Path, title: str, decision)
         if get_ipython() is not None:
             display(animation)
     return animation
-
-
-def render(
-    run_dir: str | os.PathLike,
-    out: str | os.PathLike = "sample.gif",
-    *,
-    style: Style | None = None,
-    decision: bool | None = None,
-    quiet: bool = False,
-    **options,
-):
-    """Draw a saved run (or comparison) again, in any format, without training or evaluating anything.
-
-    Args:
-        run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``, or a
-            comparison directory written by ``compare``.
-        out: the output file; its extension picks the format (gif, mp4, html, png, pdf, svg).
-        style: a ``Style``; ``**options`` are its fields and replace its values: ``fps``,
-            ``max_frames``, ``title`` (default the one saved with the run), ``format``, ``view``,
-            ``cmap``, ``levels``, ``layout`` (a comparison's) ... A field the picture cannot
-            show, set away from its default, is an error naming it.
-        decision: the decision-regions panel; default when the run saved one (and the picture
-            is a 2-D GIF, MP4 or still).
-        quiet: no progress bar.
-
-    Returns:
-        The ``Animation`` written.
-    """
-    from losstrail._checks import check_output_file, check_settings
-    from losstrail._rundir import require_finished
-    from losstrail.artifacts import load_run_value
-    from losstrail.comparison import COMPARISON_FILE, load_comparison, render_comparison
-    from losstrail.directions import Plane
-    from losstrail.projection import project
-    from losstrail.record import Trajectory
-    from losstrail.renderers import animate, output_format
-    from losstrail.surface import DecisionMaps, Surface
-
-    style = (style or Style()).updated(options, where="render")
-    kind = output_format(out, style.format)
-    if not Path(run_dir).is_dir():
-        raise FileNotFoundError(
-            f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
-        )
-    comparing = (Path(run_dir) / COMPARISON_FILE).is_file()
-    style.check_for("comparison" if comparing else "run", kind)
-    check_output_file("out", out)
-    if comparing:
-        return render_comparison(load_comparison(run_dir), out, style=style, quiet=quiet)
-    settings = require_finished(Path(run_dir))["settings"]
-    check_settings(Path(run_dir), settings)
-    trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
-    plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    check_together(run_dir, trajectory, plane, surface, settings)
-    projection = _saved_projection(Path(run_dir), plane, trajectory)
-    if projection is None:
-        projection = project(plane, trajectory)
-    maps = None
-    drawn_beside = style.view == "2d" and kind != "html"  # where a decision panel can go
-    if decision or (decision is None and drawn_beside and (Path(run_dir) / "decision.npz").is_file()):
-        maps = load_run_value(run_dir, DecisionMaps)
-    if style.title is None:
-        style = style.replace(title=settings.get("title", ""))
-    return animate(projection, surface, out, style=style, decision=maps, quiet=quiet)

@@ -8,6 +8,12 @@ A run directory holds:
 - ``run.json``: the settings of the run, the versions that made it and (format 2) the
   SHA-256 of every other file of the run; written last.
 
+A comparison directory (``compare``) holds the shared ``plane.npz`` and ``surface.npz``, one
+folder per run with its ``trajectory.npz``, ``path.npz`` and ``model.pt``, and
+``comparison.json`` (the runs, their folders and every file's SHA-256), written last.
+
+Loading needs NumPy only; torch is imported only to save or load weights.
+
 Every file is written to a temporary name and moved into place, so a crash never leaves
 a half-written file; arrays load with ``allow_pickle=False``; nothing is unpickled. A file
 that ``run.json`` lists is checked against its digest when loaded (see ``_rundir``).
@@ -25,17 +31,25 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._files import atomic_path
-from losstrail._rundir import check_file
-from losstrail.directions import Plane
+from losstrail._rundir import check_file, is_plain_name, read_record, read_settings, write_settings
+from losstrail.landscape import DecisionMaps, Surface
+from losstrail.plane import Plane
 from losstrail.projection import Projection
-from losstrail.record import PARAMS_FILE, Trajectory
-from losstrail.surface import DecisionMaps, Surface
+from losstrail.results import Comparison
+from losstrail.trajectory import PARAMS_FILE, Trajectory
 
-__all__ = ["load_run_value", "read_record", "read_settings", "save_run_value", "write_settings"]
+__all__ = [
+    "load_comparison",
+    "load_run_value",
+    "read_record",
+    "read_settings",
+    "save_run_value",
+    "saved_projection",
+    "write_settings",
+]
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)  # 1: before run.json listed the run's files
-SETTINGS_FILE = "run.json"
+COMPARISON_FILE = "comparison.json"  # a comparison directory's record, written last by ``compare``
+
 VALUE_FILES = {
     Trajectory: "trajectory.npz",
     Plane: "plane.npz",
@@ -157,75 +171,41 @@ def _listing(run_dir) -> str:
     return ", ".join(names) if names else "nothing"
 
 
-def write_settings(run_dir: str | os.PathLike, settings: dict, files: dict | None = None) -> Path:
-    """Write ``settings`` with the versions that made the run to ``run_dir/run.json``.
-
-    ``files`` maps each other file of the run to its digest (``'sha256:...'``); readers check them.
-    """
-    import lightning
-    import torch
-
-    from losstrail import __version__
-
-    record = {
-        "format_version": FORMAT_VERSION,
-        "versions": {
-            "losstrail": __version__,
-            "torch": torch.__version__,
-            "lightning": lightning.__version__,
-            "numpy": np.__version__,
-        },
-        "settings": settings,
-        **({"files": dict(sorted(files.items()))} if files is not None else {}),
-    }
-    path = Path(run_dir) / SETTINGS_FILE
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return path
-
-
-def read_settings(run_dir: str | os.PathLike) -> dict:
-    """The settings saved in ``run_dir/run.json`` (empty if there is none)."""
-    record = read_record(run_dir, missing_ok=True)
-    return {} if record is None else record["settings"]
-
-
-def read_record(run_dir: str | os.PathLike, *, missing_ok: bool = False, damaged_ok: bool = False) -> dict | None:
-    """The whole ``run_dir/run.json`` record (format, versions, settings, files), checked for its shape.
-
-    Raises ValueError naming the file when it is not JSON, not an object, or of another format;
-    returns None for a missing file when ``missing_ok`` (and for a damaged one when ``damaged_ok``).
-    """
-    path = Path(run_dir) / SETTINGS_FILE
+def saved_projection(run_dir: str | os.PathLike, plane: Plane, trajectory: Trajectory) -> Projection | None:
+    """The path saved with ``plane`` in ``run_dir``, if it is there and matches ``trajectory``."""
     try:
-        text = path.read_text()
+        projection = load_run_value(run_dir, Projection, plane=plane)
     except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise FileNotFoundError(f"{str(path)!r} does not exist; {str(run_dir)!r} holds no finished run") from None
-    except (OSError, UnicodeDecodeError) as err:
-        if damaged_ok:
-            return None
-        raise ValueError(f"{str(path)!r} cannot be read ({err}); run the job again to rewrite it") from None
-    fix = "it is damaged; run the job again to rewrite it"
+        return None
+    same = len(projection) == len(trajectory) and (projection.step == trajectory.step).all()
+    return projection if same else None
+
+
+def load_comparison(run_dir: str | os.PathLike) -> Comparison:
+    """Read a comparison directory written by ``compare``; recomputes nothing."""
+    run_dir = Path(run_dir)
+    path = run_dir / COMPARISON_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} has no {COMPARISON_FILE}; pass a directory written by compare")
     try:
-        record = json.loads(text)
-    except ValueError as err:
-        if damaged_ok:
-            return None
-        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); {fix}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
-        if damaged_ok:
-            return None
-        raise ValueError(f"{str(path)!r} is not a losstrail run record (an object with 'settings'); {fix}")
-    if record.get("format_version") not in READABLE_FORMATS:
-        if damaged_ok:
-            return None
+        record = json.loads(path.read_text())
+        runs = record["runs"]
+        folders = [r["folder"] for r in runs]
+        names = tuple(str(r["name"]) for r in runs)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(path)!r} is damaged ({err!r}); run compare again to rewrite it") from None
+    if len(set(folders)) != len(folders) or not all(is_plain_name(f) for f in folders):
         raise ValueError(
-            f"{path} has format_version={record.get('format_version')!r}; this losstrail reads "
-            f"{' and '.join(map(str, READABLE_FORMATS))}. Re-run the job to rewrite it"
+            f"{str(path)!r} gives runs {', '.join(map(repr, folders))} folders that are repeated or leave the "
+            "directory, so their files cannot be told apart; run compare again to rewrite it"
         )
-    return record
+    files = record.get("files")
+    if isinstance(files, dict):  # format 2: every file checked against its digest
+        for name in ("plane.npz", "surface.npz", *(f"{f}/path.npz" for f in folders)):
+            check_file(run_dir, name, files)
+    plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
+    projections = tuple(load_run_value(run_dir / f, Projection, plane=plane) for f in folders)
+    return Comparison(names, projections, tuple(record["captured"]), plane, surface)
 
 
 def save_weights(path: str | os.PathLike, model) -> Path:

@@ -408,7 +408,7 @@ def render(
 ):
     """Draw a saved run again, in any format, without training or evaluating anything."""
     with _user_errors():
-        from losstrail.api import render as render_run
+        from losstrail.redraw import render as render_run
 
         render_run(run_dir, out, style=style, quiet=quiet)
     typer.echo(f"wrote {out}")

@@ -7,49 +7,24 @@ import copy
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from losstrail._checks import check_output_file
+from losstrail._checks import check_output_file, output_format
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import check_choice, quoted, stated_optimizer
-from losstrail._rundir import check_file, digest, writer_lock
+from losstrail._rundir import digest, writer_lock
 from losstrail._specs import GridSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
-from losstrail.directions import Plane
-from losstrail.projection import Projection
-from losstrail.record import Trajectory
-from losstrail.surface import Surface
+from losstrail.artifacts import COMPARISON_FILE, load_comparison
+from losstrail.redraw import COMPARISON_NAMES, render_comparison
+from losstrail.results import Comparison, animation_data
+from losstrail.trajectory import Trajectory
 
-__all__ = ["Comparison", "compare", "render_comparison"]
+__all__ = ["Comparison", "compare", "load_comparison", "render_comparison"]
 
 COMPARE_DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "custom")
-COMPARISON_FILE = "comparison.json"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Runs that share a plane and a surface."""
-
-    names: tuple[str, ...]
-    projections: tuple[Projection, ...]  # one per run, all in ``plane``
-    captured: tuple[float, ...]  # each run's share of its own path variance in the plane
-    plane: Plane
-    surface: Surface
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __repr__(self) -> str:
-        """One line: the runs, the plane and the grid, never the arrays."""
-        held = ", ".join(f"{n!r} {c:.0%}" for n, c in zip(self.names, self.captured))
-        ny, nx = self.surface.loss.shape
-        return (
-            f"Comparison({len(self)} runs on one {self.plane.method!r} plane of P={len(self.plane.origin)} "
-            f"parameters, {nx}x{ny} grid; share of each path in the plane: {held})"
-        )
 
 
 def _settings_list(runs, optimizers, learning_rates, batch_sizes) -> list[dict]:
@@ -201,25 +176,17 @@ def compare(
             if out is not None:
                 render_comparison(comparison, out, style=look, quiet=quiet)
     if return_data:
-        from losstrail.api import _animation_data
-
-        return {n: _animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
+        return {n: animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
     return comparison
-
-
-# The names compare gives the Style fields it takes as arguments of its own.
-_STYLE_NAMES = {"max_frames": "n_frames"}
 
 
 def _checked_style(style: dict, own: dict, out) -> Style:
     """The comparison's ``Style``: its own look arguments and ``**style``, checked for the picture it draws."""
-    from losstrail.renderers import output_format
-
     if "max_frames" in style:
         raise TypeError("compare() got an unexpected keyword argument 'max_frames'; the most frames are n_frames=")
-    look = Style.of({**style, **own}, _STYLE_NAMES, where="compare")
+    look = Style.of({**style, **own}, COMPARISON_NAMES, where="compare")
     if out is not None:
-        look.check_for("comparison", output_format(out, look.format), _STYLE_NAMES)
+        look.check_for("comparison", output_format(out, look.format), COMPARISON_NAMES)
     return look
 
 
@@ -306,10 +273,6 @@ def _finite(name: str, trajectory: Trajectory) -> Trajectory:
     return finite
 
 
-def _title(names) -> str:
-    return "Comparing " + ", ".join(names)
-
-
 def _shared_view(names, models, trajectories, data, method, centre, directions, grid: GridSpec, faithfulness, quiet,
                  loss):  # fmt: skip
     """The shared plane (joint over all paths), each run's projection and the one surface."""
@@ -340,51 +303,6 @@ def _shared_view(names, models, trajectories, data, method, centre, directions, 
     xs, ys = plane_grid(plane, np.concatenate([p.xy for p in projections]), grid.resolution)
     surface = loss_surface(reference, data, plane, xs, ys, quiet=quiet, **loss)
     return Comparison(tuple(names), projections, captured, plane, surface)
-
-
-def render_comparison(
-    comparison: Comparison,
-    out: str | os.PathLike = "compare.gif",
-    *,
-    style: Style | None = None,
-    quiet: bool = False,
-    **options,
-):
-    """Animate every run of ``comparison`` in step on the shared surface and write ``out`` (gif, mp4, html, still).
-
-    ``style`` (or its fields as ``**options``; ``n_frames`` is ``max_frames``) sets the look:
-    ``layout``, ``timeline``, ``fps``, ``max_frames``, ``title`` (default "Comparing ..."),
-    ``format``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``, and ``view='3d'`` for
-    an HTML page. A field a comparison's picture cannot show is an error naming it.
-    """
-    from losstrail.renderers import STILL_FORMATS, Animation, output_format, write_animation
-    from losstrail.renderers.compare import CompareFigure
-
-    if "n_frames" in options:
-        options["max_frames"] = options.pop("n_frames")
-    style = (style or Style()).updated(options, _STYLE_NAMES, where="render_comparison")
-    kind = output_format(out, style.format)
-    style.check_for("comparison", kind, _STYLE_NAMES)
-    style = style if style.title is not None else style.replace(title=_title(comparison.names))
-    runs = list(zip(comparison.names, comparison.projections))
-    if kind == "html":
-        from losstrail.renderers.html import write_html
-
-        path = write_html(runs, comparison.surface, out, style=style, captured=comparison.captured)
-        return Animation(path, kind, style.max_frames)
-    figure = CompareFigure(
-        runs, comparison.surface, title=style.title, layout=style.layout, timeline=style.timeline,
-        max_frames=style.max_frames, size=style.size, dpi=style.dpi, cmap=style.cmap, levels=style.levels,
-        log_scale=style.log_scale, captured=comparison.captured,
-    )  # fmt: skip
-    if kind in STILL_FORMATS:
-        from losstrail._files import atomic_path
-        from losstrail.renderers._figure import save_still
-
-        with atomic_path(out) as tmp:
-            save_still(figure, figure.n_frames - 1, tmp, kind)
-        return Animation(out, kind, 1)
-    return write_animation(figure, range(figure.n_frames), out, fps=style.fps, quiet=quiet, format=kind)
 
 
 def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models) -> None:
@@ -433,36 +351,3 @@ def _folders(names) -> list[str]:
         seen.add(folder.lower())
         folders.append(folder)
     return folders
-
-
-def load_comparison(run_dir: str | os.PathLike) -> Comparison:
-    """Read a comparison directory written by ``compare``; recomputes nothing."""
-    import json
-
-    from losstrail.artifacts import load_run_value
-
-    run_dir = Path(run_dir)
-    path = run_dir / COMPARISON_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} has no {COMPARISON_FILE}; pass a directory written by compare")
-    try:
-        record = json.loads(path.read_text())
-        runs = record["runs"]
-        folders = [r["folder"] for r in runs]
-        names = tuple(str(r["name"]) for r in runs)
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{str(path)!r} is damaged ({err!r}); run compare again to rewrite it") from None
-    from losstrail._rundir import is_plain_name
-
-    if len(set(folders)) != len(folders) or not all(is_plain_name(f) for f in folders):
-        raise ValueError(
-            f"{str(path)!r} gives runs {', '.join(map(repr, folders))} folders that are repeated or leave the "
-            "directory, so their files cannot be told apart; run compare again to rewrite it"
-        )
-    files = record.get("files")
-    if isinstance(files, dict):  # format 2: every file checked against its digest
-        for name in ("plane.npz", "surface.npz", *(f"{f}/path.npz" for f in folders)):
-            check_file(run_dir, name, files)
-    plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    projections = tuple(load_run_value(run_dir / f, Projection, plane=plane) for f in folders)
-    return Comparison(names, projections, tuple(record["captured"]), plane, surface)

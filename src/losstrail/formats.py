@@ -26,7 +26,7 @@ import numpy as np
 
 from losstrail._files import atomic_path
 from losstrail._registry import quoted
-from losstrail.surface import Surface
+from losstrail.landscape import Surface
 
 __all__ = ["EXPORT_FORMATS", "PATH_FORMATS", "READ_FORMATS", "export", "read_surface", "render_surface"]
 
@@ -322,7 +322,7 @@ def render_surface(
         The ``Animation`` written.
     """
     from losstrail._specs import Style
-    from losstrail.directions import Plane
+    from losstrail.plane import Plane
     from losstrail.projection import Projection
     from losstrail.renderers import animate, output_format
     from losstrail.renderers.surface3d import grid_value
@@ -440,9 +440,9 @@ class _Run:
 
 def _load_run(run_dir, want_path: bool) -> _Run:
     from losstrail.artifacts import load_run_value, read_settings
-    from losstrail.directions import Plane
+    from losstrail.plane import Plane
     from losstrail.projection import Projection, project
-    from losstrail.record import Trajectory
+    from losstrail.trajectory import Trajectory
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(
@@ -667,7 +667,7 @@ def _parameter_shapes(run_dir, settings: dict, n_params: int, model) -> list[tup
 
 def _pca_figures(trajectory, plane) -> dict[str, np.ndarray]:
     """sklearn's PCA attributes for the plane's directions over the path: the ratios, singular values, variances."""
-    from losstrail.record import release_pages, row_block
+    from losstrail._rows import release_pages, row_block
 
     params = trajectory.params
     n = len(trajectory)

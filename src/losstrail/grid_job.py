@@ -151,10 +151,11 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
     from losstrail._functional import selected_names
     from losstrail._progress import bar
     from losstrail.artifacts import load_run_value, save_run_value
-    from losstrail.directions import Plane
+    from losstrail.landscape import Surface
+    from losstrail.plane import Plane
     from losstrail.projection import project
-    from losstrail.record import Trajectory
-    from losstrail.surface import Surface, evaluate_grid, plane_grid
+    from losstrail.surface import evaluate_grid, plane_grid
+    from losstrail.trajectory import Trajectory
 
     started = _start_group_if_launched()
     rank, world = _distributed()

@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from losstrail.record import Recorder, Trajectory
+from losstrail.record import Recorder
+from losstrail.trajectory import Trajectory
 
 try:
     from transformers import TrainerCallback

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from losstrail._repr import short_repr
-from losstrail.directions import Plane
-from losstrail.record import Trajectory, release_pages, row_block
+from losstrail._rows import release_pages, row_block
+from losstrail.plane import Plane
+from losstrail.trajectory import Trajectory
 
 __all__ = ["Projection", "project"]
 

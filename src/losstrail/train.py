@@ -16,7 +16,7 @@ from losstrail._lightning import TrajectoryRecorder
 from losstrail._loss import LossRule
 from losstrail._progress import bar
 from losstrail._registry import stated_optimizer
-from losstrail.record import Trajectory
+from losstrail.trajectory import Trajectory
 
 __all__ = ["Run", "fit", "make_optimizer"]
 

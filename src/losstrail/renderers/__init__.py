@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from losstrail._checks import output_format
 from losstrail._files import atomic_path
 from losstrail._memory import reuse_freed_memory
 from losstrail._progress import track
-from losstrail._registry import ANIMATED_FORMATS, FORMATS, STILL_FORMATS, quoted
-from losstrail._specs import VIEWS as VIEWS
+from losstrail._registry import ANIMATED_FORMATS, STILL_FORMATS
 from losstrail._specs import Style
+from losstrail.landscape import Surface
 from losstrail.projection import Projection
-from losstrail.surface import Surface
 
 __all__ = ["STILL_FORMATS", "Animation", "animate", "output_format", "plot_loss_line", "write_animation"]
 
@@ -22,24 +22,6 @@ def plot_loss_line(line, out="line.png", **options) -> Path:
     from losstrail.renderers.line import plot_loss_line as plot
 
     return plot(line, out, **options)
-
-
-def output_format(out: str | os.PathLike, format: str | None = None, *, allowed=FORMATS) -> str:
-    """The format of ``out``: ``format`` if given, else its extension; checked against the known ones.
-
-    >>> output_format("runs/sample.GIF")
-    'gif'
-    >>> output_format("movie.avi")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: output 'movie.avi' has format 'avi', which is not supported; expected one of 'gif', 'mp4', ...
-    """
-    chosen = (format or Path(out).suffix.lstrip(".")).lower()
-    if chosen not in allowed:
-        raise ValueError(
-            f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(allowed)}"
-        )
-    return chosen
 
 
 class Animation:

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
+from losstrail.landscape import Surface
 from losstrail.projection import Projection
-from losstrail.surface import Surface
 
 _METHOD_AXIS = {
     "pca": "principal component",
@@ -35,12 +35,8 @@ def select_frames(n_points: int, max_frames: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_points - 1, n)).astype(np.int64))
 
 
-def axis_labels(projection: Projection) -> tuple[str, str]:
-    """Axis labels naming the method, the share of the path's variance along each axis and any curvature."""
-    return _axis_labels(projection.plane)
-
-
-def _axis_labels(plane) -> tuple[str, str]:
+def axis_labels(plane) -> tuple[str, str]:
+    """Axis labels of ``plane``: the method, the share of the path's variance along each axis, any curvature."""
     name = _METHOD_AXIS.get(plane.method, f"{plane.method} direction")
     labels = []
     for k in range(2):
@@ -104,7 +100,7 @@ def draw_contour(
     if lowest is not None:  # the window's lowest point, marked only when it is inside, never cut by the edge
         ax.plot([lowest[0]], [lowest[1]], "bx", markersize=9, mew=2, clip_on=False,
                 label=f"lowest loss in this window ({lowest[2]:.3g})")  # fmt: skip
-    xlabel, ylabel = _axis_labels(plane)
+    xlabel, ylabel = axis_labels(plane)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_xlim(surface.xs[0], surface.xs[-1])
@@ -204,7 +200,15 @@ class CanvasFigure:
     """What every animated figure shares: an Agg ``canvas`` and the static picture saved in ``_background``."""
 
     canvas = None
+    fig = None
     _background = None
+
+    def background(self):
+        """The static picture (everything but the animated artists), drawn on first use: a still never needs it."""
+        if self._background is None:
+            self.canvas.draw()
+            self._background = self.canvas.copy_from_bbox(self.fig.bbox)
+        return self._background
 
     @property
     def size(self) -> tuple[int, int]:
@@ -214,7 +218,7 @@ class CanvasFigure:
 
     def background_rgba(self) -> np.ndarray:
         """The static picture without the moving parts, (H, W, 4) uint8."""
-        self.canvas.restore_region(self._background)
+        self.canvas.restore_region(self.background())
         return np.array(self.canvas.buffer_rgba())
 
 
@@ -282,10 +286,8 @@ class PathFigure(CanvasFigure):
         # corner of the contour that the path never crosses, else in a strip below the figure.
         lines = 4 if projection.measured else 2
         marks = [[0.0, 0.0], (lowest_inside(surface) or (np.nan, np.nan))[:2]]  # the centre and the lowest point
-        at = place_readout(self.fig, ax, _Label.measure(dpi, lines), [projection.xy, *marks])
-        self._label = _Label(ax, dpi, lines=lines, at=at)
-        self.canvas.draw()
-        self._background = self.canvas.copy_from_bbox(self.fig.bbox)
+        at = place_readout(self.fig, ax, Label.measure(dpi, lines), [projection.xy, *marks])
+        self._label = Label(ax, dpi, lines=lines, at=at)
 
     def _draw_panel(self, side, path_color: str) -> None:
         """True loss and slice loss over the steps, with a cursor that follows the frame."""
@@ -347,7 +349,7 @@ class PathFigure(CanvasFigure):
         With ``copy=False`` it is a view of the canvas, valid until the next call: what a
         writer that encodes each frame at once needs, without a frame-sized copy.
         """
-        self.canvas.restore_region(self._background)
+        self.canvas.restore_region(self.background())
         self.update(k)
         for ax, artist in self._moving:
             ax.draw_artist(artist)
@@ -401,14 +403,14 @@ def place_readout(fig, ax, size: tuple[int, int], obstacles) -> tuple[int, int]:
     return int(ax.get_window_extent().x0), int(height - size[1] - 6)
 
 
-class _Label:
+class Label:
     """A few lines of read-out in a translucent box, drawn with Pillow: at ``at`` (x, y from the figure's top)
     or in a corner of an axes."""
 
     def __init__(self, ax, dpi: int, lines: int = 2, chars: int = 28, pad: int = 6, corner: str = "upper left",
                  at: tuple[int, int] | None = None):  # fmt: skip
         self.font = _font(dpi)
-        self.line_height, (width, height) = _Label._line_height(self.font), _Label.measure(dpi, lines, chars, pad)
+        self.line_height, (width, height) = Label._line_height(self.font), Label.measure(dpi, lines, chars, pad)
         box = ax.get_window_extent()  # display pixels, origin bottom left
         fig_height = ax.figure.bbox.height
         self.x0 = int(box.x0) + 8
@@ -431,7 +433,7 @@ class _Label:
         """(width, height) in pixels of a box of ``lines`` lines of ``chars`` characters."""
         font = _font(dpi)
         left, _, right, _ = font.getbbox("M" * chars)
-        return int((right - left) + 2 * pad), int(_Label._line_height(font) * lines + 2 * pad)
+        return int((right - left) + 2 * pad), int(Label._line_height(font) * lines + 2 * pad)
 
     def display_bbox(self) -> tuple[float, float, float, float]:
         """(x0, y0, x1, y1) of the box in matplotlib display pixels (origin bottom left), for checks."""
@@ -490,7 +492,7 @@ def save_still(figure, k: int, out, kind: str) -> None:
     figure.fig.savefig(out, format=kind)
 
 
-def _write_lines(fig, label: _Label, lines) -> None:
+def _write_lines(fig, label: Label, lines) -> None:
     """The read-out as real (vector) text where the animation's box is (a place no path crosses)."""
     width, height = fig.bbox.width, fig.bbox.height
     for row, (line, colour) in enumerate(lines):

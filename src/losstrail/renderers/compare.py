@@ -9,10 +9,11 @@ import numpy as np
 
 from losstrail._specs import LAYOUTS as LAYOUTS
 from losstrail._specs import TIMELINES as TIMELINES
+from losstrail.landscape import Surface
 from losstrail.projection import Projection
 from losstrail.renderers._figure import (
     CanvasFigure,
-    _Label,
+    Label,
     colour_label,
     draw_contour,
     free_corner,
@@ -22,7 +23,6 @@ from losstrail.renderers._figure import (
     place_readout,
     plain_log_ticks,
 )
-from losstrail.surface import Surface
 
 # Path colours that stand out on the blue-green-yellow contour, in run order.
 RUN_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#000000", "#e377c2", "#8c564b", "#bcbd22", "#7f7f7f")
@@ -53,12 +53,12 @@ def frame_schedule(projections: Sequence[Projection], max_frames: int, timeline:
         keys = [np.asarray(p.step, dtype=np.float64) for p in projections]
     else:
         times = np.linspace(0.0, 1.0, n_frames)
-        keys = [_fraction(p.step) for p in projections]
+        keys = [fraction_of_training(p.step) for p in projections]
     index = np.stack([np.clip(np.searchsorted(k, times + 1e-9, side="right") - 1, 0, len(k) - 1) for k in keys], 1)
     return index, times
 
 
-def _fraction(step: np.ndarray) -> np.ndarray:
+def fraction_of_training(step: np.ndarray) -> np.ndarray:
     step = np.asarray(step, dtype=np.float64)
     span = step[-1] - step[0]
     return (step - step[0]) / span if span > 0 else np.zeros_like(step)
@@ -153,9 +153,9 @@ class CompareFigure(CanvasFigure):
         marks = [[0.0, 0.0], lowest[:2]]  # the plane's centre and the lowest point, if drawn
         if layout == "overlay":
             # The live read-out: in a corner of the contour that no path crosses, else below the figure.
-            size = _Label.measure(dpi, n + 1, 46)
+            size = Label.measure(dpi, n + 1, 46)
             at = place_readout(self.fig, ax, size, [p.xy for p in self.projections] + marks)
-            self._labels = [_Label(ax, dpi, lines=n + 1, chars=46, at=at)]
+            self._labels = [Label(ax, dpi, lines=n + 1, chars=46, at=at)]
         else:
             self._labels = self._grid_labels(dpi, marks)
         self.canvas.draw()
@@ -164,7 +164,7 @@ class CompareFigure(CanvasFigure):
     def _grid_labels(self, dpi: int, marks) -> list:
         """Each panel's read-out in a corner its path never crosses; a panel without one gives up a strip at its top."""
         self.canvas.draw()  # the constrained layout places the panels
-        size = _Label.measure(dpi, 2, 32)
+        size = Label.measure(dpi, 2, 32)
         spots = [
             free_corner(ax, size, np.concatenate([p.xy, marks])) for ax, p in zip(self.main_axes, self.projections)
         ]
@@ -178,7 +178,7 @@ class CompareFigure(CanvasFigure):
                 pos = ax.get_position()
                 ax.set_position([pos.x0, pos.y0, pos.width, pos.height - (size[1] + 24) / height])
                 spot = (int(ax.get_window_extent().x0), int(height - top))
-            labels.append(_Label(ax, dpi, lines=2, chars=32, at=spot))
+            labels.append(Label(ax, dpi, lines=2, chars=32, at=spot))
         return labels
 
     def _run_title(self, k: int) -> str:
@@ -198,7 +198,7 @@ class CompareFigure(CanvasFigure):
         self._dots = []
         measured = all(p.measured for p in self.projections)
         for k, p in enumerate(self.projections):
-            x = p.step if self.by_step else _fraction(p.step)
+            x = p.step if self.by_step else fraction_of_training(p.step)
             y = p.true_loss if measured else p.loss
             side.plot(x, y, color=self.colours[k], lw=1.4, label=self.names[k])
             (dot,) = side.plot([], [], "o", color=self.colours[k], ms=5, animated=True)
@@ -265,7 +265,7 @@ class CompareFigure(CanvasFigure):
             self.points[k].set_data(p.xy[i : i + 1, 0], p.xy[i : i + 1, 1])
             if self.layout == "overlay":
                 measured = p.true_loss if p.measured else p.loss
-                x = float(p.step[i]) if self.by_step else float(_fraction(p.step)[i])
+                x = float(p.step[i]) if self.by_step else float(fraction_of_training(p.step)[i])
                 self._dots[k].set_data([x], [measured[i]])
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._specs import Style
+from losstrail.landscape import Surface
 from losstrail.projection import Projection
-from losstrail.renderers._figure import _axis_labels, faithfulness_title, grid_note
+from losstrail.renderers._figure import axis_labels, faithfulness_title, grid_note
 from losstrail.renderers.compare import RUN_COLOURS, frame_schedule
-from losstrail.surface import Surface
 
 DIV_ID = "losstrail-plot"
 # The plotly.js version of the vendored cartesian bundle (see vendor/README.md).
@@ -95,7 +95,7 @@ def write_html(
         heading = faithfulness_title(heading, projections[0], surface)
     elif grid_note(surface):
         heading += "\n" + grid_note(surface)
-    _lay_out(fig, style, heading, _axis_labels(projections[0].plane), labels, by_step)
+    _lay_out(fig, style, heading, axis_labels(projections[0].plane), labels, by_step)
     data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1, "cursors": cursors}
     data.update(fps=style.fps, view=style.view)
     _write_page(fig, out, _PLAYER.replace("__DATA__", json.dumps(data, separators=(",", ":"))), style.view)
@@ -154,9 +154,9 @@ def _add_path(fig, name: str, p: Projection, surface: Surface, style: Style, col
     return {"x": _rounded(p.xy[:, 0]), "y": _rounded(p.xy[:, 1]), "z": _rounded(h), "custom": common["customdata"]}
 
 
-def _lay_out(fig, style: Style, heading: str, axis_labels, labels, by_step: bool) -> None:
+def _lay_out(fig, style: Style, heading: str, axis_titles, labels, by_step: bool) -> None:
     """Title, axes, size, legend, the step slider and the play/pause buttons."""
-    xlabel, ylabel = axis_labels
+    xlabel, ylabel = axis_titles
     width, height = style.size if style.size is not None else (1280, 660)
     fig.update_layout(
         title={"text": heading.replace("\n", "<br>"), "x": 0.5, "font": {"size": 14}},
@@ -218,12 +218,12 @@ def _loss_panel(fig, runs, colours, by_step: bool) -> list[dict]:
     """The loss of each run over its steps, beside the contour; returns each run's moving cursor (trace, x, y)."""
     import plotly.graph_objects as go
 
-    from losstrail.renderers.compare import _fraction
+    from losstrail.renderers.compare import fraction_of_training
 
     panel = {"xaxis": "x2", "yaxis": "y2"}
     cursors = []
     for k, (name, p) in enumerate(runs):
-        x = p.step if by_step else _fraction(p.step)
+        x = p.step if by_step else fraction_of_training(p.step)
         measured = p.true_loss is not None
         y = p.true_loss if measured else p.loss
         label = name if len(runs) > 1 else ("true loss at θ" if measured else "batch loss (training)")

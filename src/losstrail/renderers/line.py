@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from losstrail._checks import output_format
 from losstrail._files import atomic_path
-from losstrail.surface import LossLine
-
-STILL_FORMATS = ("png", "pdf", "svg")
+from losstrail._registry import STILL_FORMATS
+from losstrail.landscape import LossLine
 
 
 def plot_loss_line(
@@ -30,7 +30,6 @@ def plot_loss_line(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from losstrail.renderers import output_format
     from losstrail.renderers._figure import plain_log_ticks
 
     kind = output_format(out, allowed=STILL_FORMATS)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from losstrail.landscape import Surface
 from losstrail.projection import Projection
 from losstrail.renderers._figure import CanvasFigure
-from losstrail.surface import Surface
 
 # A turning camera takes this many distinct angles over the animation; between them only the
 # path moves, so a frame is a blit (fast) and a GIF stores only the change (small).
@@ -63,7 +63,7 @@ class SurfaceFigure(CanvasFigure):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from losstrail.renderers._figure import _axis_labels, _Label, colour_label, faithfulness_title
+        from losstrail.renderers._figure import Label, axis_labels, colour_label, faithfulness_title
 
         self.projection = projection
         self.rotate, self.n_frames = rotate, max(n_frames, 1)
@@ -79,7 +79,7 @@ class SurfaceFigure(CanvasFigure):
             projection.slice_loss if projection.slice_loss is not None else grid_value(surface, projection.xy)
         )
         self.z = transform(height_along)
-        xlabel, ylabel = _axis_labels(projection.plane)
+        xlabel, ylabel = axis_labels(projection.plane)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_zlabel(colour_label(log_scale), fontsize=8)
@@ -92,11 +92,11 @@ class SurfaceFigure(CanvasFigure):
         self.main_axes = [ax]
         # The read-out goes under the title, and the 3-D axes below it.
         lines = 4 if projection.measured else 2
-        box = _Label.measure(dpi, lines)
+        box = Label.measure(dpi, lines)
         top = int(height - heading.get_window_extent(self.canvas.get_renderer()).y0) + 4
         bottom = 40 / height  # room for the axis labels below the box
         ax.set_position([0.0, bottom, 1.0, 1.0 - bottom - (top + box[1] + 6) / height])
-        self._label = _Label(ax, dpi, lines=lines, at=(8, top))
+        self._label = Label(ax, dpi, lines=lines, at=(8, top))
         self.views = max(2, min(self.n_frames, TURN_VIEWS))
         self._view = 0
         self.canvas.draw()
