@@ -198,14 +198,14 @@ def test_render_a_saved_run_to_every_format(tmp_path):
     assert result.exit_code == 0, result.output
     assert (run_dir / "decision.npz").is_file()
     for name, extra in [
-        ("v.mp4", []),
-        ("p.html", []),
-        ("s.png", ["--step", "2"]),
+        ("v.mp4", ["--frames", "3"]),
+        ("p.html", ["--frames", "3"]),
+        ("s.png", ["--step", "2"]),  # a still has one frame: --frames is not its option
         ("t.svg", ["--cmap", "viridis", "--linear", "--size", "700x500"]),
-        ("u.gif", ["--view", "3d", "--every", "2"]),
+        ("u.gif", ["--view", "3d", "--every", "2", "--frames", "3"]),
     ]:
         out = tmp_path / name
-        result = runner.invoke(app, ["render", str(run_dir), "--out", str(out), "--frames", "3", "-q", *extra])
+        result = runner.invoke(app, ["render", str(run_dir), "--out", str(out), "-q", *extra])
         assert result.exit_code == 0, (name, result.output)
         assert out.stat().st_size > 1000
     with Image.open(tmp_path / "u.gif") as im:

@@ -51,6 +51,7 @@ _EXPORTS = {
     "loss_surface": "surface",
     "path_grid": "surface",
     "animate": "renderers",
+    "Style": "_specs",
     "export": "formats",
     "read_surface": "formats",
     "render_surface": "formats",

@@ -10,7 +10,7 @@ import math
 import os
 from pathlib import Path
 
-from losstrail._registry import FORMATS, VIEWS, check_choice, quoted
+from losstrail._registry import FORMATS, quoted
 
 # The figure: pixels per side, dots per inch.
 MIN_SIDE, MAX_SIDE = 160, 16384
@@ -106,7 +106,7 @@ def check_size(size, argument: str = "size") -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def check_fps(fps, argument: str = "giffps") -> float:
+def check_fps(fps, argument: str = "fps") -> float:
     """A frame rate between 0.01 and 1000 frames per second."""
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not MIN_FPS <= fps <= MAX_FPS:
         raise ValueError(
@@ -116,67 +116,21 @@ def check_fps(fps, argument: str = "giffps") -> float:
     return float(fps)
 
 
-# Keyword arguments of ``animate`` that set the look, accepted by the one-call API and ``render``.
-STYLE_KEYS = (
-    "format", "view", "rotate", "cmap", "levels", "log_scale", "size", "dpi", "path_color", "every", "step", "title",
-)  # fmt: skip
+def check_range(argument: str, value) -> tuple[float, float]:
+    """``(low, high)`` plane coordinates, finite, low < high.
 
-
-def check_style(style: dict, *, where: str = "loss_landscape_anim") -> None:
-    """Every look option of ``animate`` checked: known keys, view, colours, size, dpi, levels, every, step, flags,
-    and the optional package the format needs. ``where`` is the function the caller called."""
-    unknown = sorted(set(style) - set(STYLE_KEYS))
-    if unknown:
-        raise TypeError(
-            f"{where}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-            f"the look is set with {', '.join(STYLE_KEYS)}"
-        )
-    _check_look(style)
-    if style.get("format") == "mp4":
-        from losstrail.renderers.mp4 import check_ffmpeg
-
-        check_ffmpeg()
-    if style.get("format") == "html":
-        from losstrail.renderers.html import check_plotly
-
-        check_plotly()
-
-
-def _check_look(style: dict) -> None:
-    if "view" in style:
-        check_choice("view", style["view"], VIEWS)
-    if "size" in style:
-        check_size(style["size"])
-    if "dpi" in style:
-        dpi = style["dpi"]
-        if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not MIN_DPI <= dpi <= MAX_DPI:
-            raise ValueError(f"dpi={dpi!r} must be between {MIN_DPI} and {MAX_DPI} dots per inch, e.g. dpi=100")
-    if "levels" in style:
-        levels = style["levels"]
-        if not _is_int(levels) or not 2 <= levels <= MAX_LEVELS:
-            raise ValueError(f"levels={levels!r} must be from 2 to {MAX_LEVELS} contour levels, e.g. levels=35")
-    for name in ("every", "step"):
-        value = style.get(name)
-        if value is not None and (not _is_int(value) or (name == "every" and value < 1)):
-            raise ValueError(f"{name}={value!r} must be a positive number of steps, e.g. {name}=5")
-    for name in ("rotate", "log_scale"):
-        if name in style and not isinstance(style[name], bool):
-            raise ValueError(f"{name}={style[name]!r} must be True or False")
-    if "title" in style and style["title"] is not None and not isinstance(style["title"], str):
-        raise ValueError(f"title={style['title']!r} must be text")
-    if style.get("cmap") is not None or style.get("path_color") is not None:
-        import matplotlib
-
-        cmap = style.get("cmap")
-        if cmap is not None and (not isinstance(cmap, str) or cmap not in matplotlib.colormaps):
-            near = sorted(n for n in matplotlib.colormaps if str(cmap).lower()[:3] in n.lower())[:5]
-            hint = f" (close: {', '.join(near)})" if near else ""
-            raise ValueError(
-                f"cmap={cmap!r} is not a matplotlib colormap{hint}; e.g. cmap='YlGnBu', 'viridis' or 'magma'"
-            )
-        colour = style.get("path_color")
-        if colour is not None and not matplotlib.colors.is_color_like(colour):
-            raise ValueError(f"path_color={colour!r} is not a colour; e.g. path_color='red' or '#ff8800'")
+    >>> check_range("xrange", [-1, 2])
+    (-1.0, 2.0)
+    """
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{argument}={value!r} must be a pair (low, high) of plane coordinates, e.g. {argument}=(-1, 2)"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"{argument}={value!r} must have a finite low < high, e.g. {argument}=(-1, 2)")
+    return low, high
 
 
 def check_centre(centre, argument: str = "centre") -> None:
@@ -264,7 +218,7 @@ def check_settings(run_dir: Path, settings: dict) -> None:
         check_resolution(tuple(resolution) if isinstance(resolution, list) else resolution)
     except ValueError as err:
         raise ValueError(f"{where} has {err}; {fix}") from None
-    for key in ("subset", "bn_batches", "seed", "n_params"):
+    for key in ("subset", "bn_batches", "seed", "n_params", "plane_seed", "subset_seed"):
         value = settings.get(key)
         if value is not None and (not _is_int(value) or value < 0 or value > 2**62):
             raise ValueError(f"{where} has {key}={value!r}, not a count; {fix}")

@@ -23,7 +23,6 @@ import numpy as np
 
 __all__ = [
     "MEASURED_POINTS",
-    "TIMELINES",
     "fraction",
     "frame_schedule",
     "frames_to_show",
@@ -34,7 +33,6 @@ __all__ = [
 
 # The most points of a path whose true and slice losses are measured (see the module's docstring).
 MEASURED_POINTS = 100
-TIMELINES = ("auto", "step", "fraction")
 
 
 def select_frames(n_points: int, max_frames: int) -> np.ndarray:

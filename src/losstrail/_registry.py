@@ -41,3 +41,12 @@ def check_choice(argument: str, value: object, names: Iterable[str]) -> str:
     if value not in names:
         raise ValueError(f"{argument}={value!r} is not known; expected one of {quoted(names)}")
     return value  # type: ignore[return-value]
+
+
+def stated_optimizer(optimizer: str, argument: str = "optimizer") -> str:
+    """The canonical name of the optimizer named ``optimizer`` (the reference's aliases resolved).
+
+    >>> stated_optimizer("sgd+momentum")
+    'momentum'
+    """
+    return check_choice(argument, OPTIMIZER_ALIASES.get(optimizer, optimizer), OPTIMIZERS)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-from losstrail._checks import check_style
+from losstrail._checks import output_format
 from losstrail._files import check_writable_dir, removed_if_failed
-from losstrail._registry import DIRECTIONS, check_choice
+from losstrail._registry import quoted
 from losstrail._rundir import check_together, staging, writer_lock
+from losstrail._specs import GridSpec, PlaneSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
 from losstrail.redraw import render
 from losstrail.results import AnimationData, animation_data
@@ -37,25 +40,6 @@ def _title(model, optimizer, datamodule) -> str:
     opt = opt if isinstance(opt, str) else getattr(opt, "__name__", "custom optimizer")
     lr_text = f" (lr {lr:g})" if isinstance(lr, (int, float)) else ""
     return f"{type(model).__name__} trained with {opt}{lr_text} on {data}"
-
-
-def _saved_plane_and_surface(run_dir: Path, settings: dict, wanted: dict):
-    """The plane and surface saved in ``run_dir`` if they were made with the ``wanted`` settings."""
-    from losstrail.artifacts import load_run_value
-    from losstrail.landscape import Surface
-    from losstrail.plane import Plane
-
-    if wanted["reduction_method"] == "custom":
-        return None, None  # the vectors themselves are not compared; recompute
-    saved = {"grid": "full", **settings}  # runs saved before adaptive grids were full
-    if saved["grid"] == "full":  # a full grid is as good as any adaptive one asked for
-        wanted = {k: v for k, v in wanted.items() if k not in ("grid", "tol")}
-    if any(saved.get(key) != value for key, value in wanted.items()):
-        return None, None
-    try:
-        return load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    except FileNotFoundError:
-        return None, None
 
 
 def loss_landscape_anim(
@@ -154,9 +138,10 @@ def loss_landscape_anim(
             before training and the grid, subset, resolution and ``tol`` that fit are picked
             (and said); an error before training if even the coarse lattice does not fit.
         quiet: no progress bars.
-        **style: the look and the format, as ``animate``: ``format``, ``view`` ('2d'/'3d'),
-            ``rotate``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``,
-            ``path_color``, ``every``, ``step``, ``title``.
+        **style: the look and the format, the fields of ``Style``: ``format``, ``view``
+            ('2d'/'3d'), ``rotate``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``,
+            ``path_color``, ``every``, ``step``, ``title`` (``giffps`` and ``n_frames`` are its
+            ``fps`` and ``max_frames``). One the picture cannot show is an error naming it.
 
     Returns:
         ``AnimationData`` when ``return_data``: unpacks as ``(optim_path, loss_steps,
@@ -166,35 +151,30 @@ def loss_landscape_anim(
         ``output_to_file=False`` the animation goes to the run directory and is displayed
         inline under IPython.
     """
-    from losstrail._checks import check_centre, check_directions
-    from losstrail._rundir import is_plain_name
-    from losstrail.renderers import check_animation_args, output_format
-    from losstrail.train import check_optimizer, check_positive_int
-
-    optimizer = check_optimizer(optimizer)
-    check_choice("reduction_method", reduction_method, DIRECTIONS)
-    check_positive_int("n_epochs", n_epochs, 300)
-    check_animation_args(giffps, n_frames)
-    _check_grid_args(resolution, xrange, yrange, grid, tol)
-    check_centre(centre)
-    if reduction_method == "custom":
-        check_directions(custom_directions)
-    if not is_plain_name(model_filename):
-        raise ValueError(
-            f"model_filename={model_filename!r} must be a plain file name inside model_dirpath, e.g. 'model.pt'"
-        )
-    if budget is not None:
-        from losstrail._plan import parse_budget
-
-        parse_budget(budget)
-    check_style(style)
-    if learning_rate is not None and not learning_rate > 0:
-        raise ValueError(f"learning_rate={learning_rate!r} must be a positive number, e.g. learning_rate=5e-3")
-    if output_to_file:
-        output_format(output_filename, style.get("format"))
-    out_dir = Path(output_filename).resolve().parent if output_to_file else None
+    train = TrainSpec.of(
+        {"n_epochs": n_epochs, "optimizer": optimizer, "learning_rate": learning_rate, "seed": seed,
+         "record_every": record_every, "params": params},
+    )  # fmt: skip
+    plane = PlaneSpec.of(
+        {"method": reduction_method, "centre": centre, "keep_biases": keep_biases, "seed": seed,
+         "negative_curvature": negative_curvature, "hessian_examples": hessian_examples},
+        {"method": "reduction_method"},
+    )  # fmt: skip
+    grid_spec = GridSpec.of(
+        {"resolution": resolution, "xrange": xrange, "yrange": yrange, "subset": subset, "bn_batches": bn_batches,
+         "grid": grid, "tol": tol, "seed": seed},
+    )  # fmt: skip
+    look = _checked_style(style, giffps, n_frames, output_filename if output_to_file else None, decision)
+    _check_job_args(reduction_method, custom_directions, model_filename, budget)
+    job = _Job(
+        train, plane, grid_spec, look, datamodule=datamodule, model=model, custom_directions=custom_directions,
+        objective=objective, loss_fn=loss_fn, budget=budget, model_filename=model_filename, load_model=load_model,
+        output=Path(output_filename) if output_to_file else None, faithfulness=faithfulness, decision=decision,
+        return_data=return_data, quiet=quiet, gpus=gpus,
+    )  # fmt: skip
+    out_dir = job.output.resolve().parent if job.output is not None else None
     with removed_if_failed(out_dir, model_dirpath), free_core_threads():  # a failed run leaves no empty folder
-        if output_to_file:
+        if job.output is not None:
             from losstrail._checks import check_output_file
 
             check_output_file("output_filename", output_filename)
@@ -209,290 +189,301 @@ def loss_landscape_anim(
         accelerator = _accelerator(gpus)
         # One writer at a time; the new run is made in a staging folder and switched in whole.
         with writer_lock(run_dir, "model_dirpath"), staging(run_dir) as incoming:
-            return _run_job(**locals())
+            return _run_job(job, run_dir, incoming, accelerator)
 
 
-def _check_grid_args(resolution, xrange, yrange, grid="full", tol=0.01) -> None:
-    import numpy as np
-
-    from losstrail._checks import check_resolution
-    from losstrail._plan import check_tol
-    from losstrail._registry import GRIDS
-
-    check_resolution(resolution)
-    check_choice("grid", grid, GRIDS)
-    if grid == "adaptive":
-        check_tol(tol)
-    from losstrail.surface import path_grid
-
-    resolution = tuple(resolution) if isinstance(resolution, list) else resolution
-    path_grid(np.zeros((2, 2)), resolution, xrange=xrange, yrange=yrange)  # raises on a bad range
+# The names loss_landscape_anim gives the Style fields it takes as arguments of its own.
+_STYLE_NAMES = {"fps": "giffps", "max_frames": "n_frames"}
 
 
-def _run_job(
-    n_epochs,
-    datamodule,
-    model,
-    optimizer,
-    reduction_method,
-    custom_directions,
-    model_dirpath,
-    model_filename,
-    gpus,
-    load_model,
-    output_to_file,
-    output_filename,
-    giffps,
-    sampling,
-    n_frames,
-    seed,
-    return_data,
-    learning_rate,
-    resolution,
-    record_every,
-    centre,
-    xrange,
-    yrange,
-    subset,
-    bn_batches,
-    keep_biases,
-    negative_curvature,
-    hessian_examples,
-    faithfulness,
-    decision,
-    params,
-    objective,
-    loss_fn,
-    grid,
-    tol,
-    budget,
-    quiet,
-    style,
-    run_dir,
-    weights,
-    accelerator,
-    incoming,
-    **_,
-):
-    import lightning.pytorch as pl
-
-    from losstrail._batching import check_first_batch, take_subset
-    from losstrail._checks import check_settings
-    from losstrail._frames import frames_to_show, measured_points
-    from losstrail._rundir import RUN_FILES, commit, require_finished
-    from losstrail.artifacts import (
-        load_run_value,
-        load_weights,
-        save_run_value,
-        save_weights,
-        saved_projection,
-    )
-    from losstrail.data import SpiralsDataModule
-    from losstrail.directions import check_custom_directions, make_plane
-    from losstrail.models import MLP
-    from losstrail.projection import project
-    from losstrail.record import Trajectory
-    from losstrail.surface import loss_surface, plane_grid
-    from losstrail.train import fit
-
-    if seed is not None:
-        pl.seed_everything(seed, workers=True, verbose=False)
-    datamodule = datamodule if datamodule is not None else SpiralsDataModule()
-    check_first_batch(datamodule, "datamodule")  # batches that are not tensors fail here, before training
-    if model is None:
-        model = MLP(
-            input_dim=datamodule.input_dim,
-            num_classes=datamodule.num_classes,
-            num_hidden_layers=1,
-            hidden_dim=50,
-            learning_rate=5e-3 if learning_rate is None else learning_rate,
-            optimizer=optimizer,
-            gpus=gpus,
+def _checked_style(style: dict, giffps, n_frames, output, decision) -> Style:
+    """The ``Style`` of ``loss_landscape_anim``'s look arguments, checked for the picture it will draw."""
+    taken = sorted(set(style) & set(_STYLE_NAMES))
+    if taken:
+        raise TypeError(
+            f"loss_landscape_anim() got unexpected keyword argument(s) {quoted(taken)}; "
+            "frames per second are giffps= and the most frames n_frames="
         )
-        model.recipe = {"name": "mlp", "hidden_dim": 50, "num_hidden_layers": 1}
-        learning_rate = None  # already the model's
-    n_params = sum(p.numel() for p in model.parameters())
-    if n_params == 0:
+    look = Style.of({**style, "fps": giffps, "max_frames": n_frames}, _STYLE_NAMES, where="loss_landscape_anim")
+    kind = output_format(output, look.format) if output is not None else (look.format or "gif")
+    look.check_for("run", kind, _STYLE_NAMES)
+    if decision and (look.view == "3d" or kind == "html"):
         raise ValueError(
-            f"model={type(model).__name__} has no parameters, so there is no path to record; "
-            "pass a model with trainable parameters"
+            f"decision=True draws decision regions beside the 2-D contour of a GIF, MP4 or still; leave it out "
+            f"for view={look.view!r} and format {kind!r}"
         )
-    if decision and getattr(datamodule, "input_dim", 2) != 2:
-        raise ValueError(
-            f"decision=True draws decision regions of 2-D inputs; {type(datamodule).__name__} has inputs of "
-            f"shape {datamodule.input_dim!r}. Leave decision off for image data"
-        )
+    if kind == "mp4":
+        from losstrail.renderers.mp4 import check_ffmpeg
+
+        check_ffmpeg()
+    if kind == "html":
+        from losstrail.renderers.html import check_plotly
+
+        check_plotly()
+    return look
+
+
+def _check_job_args(reduction_method, custom_directions, model_filename, budget) -> None:
+    """The arguments no spec holds: the custom vectors, the weights' file name and the time budget."""
+    from losstrail._checks import check_directions
+    from losstrail._rundir import is_plain_name
+
     if reduction_method == "custom":
-        check_custom_directions(custom_directions, n_params)
+        check_directions(custom_directions)
+    if not is_plain_name(model_filename):
+        raise ValueError(
+            f"model_filename={model_filename!r} must be a plain file name inside model_dirpath, e.g. 'model.pt'"
+        )
     if budget is not None:
-        grid, resolution, subset, tol = _fit_the_budget(model, datamodule, params, objective, loss_fn, budget,
-                                                        resolution, subset, grid, tol, quiet)  # fmt: skip
-    subset_seed = 0 if seed is None else seed  # the grid and the path see the same examples
-    grid_data = datamodule if subset is None else take_subset(datamodule, subset, subset_seed)
-    plane_options = {
-        "centre": centre,
-        "keep_biases": keep_biases,
-        "negative_curvature": negative_curvature,
-        "hessian_examples": hessian_examples,
-    }
+        from losstrail._plan import parse_budget
 
-    wanted = {
-        "reduction_method": reduction_method,
-        "seed": seed,
-        "resolution": list(resolution) if isinstance(resolution, tuple) else resolution,
-        "xrange": None if xrange is None else [float(v) for v in xrange],
-        "yrange": None if yrange is None else [float(v) for v in yrange],
-        "subset": subset,
-        "bn_batches": bn_batches,
-        "grid": grid,
-        **({"tol": tol} if grid == "adaptive" else {}),
-        **plane_options,
-    }
-    old_settings = {}
-    if load_model:
-        old_settings = require_finished(run_dir, "model_dirpath")["settings"]
-        check_settings(run_dir, old_settings)
-        load_weights(weights, model)
-        trajectory = load_run_value(run_dir, Trajectory)
-        plane, surface = _saved_plane_and_surface(run_dir, old_settings, wanted)
-        if plane is not None:
-            check_together(run_dir, trajectory, plane, surface, old_settings)
+        parse_budget(budget)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one call of ``loss_landscape_anim`` asks for: the specs, the objects it was given and the flags."""
+
+    train: TrainSpec
+    plane: PlaneSpec
+    grid: GridSpec
+    style: Style
+    datamodule: object = None
+    model: object = None
+    custom_directions: object = None
+    objective: object = None
+    loss_fn: object = None
+    budget: object = None
+    model_filename: str = "model.pt"
+    load_model: bool = False
+    output: Path | None = None  # the animation file; None: in the run directory, shown inline
+    faithfulness: bool = True
+    decision: bool = False
+    return_data: bool = False
+    quiet: bool = False
+    gpus: int = 0
+
+
+def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
+    """Train (or load), choose the plane, project the path, evaluate the grid, save, draw: the pipeline in order."""
+    from losstrail._batching import take_subset
+    from losstrail._frames import frames_to_show, measured_points
+    from losstrail.artifacts import save_run_value, saved_projection
+    from losstrail.directions import make_plane
+
+    model, datamodule = _model_and_data(job)
+    grid = _fit_the_budget(model, datamodule, job) if job.budget is not None else job.grid
+    grid_data = datamodule if grid.subset is None else take_subset(datamodule, grid.subset, grid.subset_seed)
+    old_settings, plane, surface = {}, None, None
+    if job.load_model:
+        old_settings, recorded, plane, surface = _load_saved(job, run_dir, model, grid)
     else:
-        run = fit(
-            model,
-            datamodule,
-            learning_rate=learning_rate,
-            epochs=n_epochs,
-            seed=seed,
-            record_every=record_every,
-            accelerator=accelerator,
-            storage=incoming,  # a path too large for memory is kept in the run directory
-            params=params,
-            objective=objective,
-            loss_fn=loss_fn,
-            quiet=quiet,
-        )
-        trajectory = run.trajectory
-        save_weights(incoming / model_filename, model)
-        save_run_value(incoming, trajectory)
-        plane = surface = None
-
-    recorded, finite = trajectory, trajectory.finite_prefix()
-    if len(finite) < len(trajectory):
-        warnings.warn(
-            f"training diverged: the parameters are NaN or infinite from step {int(trajectory.step[len(finite)])} on; "
-            f"the picture shows the {len(finite)} points before that. Lower the learning rate",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        trajectory = finite
-        if len(trajectory) < 3 and reduction_method in ("pca", "interpolation"):
-            warnings.warn(
-                f"reduction_method={reduction_method!r} needs at least 3 finite points and the run diverged after "
-                f"{len(trajectory)}; the picture uses reduction_method='random' (seeded) instead",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            reduction_method = wanted["reduction_method"] = "random"
+        recorded = _train(job, model, datamodule, incoming, accelerator)
+    trajectory, plane_spec = _finite_part(recorded, job.plane)
     device = "cuda" if accelerator == "gpu" else "cpu"
+    loss = {"objective": job.objective, "loss_fn": job.loss_fn}
     if plane is None:
         plane = make_plane(
-            trajectory,
-            reduction_method,
-            directions=custom_directions,
-            seed=seed,
-            model=model,
-            data=grid_data,
-            objective=objective,
-            loss_fn=loss_fn,
-            device=device,
-            quiet=quiet,
-            **plane_options,
-        )
-    loss = {"objective": objective, "loss_fn": loss_fn}
-    measure = {"model": model, "data": grid_data, "bn_batches": bn_batches, "device": device, **loss}
-    if faithfulness:  # at the frames the animation shows (at most MEASURED_POINTS of them): the rest costs a lot
-        measure["at"] = measured_points(frames_to_show(trajectory.step, n_frames, style.get("every")))
-    measure = measure if faithfulness else {}
+            trajectory, plane_spec.method, directions=job.custom_directions, seed=plane_spec.seed, model=model,
+            data=grid_data, device=device, quiet=job.quiet, **plane_spec.options, **loss,
+        )  # fmt: skip
     projection = saved_projection(run_dir, plane, trajectory) if surface is not None else None
-    if projection is None or (faithfulness and not projection.measured):
-        projection = project(plane, trajectory, **measure)
+    if projection is None or (job.faithfulness and not projection.measured):
+        measure = {"model": model, "data": grid_data, "bn_batches": grid.bn_batches, "device": device, **loss}
+        # at the frames the animation shows (at most MEASURED_POINTS of them): every step costs a lot
+        measure["at"] = measured_points(frames_to_show(trajectory.step, job.style.max_frames, job.style.every))
+        projection = _project(plane, trajectory, measure if job.faithfulness else {})
     if surface is None:
-        xs, ys = plane_grid(plane, projection.xy, resolution, xrange=xrange, yrange=yrange)
-        surface = loss_surface(
-            model,
-            datamodule,
-            plane,
-            xs,
-            ys,
-            subset=subset,
-            seed=subset_seed,
-            bn_batches=bn_batches,
-            device=device,
-            grid=grid,
-            tol=tol,
-            quiet=quiet,
-            **loss,
-        )
+        surface = _surface(model, datamodule, plane, projection, grid, device, job.quiet, loss)
         save_run_value(incoming, plane)
         save_run_value(incoming, surface)
     save_run_value(incoming, projection)
     _warn_if_unfaithful(plane)
-    title = _title(model, optimizer, datamodule)
-    maps = _decision_maps(model, datamodule, trajectory, n_frames, incoming) if decision else None
-    staged = {p.name for p in incoming.iterdir()}
-    keep = [n for n in (model_filename, *RUN_FILES) if load_model and n not in staged and (run_dir / n).is_file()]
-    commit(
-        run_dir,
-        incoming,
-        {
-            **old_settings,
-            **wanted,
-            "n_epochs": n_epochs,
-            "optimizer": optimizer if isinstance(optimizer, str) else "custom",
-            "model": type(model).__name__,
-            "model_filename": model_filename,
-            "n_params": n_params,
-            "title": title,
-            # How `losstrail surface` builds the model and data again (built-in ones only).
-            "model_recipe": getattr(model, "recipe", None),
-            "data_recipe": getattr(datamodule, "recipe", None),
-            **({key: old_settings[key] for key in _TRAINING_KEYS if key in old_settings} if load_model else {}),
-        },
-        keep=keep,
-    )
-    animation = _output(
-        projection, surface, output_to_file, output_filename, run_dir, giffps, n_frames, title, style, maps, quiet
-    )
-    if return_data:
+    title = _title(model, job.train.optimizer, datamodule)
+    maps = _decision_maps(model, datamodule, trajectory, job.style.max_frames, incoming) if job.decision else None
+    settings = {**plane_spec.key(), **grid.key(), "title": title, **_described(job, model, datamodule)}
+    _commit(job, run_dir, incoming, old_settings, settings)
+    animation = _output(projection, surface, job, run_dir, title, maps)
+    if job.return_data:
         data = animation_data(recorded, projection)
         data.animation = animation
         return data
     return animation
 
 
+def _project(plane, trajectory, measure: dict):
+    from losstrail.projection import project
+
+    return project(plane, trajectory, **measure)
+
+
+def _model_and_data(job: _Job):
+    """The model and data the job trains and evaluates: the given ones, or the default MLP on the spirals."""
+    import lightning.pytorch as pl
+
+    from losstrail._batching import check_first_batch
+    from losstrail.data import SpiralsDataModule
+    from losstrail.directions import check_custom_directions
+    from losstrail.models import MLP
+
+    if job.train.seed is not None:
+        pl.seed_everything(job.train.seed, workers=True, verbose=False)
+    datamodule = job.datamodule if job.datamodule is not None else SpiralsDataModule()
+    check_first_batch(datamodule, "datamodule")  # batches that are not tensors fail here, before training
+    model = job.model
+    if model is None:
+        rate = 5e-3 if job.train.learning_rate is None else job.train.learning_rate
+        model = MLP(input_dim=datamodule.input_dim, num_classes=datamodule.num_classes, num_hidden_layers=1,
+                    hidden_dim=50, learning_rate=rate, optimizer=job.train.optimizer, gpus=job.gpus)  # fmt: skip
+        model.recipe = {"name": "mlp", "hidden_dim": 50, "num_hidden_layers": 1}
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params == 0:
+        raise ValueError(
+            f"model={type(model).__name__} has no parameters, so there is no path to record; "
+            "pass a model with trainable parameters"
+        )
+    if job.decision and getattr(datamodule, "input_dim", 2) != 2:
+        raise ValueError(
+            f"decision=True draws decision regions of 2-D inputs; {type(datamodule).__name__} has inputs of "
+            f"shape {datamodule.input_dim!r}. Leave decision off for image data"
+        )
+    if job.plane.method == "custom":
+        check_custom_directions(job.custom_directions, n_params)
+    return model, datamodule
+
+
+def _train(job: _Job, model, datamodule, incoming: Path, accelerator: str):
+    """Train ``model`` as ``job.train`` says; the weights and the trajectory go to the staging folder."""
+    from losstrail.artifacts import save_run_value, save_weights
+    from losstrail.train import fit
+
+    spec = job.train
+    run = fit(
+        model,
+        datamodule,
+        learning_rate=spec.learning_rate if job.model is not None else None,  # the default MLP has it already
+        epochs=spec.n_epochs,
+        seed=spec.seed,
+        record_every=spec.record_every,
+        accelerator=accelerator,
+        storage=incoming,  # a path too large for memory is kept in the run directory
+        params=spec.params,
+        objective=job.objective,
+        loss_fn=job.loss_fn,
+        quiet=job.quiet,
+    )
+    save_weights(incoming / job.model_filename, model)
+    save_run_value(incoming, run.trajectory)
+    return run.trajectory
+
+
+def _load_saved(job: _Job, run_dir: Path, model, grid: GridSpec):
+    """``(settings, trajectory, plane, surface)`` of the run saved in ``run_dir``; the plane only when the job's
+    plane spec made it, the surface only when its grid spec did too (else None: they are made again)."""
+    from losstrail._checks import check_settings
+    from losstrail._rundir import require_finished
+    from losstrail.artifacts import load_run_value, load_weights
+    from losstrail.landscape import Surface
+    from losstrail.plane import Plane
+    from losstrail.trajectory import Trajectory
+
+    settings = require_finished(run_dir, "model_dirpath")["settings"]
+    check_settings(run_dir, settings)
+    load_weights(run_dir / job.model_filename, model)
+    trajectory = load_run_value(run_dir, Trajectory)
+    plane = surface = None
+    with contextlib.suppress(FileNotFoundError):  # a run whose grid was never computed
+        if job.plane.made(settings):
+            plane = load_run_value(run_dir, Plane)
+            if grid.made(settings):  # on that plane only: a new plane needs a new surface
+                surface = load_run_value(run_dir, Surface)
+    if plane is not None:
+        check_together(run_dir, trajectory, plane, surface, settings)
+    return settings, trajectory, plane, surface
+
+
+def _finite_part(trajectory, plane: PlaneSpec):
+    """The trajectory up to a divergence (warned), and the plane spec that can be made from it."""
+    finite = trajectory.finite_prefix()
+    if len(finite) == len(trajectory):
+        return trajectory, plane
+    warnings.warn(
+        f"training diverged: the parameters are NaN or infinite from step {int(trajectory.step[len(finite)])} on; "
+        f"the picture shows the {len(finite)} points before that. Lower the learning rate",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    if len(finite) < 3 and plane.method in ("pca", "interpolation"):
+        warnings.warn(
+            f"reduction_method={plane.method!r} needs at least 3 finite points and the run diverged after "
+            f"{len(finite)}; the picture uses reduction_method='random' (seeded) instead",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        plane = plane.replace(method="random")
+    return finite, plane
+
+
+def _surface(model, datamodule, plane, projection, grid: GridSpec, device: str, quiet: bool, loss: dict):
+    """The loss over the grid ``grid`` asks for, around the projected path."""
+    from losstrail.surface import loss_surface, plane_grid
+
+    xs, ys = plane_grid(plane, projection.xy, grid.resolution, xrange=grid.xrange, yrange=grid.yrange)
+    return loss_surface(
+        model, datamodule, plane, xs, ys, subset=grid.subset, seed=grid.subset_seed, bn_batches=grid.bn_batches,
+        device=device, grid=grid.grid, tol=grid.tol, quiet=quiet, **loss,
+    )  # fmt: skip
+
+
+def _described(job: _Job, model, datamodule) -> dict:
+    """What run.json says of the training and of what was trained: the train spec's key and the recipes."""
+    return {
+        **job.train.key(),
+        "model": type(model).__name__,
+        "model_filename": job.model_filename,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        # How `losstrail surface` builds the model and data again (built-in ones only).
+        "model_recipe": getattr(model, "recipe", None),
+        "data_recipe": getattr(datamodule, "recipe", None),
+    }
+
+
+def _commit(job: _Job, run_dir: Path, incoming: Path, old_settings: dict, settings: dict) -> None:
+    """Switch the staged run in; a run drawn again (load_model) keeps its own training in run.json."""
+    from losstrail._rundir import RUN_FILES, commit
+
+    if job.load_model:  # what the training was stays what it was
+        settings.update({key: old_settings[key] for key in _TRAINING_KEYS if key in old_settings})
+    staged = {p.name for p in incoming.iterdir()}
+    names = (job.model_filename, *RUN_FILES)
+    keep = [n for n in names if job.load_model and n not in staged and (run_dir / n).is_file()]
+    commit(run_dir, incoming, {**old_settings, **settings}, keep=keep)
+
+
 # What the training itself was; a run re-drawn with load_model=True keeps them from its run.json.
-_TRAINING_KEYS = ("n_epochs", "optimizer", "model_recipe", "data_recipe", "seed")
+_TRAINING_KEYS = (*TrainSpec().key(), "model_recipe", "data_recipe")
 
 
-def _fit_the_budget(model, data, params, objective, loss_fn, budget, resolution, subset, grid, tol, quiet):
-    """``(grid, resolution, subset, tol)`` whose grid fits ``budget``, timed on one chunk before training."""
+def _fit_the_budget(model, data, job: _Job) -> GridSpec:
+    """The job's grid spec with the grid, resolution, subset and tol that fit ``job.budget``, timed on one chunk
+    before training."""
     from losstrail._evaluate import Evaluator, note
     from losstrail._functional import choose_parameters, flat_params
     from losstrail._plan import choose_for_budget
     from losstrail.surface import measure_cost
 
-    names = choose_parameters(model, params)
-    evaluator = Evaluator(model, data, names=names, objective=objective, loss_fn=loss_fn)
+    grid = job.grid
+    names = choose_parameters(model, job.train.params)
+    evaluator = Evaluator(model, data, names=names, objective=job.objective, loss_fn=job.loss_fn)
     rate = measure_cost(evaluator, flat_params(model, names).numpy())
-    nx, ny = (resolution, resolution) if isinstance(resolution, int) else resolution
-    choice = choose_for_budget(budget, rate, nx, ny, evaluator.batches.n_examples, tol=tol)
-    note(choice.sentence, quiet)
-    return (
-        choice.grid,
-        (choice.nx, choice.ny),
-        choice.subset if choice.subset is not None else subset,
-        choice.tol or tol,
+    nx, ny = (grid.resolution, grid.resolution) if isinstance(grid.resolution, int) else grid.resolution
+    choice = choose_for_budget(job.budget, rate, nx, ny, evaluator.batches.n_examples, tol=grid.tol)
+    note(choice.sentence, job.quiet)
+    return grid.replace(
+        grid=choice.grid,
+        resolution=(choice.nx, choice.ny),
+        subset=choice.subset if choice.subset is not None else grid.subset,
+        tol=choice.tol or grid.tol,
     )
 
 
@@ -519,20 +510,14 @@ def _warn_if_unfaithful(plane) -> None:
         )
 
 
-def _output(
-    projection, surface, output_to_file, output_filename, run_dir, fps, n_frames, title, style, decision, quiet
-):
+def _output(projection, surface, job: _Job, run_dir: Path, title: str, decision):
     """Write the animation (to the run directory when not to a file) and show it inline under IPython."""
     from losstrail.renderers import animate
 
-    style = dict(style)
-    title = style.pop("title", None) or title
-    kind = style.get("format") or "gif"
-    out = output_filename if output_to_file else Path(run_dir) / f"animation.{kind}"
-    animation = animate(
-        projection, surface, out, fps=fps, max_frames=n_frames, title=title, decision=decision, quiet=quiet, **style
-    )
-    if not output_to_file:
+    style = job.style if job.style.title is not None else job.style.replace(title=title)
+    out = job.output if job.output is not None else Path(run_dir) / f"animation.{style.format or 'gif'}"
+    animation = animate(projection, surface, out, style=style, decision=decision, quiet=job.quiet)
+    if job.output is None:
         try:
             from IPython import get_ipython
             from IPython.display import display

@@ -7,7 +7,9 @@ answers at once; the heavy modules load inside the commands.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import inspect
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,6 +17,7 @@ from typing import Optional
 import typer
 
 from losstrail._registry import DATASETS, DIRECTIONS, FORMATS, MODELS, OPTIMIZERS
+from losstrail._specs import Style
 
 app = typer.Typer(
     add_completion=False,
@@ -27,35 +30,71 @@ def _names(names) -> str:
     return ", ".join(names)
 
 
-# The look and format of the output, shared by `run` and `render`.
-FORMAT = typer.Option(
-    None, "--format", help=f"Output format: {_names(FORMATS)}.", show_default="from --out's extension"
-)
-VIEW = typer.Option("2d", help="2d (contour) or 3d (shaded surface with the path on it).")
-ROTATE = typer.Option(False, "--rotate", help="3d: turn the camera slowly.")
-CMAP = typer.Option("YlGnBu", help="Matplotlib colormap of the landscape.")
-LEVELS = typer.Option(35, help="Contour levels.")
-LINEAR = typer.Option(False, "--linear", help="Colour by loss instead of log loss.")
-SIZE = typer.Option(None, help="Figure size in pixels, WxH (e.g. 1280x600).")
-DPI = typer.Option(100, help="Dots per inch.")
-TITLE = typer.Option(None, help="Figure title.")
-PATH_COLOR = typer.Option("red", help="Colour of the path.")
-EVERY = typer.Option(None, help="Draw only every k-th recorded step.")
 DECISION = typer.Option(False, "--decision", help="Add a panel with the decision regions (2-D datasets).")
 PARAMS = typer.Option("trainable", help="Parameters to span: trainable, all, or name patterns like 'layers.0.*'.")
 
+# The look and format of the output: one option per field of ``Style`` (its defaults), for every
+# command that draws. ``--linear`` is ``log_scale=False``, ``--frames`` is ``max_frames``.
+_LOOK = Style()
+STYLE_OPTIONS = {
+    "format": (Optional[str], typer.Option(
+        None, "--format", help=f"Output format: {_names(FORMATS)}.", show_default="from --out's extension")),
+    "view": (str, typer.Option(_LOOK.view, help="2d (contour) or 3d (shaded surface with the path on it).")),
+    "rotate": (bool, typer.Option(_LOOK.rotate, "--rotate", help="3d: turn the camera slowly.")),
+    "cmap": (str, typer.Option(_LOOK.cmap, help="Matplotlib colormap of the landscape.")),
+    "levels": (int, typer.Option(_LOOK.levels, help="Contour levels (2d).")),
+    "linear": (bool, typer.Option(not _LOOK.log_scale, "--linear", help="Colour by loss instead of log loss.")),
+    "size": (Optional[str], typer.Option(None, help="Figure size in pixels, WxH (e.g. 1280x600).")),
+    "dpi": (int, typer.Option(_LOOK.dpi, help="Dots per inch (gif, mp4, png, pdf, svg).")),
+    "title": (Optional[str], typer.Option(None, help="Figure title.", show_default="the run's")),
+    "path_color": (str, typer.Option(_LOOK.path_color, help="Colour of the path (one run).")),
+    "every": (Optional[int], typer.Option(None, help="Draw only every k-th recorded step.")),
+    "step": (Optional[int], typer.Option(
+        None, help="For a still (png/pdf/svg): the step it shows.", show_default="last")),
+    "fps": (float, typer.Option(_LOOK.fps, help="Frames per second of the animation.")),
+    "frames": (int, typer.Option(_LOOK.max_frames, help="Most frames in the animation.")),
+    "layout": (str, typer.Option(_LOOK.layout, help="For a comparison: overlay or grid.")),
+    "timeline": (str, typer.Option(_LOOK.timeline, help="For a comparison: auto, step or fraction.")),
+}  # fmt: skip
 
-def _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every) -> dict:
-    style = {"view": view, "rotate": rotate, "cmap": cmap, "levels": levels, "log_scale": not linear, "dpi": dpi}
-    style.update({"path_color": path_color, "every": every})
-    if format is not None:
-        style["format"] = format
+
+def style_options(*, without: tuple[str, ...] = ()):
+    """Give a command the options of ``STYLE_OPTIONS`` (less ``without``); it receives them as ``style=Style``."""
+
+    def decorate(command):
+        chosen = {name: spec for name, spec in STYLE_OPTIONS.items() if name not in without}
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name != "style"]
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                 for n, (kind, option) in chosen.items()]  # fmt: skip
+
+        @functools.wraps(command)
+        def with_style(**values):
+            look = {name: values.pop(name) for name in chosen}
+            with _user_errors():
+                style = _style(look)
+            return command(style=style, **values)
+
+        with_style.__signature__ = signature.replace(parameters=own + added)
+        hints = {k: v for k, v in command.__annotations__.items() if k != "style"}
+        with_style.__annotations__ = {**hints, **{n: kind for n, (kind, _) in chosen.items()}}
+        return with_style
+
+    return decorate
+
+
+def _style(values: dict) -> Style:
+    """The ``Style`` of a command's look options, checked (errors in the command line's words)."""
+    values = dict(values)
+    values["log_scale"] = not values.pop("linear", not _LOOK.log_scale)
+    values["max_frames"] = values.pop("frames", _LOOK.max_frames)
+    size = values.get("size")
     if size is not None:
         width, height = _resolution(size) if "x" in size.lower() else (None, None)
         if width is None:
             raise ValueError(f"--size={size!r} must be WxH in pixels, e.g. 1280x600")
-        style["size"] = (width, height)
-    return style
+        values["size"] = (width, height)
+    return Style.of(values)
 
 
 # The API's argument names, as the command line spells them; errors and warnings are shown in flags.
@@ -82,7 +121,7 @@ _FLAGS = {
 # Short names that are also plain words: translated only where they read ``name=value``.
 _FLAGS_BEFORE_EQUALS = ("epochs", "fps", "out", "run_dir", "resolution", "centre", "xrange", "yrange", "subset",
                         "every", "step", "view", "size", "dpi", "levels", "cmap", "format", "layout", "optimizer",
-                        "optimizers", "dataset", "model", "seed", "timeline", "device")  # fmt: skip
+                        "optimizers", "dataset", "model", "seed", "timeline", "device", "rotate", "title")  # fmt: skip
 
 
 def cli_words(message: str) -> str:
@@ -158,6 +197,7 @@ def _custom_directions(path: Optional[Path]):
 
 
 @app.command()
+@style_options(without=("layout", "timeline"))
 def run(
     dataset: str = typer.Option("spirals", help=f"Dataset: {_names(DATASETS)}."),
     model: str = typer.Option("mlp", help=f"Model: {_names(MODELS)}."),
@@ -199,24 +239,12 @@ def run(
     budget: Optional[str] = typer.Option(
         None, help="Time the grid may take (e.g. 60s, 2min): picks grid, subset, resolution."
     ),
-    format: Optional[str] = FORMAT,
-    view: str = VIEW,
-    rotate: bool = ROTATE,
-    cmap: str = CMAP,
-    levels: int = LEVELS,
-    linear: bool = LINEAR,
-    size: Optional[str] = SIZE,
-    dpi: int = DPI,
-    title: Optional[str] = TITLE,
-    path_color: str = PATH_COLOR,
-    every: Optional[int] = EVERY,
     decision: bool = DECISION,
-    fps: float = typer.Option(15, help="Frames per second of the animation."),
-    frames: int = typer.Option(300, help="Most frames in the animation."),
     seed: int = typer.Option(0, help="Seed for weights, data order and random directions (the same run each time)."),
     out: Path = typer.Option(Path("sample.gif"), help="Output file; the extension picks the format."),
     run_dir: Path = typer.Option(Path("checkpoints"), help="Run directory for weights, path, plane and grid."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    style: Style = Style(),
 ):
     """Train a model, slice the loss landscape and animate the optimizer's path."""
     with _user_errors():
@@ -250,8 +278,8 @@ def run(
             custom_directions=vectors,
             model_dirpath=run_dir,
             output_filename=out,
-            giffps=fps,
-            n_frames=frames,
+            giffps=style.fps,
+            n_frames=style.max_frames,
             seed=seed,
             resolution=_resolution(resolution),
             centre=_centre(centre),
@@ -269,10 +297,14 @@ def run(
             tol=tol,
             budget=budget,
             quiet=quiet,
-            **_style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every),
-            **({} if title is None else {"title": title}),
+            **_own_look(style, "fps", "max_frames"),
         )
     typer.echo(f"wrote {out} (run saved in {run_dir})")
+
+
+def _own_look(style: Style, *taken: str) -> dict:
+    """The fields of ``style`` set away from their defaults, less those the API takes as arguments of its own."""
+    return {name: value for name, value in style.changed().items() if name not in taken}
 
 
 def _resolution(text: str):
@@ -310,6 +342,7 @@ def _pair(option: str, text: Optional[str]):
 
 
 @app.command()
+@style_options(without=("rotate", "path_color", "every", "step"))
 def compare(
     optimizers: str = typer.Option("adam,sgd,adagrad,rmsprop", help="Comma-separated optimizers, one run each."),
     lrs: Optional[str] = typer.Option(None, help="Comma-separated learning rates (one, or one per run)."),
@@ -317,15 +350,13 @@ def compare(
     epochs: int = typer.Option(300, help="Epochs of training per run."),
     directions: str = typer.Option("pca", help="Shared plane: pca (joint), random, filter, layer, hessian."),
     centre: Optional[str] = typer.Option(None, help="Centre: a run name, or mean.", show_default="the first run"),
-    layout: str = typer.Option("overlay", help="overlay (one contour) or grid (a panel per run)."),
     resolution: str = typer.Option("100", help="Grid points per axis, or NXxNY."),
-    fps: float = typer.Option(15, help="Frames per second of the animation."),
-    frames: int = typer.Option(300, help="Most frames in the animation."),
     seed: int = typer.Option(0, help="Seed for the shared initial weights and data order."),
     out: Path = typer.Option(Path("compare.gif"), help="Output file."),
     run_dir: Path = typer.Option(Path("comparison"), help="Comparison directory (each run, shared plane and grid)."),
     params: str = PARAMS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    style: Style = Style(),
 ):
     """Train several optimizers from the same weights and animate them on one shared plane."""
     with _user_errors():
@@ -351,50 +382,35 @@ def compare(
             epochs=epochs,
             reduction_method=directions,
             centre=centre,
-            layout=layout,
             resolution=_resolution(resolution),
-            fps=fps,
-            n_frames=frames,
+            layout=style.layout,
+            timeline=style.timeline,
+            fps=style.fps,
+            n_frames=style.max_frames,
+            title=style.title,
             seed=seed,
             out=out,
             run_dir=run_dir,
             params=_params(params),
             quiet=quiet,
+            **_own_look(style, "fps", "max_frames", "title", "layout", "timeline"),
         )
     typer.echo(f"wrote {out} (comparison saved in {run_dir})")
 
 
 @app.command()
+@style_options()
 def render(
     run_dir: Path = typer.Argument(..., help="A run directory written by `losstrail run` (or `compare`)."),
     out: Path = typer.Option(Path("sample.gif"), help="Output file; the extension picks the format."),
-    fps: float = typer.Option(15, help="Frames per second of the animation."),
-    frames: int = typer.Option(300, help="Most frames in the animation."),
-    step: Optional[int] = typer.Option(None, help="For a still (png/pdf/svg): the step it shows.", show_default="last"),
-    layout: str = typer.Option("overlay", help="For a comparison: overlay or grid."),
-    format: Optional[str] = FORMAT,
-    view: str = VIEW,
-    rotate: bool = ROTATE,
-    cmap: str = CMAP,
-    levels: int = LEVELS,
-    linear: bool = LINEAR,
-    size: Optional[str] = SIZE,
-    dpi: int = DPI,
-    title: Optional[str] = TITLE,
-    path_color: str = PATH_COLOR,
-    every: Optional[int] = EVERY,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    style: Style = Style(),
 ):
     """Draw a saved run again, in any format, without training or evaluating anything."""
     with _user_errors():
         from losstrail.redraw import render as render_run
 
-        style = _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every)
-        if step is not None:
-            style["step"] = step
-        if (run_dir / "comparison.json").is_file():
-            style = {k: v for k, v in style.items() if k == "format"}
-        render_run(run_dir, out, fps=fps, max_frames=frames, title=title, layout=layout, quiet=quiet, **style)
+        render_run(run_dir, out, style=style, quiet=quiet)
     typer.echo(f"wrote {out}")
 
 
@@ -477,34 +493,21 @@ def export(
 
 
 @app.command("import")
+@style_options(without=("layout", "timeline"))
 def import_(
     surface: Path = typer.Argument(..., help="A surface file: Li et al.'s .h5 (or a fork's), or a .npz/.csv table."),
     path: Optional[Path] = typer.Option(None, "--path", help="Li et al.'s projection file (.h5) of the path to draw."),
     directions: Optional[Path] = typer.Option(None, "--directions", help="Li et al.'s direction file (.h5)."),
     key: Optional[str] = typer.Option(None, help="The loss array in the .h5 [default: train_loss, or a fork's]."),
     out: Path = typer.Option(Path("surface.gif"), help="Output file; the extension picks the format."),
-    fps: float = typer.Option(15, help="Frames per second of the animation."),
-    frames: int = typer.Option(300, help="Most frames in the animation."),
-    format: Optional[str] = FORMAT,
-    view: str = VIEW,
-    rotate: bool = ROTATE,
-    cmap: str = CMAP,
-    levels: int = LEVELS,
-    linear: bool = LINEAR,
-    size: Optional[str] = SIZE,
-    dpi: int = DPI,
-    title: Optional[str] = TITLE,
-    path_color: str = PATH_COLOR,
-    every: Optional[int] = EVERY,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    style: Style = Style(),
 ):
     """Draw or animate a surface made elsewhere (Li et al.'s plot_surface.py), with its path when given."""
     with _user_errors(), _needs_extra():
         from losstrail.formats import render_surface
 
-        style = _style(format, view, rotate, cmap, levels, linear, size, dpi, path_color, every)
-        render_surface(surface, out, path=path, directions=directions, key=key, fps=fps, max_frames=frames,
-                       title=title, quiet=quiet, **style)  # fmt: skip
+        render_surface(surface, out, path=path, directions=directions, key=key, style=style, quiet=quiet)
     typer.echo(f"wrote {out}")
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from losstrail._checks import check_output_file, check_resolution
+from losstrail._checks import check_output_file, output_format
 from losstrail._files import check_writable_dir, removed_if_failed
-from losstrail._registry import check_choice, quoted
+from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._rundir import digest, writer_lock
+from losstrail._specs import GridSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
 from losstrail.artifacts import COMPARISON_FILE, load_comparison
-from losstrail.redraw import render_comparison
+from losstrail.redraw import COMPARISON_NAMES, render_comparison
 from losstrail.results import Comparison, animation_data
 from losstrail.trajectory import Trajectory
 
@@ -108,6 +109,7 @@ def compare(
     loss_fn=None,
     return_data: bool = False,
     quiet: bool = False,
+    **style,
 ):
     """Train (or take) several runs from the same weights and animate them on one shared plane.
 
@@ -137,106 +139,103 @@ def compare(
             for regression); used for training, the path's losses and the surface alike.
         return_data: return ``{name: (optim_path, loss_steps, accu_steps)}`` (each an
             ``AnimationData`` with the faithfulness figures).
+        **style: the rest of the look, fields of ``Style``: ``format``, ``view`` (``'3d'`` for an
+            HTML page), ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``.
 
     Returns:
         The ``Comparison`` (or the per-run data when ``return_data``).
     """
-    from losstrail._frames import TIMELINES
-    from losstrail.renderers import check_animation_args, output_format
-    from losstrail.renderers.compare import LAYOUTS
-    from losstrail.train import check_optimizer, check_positive_int
-
     check_choice("reduction_method", reduction_method, COMPARE_DIRECTIONS)
-    check_choice("layout", layout, LAYOUTS)
-    check_choice("timeline", timeline, TIMELINES)
-    check_animation_args(fps, n_frames)
-    check_positive_int("epochs", epochs, 300)
-    if out is not None:
-        output_format(out)
-    if trained is not None:
-        names = [str(n) for n in trained]
-        settings = [{"name": n} for n in names]
-    else:
-        settings = _settings_list(
-            runs, optimizers if optimizers is not None else ["adam", "sgd"], learning_rates, batch_sizes
-        )
-        varying = [
-            k for k in ("optimizer", "learning_rate", "batch_size") if len({str(s.get(k)) for s in settings}) > 1
-        ]
-        names = [_run_name(s, varying or ["optimizer"]) for s in settings]
-        for s in settings:
-            if "optimizer" in s:
-                s["optimizer"] = check_optimizer(s["optimizer"])
+    train = TrainSpec.of({"n_epochs": epochs, "seed": seed, "params": params}, {"n_epochs": "epochs"})
+    grid = GridSpec.of({"resolution": resolution, "grid": "full", "seed": seed})
+    look = _checked_style(style, {"fps": fps, "max_frames": n_frames, "title": title, "layout": layout,
+                                  "timeline": timeline}, out)  # fmt: skip
+    names, settings = _named_runs(runs, optimizers, learning_rates, batch_sizes, trained)
     check_runs(names, centre=centre)
     centre = names[0] if centre is None else centre
-    check_resolution(resolution)
     out_dir = None if out is None else Path(out).resolve().parent
     with removed_if_failed(out_dir, run_dir), free_core_threads():  # a failed comparison leaves no empty folder
         if out is not None:
             check_output_file("out", out)
         run_dir = check_writable_dir("run_dir", run_dir)
         with writer_lock(run_dir, "run_dir"):
-            return _compare_job(**locals())
-
-
-def _compare_job(
-    names, settings, trained, datamodule, model, epochs, seed, reduction_method, centre, custom_directions,
-    resolution, layout, timeline, out, run_dir, fps, n_frames, title, faithfulness, params, objective, loss_fn,
-    return_data, quiet, **_,
-):  # fmt: skip
-    import lightning.pytorch as pl
-
-    from losstrail.data import SpiralsDataModule
-    from losstrail.models import MLP
-    from losstrail.train import fit
-
-    datamodule = datamodule if datamodule is not None else SpiralsDataModule()
-    if trained is not None:
-        models = [run.model for run in trained.values()]
-        trajectories = [run.trajectory for run in trained.values()]
-    else:
-        if model is None:
-            pl.seed_everything(seed, verbose=False)
-            model = MLP(datamodule.input_dim, datamodule.num_classes, learning_rate=5e-3)
-        models, trajectories = [], []
-        for name, s in zip(names, settings):
-            net = copy.deepcopy(model)  # the same initial weights for every run
-            data = datamodule
-            if s.get("batch_size") is not None:
-                data = copy.copy(datamodule)
-                data.batch_size = int(s["batch_size"])
-            if not quiet:
-                print(f"training {name!r}")
-            run = fit(
-                net,
-                data,
-                optimizer=s.get("optimizer"),
-                learning_rate=s.get("learning_rate"),
-                epochs=epochs,
-                seed=seed,
-                params=params,
-                objective=objective,
-                loss_fn=loss_fn,
-                quiet=quiet,
-            )
-            models.append(run.model)
-            trajectories.append(run.trajectory)
-    _check_recorded(names, trajectories)
-    check_runs(names, [t.n_params for t in trajectories], centre)
-    _check_shapes(names, models)
-    trajectories = [_finite(name, t) for name, t in zip(names, trajectories)]
-    loss = {"objective": objective, "loss_fn": loss_fn}
-    comparison = _shared_view(
-        names, models, trajectories, datamodule, reduction_method, centre, custom_directions, resolution, seed,
-        faithfulness, quiet, loss, frames=(n_frames, timeline),
-    )  # fmt: skip
-    _save(run_dir, comparison, trajectories, settings, models)
-    if out is not None:
-        render_comparison(comparison, out, layout=layout, timeline=timeline, fps=fps, n_frames=n_frames,
-                          title=title if title is not None else _title(names), quiet=quiet)  # fmt: skip
+            datamodule = datamodule if datamodule is not None else _default_data()
+            if trained is not None:
+                models, trajectories = [r.model for r in trained.values()], [r.trajectory for r in trained.values()]
+            else:
+                models, trajectories = _train_runs(names, settings, datamodule, model, train, objective, loss_fn,
+                                                   quiet)  # fmt: skip
+            _check_recorded(names, trajectories)
+            check_runs(names, [t.n_params for t in trajectories], centre)
+            _check_shapes(names, models)
+            trajectories = [_finite(name, t) for name, t in zip(names, trajectories)]
+            loss = {"objective": objective, "loss_fn": loss_fn}
+            comparison = _shared_view(names, models, trajectories, datamodule, reduction_method, centre,
+                                      custom_directions, grid, faithfulness, quiet, loss,
+                                      frames=(look.max_frames, look.timeline))  # fmt: skip
+            _save(run_dir, comparison, trajectories, settings, models)
+            if out is not None:
+                render_comparison(comparison, out, style=look, quiet=quiet)
     if return_data:
         return {n: animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
     return comparison
+
+
+def _checked_style(style: dict, own: dict, out) -> Style:
+    """The comparison's ``Style``: its own look arguments and ``**style``, checked for the picture it draws."""
+    if "max_frames" in style:
+        raise TypeError("compare() got an unexpected keyword argument 'max_frames'; the most frames are n_frames=")
+    look = Style.of({**style, **own}, COMPARISON_NAMES, where="compare")
+    if out is not None:
+        look.check_for("comparison", output_format(out, look.format), COMPARISON_NAMES)
+    return look
+
+
+def _named_runs(runs, optimizers, learning_rates, batch_sizes, trained) -> tuple[list[str], list[dict]]:
+    """Each run's name and settings: the trained runs' names, or the settings given (optimizers checked)."""
+    if trained is not None:
+        names = [str(n) for n in trained]
+        return names, [{"name": n} for n in names]
+    optimizers = optimizers if optimizers is not None else ["adam", "sgd"]
+    settings = _settings_list(runs, optimizers, learning_rates, batch_sizes)
+    varying = [k for k in ("optimizer", "learning_rate", "batch_size") if len({str(s.get(k)) for s in settings}) > 1]
+    names = [_run_name(s, varying or ["optimizer"]) for s in settings]
+    for s in settings:
+        if "optimizer" in s and not callable(s["optimizer"]):
+            s["optimizer"] = stated_optimizer(s["optimizer"])
+    return names, settings
+
+
+def _default_data():
+    from losstrail.data import SpiralsDataModule
+
+    return SpiralsDataModule()
+
+
+def _train_runs(names, settings, datamodule, model, train: TrainSpec, objective, loss_fn, quiet):
+    """``(models, trajectories)``: a copy of ``model`` (the same initial weights) trained per run with its settings."""
+    import lightning.pytorch as pl
+
+    from losstrail.models import MLP
+    from losstrail.train import fit
+
+    if model is None:
+        pl.seed_everything(train.seed, verbose=False)
+        model = MLP(datamodule.input_dim, datamodule.num_classes, learning_rate=5e-3)
+    models, trajectories = [], []
+    for name, s in zip(names, settings):
+        net = copy.deepcopy(model)  # the same initial weights for every run
+        data = datamodule
+        if s.get("batch_size") is not None:
+            data = copy.copy(datamodule)
+            data.batch_size = int(s["batch_size"])
+        if not quiet:
+            print(f"training {name!r}")
+        run = fit(net, data, optimizer=s.get("optimizer"), learning_rate=s.get("learning_rate"), epochs=train.n_epochs,
+                  seed=train.seed, params=train.params, objective=objective, loss_fn=loss_fn, quiet=quiet)  # fmt: skip
+        models.append(run.model)
+        trajectories.append(run.trajectory)
+    return models, trajectories
 
 
 def _recorded(names) -> str:
@@ -275,14 +274,8 @@ def _finite(name: str, trajectory: Trajectory) -> Trajectory:
     return finite
 
 
-def _title(names) -> str:
-    return "Comparing " + ", ".join(names)
-
-
-def _shared_view(
-    names, models, trajectories, data, method, centre, directions, resolution, seed, faithfulness, quiet, loss,
-    frames=(300, "auto"),
-):  # fmt: skip
+def _shared_view(names, models, trajectories, data, method, centre, directions, grid: GridSpec, faithfulness, quiet,
+                 loss, frames=(300, "auto")):  # fmt: skip
     """The shared plane (joint over all paths), each run's projection and the one surface.
 
     ``frames``: ``(n_frames, timeline)`` of the animation; each run's true loss is measured at the
@@ -303,7 +296,7 @@ def _shared_view(
         method,
         start=trajectories[0].params[0],
         directions=directions,
-        seed=seed,
+        seed=grid.seed,
         model=reference,
         data=data,
         names=trajectories[0].names,
@@ -317,7 +310,7 @@ def _shared_view(
         for r, t in enumerate(trajectories)
     )
     captured = tuple(float(sum(captured_fraction(t.params, plane.u, plane.v))) for t in trajectories)
-    xs, ys = plane_grid(plane, np.concatenate([p.xy for p in projections]), resolution)
+    xs, ys = plane_grid(plane, np.concatenate([p.xy for p in projections]), grid.resolution)
     surface = loss_surface(reference, data, plane, xs, ys, quiet=quiet, **loss)
     return Comparison(tuple(names), projections, captured, plane, surface)
 

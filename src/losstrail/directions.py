@@ -7,6 +7,7 @@ on the final parameters by default, as in the reference package.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -28,7 +29,7 @@ class _Made(NamedTuple):
     eigenvalues: tuple[float, float] | None = None
 
 
-def _pca(params: np.ndarray, origin: np.ndarray, **_) -> _Made:
+def _pca(params: np.ndarray, origin: np.ndarray) -> _Made:
     """Top two principal directions of the path: from its Gram matrix, or sketched for a long, large path."""
     T = params.shape[0]
     if T < 3:
@@ -37,14 +38,14 @@ def _pca(params: np.ndarray, origin: np.ndarray, **_) -> _Made:
     return _Made(dirs[0], dirs[1], (float(top[0] / total), float(top[1] / total)))
 
 
-def _random(params: np.ndarray, origin: np.ndarray, seed: int | None = None, **_) -> _Made:
+def _random(params: np.ndarray, origin: np.ndarray, seed: int | None = None) -> _Made:
     """Two Gaussian directions of unit length, the same for the same seed."""
     rng = np.random.default_rng(seed)
     u, v = rng.standard_normal((2, params.shape[1]))
     return _Made(u / np.linalg.norm(u), v / np.linalg.norm(v))
 
 
-def _custom(params: np.ndarray, origin: np.ndarray, directions=None, **_) -> _Made:
+def _custom(params: np.ndarray, origin: np.ndarray, directions=None) -> _Made:
     """The two given directions, checked and scaled to unit length."""
     u, v = check_custom_directions(directions, params.shape[1])
     return _Made(u / np.linalg.norm(u), v / np.linalg.norm(v))
@@ -74,7 +75,7 @@ def _scaled_direction(rng, layout, centre: np.ndarray, per_filter: bool, keep_bi
     return direction
 
 
-def _filter(params, origin, *, layout=None, seed=None, keep_biases=False, **_) -> _Made:
+def _filter(params, origin, *, layout=None, seed=None, keep_biases=False) -> _Made:
     """Filter-normalized random directions, filter by filter of each chosen tensor."""
     if not any(len(shape) >= 2 for shape in layout.shapes):
         raise ValueError(
@@ -85,14 +86,14 @@ def _filter(params, origin, *, layout=None, seed=None, keep_biases=False, **_) -
     return _Made(*(_scaled_direction(rng, layout, origin, True, keep_biases, "filter") for _ in range(2)))
 
 
-def _layer(params, origin, *, layout=None, seed=None, keep_biases=False, **_) -> _Made:
+def _layer(params, origin, *, layout=None, seed=None, keep_biases=False) -> _Made:
     """Layer-normalized random directions: each chosen tensor scaled to the centre tensor's norm."""
     rng = np.random.default_rng(seed)
     return _Made(*(_scaled_direction(rng, layout, origin, False, keep_biases, "layer") for _ in range(2)))
 
 
 def _hessian(params, origin, *, model=None, data=None, loss_fn=None, objective=None, names=None, seed=None,
-             options=None, **_) -> _Made:  # fmt: skip
+             options=None) -> _Made:  # fmt: skip
     """The Hessian's two largest-curvature eigenvectors at the centre (or largest and most negative)."""
     from losstrail._batching import take_subset
     from losstrail.hessian import hessian_eigenpairs
@@ -118,7 +119,7 @@ def _hessian(params, origin, *, model=None, data=None, loss_fn=None, objective=N
     return _Made(eig.vectors[0], eig.vectors[1], eigenvalues=(float(eig.values[0]), float(eig.values[1])))
 
 
-def _interpolation(params, origin, *, seed=None, options=None, **_) -> _Made:
+def _interpolation(params, origin, *, seed=None, options=None) -> _Made:
     """u from the initial to the final parameters; v the path's top principal direction orthogonal to u.
 
     Both have the length of u, so plane coordinates count in initial-to-final distances.
@@ -368,20 +369,13 @@ def plane_through(
         "device": device,
         "quiet": quiet,
     }
-    made = DIRECTION_BUILDERS[method](
-        params,
-        origin,
-        directions=directions,
-        seed=seed,
-        model=model,
-        data=data,
-        objective=objective,
-        loss_fn=loss_fn,
-        names=names,
-        layout=layout,
-        keep_biases=keep_biases,
-        options=options,
-    )
+    offered = {
+        "directions": directions, "seed": seed, "model": model, "data": data, "objective": objective,
+        "loss_fn": loss_fn, "names": names, "layout": layout, "keep_biases": keep_biases, "options": options,
+    }  # fmt: skip
+    builder = DIRECTION_BUILDERS[method]
+    uses = inspect.signature(builder).parameters  # each way declares what it takes; none swallows the rest
+    made = builder(params, origin, **{name: value for name, value in offered.items() if name in uses})
     u, v = made.u, made.v
     if method not in ("custom", "interpolation"):  # their signs carry meaning
         u, v = _orient(u, v, start, origin)

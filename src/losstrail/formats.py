@@ -303,11 +303,9 @@ def render_surface(
     path: str | os.PathLike | None = None,
     directions: str | os.PathLike | None = None,
     key: str | None = None,
-    fps: float = 15,
-    max_frames: int = 300,
-    title: str | None = None,
+    style=None,
     quiet: bool = False,
-    **style,
+    **options,
 ):
     """Draw (or animate) a surface made elsewhere, e.g. by Li et al.'s ``plot_surface.py``, with its path.
 
@@ -318,18 +316,19 @@ def render_surface(
             draw; without it the picture marks only the plane's centre, the trained model.
         directions: Li et al.'s direction file, to name the axes (PCA: the share of variance).
         key: the loss array in the surface file (default ``train_loss`` or a fork's name).
-        fps, max_frames, title, quiet, **style: as ``losstrail.render``.
+        style, quiet, **options: as ``losstrail.render`` (``fps``, ``max_frames``, ``title``, ``cmap``, ...).
 
     Returns:
         The ``Animation`` written.
     """
+    from losstrail._specs import Style
     from losstrail.plane import Plane
     from losstrail.projection import Projection
-    from losstrail.renderers import animate, check_animation_args, output_format
+    from losstrail.renderers import animate, output_format
     from losstrail.renderers.surface3d import grid_value
 
-    output_format(out, style.get("format"))
-    check_animation_args(fps, max_frames)
+    style = (style or Style()).updated(options, where="render_surface")
+    style.check_for("run", output_format(out, style.format))
     found = _read_projection(path) if path is not None else {"xy": np.zeros((1, 2))}
     about = _read_directions(directions) if directions is not None else {}
     grid, extras = _read_surface("surface", surface, key)
@@ -352,8 +351,9 @@ def render_surface(
         true_loss=found.get("true_loss"),
         slice_loss=found.get("slice_loss"),
     )
-    chosen = title if title is not None else str(extras.get("title", Path(surface).name))
-    return animate(projection, grid, out, fps=fps, max_frames=max_frames, title=chosen, quiet=quiet, **style)
+    if style.title is None:
+        style = style.replace(title=str(extras.get("title", Path(surface).name)))
+    return animate(projection, grid, out, style=style, quiet=quiet)
 
 
 # ---------------------------------------------------------------------------------------------- writing

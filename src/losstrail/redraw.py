@@ -9,32 +9,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from losstrail._checks import check_output_file, check_settings, check_style, output_format
+from losstrail._checks import check_output_file, check_settings, output_format
 from losstrail._files import atomic_path
 from losstrail._registry import STILL_FORMATS
 from losstrail._rundir import check_together, require_finished
+from losstrail._specs import Style
 from losstrail.artifacts import COMPARISON_FILE, load_comparison, load_run_value, saved_projection
 from losstrail.landscape import DecisionMaps, Surface
 from losstrail.plane import Plane
 from losstrail.projection import project
-from losstrail.renderers import Animation, animate, check_animation_args, write_animation
+from losstrail.renderers import Animation, animate, write_animation
 from losstrail.results import Comparison
 from losstrail.trajectory import Trajectory
 
 __all__ = ["render", "render_comparison"]
+
+# The names ``compare`` and ``render_comparison`` give the Style fields they take as arguments of their own.
+COMPARISON_NAMES = {"max_frames": "n_frames"}
 
 
 def render(
     run_dir: str | os.PathLike,
     out: str | os.PathLike = "sample.gif",
     *,
-    fps: float = 15,
-    max_frames: int = 300,
-    title: str | None = None,
+    style: Style | None = None,
     decision: bool | None = None,
-    layout: str = "overlay",
     quiet: bool = False,
-    **style,
+    **options,
 ):
     """Draw a saved run (or comparison) again, in any format, without training or evaluating anything.
 
@@ -42,31 +43,28 @@ def render(
         run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``, or a
             comparison directory written by ``compare``.
         out: the output file; its extension picks the format (gif, mp4, html, png, pdf, svg).
-        fps, max_frames: as for ``animate``.
-        title: figure title; default the one saved with the run.
-        decision: the decision-regions panel; default when the run saved one.
-        layout: for a comparison, ``'overlay'`` or ``'grid'``.
+        style: a ``Style``; ``**options`` are its fields and replace its values: ``fps``,
+            ``max_frames``, ``title`` (default the one saved with the run), ``format``, ``view``,
+            ``cmap``, ``levels``, ``layout`` (a comparison's) ... A field the picture cannot
+            show, set away from its default, is an error naming it.
+        decision: the decision-regions panel; default when the run saved one (and the picture
+            is a 2-D GIF, MP4 or still).
         quiet: no progress bar.
-        **style: the look, as ``animate`` (``format``, ``view``, ``cmap``, ``levels``, ...).
 
     Returns:
         The ``Animation`` written.
     """
-    check_style(style, where="render")
-    output_format(out, style.get("format"))
-    check_animation_args(fps, max_frames)
+    style = (style or Style()).updated(options, where="render")
+    kind = output_format(out, style.format)
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
+    comparing = (Path(run_dir) / COMPARISON_FILE).is_file()
+    style.check_for("comparison" if comparing else "run", kind)
     check_output_file("out", out)
-    if (Path(run_dir) / COMPARISON_FILE).is_file():
-        comparison = load_comparison(run_dir)
-        chosen = title if title is not None else "Comparing " + ", ".join(comparison.names)
-        return render_comparison(
-            comparison, out, fps=fps, n_frames=max_frames, title=chosen, layout=layout, quiet=quiet,
-            format=style.get("format"),
-        )  # fmt: skip
+    if comparing:
+        return render_comparison(load_comparison(run_dir), out, style=style, quiet=quiet)
     settings = require_finished(Path(run_dir))["settings"]
     check_settings(Path(run_dir), settings)
     trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
@@ -76,52 +74,52 @@ def render(
     if projection is None:
         projection = project(plane, trajectory)
     maps = None
-    if decision or (decision is None and (Path(run_dir) / "decision.npz").is_file()):
+    drawn_beside = style.view == "2d" and kind != "html"  # where a decision panel can go
+    if decision or (decision is None and drawn_beside and (Path(run_dir) / "decision.npz").is_file()):
         maps = load_run_value(run_dir, DecisionMaps)
-    chosen_title = title if title is not None else settings.get("title", "")
-    return animate(
-        projection, surface, out, fps=fps, max_frames=max_frames, title=chosen_title, decision=maps, quiet=quiet,
-        **style,
-    )  # fmt: skip
+    if style.title is None:
+        style = style.replace(title=settings.get("title", ""))
+    return animate(projection, surface, out, style=style, decision=maps, quiet=quiet)
 
 
 def render_comparison(
     comparison: Comparison,
     out: str | os.PathLike = "compare.gif",
     *,
-    layout: str = "overlay",
-    timeline: str = "auto",
-    fps: float = 15,
-    n_frames: int = 300,
-    title: str = "",
-    format: str | None = None,
+    style: Style | None = None,
     quiet: bool = False,
+    **options,
 ):
-    """Animate every run of ``comparison`` in step on the shared surface and write ``out`` (gif, mp4, html, still)."""
+    """Animate every run of ``comparison`` in step on the shared surface and write ``out`` (gif, mp4, html, still).
+
+    ``style`` (or its fields as ``**options``; ``n_frames`` is ``max_frames``) sets the look:
+    ``layout``, ``timeline``, ``fps``, ``max_frames``, ``title`` (default "Comparing ..."),
+    ``format``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``, and ``view='3d'`` for
+    an HTML page. A field a comparison's picture cannot show is an error naming it.
+    """
     from losstrail.renderers.compare import CompareFigure
 
-    kind = output_format(out, format)
+    if "n_frames" in options:
+        options["max_frames"] = options.pop("n_frames")
+    style = (style or Style()).updated(options, COMPARISON_NAMES, where="render_comparison")
+    kind = output_format(out, style.format)
+    style.check_for("comparison", kind, COMPARISON_NAMES)
+    style = style if style.title is not None else style.replace(title="Comparing " + ", ".join(comparison.names))
+    runs = list(zip(comparison.names, comparison.projections))
     if kind == "html":
         from losstrail.renderers.html import write_html
 
-        runs = list(zip(comparison.names, comparison.projections))
-        path = write_html(runs, comparison.surface, out, max_frames=n_frames, fps=fps, title=title,
-                          captured=comparison.captured)  # fmt: skip
-        return Animation(path, kind, n_frames)
-
+        path = write_html(runs, comparison.surface, out, style=style, captured=comparison.captured)
+        return Animation(path, kind, style.max_frames)
     figure = CompareFigure(
-        list(zip(comparison.names, comparison.projections)),
-        comparison.surface,
-        title=title,
-        layout=layout,
-        timeline=timeline,
-        max_frames=n_frames,
-        captured=comparison.captured,
-    )
+        runs, comparison.surface, title=style.title, layout=style.layout, timeline=style.timeline,
+        max_frames=style.max_frames, size=style.size, dpi=style.dpi, cmap=style.cmap, levels=style.levels,
+        log_scale=style.log_scale, captured=comparison.captured,
+    )  # fmt: skip
     if kind in STILL_FORMATS:
         from losstrail.renderers._figure import save_still
 
         with atomic_path(out) as tmp:
             save_still(figure, figure.n_frames - 1, tmp, kind)
         return Animation(out, kind, 1)
-    return write_animation(figure, range(figure.n_frames), out, fps=fps, quiet=quiet, format=kind)
+    return write_animation(figure, range(figure.n_frames), out, fps=style.fps, quiet=quiet, format=kind)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from losstrail._batching import as_dataset, take_subset
+from losstrail._checks import check_range
 from losstrail._evaluate import Evaluator
 from losstrail._functional import selected_names
 from losstrail.landscape import DecisionMaps, LossLine, Surface
@@ -66,7 +67,7 @@ def path_grid(
     centre, half = (lo + hi) / 2, span / 2 * (1 + 2 * margin)
     axes = []
     for k, (name, chosen, n) in enumerate((("xrange", xrange, nx), ("yrange", yrange, ny))):
-        low, high = (centre[k] - half[k], centre[k] + half[k]) if chosen is None else _check_range(name, chosen)
+        low, high = (centre[k] - half[k], centre[k] + half[k]) if chosen is None else check_range(name, chosen)
         axes.append(np.linspace(low, high, n))
     return axes[0], axes[1]
 
@@ -98,18 +99,6 @@ def plane_grid(plane: Plane, xy: np.ndarray, resolution=100, *, xrange=None, yra
         margin = 0.0 if np.abs(xy).max() <= half else 0.25
         return path_grid(xy, resolution, margin, xrange=xrange, yrange=yrange)
     return path_grid(xy, resolution, xrange=xrange, yrange=yrange)
-
-
-def _check_range(name: str, value) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name}={value!r} must be a pair (low, high) of plane coordinates, e.g. {name}=(-1, 2)"
-        ) from None
-    if not (np.isfinite(low) and np.isfinite(high) and low < high):
-        raise ValueError(f"{name}={value!r} must have a finite low < high, e.g. {name}=(-1, 2)")
-    return low, high
 
 
 def _grid_coords(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from losstrail._batching import is_datamodule as is_datamodule
 from losstrail._lightning import TrajectoryRecorder
 from losstrail._loss import LossRule
 from losstrail._progress import bar
-from losstrail._registry import OPTIMIZER_ALIASES, OPTIMIZERS, check_choice
+from losstrail._registry import stated_optimizer
 from losstrail.trajectory import Trajectory
 
 __all__ = ["Run", "fit", "make_optimizer"]
@@ -32,10 +32,7 @@ OPTIMIZER_BUILDERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 
 def check_optimizer(optimizer: str | Callable) -> str | Callable:
     """The canonical name of ``optimizer`` (aliases resolved), or the callable unchanged."""
-    if callable(optimizer):
-        return optimizer
-    name = OPTIMIZER_ALIASES.get(optimizer, optimizer)
-    return check_choice("optimizer", name, OPTIMIZERS)
+    return optimizer if callable(optimizer) else stated_optimizer(optimizer)
 
 
 def make_optimizer(optimizer: str | Callable, params: Iterable, lr: float) -> torch.optim.Optimizer:

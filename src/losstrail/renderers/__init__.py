@@ -10,7 +10,8 @@ from losstrail._files import atomic_path
 from losstrail._frames import frames_to_show
 from losstrail._memory import reuse_freed_memory
 from losstrail._progress import track
-from losstrail._registry import ANIMATED_FORMATS, STILL_FORMATS, VIEWS, check_choice
+from losstrail._registry import ANIMATED_FORMATS, STILL_FORMATS
+from losstrail._specs import Style
 from losstrail.landscape import Surface
 from losstrail.projection import Projection
 
@@ -22,15 +23,6 @@ def plot_loss_line(line, out="line.png", **options) -> Path:
     from losstrail.renderers.line import plot_loss_line as plot
 
     return plot(line, out, **options)
-
-
-def check_animation_args(fps: float, max_frames: int) -> None:
-    """Raise ValueError for a frame rate or frame budget no animation can have."""
-    from losstrail._checks import check_fps
-
-    check_fps(fps)
-    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
-        raise ValueError(f"n_frames={max_frames!r} must be an integer of at least 2, e.g. n_frames=300")
 
 
 class Animation:
@@ -71,23 +63,11 @@ def animate(
     surface: Surface,
     out: str | os.PathLike = "sample.gif",
     *,
-    format: str | None = None,
-    fps: float = 15,
-    max_frames: int = 300,
-    every: int | None = None,
-    step: int | None = None,
-    title: str = "",
-    size: tuple[int, int] | None = None,
-    dpi: int = 100,
-    cmap: str = "YlGnBu",
-    levels: int = 35,
-    log_scale: bool = True,
-    path_color: str = "red",
+    style: Style | None = None,
     panel: bool | None = None,
-    view: str = "2d",
-    rotate: bool = False,
     decision=None,
     quiet: bool = False,
+    **options,
 ) -> Animation:
     """Animate the path moving across the loss contour (or draw one still of it) and write ``out``.
 
@@ -97,68 +77,63 @@ def animate(
         out: output file; its extension (or ``format``) picks the format: ``.gif``, ``.mp4``
             (H.264, needs ``losstrail[mp4]``), ``.html`` (interactive, needs ``losstrail[html]``),
             or a still ``.png``/``.pdf``/``.svg`` of the path up to ``step`` (default: all of it).
-        format: the format, when not the extension's.
-        fps: frames per second (default 15).
-        max_frames: at most this many frames, spread evenly over the steps, first and
-            last always in (default 300).
-        every: draw only every ``every``-th recorded step (and the last).
-        step: for a still, the global step it shows (default the last).
-        title, size, dpi, cmap, levels, path_color: the look; see ``PathFigure``. The
-            default size is 900x600, or 1280x600 with the loss panel.
-        log_scale: contour of log loss (default, as the reference) or of the loss itself.
+        style: a ``Style``; ``**options`` are its fields, and replace its values: ``format``,
+            ``view`` (``'2d'`` contour or ``'3d'`` surface), ``rotate``, ``cmap``, ``levels``,
+            ``log_scale``, ``size``, ``dpi``, ``path_color``, ``every``, ``step`` (of a still),
+            ``title``, ``fps`` (default 15), ``max_frames`` (default 300, spread evenly over
+            the steps, first and last always in). A field this picture cannot show, set away
+            from its default, is an error naming it. The default size is 900x600, or 1280x600
+            with the loss panel.
         panel: draw the true-loss and slice-loss curves beside the contour; default when
             ``projection`` carries them (``project(..., model=, data=)``).
-        view: ``'2d'`` (contour, default) or ``'3d'`` (shaded surface with the path on it).
-        rotate: ``'3d'``: turn the camera slowly over the animation.
-        decision: ``DecisionMaps`` for a panel with the classifier's decision regions.
+        decision: ``DecisionMaps`` for a panel with the classifier's decision regions (2-D view).
         quiet: no progress bar.
 
     Returns:
         An ``Animation`` (the written file; shows itself inline in Jupyter). The file
         appears only once complete.
     """
-    from losstrail.renderers._figure import PathFigure, save_still
-
-    kind = output_format(out, format)
-    check_animation_args(fps, max_frames)
-    check_choice("view", view, VIEWS)
-    frames = frames_to_show(projection.step, max_frames, every)
+    style = (style or Style()).updated(options, where="animate")
+    kind = output_format(out, style.format)
+    style.check_for("run", kind)
+    if decision is not None and (style.view == "3d" or kind == "html"):
+        raise ValueError(
+            "decision regions are drawn beside the 2-D contour of a GIF, MP4 or still; "
+            f"leave decision out for view={style.view!r} and format {kind!r}"
+        )
+    frames = frames_to_show(projection.step, style.max_frames, style.every)
     if kind == "html":
         from losstrail.renderers.html import write_html
 
-        keep = _subsampled(projection, frames)
-        path = write_html([("path", keep)], surface, out, max_frames=max_frames, fps=fps, title=title, cmap=cmap,
-                          log_scale=log_scale, view=view, colours=[path_color])  # fmt: skip
+        path = write_html([("path", _subsampled(projection, frames))], surface, out, style=style,
+                          colours=[style.path_color])  # fmt: skip
         return Animation(path, kind, len(frames))
     if kind == "mp4":
         from losstrail.renderers.mp4 import check_ffmpeg
 
         check_ffmpeg()
-    if view == "3d":
-        from losstrail.renderers.surface3d import SurfaceFigure
-
-        figure = SurfaceFigure(projection, surface, rotate=rotate, n_frames=len(frames), title=title, size=size,
-                               dpi=dpi, cmap=cmap, path_color=path_color, log_scale=log_scale)  # fmt: skip
-    else:
-        figure = PathFigure(
-            projection,
-            surface,
-            title=title,
-            size=size,
-            dpi=dpi,
-            cmap=cmap,
-            levels=levels,
-            path_color=path_color,
-            panel=panel,
-            log_scale=log_scale,
-            decision=decision,
-        )
+    figure = _path_figure(projection, surface, style, len(frames), panel, decision)
     if kind in STILL_FORMATS:
-        k = len(projection) - 1 if step is None else _index_of_step(projection, step)
+        from losstrail.renderers._figure import save_still
+
+        k = len(projection) - 1 if style.step is None else _index_of_step(projection, style.step)
         with atomic_path(out) as tmp:
             save_still(figure, k, tmp, kind)
         return Animation(out, kind, 1)
-    return write_animation(figure, frames, out, fps=fps, quiet=quiet, format=kind)
+    return write_animation(figure, frames, out, fps=style.fps, quiet=quiet, format=kind)
+
+
+def _path_figure(projection: Projection, surface: Surface, style: Style, n_frames: int, panel, decision):
+    """The figure that draws one run: the 3-D surface, or the 2-D contour (with its panels)."""
+    look = {"title": style.title or "", "size": style.size, "dpi": style.dpi, "cmap": style.cmap}
+    look.update(path_color=style.path_color, log_scale=style.log_scale)
+    if style.view == "3d":
+        from losstrail.renderers.surface3d import SurfaceFigure
+
+        return SurfaceFigure(projection, surface, rotate=style.rotate, n_frames=n_frames, **look)
+    from losstrail.renderers._figure import PathFigure
+
+    return PathFigure(projection, surface, levels=style.levels, panel=panel, decision=decision, **look)
 
 
 def _index_of_step(projection: Projection, step: int) -> int:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from losstrail._frames import fraction, frame_schedule, held
+from losstrail._specs import LAYOUTS as LAYOUTS
+from losstrail._specs import TIMELINES as TIMELINES
 from losstrail.landscape import Surface
 from losstrail.projection import Projection
 from losstrail.renderers._figure import (
@@ -25,7 +27,6 @@ from losstrail.renderers._figure import (
 
 # Path colours that stand out on the blue-green-yellow contour, in run order.
 RUN_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#000000", "#e377c2", "#8c564b", "#bcbd22", "#7f7f7f")
-LAYOUTS = ("overlay", "grid")
 
 
 class CompareFigure(CanvasFigure):
@@ -38,7 +39,7 @@ class CompareFigure(CanvasFigure):
         layout: ``'overlay'`` (all paths on one contour, with a loss panel) or ``'grid'``
             (one panel per run, one colour scale).
         timeline, max_frames: see ``frame_schedule``.
-        size, dpi, cmap, levels: the look, as ``PathFigure``.
+        size, dpi, cmap, levels, log_scale: the look, as ``PathFigure``.
         captured: each run's fraction of its path variance that the shared plane holds.
     """
 
@@ -55,6 +56,7 @@ class CompareFigure(CanvasFigure):
         dpi: int = 100,
         cmap: str = "YlGnBu",
         levels: int = 35,
+        log_scale: bool = True,
         captured: Sequence[float] | None = None,
     ):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -85,22 +87,24 @@ class CompareFigure(CanvasFigure):
         self.lines, self.points = [], []
         if layout == "grid":
             axes = self.fig.subplots(rows, cols, squeeze=False).ravel()
-            finite = np.log(surface.loss[np.isfinite(surface.loss) & (surface.loss > 0)])
+            shown = surface.loss[np.isfinite(surface.loss) & ((surface.loss > 0) | (not log_scale))]
+            finite = np.log(shown) if log_scale else shown
             norm = Normalize(float(finite.min()), float(finite.max())) if finite.size else None
             for k, ax in enumerate(axes):
                 if k >= n:
                     ax.set_visible(False)
                     continue
                 contour = draw_contour(
-                    self.fig, ax, surface, plane, levels=levels, cmap=cmap, colorbar=False, norm=norm
-                )
+                    self.fig, ax, surface, plane, levels=levels, cmap=cmap, colorbar=False, norm=norm,
+                    log_scale=log_scale,
+                )  # fmt: skip
                 ax.set_title(self._run_title(k), fontsize=9, color=self.colours[k])
                 self._add_path(ax, k)
-            self.fig.colorbar(contour, ax=list(axes[:n]), label=colour_label(True) + " (one scale)")
+            self.fig.colorbar(contour, ax=list(axes[:n]), label=colour_label(log_scale) + " (one scale)")
             self.main_axes = list(axes[:n])
         else:
             ax, side = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.55, 1]})
-            draw_contour(self.fig, ax, surface, plane, levels=levels, cmap=cmap)
+            draw_contour(self.fig, ax, surface, plane, levels=levels, cmap=cmap, log_scale=log_scale)
             for k in range(n):
                 self._add_path(ax, k, label=self._run_title(k))
             legend_above(ax, ncol=2)  # outside the axes, so it never covers a path

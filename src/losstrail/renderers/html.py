@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._frames import fraction, frame_schedule, held
+from losstrail._specs import Style
 from losstrail.landscape import Surface
 from losstrail.projection import Projection
+from losstrail.renderers._figure import axis_labels, faithfulness_title, grid_note
 from losstrail.renderers.compare import RUN_COLOURS
 
 DIV_ID = "losstrail-plot"
@@ -54,96 +56,118 @@ def write_html(
     surface: Surface,
     out: str | os.PathLike,
     *,
-    max_frames: int = 300,
-    fps: float = 15,
-    title: str = "",
-    cmap: str = "YlGnBu",
-    log_scale: bool = True,
-    view: str = "2d",
+    style: Style | None = None,
     colours: Sequence[str] | None = None,
     captured: Sequence[float] | None = None,
+    **options,
 ) -> Path:
     """Write the contour (or 3-D surface), every run's path, a loss panel, play/pause and a step slider to ``out``.
 
     The page opens at the last step, with each whole path drawn; play starts from the first.
-    ``captured`` gives each run's share of its path in the plane (for a comparison); a single
-    run's share is read from its plane.
+    ``style`` (or its fields as ``**options``) gives the view, colour map, levels, colour
+    scale, size, title, frames per second, most frames and the runs' timeline. ``captured``
+    gives each run's share of its path in the plane (for a comparison); a single run's share
+    is read from its plane.
     """
     check_plotly()
     import plotly.graph_objects as go
 
-    from losstrail._files import atomic_path
-    from losstrail.renderers._figure import axis_labels, faithfulness_title, grid_note
-
+    style = (style or Style()).updated(options, where="write_html")
     colours = list(colours) if colours is not None else [RUN_COLOURS[k % len(RUN_COLOURS)] for k in range(len(runs))]
     projections = [p for _, p in runs]
-    schedule, times = frame_schedule(projections, max_frames)
-    loss = np.where(surface.loss > 0, surface.loss, np.nan) if log_scale else surface.loss
-    z = np.log(loss) if log_scale else loss
-    z_label = "ln(loss)" if log_scale else "loss"
-    xlabel, ylabel = axis_labels(projections[0].plane)
+    schedule, times = frame_schedule(projections, style.max_frames, style.timeline)
     fig = go.Figure()
-    hover_grid = "x %{x:.3g}<br>y %{y:.3g}<br>slice " + z_label + " %{z:.4g}<extra></extra>"
-    grid = {
-        "x": _rounded(surface.xs),
-        "y": _rounded(surface.ys),
-        "z": np.reshape(np.array(_rounded(z), dtype=object), z.shape).tolist(),
-        "colorscale": cmap,
-        "hovertemplate": hover_grid,
-        "colorbar": {"title": {"text": z_label + " on this slice", "side": "right"}, "x": 0.56, "len": 0.9},
-    }
-    if view == "3d":
-        fig.add_trace(go.Surface(opacity=0.85, **grid))
-    else:
-        fig.add_trace(go.Contour(ncontours=35, **grid))
-    paths = []
-    for k, (name, p) in enumerate(runs):
-        height = _slice_height(p, surface)
-        h = np.log(np.where(height > 0, height, np.nan)) if log_scale else height
-        true = p.true_loss if p.true_loss is not None else np.full(len(p), np.nan)
-        custom = np.stack([p.step, true, height, p.loss], axis=1)
-        hover = (
-            f"<b>{name}</b><br>step %{{customdata[0]}}<br>plane x %{{x:.4g}}, y %{{y:.4g}}<br>"
-            "true loss %{customdata[1]:.4g}<br>slice loss %{customdata[2]:.4g}<br>batch loss %{customdata[3]:.4g}"
-            "<extra></extra>"
-        )
-        shown = name if captured is None else f"{name} (plane holds {captured[k]:.0%} of its path)"
-        common = {"name": shown, "customdata": [_rounded(row) for row in custom], "hovertemplate": hover}
-        line = {"color": colours[k], "width": 3}
-        if view == "3d":
-            fig.add_trace(go.Scatter3d(x=[], y=[], z=[], mode="lines", line=line, showlegend=False, hoverinfo="skip"))
-            fig.add_trace(
-                go.Scatter3d(x=[], y=[], z=[], mode="markers", marker={"color": colours[k], "size": 6}, **common)
-            )
-        else:
-            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", line=line, showlegend=False, hoverinfo="skip"))
-            fig.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"color": colours[k], "size": 11,
-                                     "line": {"color": "white", "width": 1}}, **common))  # fmt: skip
-        paths.append({"x": _rounded(p.xy[:, 0]), "y": _rounded(p.xy[:, 1]), "z": _rounded(h),
-                      "custom": common["customdata"]})  # fmt: skip
-    by_step = len({int(p.step[-1]) for p in projections}) == 1
+    _add_surface(fig, surface, style)
+    paths = [
+        _add_path(fig, name, p, surface, style, colours[k], None if captured is None else captured[k])
+        for k, (name, p) in enumerate(runs)
+    ]
+    same_end = len({int(p.step[-1]) for p in projections}) == 1
+    by_step = style.timeline == "step" or (style.timeline == "auto" and same_end)
     cursors = _loss_panel(fig, runs, colours, by_step)
     # A slider stop per frame would draw hundreds of tick labels and double the page's start-up
     # time; it gets at most SLIDER_STOPS stops, while play still shows every frame.
     stops = np.unique(np.round(np.linspace(0, len(times) - 1, min(len(times), SLIDER_STOPS))).astype(int))
     labels = [f"{times[f]:.0f}" if by_step else f"{times[f]:.0%}" for f in stops]
-    heading = title or "losstrail"
+    heading = style.title or "losstrail"
     if captured is None and len(runs) == 1:
         heading = faithfulness_title(heading, projections[0], surface)
     elif grid_note(surface):
         heading += "\n" + grid_note(surface)
+    _lay_out(fig, style, heading, axis_labels(projections[0].plane), labels, by_step)
+    data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1, "cursors": cursors}
+    data.update(fps=style.fps, view=style.view)
+    _write_page(fig, out, _PLAYER.replace("__DATA__", json.dumps(data, separators=(",", ":"))), style.view)
+    return Path(out)
+
+
+def _z_label(log_scale: bool) -> str:
+    return "ln(loss)" if log_scale else "loss"
+
+
+def _add_surface(fig, surface: Surface, style: Style) -> None:
+    """The landscape: a contour with ``style.levels`` levels, or a 3-D surface, in ``style.cmap``."""
+    import plotly.graph_objects as go
+
+    loss = np.where(surface.loss > 0, surface.loss, np.nan) if style.log_scale else surface.loss
+    z = np.log(loss) if style.log_scale else loss
+    z_label = _z_label(style.log_scale)
+    grid = {
+        "x": _rounded(surface.xs),
+        "y": _rounded(surface.ys),
+        "z": np.reshape(np.array(_rounded(z), dtype=object), z.shape).tolist(),
+        "colorscale": style.cmap,
+        "hovertemplate": "x %{x:.3g}<br>y %{y:.3g}<br>slice " + z_label + " %{z:.4g}<extra></extra>",
+        "colorbar": {"title": {"text": z_label + " on this slice", "side": "right"}, "x": 0.56, "len": 0.9},
+    }
+    if style.view == "3d":
+        fig.add_trace(go.Surface(opacity=0.85, **grid))
+    else:
+        fig.add_trace(go.Contour(ncontours=style.levels, **grid))
+
+
+def _add_path(fig, name: str, p: Projection, surface: Surface, style: Style, colour: str, captured) -> dict:
+    """A run's (empty) line and marker traces, which the player fills; returns the path data the page stores."""
+    import plotly.graph_objects as go
+
+    height = _slice_height(p, surface)
+    h = np.log(np.where(height > 0, height, np.nan)) if style.log_scale else height
+    true = p.true_loss if p.true_loss is not None else np.full(len(p), np.nan)
+    custom = np.stack([p.step, true, height, p.loss], axis=1)  # the slice loss: measured, else the grid's
+    hover = (
+        f"<b>{name}</b><br>step %{{customdata[0]}}<br>plane x %{{x:.4g}}, y %{{y:.4g}}<br>"
+        "true loss %{customdata[1]:.4g}<br>slice loss %{customdata[2]:.4g}<br>batch loss %{customdata[3]:.4g}"
+        "<extra></extra>"
+    )
+    shown = name if captured is None else f"{name} (plane holds {captured:.0%} of its path)"
+    common = {"name": shown, "customdata": [_rounded(row) for row in custom], "hovertemplate": hover}
+    line = {"color": colour, "width": 3}
+    if style.view == "3d":
+        fig.add_trace(go.Scatter3d(x=[], y=[], z=[], mode="lines", line=line, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter3d(x=[], y=[], z=[], mode="markers", marker={"color": colour, "size": 6}, **common))
+    else:
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", line=line, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"color": colour, "size": 11,
+                                 "line": {"color": "white", "width": 1}}, **common))  # fmt: skip
+    return {"x": _rounded(p.xy[:, 0]), "y": _rounded(p.xy[:, 1]), "z": _rounded(h), "custom": common["customdata"]}
+
+
+def _lay_out(fig, style: Style, heading: str, axis_titles, labels, by_step: bool) -> None:
+    """Title, axes, size, legend, the step slider and the play/pause buttons."""
+    xlabel, ylabel = axis_titles
+    width, height = style.size if style.size is not None else (1280, 660)
     fig.update_layout(
         title={"text": heading.replace("\n", "<br>"), "x": 0.5, "font": {"size": 14}},
         xaxis={"title": {"text": xlabel}, "domain": [0.0, 0.53]},
         yaxis_title=ylabel,
-        width=1280,
-        height=660,
+        width=width,
+        height=height,
         margin={"t": 110, "b": 40},
         showlegend=True,
         legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
         sliders=[
             {
-                "active": len(stops) - 1,
+                "active": len(labels) - 1,
                 "len": 0.53,
                 "currentvalue": {"prefix": "step " if by_step else "training "},
                 "pad": {"t": 50},
@@ -165,13 +189,17 @@ def write_html(
             }
         ],
     )
-    if view == "3d":
+    if style.view == "3d":
+        z_label = _z_label(style.log_scale)
         fig.update_layout(
             scene={"xaxis_title": xlabel, "yaxis_title": ylabel, "zaxis_title": z_label, "domain": {"x": [0, 0.53]}}
         )
-    data = {"paths": paths, "schedule": schedule.tolist(), "stops": stops.tolist(), "first": 1, "cursors": cursors}
-    data.update(fps=fps, view=view)
-    script = _PLAYER.replace("__DATA__", json.dumps(data, separators=(",", ":")))
+
+
+def _write_page(fig, out, script: str, view: str) -> None:
+    """The page, self-contained: the 2-D-only plotly.js bundle when it fits, else plotly's whole one."""
+    from losstrail._files import atomic_path
+
     bundle = _cartesian_bundle() if view != "3d" else None
     with atomic_path(out) as tmp:
         if bundle is None:
@@ -182,7 +210,6 @@ def write_html(
                                config={"responsive": True})  # fmt: skip
             head = page.index("<head>") + len("<head>")
             tmp.write_text(page[:head] + "\n<script>" + bundle + "</script>\n" + page[head:], encoding="utf-8")
-    return Path(out)
 
 
 def _loss_panel(fig, runs, colours, by_step: bool) -> list[dict]:
