@@ -320,7 +320,7 @@ class Evaluator:
         self._looped(*some(k))
         t_loop = (time.perf_counter() - start) * flat.shape[0] / k
         if t_loop < t_vmap:
-            why = "vmap falls back on slow kernels for it" if slow else "its activations are too large to batch well"
+            why = "vmap falls back on slow kernels for it" if slow else "timed on the first chunk"
             note(f"evaluating {name} point by point: {t_vmap / t_loop:.1f}x faster than vmap here ({why})", self.quiet)
             return "loop", result  # this chunk is done already; the rest goes point by point
         return "vmap", result
