@@ -116,6 +116,38 @@ def check_fps(fps, argument: str = "fps") -> float:
     return float(fps)
 
 
+def check_learning_rate(rate, argument: str = "learning_rate") -> float | None:
+    """A positive, finite learning rate, or None (the model's own).
+
+    >>> check_learning_rate(float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: learning_rate=inf must be a positive finite number, e.g. learning_rate=5e-3
+    """
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"{argument}={rate!r} must be a positive finite number, e.g. {argument}=5e-3")
+    return float(rate)
+
+
+def check_custom_directions_used(reduction_method, custom_directions) -> None:
+    """``custom_directions`` are used only by ``reduction_method='custom'``: given with another, they are an error.
+
+    >>> check_custom_directions_used("pca", "uv.npz")
+    Traceback (most recent call last):
+    ...
+    ValueError: custom_directions='uv.npz' is given but reduction_method='pca' does not use it; pass reduction_method='custom' to use it, or leave custom_directions out
+    """
+    if custom_directions is None or reduction_method == "custom":
+        return
+    shown = repr(str(custom_directions)) if isinstance(custom_directions, (str, os.PathLike)) else "(u, v)"
+    raise ValueError(
+        f"custom_directions={shown} is given but reduction_method={reduction_method!r} does not use it; "
+        "pass reduction_method='custom' to use it, or leave custom_directions out"
+    )
+
+
 def check_range(argument: str, value) -> tuple[float, float]:
     """``(low, high)`` plane coordinates, finite, low < high.
 

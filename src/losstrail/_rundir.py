@@ -41,7 +41,7 @@ class RunDirBusy(BlockingIOError):
 
 
 def _holder(lock: Path) -> dict:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, RecursionError):
         holder = json.loads(lock.read_text() or "{}")
         if isinstance(holder, dict):
             return holder
@@ -311,7 +311,7 @@ def read_record(run_dir: str | os.PathLike, *, missing_ok: bool = False, damaged
     fix = "it is damaged; run the job again to rewrite it"
     try:
         record = json.loads(text)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested thousands deep
         if damaged_ok:
             return None
         raise ValueError(f"{str(path)!r} is not valid JSON ({err}); {fix}") from None

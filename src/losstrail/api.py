@@ -225,9 +225,10 @@ def _checked_style(style: dict, giffps, n_frames, output, decision) -> Style:
 
 def _check_job_args(reduction_method, custom_directions, model_filename, budget) -> None:
     """The arguments no spec holds: the custom vectors, the weights' file name and the time budget."""
-    from losstrail._checks import check_directions
+    from losstrail._checks import check_custom_directions_used, check_directions
     from losstrail._rundir import is_plain_name
 
+    check_custom_directions_used(reduction_method, custom_directions)
     if reduction_method == "custom":
         check_directions(custom_directions)
     if not is_plain_name(model_filename):

@@ -192,7 +192,7 @@ def load_comparison(run_dir: str | os.PathLike) -> Comparison:
         runs = record["runs"]
         folders = [r["folder"] for r in runs]
         names = tuple(str(r["name"]) for r in runs)
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise ValueError(f"{str(path)!r} is damaged ({err!r}); run compare again to rewrite it") from None
     if len(set(folders)) != len(folders) or not all(is_plain_name(f) for f in folders):
         raise ValueError(

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import gc
 import inspect
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -117,11 +118,14 @@ _FLAGS = {
     "path_color": "--path-color",
     "log_scale": "--linear",
     "chunk_points": "--chunk-points",
+    "num_hidden_layers": "--hidden-layers",
 }
 # Short names that are also plain words: translated only where they read ``name=value``.
 _FLAGS_BEFORE_EQUALS = ("epochs", "fps", "out", "run_dir", "resolution", "centre", "xrange", "yrange", "subset",
                         "every", "step", "view", "size", "dpi", "levels", "cmap", "format", "layout", "optimizer",
-                        "optimizers", "dataset", "model", "seed", "timeline", "device", "rotate", "title")  # fmt: skip
+                        "optimizers", "dataset", "model", "seed", "timeline", "device", "rotate", "title", "tol",
+                        "grid", "budget", "params", "hidden_dim", "batch_size", "key", "to", "path", "directions",
+                        "zmax", "log", "ascii", "force", "autocast")  # fmt: skip
 
 
 def cli_words(message: str) -> str:
@@ -248,15 +252,17 @@ def run(
 ):
     """Train a model, slice the loss landscape and animate the optimizer's path."""
     with _user_errors():
+        from losstrail._checks import check_custom_directions_used
         from losstrail._registry import check_choice
 
         check_choice("dataset", dataset, DATASETS)
         check_choice("model", model, MODELS)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"--batch-size={batch_size} must be a positive integer, or left out for the whole dataset")
-        if lr is not None and not lr > 0:
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"--lr={lr:g} must be a positive learning rate, e.g. --lr 0.005")
         vectors = _custom_directions(custom_directions)
+        check_custom_directions_used(directions, custom_directions)
         import torch
 
         from losstrail.api import loss_landscape_anim
@@ -372,7 +378,9 @@ def compare(
             return values if len(values) > 1 else values[0]
 
         rates = listed(lrs, float)
-        if rates is not None and not all(r > 0 for r in (rates if isinstance(rates, list) else [rates])):
+        if rates is not None and not all(
+            math.isfinite(r) and r > 0 for r in (rates if isinstance(rates, list) else [rates])
+        ):
             raise ValueError(f"--lrs={lrs} must be positive learning rates, e.g. --lrs 0.01,0.001")
 
         compare_runs(
