@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from losstrail._checks import output_format
+from losstrail._checks import check_outputs, output_format
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import quoted
 from losstrail._rundir import check_together, staging, writer_lock
@@ -166,6 +166,10 @@ def loss_landscape_anim(
     )  # fmt: skip
     look = _checked_style(style, giffps, n_frames, output_filename if output_to_file else None, decision)
     _check_job_args(reduction_method, custom_directions, model_filename, budget)
+    if output_to_file:
+        how = "an input" if load_model else "written by this run"
+        check_outputs([("output_filename", output_filename)], run_dir=model_dirpath, model_filename=model_filename,
+                      how=how)  # fmt: skip
     job = _Job(
         train, plane, grid_spec, look, datamodule=datamodule, model=model, custom_directions=custom_directions,
         objective=objective, loss_fn=loss_fn, budget=budget, model_filename=model_filename, load_model=load_model,

@@ -252,7 +252,7 @@ def run(
 ):
     """Train a model, slice the loss landscape and animate the optimizer's path."""
     with _user_errors():
-        from losstrail._checks import check_custom_directions_used
+        from losstrail._checks import check_custom_directions_used, check_outputs
         from losstrail._registry import check_choice
 
         check_choice("dataset", dataset, DATASETS)
@@ -261,6 +261,8 @@ def run(
             raise ValueError(f"--batch-size={batch_size} must be a positive integer, or left out for the whole dataset")
         if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"--lr={lr:g} must be a positive learning rate, e.g. --lr 0.005")
+        check_outputs([("output_filename", out)], inputs=[("custom_directions", custom_directions)], run_dir=run_dir,
+                      how="written by this run")  # fmt: skip
         vectors = _custom_directions(custom_directions)
         check_custom_directions_used(directions, custom_directions)
         import torch

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from losstrail._checks import check_output_file, output_format
+from losstrail._checks import check_output_file, check_outputs, output_format
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._rundir import digest, writer_lock
@@ -152,6 +152,7 @@ def compare(
                                   "timeline": timeline}, out)  # fmt: skip
     names, settings = _named_runs(runs, optimizers, learning_rates, batch_sizes, trained)
     check_runs(names, centre=centre)
+    check_outputs([("out", out)], run_dir=run_dir, how="written by this comparison")
     centre = names[0] if centre is None else centre
     out_dir = None if out is None else Path(out).resolve().parent
     with removed_if_failed(out_dir, run_dir), free_core_threads():  # a failed comparison leaves no empty folder

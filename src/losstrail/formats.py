@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from losstrail._checks import check_outputs
 from losstrail._files import atomic_path
 from losstrail._registry import quoted
 from losstrail.landscape import Surface
@@ -329,6 +330,7 @@ def render_surface(
 
     style = (style or Style()).updated(options, where="render_surface")
     style.check_for("run", output_format(out, style.format))
+    check_outputs([("out", out)], inputs=[("surface", surface), ("path", path), ("directions", directions)])
     found = _read_projection(path) if path is not None else {"xy": np.zeros((1, 2))}
     about = _read_directions(directions) if directions is not None else {}
     grid, extras = _read_surface("surface", surface, key)
@@ -413,6 +415,7 @@ def export(
     for argument, value, format in (("to", to, kind), ("path", path, path_kind), ("directions", directions, "h5")):
         if value is not None and format == "h5":
             _h5py(argument, value)
+    check_outputs([("to", to), ("path", path), ("directions", directions)], run_dir=run_dir)
     run = _load_run(run_dir, want_path=path is not None or kind in ("obj", "ply", "npz"))
     height = _height(log, zmax)
     writes = []  # (file, writer): everything is computed and checked before the first file is written
