@@ -25,12 +25,142 @@ BYTES_PER_GRID_POINT = 48
 BYTES_PER_PIXEL = 4 * 8
 
 
+# A job plans on at most this share of the memory the machine has available when it starts.
+MEMORY_SHARE = 0.5
+# Bytes a model parameter costs while a run trains and evaluates (float32 each): the weights, their
+# gradient, two optimizer moments, the recorded row, the plane's centre and two directions, and the
+# evaluator's working copies.
+BYTES_PER_PARAMETER = 12 * 4
+# Bytes an activation costs in training: its value, kept for the backward pass, and its gradient.
+BYTES_PER_ACTIVATION = 2 * 4
+# Bytes a recorded step costs besides its parameters: step, epoch, loss, accuracy, its projection.
+BYTES_PER_STEP = 64
+# Bytes of recorded parameters held in memory before the rest of the path goes to disk (the recorder's
+# default ``memory_limit``).
+PATH_IN_MEMORY = 1 << 30
+# Bytes a drawn frame's decision regions cost (an 80x80 map of classes).
+BYTES_PER_DECISION_MAP = 80 * 80
+
+
 def memory_bytes() -> int | None:
     """This machine's physical memory in bytes, or None where the OS does not say."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new job can have now: Linux's ``MemAvailable`` (within a cgroup's limit), else physical.
+
+    >>> available_memory() is None or available_memory() > 0
+    True
+    """
+    have = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    have = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # a container's limit (cgroup v2), less what it uses already
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit.isdigit() and used.isdigit():
+            have = min(have if have is not None else int(limit), max(int(limit) - int(used), 0))
+    except (OSError, ValueError):
+        pass
+    return have if have is not None else memory_bytes()
+
+
+def check_memory(subject: str, needed: float, fix: str, parts: dict[str, float] | None = None) -> None:
+    """The one memory estimate every size goes through: ValueError when ``needed`` bytes will not fit.
+
+    Args:
+        subject: the sizes as the caller gave them and what they make, e.g.
+            ``"resolution=100000 is a grid of 10,000,000,000 points"``.
+        needed: the bytes the job will need for them.
+        fix: what to pass instead.
+        parts: where the bytes go, named, for the message.
+
+    Raises:
+        ValueError: when ``needed`` is more than ``MEMORY_SHARE`` of the available memory; it says
+        the estimate and the memory available.
+    """
+    have = available_memory()
+    if have is None or needed <= have * MEMORY_SHARE:
+        return
+    shown = [f"{name} {size_text(n)}" for name, n in (parts or {}).items() if n >= 1 << 20]
+    detail = f" ({', '.join(shown)})" if shown else ""
+    raise ValueError(
+        f"{subject}, which needs about {size_text(needed)} of memory{detail}; this machine has "
+        f"{size_text(have)} available, and a job plans on at most half. {fix}"
+    )
+
+
+def mlp_parameters(input_dim: int, hidden_dim: int, num_hidden_layers: int, num_classes: int) -> int:
+    """Parameters of ``MLP(input_dim, num_classes, num_hidden_layers, hidden_dim)``, counted without building it.
+
+    >>> mlp_parameters(2, 50, 1, 3)  # the default MLP on the spirals
+    303
+    """
+    widths = [input_dim] + [hidden_dim] * num_hidden_layers + [num_classes]
+    return sum(w_in * w_out + w_out for w_in, w_out in zip(widths[:-1], widths[1:]))
+
+
+def training_bytes(n_params: int, *, batch_rows: int = 0, activations: int = 0, steps: int = 0, frames: int = 0,
+                   decision: bool = False) -> dict[str, int]:  # fmt: skip
+    """Where a run's memory goes, in bytes: parameters, activations, the recorded path and the frames, by name.
+
+    Args:
+        n_params: the model's parameters.  batch_rows: examples in a training batch.
+        activations: activations one example makes in a forward pass.
+        steps: recorded steps of the path.  frames: most frames drawn (decision maps, when ``decision``).
+    """
+    frames = min(frames, steps) if steps else frames
+    return {
+        "parameters": n_params * BYTES_PER_PARAMETER,
+        "activations": batch_rows * activations * BYTES_PER_ACTIVATION,
+        "recorded path": min(steps * n_params * 4, PATH_IN_MEMORY) + steps * BYTES_PER_STEP,
+        "frames": frames * (BYTES_PER_STEP + (n_params * 4 + BYTES_PER_DECISION_MAP if decision else 0)),
+    }
+
+
+def free_disk(folder) -> int | None:
+    """Bytes free on the disk that holds ``folder`` (or its nearest parent that exists), or None."""
+    import shutil
+
+    path = Path(os.path.abspath(folder))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def check_training_memory(sizes: dict, n_params: int, fix: str = "Pass smaller sizes", storage=None, **counts) -> None:
+    """The memory a run needs for its sizes (``training_bytes(n_params, **counts)``), checked by ``check_memory``;
+    and, with ``storage`` (the folder the path is kept in), the disk its recorded path takes.
+
+    ``sizes`` are the arguments that set them, ``{name: value}`` as the caller spelled them.
+    """
+    parts = training_bytes(n_params, **counts)
+    what = f"a model of {n_params:,} parameters"
+    if counts.get("batch_rows"):
+        what += f" trained on batches of {counts['batch_rows']:,} examples"
+    if counts.get("steps"):
+        what += f" for {counts['steps']:,} recorded steps"
+    given = ", ".join(f"{name}={value!r}" for name, value in sizes.items())
+    check_memory(f"{given} make {what}", sum(parts.values()), fix, parts)
+    disk, free = counts.get("steps", 0) * n_params * 4, None if storage is None else free_disk(storage)
+    if free is not None and disk > free:
+        raise ValueError(
+            f"{given} make {what}, whose recorded path takes about {size_text(disk)} of disk in {str(storage)!r}; "
+            f"that disk has {size_text(free)} free. {fix}"
+        )
 
 
 def size_text(n: float) -> str:
@@ -69,14 +199,60 @@ def check_resolution(resolution, argument: str = "resolution") -> int | tuple[in
         raise ValueError(f"{argument}={resolution!r} must be a number of grid points per axis, {example}")
     if nx < 2 or ny < 2:
         raise ValueError(f"{argument}={resolution!r} must have at least 2 grid points per axis, {example}")
-    needed, have = nx * ny * BYTES_PER_GRID_POINT, memory_bytes()
-    if have is not None and needed > have / 2:
-        fits = math.isqrt(int(have / 2 / BYTES_PER_GRID_POINT))
-        raise ValueError(
-            f"{argument}={resolution!r} is a grid of {nx * ny:,} points, which needs {size_text(needed)} of memory; "
-            f"this machine has {size_text(have)}. Pass at most {argument}={fits} (most pictures need 100 to 300)"
-        )
+    have = available_memory() or 0
+    fits = math.isqrt(int(have * MEMORY_SHARE / BYTES_PER_GRID_POINT))
+    check_memory(f"{argument}={resolution!r} is a grid of {nx * ny:,} points", nx * ny * BYTES_PER_GRID_POINT,
+                 f"Pass at most {argument}={fits} (most pictures need 100 to 300)")  # fmt: skip
     return nx if _is_int(resolution) else (nx, ny)
+
+
+# LeNet-5 on 28x28 images (the larger of its inputs here): parameters, and activations per example.
+LENET_PARAMETERS, LENET_ACTIVATIONS = 61_706, 10_000
+
+
+def check_builtin_run(dataset: str, model: str, *, hidden_dim: int, num_hidden_layers: int, batch_size: int | None,
+                      n_epochs: int, max_frames: int, decision: bool, storage=None) -> None:  # fmt: skip
+    """The memory (and the disk in ``storage``) a run of a built-in model on a built-in dataset needs, checked
+    before anything is built.
+
+    ``batch_size`` None is the whole dataset; the path records every step. The message suggests
+    what to shrink: the steps when the recorded path needs the most, else the MLP's layers.
+    """
+    from losstrail._registry import DATASET_SIZES
+
+    shape, classes, examples = DATASET_SIZES[dataset]
+    rows = examples if batch_size is None else min(batch_size, examples)
+    steps = n_epochs * -(-examples // max(rows, 1)) + 1
+    counts = {"batch_rows": rows, "steps": steps, "frames": max_frames, "decision": decision}
+    inputs = math.prod(shape)
+
+    def needed(layers: int) -> tuple[int, int, dict]:
+        if model != "mlp":
+            return LENET_PARAMETERS, LENET_ACTIVATIONS, training_bytes(LENET_PARAMETERS, activations=LENET_ACTIVATIONS,
+                                                                       **counts)  # fmt: skip
+        n_params = mlp_parameters(inputs, hidden_dim, layers, classes)
+        activations = inputs + 2 * hidden_dim * layers + classes
+        return n_params, activations, training_bytes(n_params, activations=activations, **counts)
+
+    n_params, activations, parts = needed(num_hidden_layers)
+    sizes = {"batch_size": batch_size, "n_epochs": n_epochs}
+    fix = "Pass fewer n_epochs= (or a larger batch_size=)"
+    if model == "mlp":
+        sizes = {"num_hidden_layers": num_hidden_layers, "hidden_dim": hidden_dim, **sizes}
+        if max(parts, key=parts.get) != "recorded path":
+            fix = _fewer_layers(lambda layers: sum(needed(layers)[2].values()), num_hidden_layers, hidden_dim)
+    check_training_memory(sizes, n_params, fix, storage, activations=activations, **counts)
+
+
+def _fewer_layers(needed, layers: int, hidden_dim: int) -> str:
+    """What to pass instead of ``layers`` hidden layers: the most that fit (``needed(layers)`` bytes), or narrower."""
+    low, high, budget = 0, layers, (available_memory() or 0) * MEMORY_SHARE
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if needed(middle) <= budget else (low, middle - 1)
+    if low:
+        return f"Pass at most num_hidden_layers={low} at hidden_dim={hidden_dim}, or a smaller hidden_dim="
+    return "Pass a smaller hidden_dim= (or batch_size=)"
 
 
 def check_size(size, argument: str = "size") -> tuple[int, int] | None:
@@ -97,12 +273,8 @@ def check_size(size, argument: str = "size") -> tuple[int, int] | None:
     width, height = size
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
         raise ValueError(f"{argument}={size!r}: each side must be between {MIN_SIDE} and {MAX_SIDE} pixels, {example}")
-    needed, have = width * height * BYTES_PER_PIXEL, memory_bytes()
-    if have is not None and needed > have / 2:
-        raise ValueError(
-            f"{argument}={size!r} needs {size_text(needed)} of memory to draw; this machine has {size_text(have)}. "
-            f"Pass a smaller size, {example}"
-        )
+    check_memory(f"{argument}={size!r} is a figure of {width * height:,} pixels", width * height * BYTES_PER_PIXEL,
+                 f"Pass a smaller size, {example}")  # fmt: skip
     return int(width), int(height)
 
 

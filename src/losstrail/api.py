@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from losstrail._checks import check_outputs, output_format
+from losstrail._checks import check_outputs, check_training_memory, output_format
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import quoted
 from losstrail._rundir import check_together, staging, writer_lock
@@ -347,6 +347,9 @@ def _model_and_data(job: _Job):
             f"model={type(model).__name__} has no parameters, so there is no path to record; "
             "pass a model with trainable parameters"
         )
+    check_training_memory({"model": type(model).__name__, "n_epochs": job.train.n_epochs}, n_params,
+                          "Pass a smaller model or fewer n_epochs=", steps=job.train.n_epochs + 1,
+                          frames=job.style.max_frames, decision=job.decision)  # fmt: skip
     if job.decision and getattr(datamodule, "input_dim", 2) != 2:
         raise ValueError(
             f"decision=True draws decision regions of 2-D inputs; {type(datamodule).__name__} has inputs of "

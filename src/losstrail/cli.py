@@ -263,6 +263,8 @@ def run(
             raise ValueError(f"--lr={lr:g} must be a positive learning rate, e.g. --lr 0.005")
         check_outputs([("output_filename", out)], inputs=[("custom_directions", custom_directions)], run_dir=run_dir,
                       how="written by this run")  # fmt: skip
+        _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, resolution, grid, tol, subset,
+                     bn_batches, style.max_frames, decision, run_dir)  # fmt: skip
         vectors = _custom_directions(custom_directions)
         check_custom_directions_used(directions, custom_directions)
         import torch
@@ -308,6 +310,19 @@ def run(
             **_own_look(style, "fps", "max_frames"),
         )
     typer.echo(f"wrote {out} (run saved in {run_dir})")
+
+
+def _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, resolution, grid, tol, subset,
+                 bn_batches, max_frames, decision, run_dir) -> None:  # fmt: skip
+    """Every size ``run`` takes, checked against the memory before torch is even imported (in the API's words)."""
+    from losstrail._checks import check_builtin_run
+    from losstrail._specs import GridSpec, TrainSpec
+
+    TrainSpec.of({"n_epochs": epochs})
+    GridSpec.of({"resolution": _resolution(resolution), "grid": grid, "tol": tol, "subset": subset,
+                 "bn_batches": bn_batches})  # fmt: skip
+    check_builtin_run(dataset, model, hidden_dim=hidden_dim, num_hidden_layers=hidden_layers, batch_size=batch_size,
+                      n_epochs=epochs, max_frames=max_frames, decision=decision, storage=run_dir)  # fmt: skip
 
 
 def _own_look(style: Style, *taken: str) -> dict:
@@ -437,6 +452,10 @@ def surface(
 ):
     """Compute a run's loss surface in resumable chunks; under torchrun, split across the ranks."""
     with _user_errors():
+        from losstrail._checks import check_resolution
+
+        if resolution is not None:
+            check_resolution(_resolution(resolution))  # before torch is imported
         from losstrail.grid_job import compute_surface
 
         before = _identity(run_dir / "surface.npz")

@@ -153,6 +153,8 @@ def compare(
     names, settings = _named_runs(runs, optimizers, learning_rates, batch_sizes, trained)
     check_runs(names, centre=centre)
     check_outputs([("out", out)], run_dir=run_dir, how="written by this comparison")
+    if trained is None:
+        _check_paths_fit(settings, epochs, datamodule, model)
     centre = names[0] if centre is None else centre
     out_dir = None if out is None else Path(out).resolve().parent
     with removed_if_failed(out_dir, run_dir), free_core_threads():  # a failed comparison leaves no empty folder
@@ -205,6 +207,29 @@ def _named_runs(runs, optimizers, learning_rates, batch_sizes, trained) -> tuple
         if "optimizer" in s and not callable(s["optimizer"]):
             s["optimizer"] = stated_optimizer(s["optimizer"])
     return names, settings
+
+
+def _check_paths_fit(settings: list[dict], epochs: int, datamodule, model) -> None:
+    """The runs' paths, held in memory while they train, checked against the memory before the first is trained.
+
+    With the caller's own data the steps of an epoch are not known yet: one per epoch is counted.
+    """
+    from losstrail._checks import BYTES_PER_STEP, check_memory, mlp_parameters
+    from losstrail._registry import DATASET_SIZES
+
+    shape, classes, examples = DATASET_SIZES["spirals"]  # the default data and MLP (_default_data, _train_runs)
+    n_params = mlp_parameters(shape[0], 50, 1, classes) if model is None else sum(p.numel() for p in model.parameters())
+    if datamodule is not None:
+        examples = None
+    rows = sum(
+        epochs * (-(-examples // min(s.get("batch_size") or examples, examples)) if examples else 1) + 1
+        for s in settings
+    )
+    check_memory(
+        f"epochs={epochs!r} for {len(settings)} runs records {rows:,} steps of {n_params:,} parameters",
+        rows * (n_params * 4 + BYTES_PER_STEP),
+        "Pass fewer epochs= (or larger batch_sizes=)",
+    )
 
 
 def _default_data():
