@@ -138,7 +138,8 @@ def test_python_api_names_its_keywords(tmp_path, machine_of_24_gib):
     with pytest.raises(
         ValueError,
         match=r"input_dim=2, num_classes=3, num_hidden_layers=100000, hidden_dim=1000 make a model of "
-        r"100,099,005,003 parameters, which needs about .* TiB of memory \(parameters .* TiB\); this machine has 24.0 GiB",
+        r"100,099,005,003 parameters, which needs about .* TiB of memory \(parameters .* TiB\); "
+        r"this machine has 24.0 GiB",
     ):
         MLP(input_dim=2, num_classes=3, num_hidden_layers=100000, hidden_dim=1000)
     with pytest.raises(
