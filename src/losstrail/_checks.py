@@ -377,16 +377,16 @@ def same_file(a, b) -> bool:
         return False
 
 
-def _run_roles(run_dir, model_filename: str | None) -> dict[str, str]:
-    """``{name: role}`` of every name the run directory keeps: the usual ones, its weights, those run.json lists."""
+def _run_roles(run_dir, model_filename: str | None, kept: dict | None = None) -> dict[str, str]:
+    """``{name: role}`` of every name the run directory keeps: the usual ones, its weights, those run.json lists,
+    and ``kept`` (the caller's own, e.g. a comparison's record)."""
     from losstrail._rundir import LOCK_FILE, RUN_FILES, SETTINGS_FILE, is_plain_name, read_record
-    from losstrail.artifacts import COMPARISON_FILE
 
     roles = {name: _RUN_ROLES.get(name, "a file of the run") for name in RUN_FILES}
     roles.update(_RUN_ROLES)
     roles[SETTINGS_FILE] = f"the run's record ({SETTINGS_FILE})"
     roles[LOCK_FILE] = "the run directory's lock"
-    roles[COMPARISON_FILE] = f"the comparison's record ({COMPARISON_FILE})"
+    roles.update(kept or {})
     record = read_record(run_dir, missing_ok=True, damaged_ok=True) if Path(run_dir).is_dir() else None
     record = record or {}
     listed = record.get("files")
@@ -399,14 +399,14 @@ def _run_roles(run_dir, model_filename: str | None) -> dict[str, str]:
     return roles
 
 
-def _role_in_run(path: Path, run_dir, model_filename: str | None) -> str | None:
+def _role_in_run(path: Path, run_dir, model_filename: str | None, kept: dict | None) -> str | None:
     """What ``path`` is in the run directory (its weights, its record, its staging folder ...), or None."""
     from losstrail._rundir import STAGING_PREFIX
 
     real, home = Path(os.path.realpath(path)), Path(os.path.realpath(run_dir))
     if real == home:
         return "the run directory itself"
-    roles = _run_roles(run_dir, model_filename)
+    roles = _run_roles(run_dir, model_filename, kept)
     if home in real.parents:
         for part in real.relative_to(home).parts:
             if part in roles:
@@ -420,7 +420,8 @@ def _role_in_run(path: Path, run_dir, model_filename: str | None) -> str | None:
     return None
 
 
-def check_outputs(outputs, *, inputs=(), run_dir=None, model_filename: str | None = None, how: str = "an input"):
+def check_outputs(outputs, *, inputs=(), run_dir=None, model_filename: str | None = None, how: str = "an input",
+                  kept: dict[str, str] | None = None):  # fmt: skip
     """Refuse, before any work, an output that is an input, a file of the run directory, or another output.
 
     Paths are compared resolved (``..``, symbolic links) and by inode, so no spelling slips through.
@@ -430,6 +431,7 @@ def check_outputs(outputs, *, inputs=(), run_dir=None, model_filename: str | Non
         inputs: ``(argument, path)`` pairs of the files the command reads.
         run_dir: the run (or comparison) directory; its own files and folders are no outputs.
         model_filename: the run's weights file name, when the caller chose it.
+        kept: more names the directory keeps, ``{name: role}`` (a comparison's record).
         how: what the run directory's files are to this command, for the message.
 
     Raises:
@@ -442,7 +444,7 @@ def check_outputs(outputs, *, inputs=(), run_dir=None, model_filename: str | Non
         for source_argument, source in inputs:
             if source is not None and same_file(path, source):
                 raise ValueError(f"{shown} is also {source_argument}={str(source)!r}, an input: choose another path")
-        role = None if run_dir is None else _role_in_run(path, run_dir, model_filename)
+        role = None if run_dir is None else _role_in_run(path, run_dir, model_filename, kept)
         if role == "the run directory itself":
             raise ValueError(f"{shown} is the run directory itself: name a file outside it, e.g. 'sample.gif'")
         if role is not None:

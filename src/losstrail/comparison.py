@@ -17,7 +17,7 @@ from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._rundir import digest, writer_lock
 from losstrail._specs import GridSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
-from losstrail.artifacts import COMPARISON_FILE, load_comparison
+from losstrail.artifacts import COMPARISON_FILE, COMPARISON_ROLES, load_comparison
 from losstrail.redraw import COMPARISON_NAMES, render_comparison
 from losstrail.results import Comparison, animation_data
 from losstrail.trajectory import Trajectory
@@ -152,7 +152,7 @@ def compare(
                                   "timeline": timeline}, out)  # fmt: skip
     names, settings = _named_runs(runs, optimizers, learning_rates, batch_sizes, trained)
     check_runs(names, centre=centre)
-    check_outputs([("out", out)], run_dir=run_dir, how="written by this comparison")
+    check_outputs([("out", out)], run_dir=run_dir, how="written by this comparison", kept=COMPARISON_ROLES)
     if trained is None:
         _check_paths_fit(settings, epochs, datamodule, model)
     centre = names[0] if centre is None else centre

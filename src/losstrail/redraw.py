@@ -14,7 +14,7 @@ from losstrail._files import atomic_path
 from losstrail._registry import STILL_FORMATS
 from losstrail._rundir import check_together, require_finished
 from losstrail._specs import Style
-from losstrail.artifacts import COMPARISON_FILE, load_comparison, load_run_value, saved_projection
+from losstrail.artifacts import COMPARISON_FILE, COMPARISON_ROLES, load_comparison, load_run_value, saved_projection
 from losstrail.landscape import DecisionMaps, Surface
 from losstrail.plane import Plane
 from losstrail.projection import project
@@ -60,7 +60,7 @@ def render(
         raise FileNotFoundError(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
-    check_outputs([("out", out)], run_dir=run_dir)
+    check_outputs([("out", out)], run_dir=run_dir, kept=COMPARISON_ROLES)
     comparing = (Path(run_dir) / COMPARISON_FILE).is_file()
     style.check_for("comparison" if comparing else "run", kind)
     check_output_file("out", out)
