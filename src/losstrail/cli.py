@@ -144,9 +144,11 @@ def cli_words(message: str) -> str:
         message,
     )
     names = "|".join(sorted(_FLAGS, key=len, reverse=True))
-    message = re.sub(rf"(?<![\w-])({names})\b", lambda m: _FLAGS[m.group(1)], message)
+    # Not a key of a file's recipe ("run.json has model_recipe hidden_dim=..."): that names the file's key.
+    free = r"(?<![\w-])(?<!recipe )"
+    message = re.sub(rf"{free}({names})\b", lambda m: _FLAGS[m.group(1)], message)
     short = "|".join(sorted(_FLAGS_BEFORE_EQUALS, key=len, reverse=True))
-    return re.sub(rf"(?<![\w-])({short})=", lambda m: "--" + m.group(1).replace("_", "-") + "=", message)
+    return re.sub(rf"{free}({short})=", lambda m: "--" + m.group(1).replace("_", "-") + "=", message)
 
 
 @contextlib.contextmanager
