@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._checks import check_output_file, output_format
-from losstrail._files import check_writable_dir, removed_if_failed
+from losstrail._files import check_writable_dir, real_folder, removed_if_failed
 from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._rundir import digest, writer_lock
 from losstrail._specs import GridSpec, Style, TrainSpec
@@ -327,8 +327,7 @@ def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models)
     written = [save_run_value(run_dir, comparison.plane), save_run_value(run_dir, comparison.surface)]
     folders = _folders(comparison.names)
     for folder, trajectory, projection, model in zip(folders, trajectories, comparison.projections, models):
-        sub = run_dir / folder
-        sub.mkdir(parents=True, exist_ok=True)
+        sub = real_folder(run_dir / folder, create=True)  # a link left in its place is refused, never written through
         written += [save_run_value(sub, trajectory), save_run_value(sub, projection)]
         written.append(save_weights(sub / "model.pt", model))
     record = {

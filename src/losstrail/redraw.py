@@ -60,7 +60,7 @@ def render(
         raise FileNotFoundError(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
-    comparing = (Path(run_dir) / COMPARISON_FILE).is_file()
+    comparing = os.path.lexists(Path(run_dir) / COMPARISON_FILE)  # a link or FIFO there is named, not skipped
     style.check_for("comparison" if comparing else "run", kind)
     check_output_file("out", out)
     if comparing:
