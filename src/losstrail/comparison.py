@@ -159,6 +159,9 @@ def compare(
             check_output_file("out", out)
         run_dir = check_writable_dir("run_dir", run_dir)
         with writer_lock(run_dir, "run_dir"):
+            for folder in _folders(names):  # before any training: a link left in a run's place is refused
+                if os.path.lexists(run_dir / folder):
+                    real_folder(run_dir / folder)
             datamodule = datamodule if datamodule is not None else _default_data()
             if trained is not None:
                 models, trajectories = [r.model for r in trained.values()], [r.trajectory for r in trained.values()]

@@ -176,7 +176,7 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
     rank, world = _distributed()
     try:
         unfinished = os.path.lexists(run_dir / PARTS / MANIFEST)  # a job that was stopped: go on with it
-        if (run_dir / "surface.npz").is_file() and not (force or unfinished) and resolution is None:
+        if os.path.lexists(run_dir / "surface.npz") and not (force or unfinished) and resolution is None:
             saved = load_run_value(run_dir, Surface)
             if not saved.adaptive:
                 if rank == 0 and not quiet:
