@@ -22,7 +22,7 @@ import losstrail
 from losstrail.cli import app
 
 runner = CliRunner()
-SMALL = ["--epochs", "3", "--frames", "2", "--resolution", "6", "--seed", "1", "--hidden-dim", "8", "-q"]
+SMALL = ["--epochs", "3", "--frames", "2", "--resolution", "6", "--seed", "1", "-q"]  # the API's default MLP
 
 
 @pytest.fixture(scope="module")

@@ -182,7 +182,7 @@ def test_chunks_without_their_manifest_are_not_trusted(stopped):
     (run_dir / "surface.parts" / "grid.json").unlink()
     for c in range(4):  # chunks of some other grid, left without the manifest that would say so
         np.savez(run_dir / "surface.parts" / f"chunk-0000{c}.npz", loss=np.full(CHUNK, 9.0), accuracy=np.zeros(CHUNK))
-    healed = compute_surface(run_dir, chunk_points=CHUNK, quiet=True)
+    healed = compute_surface(run_dir, chunk_points=CHUNK, resolution=(9, 7), quiet=True)  # a grid is asked for
     assert sorted(evaluated) == [0, 10, 20, 30, 40, 50, 60]
     same_surface(healed, reference)
 
