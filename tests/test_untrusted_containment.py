@@ -235,6 +235,14 @@ def test_a_lock_that_is_a_link_out_of_the_run_is_never_written(run, tmp_path):
     assert (canary / "victim.pt").read_bytes() == b"someone else's weights"
 
 
+def test_a_lock_that_is_a_hard_link_to_a_file_outside_is_never_written(run, tmp_path):
+    run_dir, canary = run
+    os.link(canary / "victim.pt", run_dir / ".losstrail.lock")
+    labels = ("cli surface --force", "cli run into it", "compute_surface", "new run into it")
+    check_all_refuse(run_dir, tmp_path, canary, labels, ".losstrail.lock' is a hard link to another file")
+    assert (canary / "victim.pt").read_bytes() == b"someone else's weights"
+
+
 FIFO_READERS = {**READERS, ".losstrail.lock": ("cli surface --force", "compute_surface", "new run into it")}
 
 

@@ -102,6 +102,11 @@ def _take(lock: Path, run_dir: Path, argument: str) -> int:
         return _take_by_creating(lock, run_dir, argument)
     while True:
         fd = open_fd(lock, os.O_RDWR | os.O_CREAT)  # never a link or a FIFO planted in its place
+        if os.fstat(fd).st_nlink > 1:  # a hard link: writing the holder in would change a file elsewhere
+            os.close(fd)
+            raise UntrustedEntry(
+                f"{str(lock)!r} is a hard link to another file, which the lock would overwrite; remove it"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

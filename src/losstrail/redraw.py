@@ -75,7 +75,7 @@ def render(
         projection = project(plane, trajectory)
     maps = None
     drawn_beside = style.view == "2d" and kind != "html"  # where a decision panel can go
-    if decision or (decision is None and drawn_beside and (Path(run_dir) / "decision.npz").is_file()):
+    if decision or (decision is None and drawn_beside and os.path.lexists(Path(run_dir) / "decision.npz")):
         maps = load_run_value(run_dir, DecisionMaps)
     if style.title is None:
         style = style.replace(title=settings.get("title", ""))
