@@ -207,7 +207,7 @@ def load_comparison(run_dir: str | os.PathLike) -> Comparison:
         raise ValueError(f"{str(path)!r} is damaged ({type(err).__name__}: {err}); {fix}") from None
     version = record.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version not in (1, 2):
-        raise ValueError(f"{str(path)!r} has format_version={version!r}; this losstrail reads 1 and 2. Re-{fix[1:]}")
+        raise ValueError(f"{str(path)!r} has format_version={version!r}; this losstrail reads 1 and 2; {fix}")
     if not all(is_plain_name(f) for f in folders):
         raise UntrustedEntry(
             f"{str(path)!r} gives runs the folders {', '.join(map(repr, folders))}, names that leave the directory; "

@@ -47,6 +47,8 @@ __all__ = ["compute_surface"]
 
 PARTS = "surface.parts"
 MANIFEST = "grid.json"
+# What reading a damaged chunk raises (numpy, zipfile and zlib each their own).
+_DAMAGED = (OSError, EOFError, ValueError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error)
 
 
 def _grid_key(plane, xs: np.ndarray, ys: np.ndarray, chunk_points: int, subset, seed) -> str:
@@ -298,6 +300,23 @@ def _read_chunk(path: Path, rows: int, keys: set[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+
+
+def _joined_chunk(path: Path, rows: int, keys: set[str]) -> dict[str, np.ndarray]:
+    """A chunk read to join the surface: one damaged since the check is named, never a traceback."""
+    try:
+        return _read_chunk(path, rows, keys)
+    except UntrustedEntry:
+        raise
+    except _DAMAGED as err:
+        raise ValueError(
+            f"{str(path)!r} was damaged while the job ran ({_reason(err)}); run the same command again: "
+            "it computes that chunk again"
+        ) from None
+
+
 def _drop_damaged(parts: Path, rows: list[int], keys: set[str]) -> None:
     """Remove each saved chunk that cannot be read, with a warning naming it: it is computed again, alone."""
     for c, n in enumerate(rows):
@@ -308,10 +327,10 @@ def _drop_damaged(parts: Path, rows: list[int], keys: set[str]) -> None:
             _read_chunk(path, n, keys)
         except UntrustedEntry:
             raise
-        except (OSError, EOFError, ValueError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error) as err:
+        except _DAMAGED as err:
             warnings.warn(
-                f"{str(path)!r} is damaged ({type(err).__name__}: {' '.join(str(err).split())[:200]}); this chunk "
-                "is computed again, the other saved chunks are kept",
+                f"{str(path)!r} is damaged ({_reason(err)}); this chunk is computed again, the other saved chunks "
+                "are kept",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -357,7 +376,7 @@ def _join_parts(run_dir: Path, settings: dict, xs, ys, n_chunks: int, chunk_poin
 
     parts = run_dir / PARTS
     rows, keys = _chunk_rows(len(xs) * len(ys), n_chunks, chunk_points), _keys(settings)
-    chunks = [_read_chunk(_chunk_path(parts, c), n, keys) for c, n in enumerate(rows)]
+    chunks = [_joined_chunk(_chunk_path(parts, c), n, keys) for c, n in enumerate(rows)]
     grid = (len(ys), len(xs))
     joined = {k: np.concatenate([chunk[k] for chunk in chunks]).reshape(grid) for k in chunks[0]}
     surface = Surface(xs=xs, ys=ys, **joined)
