@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 import losstrail
 from losstrail.cli import app
 
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="symbolic links, FIFOs and SIGALRM as POSIX has them")
 runner = CliRunner()
 SMALL = ["--epochs", "3", "--frames", "2", "--resolution", "6", "--seed", "1", "-q"]  # the API's default MLP
 
