@@ -6,6 +6,7 @@ CLI translates the API's names into its flags (``cli_words``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -387,7 +388,9 @@ def _run_roles(run_dir, model_filename: str | None, kept: dict | None = None) ->
     roles[SETTINGS_FILE] = f"the run's record ({SETTINGS_FILE})"
     roles[LOCK_FILE] = "the run directory's lock"
     roles.update(kept or {})
-    record = read_record(run_dir, missing_ok=True, damaged_ok=True) if Path(run_dir).is_dir() else None
+    record = None
+    with contextlib.suppress(ValueError, OSError):  # a record that cannot be read lists nothing; readers name it
+        record = read_record(run_dir, missing_ok=True, damaged_ok=True) if Path(run_dir).is_dir() else None
     record = record or {}
     listed = record.get("files")
     for name in listed if isinstance(listed, dict) else ():
@@ -510,14 +513,9 @@ _RECIPE_INT_BOUNDS = {
 
 
 def check_settings(run_dir: Path, settings: dict) -> None:
-    """Raise ValueError for ``run.json`` settings outside sane bounds or naming files outside the run."""
-    from losstrail._rundir import is_plain_name
-
+    """Raise ValueError for ``run.json`` settings outside sane bounds (names leading out: ``read_record``)."""
     where = f"{str(Path(run_dir) / 'run.json')!r}"
     fix = "the file was edited or damaged; run the job again to rewrite it"
-    name = settings.get("model_filename", "model.pt")
-    if not is_plain_name(name):
-        raise ValueError(f"{where} has model_filename={name!r}, which leaves the run directory; {fix}")
     resolution = settings.get("resolution", 100)
     try:
         check_resolution(tuple(resolution) if isinstance(resolution, list) else resolution)
