@@ -232,3 +232,52 @@ def test_bad_arguments(tmp_path):
         lt.load_trajectory(tmp_path / "nope")
     with pytest.raises(ValueError, match="every=0 must be a positive integer"):
         lt.load_trajectory(tmp_path, every=0)
+
+
+# ------------------------------------------------------------------ the whole pipeline on a path from checkpoints
+
+
+def _mlp_run(folder, seed, X, y, steps=8):
+    """An MLP trained by hand from the same start; its weights saved by torch.save at every step."""
+    from losstrail.models import MLP
+
+    torch.manual_seed(0)
+    model = MLP(input_dim=2, num_classes=3, hidden_dim=4)
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    folder.mkdir()
+    for k in range(steps + 1):
+        torch.save(model.state_dict(), folder / f"epoch={k // 4}-step={k}.ckpt")
+        loss = torch.nn.functional.cross_entropy(model(X + 0.1 * torch.randn_like(X)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+def test_the_pipeline_runs_on_a_checkpoint_path(tmp_path, tiny_data):
+    from PIL import Image
+
+    X, y = tiny_data
+    model = _mlp_run(tmp_path / "a", 1, X, y)
+    t = lt.load_trajectory(tmp_path / "a", model, quiet=True)
+    assert t.step.tolist() == list(range(9)) and t.epoch.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2]
+    plane = lt.make_plane(t, "pca")
+    path = lt.project(plane, t, model=model, data=(X, y))
+    # the true loss at each point is the model evaluated with that checkpoint's weights loaded
+    twin = type(model)(input_dim=2, num_classes=3, hidden_dim=4)
+    twin.load_state_dict(torch.load(tmp_path / "a" / "epoch=1-step=5.ckpt", weights_only=True))
+    with torch.no_grad():
+        expected = float(torch.nn.functional.cross_entropy(twin(X), y))
+    assert path.true_loss[5] == pytest.approx(expected, rel=1e-5)
+    xs, ys = lt.path_grid(path.xy, resolution=10)
+    surface = lt.loss_surface(model, (X, y), plane, xs, ys, quiet=True)
+    gif = lt.animate(path, surface, tmp_path / "a.gif", quiet=True, max_frames=5)
+    with Image.open(gif) as image:
+        assert image.n_frames == 5
+    assert lt.export(surface, tmp_path / "s.csv", projection=path, path=tmp_path / "p.csv").is_file()
+    comparison = lt.compare(trained={"a": tmp_path / "a", "b": _mlp_run(tmp_path / "b", 2, X, y) and tmp_path / "b"},
+                            model=model, datamodule=(X, y), resolution=8, out=tmp_path / "cmp.gif",
+                            run_dir=tmp_path / "cmp", n_frames=4, quiet=True)  # fmt: skip
+    assert comparison.names == ("a", "b") and (tmp_path / "cmp.gif").is_file()
+    np.testing.assert_array_equal(comparison.projections[0].step, t.step)

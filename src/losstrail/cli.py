@@ -146,15 +146,23 @@ def cli_words(message: str) -> str:
 
 
 @contextlib.contextmanager
-def _user_errors():
+def _user_errors(positional: dict[str, str] | None = None):
     """Show a bad argument as one line in the command line's words and exit with status 2, not a traceback.
 
     Warnings print as one plain line too (``Warning: ...``), without a file name or source line.
+    ``positional`` names the command's positional arguments as its usage line does
+    (``{"run_dir": "RUN_DIR"}``), where the API's name would read like a flag.
     """
+    import re
     import warnings
 
+    def words(text: str) -> str:
+        for name, shown in (positional or {}).items():
+            text = re.sub(rf"(?<![\w-]){name}=", f"{shown}=", text)
+        return cli_words(text)
+
     def one_line(message, category, filename, lineno, file=None, line=None):
-        text = cli_words(" ".join(str(message).split()))
+        text = words(" ".join(str(message).split()))
         typer.echo(f"Warning: {text}", err=True)
 
     shown = warnings.showwarning
@@ -162,12 +170,12 @@ def _user_errors():
     try:
         yield
     except (ValueError, FileNotFoundError, TypeError) as err:
-        typer.echo(f"Error: {cli_words(str(err))}", err=True)
+        typer.echo(f"Error: {words(str(err))}", err=True)
         raise typer.Exit(code=2) from None
     except OSError as err:  # the environment: a full disk, a read-only folder, a busy run directory
         from losstrail._files import describe_os_error
 
-        typer.echo(f"Error: {cli_words(describe_os_error(err))}", err=True)
+        typer.echo(f"Error: {words(describe_os_error(err))}", err=True)
         raise typer.Exit(code=2) from None
     finally:
         warnings.showwarning = shown
@@ -485,7 +493,7 @@ def export(
     ascii: bool = typer.Option(False, "--ascii", help="vtp/ply: text instead of binary."),
 ):
     """Write a run's surface (and path, directions) for Li et al.'s scripts, ParaView, Blender or a spreadsheet."""
-    with _user_errors(), _needs_extra():
+    with _user_errors({"run_dir": "RUN_DIR"}), _needs_extra():
         from losstrail.formats import export as export_run
 
         export_run(run_dir, to, path=path, directions=directions, log=log, zmax=zmax, ascii=ascii)

@@ -63,8 +63,9 @@ def grid_note(surface: Surface | None) -> str:
 
 def readout(p: Projection, k: int) -> str:
     """The read-out text of recorded point ``k``: step, epoch, loss and accuracy (and true/slice loss)."""
+    epoch = f"   epoch {int(p.epoch[k])}" if p.epoch[k] >= 0 else ""  # -1: a checkpoint that names no epoch
     text = (
-        f"step  {int(p.step[k]):>6d}   epoch {int(p.epoch[k])}\n"
+        f"step  {int(p.step[k]):>6d}{epoch}\n"
         f"batch loss {_format_value(float(p.loss[k]))} acc {_format_value(float(p.accuracy[k]), percent=True)}"
     )
     if p.measured:
