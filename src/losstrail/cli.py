@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from losstrail._registry import DATASETS, DIRECTIONS, FORMATS, MODELS, OPTIMIZERS
+from losstrail._registry import DATASETS, FORMATS, MODELS, OPTIMIZERS, PATH_DIRECTIONS
 from losstrail._specs import Style
 
 app = typer.Typer(
@@ -215,7 +215,7 @@ def run(
     lr: Optional[float] = typer.Option(None, help="Learning rate.", show_default="5e-3 for the MLP"),
     epochs: int = typer.Option(300, help="Epochs of training."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per step.", show_default="the whole dataset"),
-    directions: str = typer.Option("pca", help=f"Plane directions: {_names(DIRECTIONS)}."),
+    directions: str = typer.Option("pca", help=f"Plane directions: {_names(PATH_DIRECTIONS)}."),
     custom_directions: Optional[Path] = typer.Option(
         None, help="custom directions: a .npy file of shape (2, P) or a .npz file with arrays u and v."
     ),

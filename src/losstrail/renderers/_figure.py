@@ -18,6 +18,7 @@ _METHOD_AXIS = {
     "hessian": "Hessian eigenvector",
     "interpolation": "interpolation axis",
     "custom": "custom direction",
+    "through": "direction",
 }
 # Figure size (pixels) without and with the loss panel beside the contour.
 SIZE = (900, 600)
@@ -26,6 +27,10 @@ SIZE_WITH_PANEL = (1280, 600)
 
 def axis_labels(plane) -> tuple[str, str]:
     """Axis labels of ``plane``: the method, the share of the path's variance along each axis, any curvature."""
+    marks = getattr(plane, "marks", None)
+    if marks:  # the plane through models: u = b - a, v the part of c - a orthogonal to it
+        second = f"{marks[2]} − {marks[0]}, the part orthogonal to x" if len(marks) > 2 else "orthogonal direction"
+        return f"{marks[1]} − {marks[0]}", second
     name = _METHOD_AXIS.get(plane.method, f"{plane.method} direction")
     labels = []
     for k in range(2):
@@ -96,12 +101,29 @@ def draw_contour(
     if lowest is not None:  # the window's lowest point, marked only when it is inside, never cut by the edge
         ax.plot([lowest[0]], [lowest[1]], "bx", markersize=9, mew=2, clip_on=False,
                 label=f"lowest loss in this window ({lowest[2]:.3g})")  # fmt: skip
+    draw_marks(ax, plane, surface)
     xlabel, ylabel = axis_labels(plane)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_xlim(surface.xs[0], surface.xs[-1])
     ax.set_ylim(surface.ys[0], surface.ys[-1])
     return contour
+
+
+MARK_COLOURS = ("#ffffff", "#f0a030", "#c050c0", "#40b0b0")
+
+
+def draw_marks(ax, plane, surface: Surface | None) -> None:
+    """The models a ``'through'`` plane goes through: a named diamond each, its loss in the legend."""
+    marks = getattr(plane, "marks", None)
+    if not marks:
+        return
+    losses = getattr(surface, "marks_loss", None)
+    for k, (name, (x, y)) in enumerate(zip(marks, plane.marks_xy)):
+        label = f"{name} (loss {losses[k]:.4g})" if losses is not None else name
+        ax.plot([x], [y], "D", mfc=MARK_COLOURS[k % len(MARK_COLOURS)], mec="k", mew=1.5, ms=9, label=label,
+                clip_on=False, zorder=5)  # fmt: skip
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, 7), fontsize=10, weight="bold", zorder=6)
 
 
 def colour_label(log_scale: bool) -> str:
@@ -266,7 +288,8 @@ class PathFigure(CanvasFigure):
         ax = self.ax = axes[0]
         side = axes[1] if self.panel else None
         draw_contour(self.fig, ax, surface, projection.plane, levels=levels, cmap=cmap, log_scale=log_scale)
-        ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
+        if getattr(projection.plane, "marks", None) is None:  # a 'through' plane's centre is its first mark
+            ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
         self.fig.suptitle(faithfulness_title(title, projection, surface), fontsize=11)
 
         (self.line,) = ax.plot([], [], color=path_color, lw=1.5, animated=True)
@@ -282,6 +305,8 @@ class PathFigure(CanvasFigure):
         # corner of the contour that the path never crosses, else in a strip below the figure.
         lines = 4 if projection.measured else 2
         marks = [[0.0, 0.0], (lowest_inside(surface) or (np.nan, np.nan))[:2]]  # the centre and the lowest point
+        if getattr(projection.plane, "marks_xy", None) is not None:
+            marks += [list(xy) for xy in projection.plane.marks_xy]
         at = place_readout(self.fig, ax, Label.measure(dpi, lines, READOUT_CHARS), [projection.xy, *marks])
         self._label = Label(ax, dpi, lines=lines, chars=READOUT_CHARS, at=at)
 
