@@ -88,10 +88,13 @@ def test_lightning_model_checkpoint_loads_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(t.params, _rows_at(recorder.trajectory, [3, 6]))
 
 
-def test_transformers_trainer_checkpoints_load_bit_for_bit(tmp_path):
+@pytest.fixture(scope="module")
+def hf_run(tmp_path_factory):
+    """A tiny GPT-2 trained 6 steps by a transformers Trainer saving every 2, recorded by LosstrailCallback."""
     transformers = pytest.importorskip("transformers")
     from test_integrations import Corpus, N, tiny_gpt2
 
+    tmp_path = tmp_path_factory.mktemp("hf")
     model = tiny_gpt2()
     callback = lt.LosstrailCallback(params="all")
     args = transformers.TrainingArguments(
@@ -99,6 +102,11 @@ def test_transformers_trainer_checkpoints_load_bit_for_bit(tmp_path):
         report_to=[], use_cpu=True, save_strategy="steps", save_steps=2, logging_steps=1, disable_tqdm=True, seed=0,
     )  # fmt: skip
     transformers.Trainer(model=model, args=args, train_dataset=Corpus(), callbacks=[callback]).train()
+    return tmp_path, model, callback
+
+
+def test_transformers_trainer_checkpoints_load_bit_for_bit(hf_run):
+    tmp_path, model, callback = hf_run
     t = lt.load_trajectory(tmp_path / "out", model, quiet=True)
     assert t.step.tolist() == [2, 4, 6]
     recorded = callback.trajectory
@@ -281,3 +289,26 @@ def test_the_pipeline_runs_on_a_checkpoint_path(tmp_path, tiny_data):
                             run_dir=tmp_path / "cmp", n_frames=4, quiet=True)  # fmt: skip
     assert comparison.names == ("a", "b") and (tmp_path / "cmp.gif").is_file()
     np.testing.assert_array_equal(comparison.projections[0].step, t.step)
+
+
+def test_the_path_command_draws_a_trainer_folder(hf_run, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from losstrail.cli import app
+    from test_integrations import Corpus
+
+    folder = hf_run[0] / "out"
+    batch = Corpus().batch()
+    torch.save({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, tmp_path / "b.pt")
+    runner = CliRunner()
+    result = runner.invoke(app, ["path", str(folder), "--data", str(tmp_path / "b.pt"), "--out",
+                                 str(tmp_path / "x.png"), "--resolution", "5", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "x.png") as image:
+        assert image.size == (1280, 600)  # the contour and the true/slice loss panel
+    result = runner.invoke(app, ["path", str(folder), "--out", str(tmp_path / "y.png")])
+    assert result.exit_code == 0, result.output
+    assert "no --data: drawing the path and its recorded losses, without a surface" in result.output
+    result = runner.invoke(app, ["path", str(tmp_path / "nowhere"), "--out", str(tmp_path / "z.png")])
+    assert result.exit_code == 2 and "DIR=" in result.output

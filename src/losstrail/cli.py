@@ -519,6 +519,26 @@ def import_(
     typer.echo(f"wrote {out}")
 
 
+@app.command("path")
+@style_options(without=("layout", "timeline", "decision"))
+def path_(
+    folder: Path = typer.Argument(..., metavar="DIR", help="A Hugging Face Trainer's output folder (checkpoint-N/)."),
+    data: Optional[Path] = typer.Option(None, help="A .pt/.npz file of one dict batch (input_ids, labels, ...)."),
+    directions: str = typer.Option("pca", help="Plane directions: pca, random, interpolation, ..."),
+    resolution: str = typer.Option("40", help="Grid points per axis, N or NxM."),
+    out: Path = typer.Option(Path("path.gif"), help="Output file; the extension picks the format."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    style: Style = Style(),
+):
+    """Draw the path of a folder of Hugging Face checkpoints; the model is built from its config.json."""
+    with _user_errors({"source": "DIR"}), _needs_extra():
+        from losstrail.checkpoint_job import draw_checkpoint_path
+
+        size = _resolution(resolution)
+        draw_checkpoint_path(folder, out, data=data, method=directions, resolution=size, style=style, quiet=quiet)
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     import signal
 

@@ -92,6 +92,10 @@ def draw_contour(
 ):
     """Filled contour of (log) loss with the slice's lowest cell marked and the axes labelled; returns the contour."""
     ax.set_facecolor("0.85")  # cells with a non-finite loss are masked and show this grey
+    if not np.isfinite(surface.loss).any():  # no surface at all (a path drawn without data): the path alone
+        ax.set_facecolor("0.96")
+        _label_axes(ax, surface, plane)
+        return None
     loss = np.ma.masked_invalid(surface.loss)
     shown = np.ma.log(np.ma.masked_less_equal(loss, 0)) if log_scale else loss
     contour = ax.contourf(surface.xs, surface.ys, shown, levels=levels, cmap=cmap, alpha=0.9, norm=norm)
@@ -101,13 +105,18 @@ def draw_contour(
     if lowest is not None:  # the window's lowest point, marked only when it is inside, never cut by the edge
         ax.plot([lowest[0]], [lowest[1]], "bx", markersize=9, mew=2, clip_on=False,
                 label=f"lowest loss in this window ({lowest[2]:.3g})")  # fmt: skip
+    _label_axes(ax, surface, plane)
+    return contour
+
+
+def _label_axes(ax, surface: Surface, plane) -> None:
+    """The marked models, the axis labels and the window of the grid."""
     draw_marks(ax, plane, surface)
     xlabel, ylabel = axis_labels(plane)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_xlim(surface.xs[0], surface.xs[-1])
     ax.set_ylim(surface.ys[0], surface.ys[-1])
-    return contour
 
 
 MARK_COLOURS = ("#ffffff", "#f0a030", "#c050c0", "#40b0b0")
