@@ -76,6 +76,8 @@ def _draw(model, trajectory, batch, out, method, resolution, style, quiet, name)
         empty = np.full((len(ys), len(xs)), np.nan)
         surface = Surface(xs, ys, empty, empty.copy())
     title = f"{type(model).__name__}: the path of {name}/ ({len(trajectory)} checkpoints)"
+    if batch is None:
+        title += "; no data given, so no surface (the loss is the one the checkpoints logged)"
     style = style if style.title is not None else style.replace(title=title)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "the .* plane captures only")
