@@ -143,6 +143,15 @@ def _read_h5_surface(argument: str, path, key: str | None) -> tuple[Surface, dic
     loss, accuracy = grids["loss"], grids.get("accuracy")
     # Only Li et al.'s own files mark uncomputed points; a fork's -1 may be a real value.
     missing = (loss == _NOT_COMPUTED) if loss_key in ("train_loss", "test_loss") else np.zeros(loss.shape, bool)
+    if missing.any():  # counted and said, not silently turned to NaN
+        import warnings
+
+        warnings.warn(
+            f"{argument}={str(path)!r}: {int(missing.sum()):,} cells not computed (-1 in {loss_key!r}: Li et al.'s run "
+            "had not finished the grid); they are left out of the surface and drawn grey",
+            UserWarning,
+            stacklevel=4,
+        )
     loss = np.where(missing, np.nan, loss)
     accuracy = np.full_like(loss, np.nan) if accuracy is None else np.where(missing, np.nan, accuracy / 100)
     return Surface(xs, ys, loss, accuracy, extras.pop("loss_se", None)), extras
@@ -347,9 +356,10 @@ def render_surface(
         loss=found.get("loss", slice_loss),
         accuracy=found.get("accuracy", np.full(n, np.nan)),
         step=found.get("step", np.arange(n)).astype(np.int64),
-        epoch=found.get("epoch", np.arange(n)).astype(np.int64),
+        epoch=found.get("epoch", np.full(n, -1)).astype(np.int64),  # -1: not known, and not shown
         true_loss=found.get("true_loss"),
         slice_loss=found.get("slice_loss"),
+        loss_label=None if "loss" in found else str(extras.get("loss_label", "surface value at the path point")),
     )
     if style.title is None:
         style = style.replace(title=str(extras.get("title", Path(surface).name)))

@@ -68,11 +68,12 @@ def grid_note(surface: Surface | None) -> str:
 
 def readout(p: Projection, k: int) -> str:
     """The read-out text of recorded point ``k``: step, epoch, loss and accuracy (and true/slice loss)."""
-    epoch = f"   epoch {int(p.epoch[k])}" if p.epoch[k] >= 0 else ""  # -1: a checkpoint that names no epoch
-    text = (
-        f"step  {int(p.step[k]):>6d}{epoch}\n"
-        f"batch loss {_format_value(float(p.loss[k]))} acc {_format_value(float(p.accuracy[k]), percent=True)}"
-    )
+    epoch = f"   epoch {int(p.epoch[k])}" if p.epoch[k] >= 0 else ""  # -1: not known (a checkpoint, a file)
+    label = getattr(p, "loss_label", None)
+    accuracy = f" acc {_format_value(float(p.accuracy[k]), percent=True)}"
+    if label is not None and not np.isfinite(p.accuracy).any():
+        accuracy = ""  # a surface read from a file: no batch, no accuracy
+    text = f"step  {int(p.step[k]):>6d}{epoch}\n{label or 'batch loss'} {_format_value(float(p.loss[k]))}{accuracy}"
     if p.measured:
         # Between measured points: the latest truth there is, with the step it was measured at.
         m = int(held(p.true_loss)[k]) if np.isnan(p.true_loss[k]) else k
@@ -85,6 +86,12 @@ def readout(p: Projection, k: int) -> str:
 
 
 READOUT_CHARS = 30  # "off-plane 0.0123  truth@12345" fits
+
+
+def readout_chars(p: Projection) -> int:
+    """The read-out's width in characters: ``READOUT_CHARS``, or wider for a long loss label."""
+    label = getattr(p, "loss_label", None)
+    return READOUT_CHARS if label is None else max(READOUT_CHARS, len(label) + 8)
 
 
 def draw_contour(
@@ -133,6 +140,24 @@ def draw_marks(ax, plane, surface: Surface | None) -> None:
         ax.plot([x], [y], "D", mfc=MARK_COLOURS[k % len(MARK_COLOURS)], mec="k", mew=1.5, ms=9, label=label,
                 clip_on=False, zorder=5)  # fmt: skip
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, 7), fontsize=10, weight="bold", zorder=6)
+
+
+def colour_scale(surface: Surface, style):
+    """``style``, with a linear colour scale (and one warning) when its log scale cannot show ``surface``:
+    zero or negative values, which ``ln`` would grey out (a surface of your own, an MSE of 0, a log-likelihood).
+    """
+    import warnings
+
+    loss = surface.loss[np.isfinite(surface.loss)]
+    if not style.log_scale or not (loss <= 0).any():
+        return style
+    warnings.warn(
+        f"{int((loss <= 0).sum())} of {loss.size} surface values are zero or negative, which log colours cannot "
+        "show; drawing with a linear colour scale instead (log_scale=False says so outright)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return style.replace(log_scale=False)
 
 
 def colour_label(log_scale: bool) -> str:
@@ -316,8 +341,9 @@ class PathFigure(CanvasFigure):
         marks = [[0.0, 0.0], (lowest_inside(surface) or (np.nan, np.nan))[:2]]  # the centre and the lowest point
         if getattr(projection.plane, "marks_xy", None) is not None:
             marks += [list(xy) for xy in projection.plane.marks_xy]
-        at = place_readout(self.fig, ax, Label.measure(dpi, lines, READOUT_CHARS), [projection.xy, *marks])
-        self._label = Label(ax, dpi, lines=lines, chars=READOUT_CHARS, at=at)
+        chars = readout_chars(projection)
+        at = place_readout(self.fig, ax, Label.measure(dpi, lines, chars), [projection.xy, *marks])
+        self._label = Label(ax, dpi, lines=lines, chars=chars, at=at)
 
     def _draw_panel(self, side, path_color: str) -> None:
         """True loss and slice loss over the steps, with a cursor that follows the frame."""

@@ -79,7 +79,7 @@ class SurfaceFigure(CanvasFigure):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from losstrail.renderers._figure import READOUT_CHARS, Label, axis_labels, colour_label, faithfulness_title
+        from losstrail.renderers._figure import Label, axis_labels, colour_label, faithfulness_title, readout_chars
 
         self.projection = projection
         self.rotate, self.n_frames = rotate, max(n_frames, 1)
@@ -105,11 +105,11 @@ class SurfaceFigure(CanvasFigure):
         self.main_axes = [ax]
         # The read-out goes under the title, and the 3-D axes below it.
         lines = 4 if projection.measured else 2
-        box = Label.measure(dpi, lines, READOUT_CHARS)
+        box = Label.measure(dpi, lines, readout_chars(projection))
         top = int(height - heading.get_window_extent(self.canvas.get_renderer()).y0) + 4
         bottom = 40 / height  # room for the axis labels below the box
         ax.set_position([0.0, bottom, 1.0, 1.0 - bottom - (top + box[1] + 6) / height])
-        self._label = Label(ax, dpi, lines=lines, chars=READOUT_CHARS, at=(8, top))
+        self._label = Label(ax, dpi, lines=lines, chars=readout_chars(projection), at=(8, top))
         self.views = max(2, min(self.n_frames, TURN_VIEWS))
         self._view = 0
         self.canvas.draw()
