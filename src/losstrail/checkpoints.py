@@ -24,8 +24,8 @@ import torch
 
 from losstrail._checks import memory_bytes, size_text
 from losstrail._evaluate import note
+from losstrail._files import is_plain_name
 from losstrail._points import Points
-from losstrail._rundir import is_plain_name
 from losstrail.trajectory import DTYPES, Trajectory
 
 __all__ = ["load_trajectory"]
