@@ -1,6 +1,7 @@
 """The plane through two or three models, against a hand computation and the models evaluated one by one."""
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,3 +136,19 @@ def test_bad_lists_of_models(tiny_data):
     traj = lt.Trajectory(np.zeros((3, 2), np.float32), np.zeros(3), np.zeros(3), np.arange(3), np.zeros(3, np.int64))
     with pytest.raises(ValueError, match=r"'through' is the plane through two or three models"):
         lt.make_plane(traj, "through")
+
+
+@pytest.mark.parametrize("view", ["2d", "3d"])
+def test_the_html_page_marks_and_names_the_three(tiny_data, tmp_path, view):
+    pytest.importorskip("plotly")
+    X, y = tiny_data
+    a, b, c = _three(tiny_data)
+    plane = lt.make_plane([a, b, c], "through", labels=("base", "A", "B"))
+    xs, ys = lt.path_grid(plane.marks_xy, resolution=5)
+    surface = lt.loss_surface(a, (X, y), plane, xs, ys, quiet=True)
+    traj = lt.Trajectory(np.stack([_flat(a), _flat(c)]).astype(np.float32), np.zeros(2), np.full(2, np.nan),
+                         np.arange(2), np.zeros(2, np.int64))  # fmt: skip
+    page = lt.animate(lt.project(plane, traj), surface, tmp_path / "through.html", view=view)
+    text = Path(page).read_text(encoding="utf-8")
+    for name, loss in zip(("base", "A", "B"), surface.marks_loss):
+        assert f"{name} (loss {loss:.4g})" in text
