@@ -102,6 +102,10 @@ def test_every_picture_marks_and_names_the_three(tiny_data, tmp_path):
     out = lt.animate(path, surface, tmp_path / "through.png")
     with Image.open(out) as image:
         assert image.size == (900, 600)
+    from losstrail.renderers.surface3d import SurfaceFigure
+
+    shown = {t.get_text().strip() for t in SurfaceFigure(path, surface).ax.texts}
+    assert {f"{n} ({v:.4g})" for n, v in zip(("base", "A", "B"), surface.marks_loss)} <= shown
 
 
 def test_two_models_give_the_line_and_an_orthogonal_direction(tiny_data):
