@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 COMPARISON_FILE = "comparison.json"  # a comparison directory's record, written last by ``compare``
+# What it is, for a message naming an output that would overwrite it.
+COMPARISON_ROLES = {COMPARISON_FILE: f"the comparison's record ({COMPARISON_FILE})"}
 
 VALUE_FILES = {
     Trajectory: "trajectory.npz",

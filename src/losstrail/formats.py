@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from losstrail._checks import check_outputs
 from losstrail._files import atomic_path
 from losstrail._registry import quoted
 from losstrail.landscape import Surface
@@ -338,6 +339,7 @@ def render_surface(
 
     style = (style or Style()).updated(options, where="render_surface")
     style.check_for("run", output_format(out, style.format))
+    check_outputs([("out", out)], inputs=[("surface", surface), ("path", path), ("directions", directions)])
     found = _read_projection(path) if path is not None else {"xy": np.zeros((1, 2))}
     about = _read_directions(directions) if directions is not None else {}
     grid, extras = _read_surface("surface", surface, key)
@@ -370,7 +372,7 @@ def render_surface(
 
 
 def export(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | Surface,
     to: str | os.PathLike,
     *,
     path: str | os.PathLike | None = None,
@@ -430,7 +432,9 @@ def export(
     for argument, value, format in (("to", to, kind), ("path", path, path_kind), ("directions", directions, "h5")):
         if value is not None and format == "h5":
             _h5py(argument, value)
-    if isinstance(run_dir, Surface):
+    in_memory = isinstance(run_dir, Surface)
+    check_outputs([("to", to), ("path", path), ("directions", directions)], run_dir=None if in_memory else run_dir)
+    if in_memory:
         run = _given_run(run_dir, projection, plane, trajectory, path is not None, directions is not None)
     else:
         run = _load_run(run_dir, want_path=path is not None or kind in ("obj", "ply", "npz"))
