@@ -12,7 +12,9 @@ from collections.abc import Iterable
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "rmsprop")
 # Names the reference package used for the same optimizers.
 OPTIMIZER_ALIASES = {"sgd+momentum": "momentum"}
-DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom")
+DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom", "through")
+# The methods that choose a plane for a recorded path ('through' takes models: make_plane([a, b, c], "through")).
+PATH_DIRECTIONS = DIRECTIONS[:-1]
 DATASETS = ("spirals", "moons", "digits", "mnist")
 # Each built-in dataset's input shape, classes and examples by default, for the memory a run will need,
 # estimated before torch is imported (a test checks they are the DataModules').

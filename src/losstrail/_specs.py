@@ -24,7 +24,7 @@ from losstrail._checks import (
     check_resolution,
     check_size,
 )
-from losstrail._registry import DIRECTIONS, FORMATS, GRIDS, VIEWS, check_choice, quoted, stated_optimizer
+from losstrail._registry import FORMATS, GRIDS, PATH_DIRECTIONS, VIEWS, check_choice, quoted, stated_optimizer
 
 __all__ = ["GridSpec", "PlaneSpec", "Style", "TrainSpec"]
 
@@ -332,7 +332,7 @@ class PlaneSpec(_Spec):
         def name(field):
             return names.get(field, field)
 
-        check_choice(name("method"), values.get("method", "pca"), DIRECTIONS)
+        check_choice(name("method"), values.get("method", "pca"), PATH_DIRECTIONS)
         check_centre(values.get("centre", "final"), name("centre"))
         for field in ("keep_biases", "negative_curvature"):
             if not isinstance(values.get(field, False), bool):

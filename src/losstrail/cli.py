@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from losstrail._registry import DATASETS, DIRECTIONS, FORMATS, MODELS, OPTIMIZERS
+from losstrail._registry import DATASETS, FORMATS, MODELS, OPTIMIZERS, PATH_DIRECTIONS
 from losstrail._specs import Style
 
 app = typer.Typer(
@@ -152,15 +152,23 @@ def cli_words(message: str) -> str:
 
 
 @contextlib.contextmanager
-def _user_errors():
+def _user_errors(positional: dict[str, str] | None = None):
     """Show a bad argument as one line in the command line's words and exit with status 2, not a traceback.
 
     Warnings print as one plain line too (``Warning: ...``), without a file name or source line.
+    ``positional`` names the command's positional arguments as its usage line does
+    (``{"run_dir": "RUN_DIR"}``), where the API's name would read like a flag.
     """
+    import re
     import warnings
 
+    def words(text: str) -> str:
+        for name, shown in (positional or {}).items():
+            text = re.sub(rf"(?<![\w-]){name}=", f"{shown}=", text)
+        return cli_words(text)
+
     def one_line(message, category, filename, lineno, file=None, line=None):
-        text = cli_words(" ".join(str(message).split()))
+        text = words(" ".join(str(message).split()))
         typer.echo(f"Warning: {text}", err=True)
 
     shown = warnings.showwarning
@@ -168,12 +176,12 @@ def _user_errors():
     try:
         yield
     except (ValueError, FileNotFoundError, TypeError) as err:
-        typer.echo(f"Error: {cli_words(str(err))}", err=True)
+        typer.echo(f"Error: {words(str(err))}", err=True)
         raise typer.Exit(code=2) from None
     except OSError as err:  # the environment: a full disk, a read-only folder, a busy run directory
         from losstrail._files import describe_os_error
 
-        typer.echo(f"Error: {cli_words(describe_os_error(err))}", err=True)
+        typer.echo(f"Error: {words(describe_os_error(err))}", err=True)
         raise typer.Exit(code=2) from None
     finally:
         warnings.showwarning = shown
@@ -213,7 +221,7 @@ def run(
     lr: Optional[float] = typer.Option(None, help="Learning rate.", show_default="5e-3 for the MLP"),
     epochs: int = typer.Option(300, help="Epochs of training."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per step.", show_default="the whole dataset"),
-    directions: str = typer.Option("pca", help=f"Plane directions: {_names(DIRECTIONS)}."),
+    directions: str = typer.Option("pca", help=f"Plane directions: {_names(PATH_DIRECTIONS)}."),
     custom_directions: Optional[Path] = typer.Option(
         None, help="custom directions: a .npy file of shape (2, P) or a .npz file with arrays u and v."
     ),
@@ -516,7 +524,7 @@ def export(
     ascii: bool = typer.Option(False, "--ascii", help="vtp/ply: text instead of binary."),
 ):
     """Write a run's surface (and path, directions) for Li et al.'s scripts, ParaView, Blender or a spreadsheet."""
-    with _user_errors(), _needs_extra():
+    with _user_errors({"run_dir": "RUN_DIR"}), _needs_extra():
         from losstrail.formats import export as export_run
 
         export_run(run_dir, to, path=path, directions=directions, log=log, zmax=zmax, ascii=ascii)
@@ -539,6 +547,26 @@ def import_(
         from losstrail.formats import render_surface
 
         render_surface(surface, out, path=path, directions=directions, key=key, style=style, quiet=quiet)
+    typer.echo(f"wrote {out}")
+
+
+@app.command("path")
+@style_options(without=("layout", "timeline", "decision"))
+def path_(
+    folder: Path = typer.Argument(..., metavar="DIR", help="A Hugging Face Trainer's output folder (checkpoint-N/)."),
+    data: Optional[Path] = typer.Option(None, help="A .pt/.npz file of one dict batch (input_ids, labels, ...)."),
+    directions: str = typer.Option("pca", help="Plane directions: pca, random, interpolation, ..."),
+    resolution: str = typer.Option("40", help="Grid points per axis, N or NxM."),
+    out: Path = typer.Option(Path("path.gif"), help="Output file; the extension picks the format."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    style: Style = Style(),
+):
+    """Draw the path of a folder of Hugging Face checkpoints; the model is built from its config.json."""
+    with _user_errors({"source": "DIR"}), _needs_extra():
+        from losstrail.checkpoint_job import draw_checkpoint_path
+
+        size = _resolution(resolution)
+        draw_checkpoint_path(folder, out, data=data, method=directions, resolution=size, style=style, quiet=quiet)
     typer.echo(f"wrote {out}")
 
 

@@ -117,9 +117,13 @@ def compare(
         runs: settings per run: a list of dicts, or ``{name: settings}``; keys ``optimizer``,
             ``learning_rate``, ``batch_size``, ``name``. Or build them from:
         optimizers, learning_rates, batch_sizes: a list each (zipped) or one value shared.
-        trained: ``{name: Run}`` runs the user trained already (same architecture) instead.
-        datamodule: default the 2-D spirals. model: the model every run starts from (its
-            weights are copied, never trained); default the reference's MLP.
+        trained: ``{name: Run}`` runs the user trained already (same architecture) instead; or
+            ``{name: folder}``, each a folder of checkpoints (``load_trajectory``), or ``{name: Trajectory}``,
+            with ``model`` the network they are of.
+        datamodule: default the 2-D spirals; any data ``loss_surface`` takes with ``trained``.
+        model: the model every run starts from (its weights are copied, never trained); default
+            the reference's MLP. With checkpoint folders in ``trained``: the network they are of,
+            whose weights outside the path (buffers) the surface is evaluated with.
         epochs, seed: training length, and the seed of the initial weights and data order.
         reduction_method: ``'pca'`` (joint PCA over all paths, default), ``'random'``,
             ``'filter'``, ``'layer'``, ``'hessian'`` or ``'custom'``.
@@ -167,7 +171,7 @@ def compare(
                     real_folder(run_dir / folder)
             datamodule = datamodule if datamodule is not None else _default_data()
             if trained is not None:
-                models, trajectories = [r.model for r in trained.values()], [r.trajectory for r in trained.values()]
+                models, trajectories = _trained_runs(trained, model, params, quiet)
             else:
                 models, trajectories = _train_runs(names, settings, datamodule, model, train, objective, loss_fn,
                                                    quiet)  # fmt: skip
@@ -210,6 +214,29 @@ def _named_runs(runs, optimizers, learning_rates, batch_sizes, trained) -> tuple
         if "optimizer" in s and not callable(s["optimizer"]):
             s["optimizer"] = stated_optimizer(s["optimizer"])
     return names, settings
+
+
+def _trained_runs(trained: Mapping, model, params, quiet: bool) -> tuple[list, list[Trajectory]]:
+    """``(models, trajectories)`` of runs given already: ``Run`` values, or checkpoint folders (or trajectories)
+    of ``model``, read with ``load_trajectory``."""
+    models, trajectories = [], []
+    for name, value in trained.items():
+        if hasattr(value, "model") and hasattr(value, "trajectory"):  # a Run
+            models.append(value.model)
+            trajectories.append(value.trajectory)
+            continue
+        if model is None:
+            raise ValueError(
+                f"trained[{name!r}] is a checkpoint folder or a trajectory, not a Run; pass the network it is of: "
+                "compare(trained={...}, model=model)"
+            )
+        if not isinstance(value, Trajectory):
+            from losstrail.checkpoints import load_trajectory
+
+            value = load_trajectory(value, model, params="all" if params == "trainable" else params, quiet=quiet)
+        models.append(model)
+        trajectories.append(value)
+    return models, trajectories
 
 
 def _check_paths_fit(settings: list[dict], epochs: int, datamodule, model) -> None:

@@ -106,6 +106,9 @@ def render_comparison(
     kind = output_format(out, style.format)
     style.check_for("comparison", kind, COMPARISON_NAMES)
     style = style if style.title is not None else style.replace(title="Comparing " + ", ".join(comparison.names))
+    from losstrail.renderers._figure import colour_scale
+
+    style = colour_scale(comparison.surface, style)
     runs = list(zip(comparison.names, comparison.projections))
     if kind == "html":
         from losstrail.renderers.html import write_html
