@@ -171,3 +171,14 @@ def test_a_complex_parameter_is_refused_before_training_naming_the_argument():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # not trained
     run = lt.fit(model, data.dataset.tensors, epochs=1, quiet=True, params=lambda name, p: p.is_floating_point())
     assert run.trajectory.n_params == 9
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_loss_line_evaluates_in_the_models_own_dtypes(case):
+    data, model = _data(), _net(case)
+    start = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()]).numpy()
+    direction = np.random.default_rng(0).standard_normal(start.shape) * 0.1
+    ts = np.linspace(-1.0, 1.0, 5)
+    line = lt.loss_line(model, data.dataset.tensors, start, direction, ts)
+    expected = _reference(model, start + ts[:, None] * direction, data)
+    np.testing.assert_allclose(line.loss, expected, rtol=CASES[case][2])
