@@ -141,7 +141,7 @@ def _dense_hessian(model: nn.Module, data) -> np.ndarray:
     return torch.autograd.functional.hessian(loss, start).numpy()
 
 
-@pytest.mark.parametrize(("case", "rtol"), [("float64", 1e-6), ("mixed", 1e-3), ("bfloat16", 0.1)])
+@pytest.mark.parametrize(("case", "rtol"), [("float64", 1e-9), ("mixed", 1e-6), ("bfloat16", 2e-2)])
 def test_hessian_eigenvalues_in_the_models_own_dtypes(case, rtol):
     data, model = _data(), _net(case)
     with torch.no_grad():  # a point where the Hessian is far from zero
