@@ -46,6 +46,8 @@ _ACC_KEYS = ("train_acc", "accuracies", "accuracy", "acc", "test_acc")
 _PROJ_KEYS = (("proj_xcoord", "proj_ycoord"), ("xcoord", "ycoord"))
 # Li et al.'s crunch() fills a new surface with -1 and overwrites each point once computed.
 _NOT_COMPUTED = -1.0
+# The memory an imported file's arrays are checked against where the system does not say how much there is.
+_ASSUMED_MEMORY = 32 << 30
 
 
 def _h5py(argument: str, value):
@@ -137,10 +139,11 @@ def _check_declared(argument: str, path, name: str, shape) -> None:
 
     count = math.prod(int(n) for n in shape)
     needed, have = count * BYTES_PER_GRID_POINT, memory_bytes()
-    if needed > (have if have is not None else 1 << 35) / 2:
+    if needed > (have or _ASSUMED_MEMORY) / 2:
+        machine = size_text(have) if have else f"an unknown amount (taken as {size_text(_ASSUMED_MEMORY)})"
         raise ValueError(
             f"{_where(argument, path)}: {name!r} declares {count:,} values (shape {tuple(int(n) for n in shape)}), "
-            f"which need {size_text(needed)} of memory; this machine has {size_text(have or 1 << 35)}. "
+            f"which need {size_text(needed)} of memory; this machine has {machine}. "
             "It was not read: a surface or path that large is no picture"
         )
 
@@ -532,8 +535,9 @@ def render_surface(
     problem = _degenerate(grid)  # said as a warning by _read_surface, and in the picture's title
     grid = _drawable(grid)
     explained = extras.get("explained")
-    plane_info = {"method": str(extras.get("method", "custom")), "explained": None if explained is None else
-                  tuple(float(v) for v in explained), **about}  # fmt: skip
+    usable = isinstance(explained, np.ndarray) and explained.dtype.kind in "biuf" and explained.size >= 2
+    explained = tuple(float(v) for v in explained.ravel()[:2]) if usable else None  # a file's extra may be anything
+    plane_info = {"method": str(extras.get("method", "custom")), "explained": explained, **about}
     empty = np.zeros(0, np.float32)  # the directions themselves are not needed to draw
     plane = Plane(empty, empty, empty, **plane_info)
     xy = found["xy"]
