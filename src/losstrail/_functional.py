@@ -122,6 +122,7 @@ class ParamLayout:
         self.dtypes = [named[n].dtype for n in self.names]
         floats = [d for d in self.dtypes if d.is_floating_point]
         self.dtype = functools.reduce(torch.promote_types, floats, torch.float32)
+        self._one_dtype = self.dtypes[0] if len(set(self.dtypes)) == 1 else None
         self.n_params = sum(self.numels)
         self.everything = len(self.names) == len(named)
 
@@ -139,6 +140,8 @@ class ParamLayout:
         dtype already matches, a cast where it does not (float32 rows into bfloat16 or float64
         layers).
         """
+        if self._one_dtype == flat.dtype:  # nothing to cast (a call per point and batch: kept lean)
+            return {n: t.view(s) for n, t, s in zip(self.names, torch.split(flat, self.numels), self.shapes)}
         pieces = zip(self.names, torch.split(flat, self.numels), self.shapes, self.dtypes)
         return {n: t.view(s).to(d) for n, t, s, d in pieces}
 
