@@ -14,6 +14,14 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "rmsprop")
 OPTIMIZER_ALIASES = {"sgd+momentum": "momentum"}
 DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom")
 DATASETS = ("spirals", "moons", "digits", "mnist")
+# Each built-in dataset's input shape, classes and examples by default, for the memory a run will need,
+# estimated before torch is imported (a test checks they are the DataModules').
+DATASET_SIZES = {
+    "spirals": ((2,), 3, 1110),
+    "moons": ((2,), 2, 1000),
+    "digits": ((1, 8, 8), 10, 1797),
+    "mnist": ((1, 28, 28), 10, 3000),
+}
 MODELS = ("mlp", "lenet")
 GRIDS = ("full", "adaptive")
 FORMATS = ("gif", "mp4", "html", "png", "pdf", "svg")

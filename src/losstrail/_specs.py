@@ -19,6 +19,7 @@ from losstrail._checks import (
     MIN_DPI,
     check_centre,
     check_fps,
+    check_learning_rate,
     check_range,
     check_resolution,
     check_size,
@@ -283,11 +284,7 @@ class TrainSpec(_Spec):
                 raise ValueError(f"{name(field)}={value!r} must be a positive integer, e.g. {name(field)}={example}")
         if "optimizer" in values and not callable(values["optimizer"]):
             stated_optimizer(values["optimizer"], name("optimizer"))
-        rate = values.get("learning_rate")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
-            raise ValueError(
-                f"{name('learning_rate')}={rate!r} must be a positive number, e.g. {name('learning_rate')}=5e-3"
-            )
+        check_learning_rate(values.get("learning_rate"), name("learning_rate"))
         _check_seed(values.get("seed"), name("seed"))
 
     def key(self) -> dict:

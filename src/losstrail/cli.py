@@ -10,6 +10,7 @@ import contextlib
 import functools
 import gc
 import inspect
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -117,11 +118,14 @@ _FLAGS = {
     "path_color": "--path-color",
     "log_scale": "--linear",
     "chunk_points": "--chunk-points",
+    "num_hidden_layers": "--hidden-layers",
 }
 # Short names that are also plain words: translated only where they read ``name=value``.
 _FLAGS_BEFORE_EQUALS = ("epochs", "fps", "out", "run_dir", "resolution", "centre", "xrange", "yrange", "subset",
                         "every", "step", "view", "size", "dpi", "levels", "cmap", "format", "layout", "optimizer",
-                        "optimizers", "dataset", "model", "seed", "timeline", "device", "rotate", "title")  # fmt: skip
+                        "optimizers", "dataset", "model", "seed", "timeline", "device", "rotate", "title", "tol",
+                        "grid", "budget", "params", "hidden_dim", "batch_size", "key", "to", "path", "directions",
+                        "zmax", "log", "ascii", "force", "autocast")  # fmt: skip
 
 
 def cli_words(message: str) -> str:
@@ -140,9 +144,11 @@ def cli_words(message: str) -> str:
         message,
     )
     names = "|".join(sorted(_FLAGS, key=len, reverse=True))
-    message = re.sub(rf"(?<![\w-])({names})\b", lambda m: _FLAGS[m.group(1)], message)
+    # Not a key of a file's recipe ("run.json has model_recipe hidden_dim=..."): that names the file's key.
+    free = r"(?<![\w-])(?<!recipe )"
+    message = re.sub(rf"{free}({names})\b", lambda m: _FLAGS[m.group(1)], message)
     short = "|".join(sorted(_FLAGS_BEFORE_EQUALS, key=len, reverse=True))
-    return re.sub(rf"(?<![\w-])({short})=", lambda m: "--" + m.group(1).replace("_", "-") + "=", message)
+    return re.sub(rf"{free}({short})=", lambda m: "--" + m.group(1).replace("_", "-") + "=", message)
 
 
 @contextlib.contextmanager
@@ -248,15 +254,21 @@ def run(
 ):
     """Train a model, slice the loss landscape and animate the optimizer's path."""
     with _user_errors():
+        from losstrail._checks import check_custom_directions_used, check_outputs
         from losstrail._registry import check_choice
 
         check_choice("dataset", dataset, DATASETS)
         check_choice("model", model, MODELS)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"--batch-size={batch_size} must be a positive integer, or left out for the whole dataset")
-        if lr is not None and not lr > 0:
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"--lr={lr:g} must be a positive learning rate, e.g. --lr 0.005")
+        check_outputs([("output_filename", out)], inputs=[("custom_directions", custom_directions)], run_dir=run_dir,
+                      how="written by this run")  # fmt: skip
+        _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, resolution, grid, tol, subset,
+                     bn_batches, style.max_frames, decision, run_dir)  # fmt: skip
         vectors = _custom_directions(custom_directions)
+        check_custom_directions_used(directions, custom_directions)
         import torch
 
         from losstrail.api import loss_landscape_anim
@@ -300,6 +312,19 @@ def run(
             **_own_look(style, "fps", "max_frames"),
         )
     typer.echo(f"wrote {out} (run saved in {run_dir})")
+
+
+def _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, resolution, grid, tol, subset,
+                 bn_batches, max_frames, decision, run_dir) -> None:  # fmt: skip
+    """Every size ``run`` takes, checked against the memory before torch is even imported (in the API's words)."""
+    from losstrail._checks import check_builtin_run
+    from losstrail._specs import GridSpec, TrainSpec
+
+    TrainSpec.of({"n_epochs": epochs})
+    GridSpec.of({"resolution": _resolution(resolution), "grid": grid, "tol": tol, "subset": subset,
+                 "bn_batches": bn_batches})  # fmt: skip
+    check_builtin_run(dataset, model, hidden_dim=hidden_dim, num_hidden_layers=hidden_layers, batch_size=batch_size,
+                      n_epochs=epochs, max_frames=max_frames, decision=decision, storage=run_dir)  # fmt: skip
 
 
 def _own_look(style: Style, *taken: str) -> dict:
@@ -372,7 +397,9 @@ def compare(
             return values if len(values) > 1 else values[0]
 
         rates = listed(lrs, float)
-        if rates is not None and not all(r > 0 for r in (rates if isinstance(rates, list) else [rates])):
+        if rates is not None and not all(
+            math.isfinite(r) and r > 0 for r in (rates if isinstance(rates, list) else [rates])
+        ):
             raise ValueError(f"--lrs={lrs} must be positive learning rates, e.g. --lrs 0.01,0.001")
 
         compare_runs(
@@ -427,6 +454,10 @@ def surface(
 ):
     """Compute a run's loss surface in resumable chunks; under torchrun, split across the ranks."""
     with _user_errors():
+        from losstrail._checks import check_resolution
+
+        if resolution is not None:
+            check_resolution(_resolution(resolution))  # before torch is imported
         from losstrail.grid_job import compute_surface
 
         before = _identity(run_dir / "surface.npz")

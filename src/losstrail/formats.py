@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from losstrail._checks import check_outputs
 from losstrail._files import atomic_path
 from losstrail._registry import quoted
 from losstrail.landscape import Surface
@@ -529,6 +530,7 @@ def render_surface(
 
     style = (style or Style()).updated(options, where="render_surface")
     style.check_for("run", output_format(out, style.format))
+    check_outputs([("out", out)], inputs=[("surface", surface), ("path", path), ("directions", directions)])
     found = _read_projection(path) if path is not None else {"xy": np.zeros((1, 2))}
     about = _read_directions(directions) if directions is not None else {}
     grid, extras = _read_surface("surface", surface, key)
@@ -618,6 +620,7 @@ def export(
     for argument, value, format in (("to", to, kind), ("path", path, path_kind), ("directions", directions, "h5")):
         if value is not None and format == "h5":
             _h5py(argument, value)
+    check_outputs([("to", to), ("path", path), ("directions", directions)], run_dir=run_dir)
     run = _load_run(run_dir, want_path=path is not None or kind in ("obj", "ply", "npz"))
     height = _height(log, zmax)
     writes = []  # (file, writer): everything is computed and checked before the first file is written
@@ -849,12 +852,15 @@ def _parameter_shapes(run_dir, settings: dict, n_params: int, model) -> list[tup
     else:
         import torch
 
+        from losstrail._files import open_regular
+
         weights = Path(run_dir) / settings.get("model_filename", "model.pt")
         if not weights.is_file():
             raise FileNotFoundError(
                 f"run_dir={str(run_dir)!r} has no {weights.name} to read the parameter shapes from; pass model="
             )
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        with open_regular(weights) as f:  # never through a link out of the run directory
+            state = torch.load(f, map_location="cpu", weights_only=True)
         # A state_dict lists each module's parameters then its buffers, modules in the order
         # parameters() visits them; without the buffers it is that order.
         buffers = ("running_mean", "running_var", "num_batches_tracked")

@@ -489,7 +489,21 @@ def save_still(figure, k: int, out, kind: str) -> None:
         placed = [(figure._label, [(line, "k") for line in figure.label(k).split("\n")])]
     for label, lines in placed:
         _write_lines(figure.fig, label, lines)
-    figure.fig.savefig(out, format=kind)
+    save_figure(figure.fig, out, kind)
+
+
+# What would make a still differ between two runs of one command: the date in a PDF or SVG, and
+# the random part of the ids an SVG gives its clip paths and glyphs (derived from this salt instead).
+_UNDATED = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+_SVG_SALT = "losstrail"
+
+
+def save_figure(fig, out, kind: str) -> None:
+    """``fig.savefig(out)`` as ``kind`` (png, pdf, svg), the same bytes each time for the same figure."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": _SVG_SALT}):
+        fig.savefig(out, format=kind, metadata=_UNDATED.get(kind))
 
 
 def _write_lines(fig, label: Label, lines) -> None:
