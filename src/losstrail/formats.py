@@ -47,8 +47,6 @@ _ACC_KEYS = ("train_acc", "accuracies", "accuracy", "acc", "test_acc")
 _PROJ_KEYS = (("proj_xcoord", "proj_ycoord"), ("xcoord", "ycoord"))
 # Li et al.'s crunch() fills a new surface with -1 and overwrites each point once computed.
 _NOT_COMPUTED = -1.0
-# The memory an imported file's arrays are checked against where the system does not say how much there is.
-_ASSUMED_MEMORY = 32 << 30
 
 
 def _h5py(argument: str, value):
@@ -133,20 +131,14 @@ def _where(argument: str, path) -> str:
 def _check_declared(argument: str, path, name: str, shape) -> None:
     """Refuse an array whose declared ``shape`` holds more values than a grid this machine can hold.
 
-    The bound is ``resolution=``'s (``_checks.check_resolution``): a grid point's
-    ``BYTES_PER_GRID_POINT`` each, in half the memory. Checked before the array is read.
+    Through the one memory estimate (``_checks.check_memory``), at ``resolution=``'s
+    ``BYTES_PER_GRID_POINT`` a value; checked before the array is read.
     """
-    from losstrail._checks import BYTES_PER_GRID_POINT, memory_bytes, size_text
+    from losstrail._checks import BYTES_PER_GRID_POINT, check_memory
 
     count = math.prod(int(n) for n in shape)
-    needed, have = count * BYTES_PER_GRID_POINT, memory_bytes()
-    if needed > (have or _ASSUMED_MEMORY) / 2:
-        machine = size_text(have) if have else f"an unknown amount (taken as {size_text(_ASSUMED_MEMORY)})"
-        raise ValueError(
-            f"{_where(argument, path)}: {name!r} declares {count:,} values (shape {tuple(int(n) for n in shape)}), "
-            f"which need {size_text(needed)} of memory; this machine has {machine}. "
-            "It was not read: a surface or path that large is no picture"
-        )
+    subject = f"{_where(argument, path)}: {name!r} declares {count:,} values (shape {tuple(int(n) for n in shape)})"
+    check_memory(subject, count * BYTES_PER_GRID_POINT, "It was not read: a surface or path that large is no picture")
 
 
 def _check_finite(argument: str, path, name: str, values: np.ndarray, what: str = "index") -> None:
