@@ -109,6 +109,9 @@ def test_an_infinite_learning_rate_is_refused_in_python(tmp_path, no_training):
             loss_landscape_anim(learning_rate=rate, model_dirpath=tmp_path / "ck", output_filename=tmp_path / "x.gif")
         with pytest.raises(ValueError, match=r"must be a positive finite number"):
             TrainSpec(learning_rate=rate)
+    # A finite rate past float32's range would overflow inside the optimizer's step.
+    with pytest.raises(ValueError, match=r"learning_rate=1e\+39 is more than float32 holds"):
+        loss_landscape_anim(learning_rate=1e39, model_dirpath=tmp_path / "ck", output_filename=tmp_path / "x.gif")
     assert list(tmp_path.iterdir()) == []
 
 

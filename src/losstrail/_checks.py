@@ -289,8 +289,11 @@ def check_fps(fps, argument: str = "fps") -> float:
     return float(fps)
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_learning_rate(rate, argument: str = "learning_rate") -> float | None:
-    """A positive, finite learning rate, or None (the model's own).
+    """A positive, finite learning rate that float32 can hold, or None (the model's own).
 
     >>> check_learning_rate(float("inf"))
     Traceback (most recent call last):
@@ -301,6 +304,8 @@ def check_learning_rate(rate, argument: str = "learning_rate") -> float | None:
         return None
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
         raise ValueError(f"{argument}={rate!r} must be a positive finite number, e.g. {argument}=5e-3")
+    if rate > _FLOAT32_MAX:  # the optimizers keep it in float32
+        raise ValueError(f"{argument}={rate!r} is more than float32 holds ({_FLOAT32_MAX:.4g}): choose a smaller rate")
     return float(rate)
 
 
