@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +17,8 @@ def _dense_hessian(model, X, y):
 
     from losstrail._functional import ParamLayout
 
-    layout = ParamLayout(model)
-    model = model.double().eval()
+    model = copy.deepcopy(model).double().eval()  # a copy: the model under test stays float32
+    layout = ParamLayout(model)  # of the float64 model: unflatten casts to the dtypes it finds
     theta = flat_params(model).double()
 
     def loss(flat):
@@ -122,8 +124,8 @@ def _dense_mse_hessian(model, X, y):
 
     from losstrail._functional import ParamLayout
 
+    model = copy.deepcopy(model).double().eval()  # a copy: the model under test stays float32
     layout = ParamLayout(model)
-    model = model.double().eval()
     theta = flat_params(model).double()
     return hessian(lambda f: F.mse_loss(functional_call(model, layout.unflatten(f), (X.double(),)), y.double()))(
         theta

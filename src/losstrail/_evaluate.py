@@ -245,8 +245,9 @@ class Evaluator:
             loss, extra = rule(model, batch)
             correct = zero
             metrics = [torch.as_tensor(extra[n], device=self.device).float().reshape(()) for n in rule.metric_names]
-        squares = (losses.float() * losses.float()).sum() if (self.spread and losses is not None) else zero
-        return torch.stack([loss.float(), correct.float(), squares.float(), *metrics])
+        dtype = torch.promote_types(loss.dtype, torch.float32)  # a float64 model's loss stays float64
+        squares = losses.to(dtype).square().sum() if (self.spread and losses is not None) else zero
+        return torch.stack([t.to(dtype) for t in (loss, correct, squares, *metrics)])
 
     def _tensors(self, flat: torch.Tensor) -> dict:
         return {**self.fixed, **{f"model.{n}": t for n, t in self.layout.unflatten(flat).items()}}
@@ -468,12 +469,12 @@ class Evaluator:
 
     def at_vectors(self, rows: np.ndarray, *, desc: str = "path", quiet: bool | None = None) -> Evaluated:
         """The same at the parameter vectors ``rows`` (N, K)."""
-        flat = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        flat = self.layout.tensor(rows)
         return self.run(lambda sl: flat[sl], flat.shape[0], desc=desc, quiet=quiet)
 
     def outputs(self, rows: np.ndarray, fn: Callable, chunk: int = 32) -> np.ndarray:
         """``fn(model, batch)`` on the first batch at each parameter vector of ``rows`` (N, K), stacked (N, ...)."""
-        flat = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device)
+        flat = self.layout.tensor(rows, self.device)
         call, batch = _Call(self.model, fn), self.batches.first()
 
         def at(row):

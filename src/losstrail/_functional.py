@@ -4,13 +4,20 @@
 with ``requires_grad``, so frozen backbones and adapters need no extra code), ``'all'``, name
 patterns (``'transformer.h.0.*'``, a list of them) or a predicate ``(name, param) -> bool``.
 Every other tensor of the model stays exactly as it is.
+
+Paths and planes are float32 rows (float64 in NumPy arithmetic); a model's parameters may be
+float32, float64, bfloat16 or a mix. ``ParamLayout.tensor`` builds flat vectors in the widest
+float dtype the parameters need and ``ParamLayout.unflatten`` is the one place where a flat
+vector becomes parameter tensors, each cast to its parameter's own dtype.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 __all__ = ["ParamLayout", "choose_parameters", "flat_params", "selected_names"]
@@ -84,13 +91,19 @@ def choose_parameters(
 
 
 class ParamLayout:
-    """Names, shapes and sizes of the chosen parameters, in ``model.parameters()`` order.
+    """Names, shapes, sizes and dtypes of the chosen parameters, in ``model.parameters()`` order.
 
-    ``names=None`` takes every parameter.
+    ``names=None`` takes every parameter. ``dtype`` is what flat vectors of them are computed
+    in: float32, or float64 when a parameter is float64 (bfloat16 and float16 parameters are
+    computed in float32 and rounded once, when ``unflatten`` casts them).
 
     >>> layout = ParamLayout(torch.nn.Linear(3, 2))
     >>> layout.n_params, [tuple(t.shape) for t in layout.unflatten(torch.zeros(8)).values()]
     (8, [(2, 3), (2,)])
+    >>> mixed = torch.nn.Sequential(torch.nn.Linear(1, 1).bfloat16(), torch.nn.Linear(1, 1).double())
+    >>> layout = ParamLayout(mixed)
+    >>> layout.dtype, [t.dtype for t in layout.unflatten(layout.tensor(np.zeros(4))).values()]
+    (torch.float64, [torch.bfloat16, torch.bfloat16, torch.float64, torch.float64])
     """
 
     def __init__(self, model: torch.nn.Module, names: Sequence[str] | None = None):
@@ -106,12 +119,31 @@ class ParamLayout:
         self.names = list(names)
         self.shapes = [named[n].shape for n in self.names]
         self.numels = [named[n].numel() for n in self.names]
+        self.dtypes = [named[n].dtype for n in self.names]
+        floats = [d for d in self.dtypes if d.is_floating_point]
+        self.dtype = functools.reduce(torch.promote_types, floats, torch.float32)
+        self._one_dtype = self.dtypes[0] if len(set(self.dtypes)) == 1 else None
         self.n_params = sum(self.numels)
         self.everything = len(self.names) == len(named)
 
+    def tensor(self, values, device: str | torch.device | None = None) -> torch.Tensor:
+        """Flat vectors ``values`` (NumPy or torch, (..., P), any float dtype) in ``dtype`` on ``device``."""
+        if isinstance(values, torch.Tensor):
+            return values.to(device=device, dtype=self.dtype)
+        numpy_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=numpy_dtype)).to(device)
+
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{name: tensor}`` views of the flat vector ``flat`` (P,)."""
-        return {n: t.view(s) for n, t, s in zip(self.names, torch.split(flat, self.numels), self.shapes)}
+        """``{name: tensor}`` of the flat vector ``flat`` (P,), each in its parameter's shape and dtype.
+
+        Every flat vector that losstrail puts into a model goes through here: views where the
+        dtype already matches, a cast where it does not (float32 rows into bfloat16 or float64
+        layers).
+        """
+        if self._one_dtype == flat.dtype:  # nothing to cast (a call per point and batch: kept lean)
+            return {n: t.view(s) for n, t, s in zip(self.names, torch.split(flat, self.numels), self.shapes)}
+        pieces = zip(self.names, torch.split(flat, self.numels), self.shapes, self.dtypes)
+        return {n: t.view(s).to(d) for n, t, s, d in pieces}
 
     def split(self, flat) -> list:
         """The pieces of a flat NumPy or torch vector, one per parameter, in their shapes."""

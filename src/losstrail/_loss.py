@@ -47,7 +47,7 @@ def cross_entropy_terms(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[t
     >>> bool(torch.allclose(losses, F.cross_entropy(out, y, reduction="none"))), int(correct)
     (True, 1)
     """
-    outputs = outputs.float()  # half-precision logits (autocast) are summed in float32
+    outputs = outputs.to(torch.promote_types(outputs.dtype, torch.float32))  # half-precision logits: in float32
     if outputs.shape[-1] > _FEW_CLASSES:
         top, best = outputs.max(dim=-1)
         lse = top + (outputs - top.unsqueeze(-1)).exp().sum(-1).log()

@@ -17,7 +17,9 @@ written with NumPy alone.
 from __future__ import annotations
 
 import base64
+import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +103,121 @@ def read_surface(path: str | os.PathLike, *, key: str | None = None) -> Surface:
 
 
 def _read_surface(argument: str, path, key: str | None) -> tuple[Surface, dict]:
-    """The surface in ``path`` and what losstrail's extras say about it (plane method, title, ...)."""
+    """The surface in ``path`` and what losstrail's extras say about it (plane method, title, ...).
+
+    Everything in the file is checked before it is used: the size every array declares before
+    it is read, then finite, strictly monotonic axes (a decreasing one is turned round) and
+    arrays of the axes' shape; any fault is one ``ValueError`` naming the file and the array.
+    A loss with no finite value, or an axis of one value, is drawn with a warning instead.
+    """
     kind = _extension(argument, path, READ_FORMATS)
     _existing(argument, path)
     if kind == "h5":
-        return _read_h5_surface(argument, path, key)
-    if key is not None:
+        surface, extras = _read_h5_surface(argument, path, key)
+    elif key is not None:
         raise ValueError(f"key={key!r} picks an array of an HDF5 file; {argument}={str(path)!r} is a .{kind} table")
-    return (_read_npz_surface if kind == "npz" else _read_csv_surface)(argument, path), {}
+    else:
+        surface, extras = (_read_npz_surface if kind == "npz" else _read_csv_surface)(argument, path), {}
+    problem = _degenerate(surface)
+    if problem is not None:
+        warnings.warn(f"{argument}={str(path)!r}: {problem}, so there is no surface to draw", UserWarning, stacklevel=3)
+    return surface, extras
+
+
+def _where(argument: str, path) -> str:
+    return f"{argument}={str(path)!r}"
+
+
+def _check_declared(argument: str, path, name: str, shape) -> None:
+    """Refuse an array whose declared ``shape`` holds more values than a grid this machine can hold.
+
+    Through the one memory estimate (``_checks.check_memory``), at ``resolution=``'s
+    ``BYTES_PER_GRID_POINT`` a value; checked before the array is read.
+    """
+    from losstrail._checks import BYTES_PER_GRID_POINT, check_memory
+
+    count = math.prod(int(n) for n in shape)
+    subject = f"{_where(argument, path)}: {name!r} declares {count:,} values (shape {tuple(int(n) for n in shape)})"
+    check_memory(subject, count * BYTES_PER_GRID_POINT, "It was not read: a surface or path that large is no picture")
+
+
+def _check_finite(argument: str, path, name: str, values: np.ndarray, what: str = "index") -> None:
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        first = np.unravel_index(bad[0], values.shape) if values.ndim > 1 else int(bad[0])
+        raise ValueError(
+            f"{_where(argument, path)}: {name!r} holds {values.flat[bad[0]]} at {what} {first} "
+            f"({bad.size} non-finite in all); coordinates must be finite numbers"
+        )
+
+
+def _check_axis(argument: str, path, name: str, axis: np.ndarray) -> bool:
+    """A finite, strictly increasing or decreasing axis (True when decreasing), else a ValueError naming it."""
+    where = f"{_where(argument, path)}: {name!r}"
+    if axis.size == 0:
+        raise ValueError(f"{where} is empty; an axis needs at least one coordinate")
+    _check_finite(argument, path, name, axis)
+    steps = np.diff(axis)
+    if axis.size > 1 and np.all(steps == 0):
+        raise ValueError(
+            f"{where} has the same value {axis[0]:g} at all {axis.size} coordinates; an axis must increase"
+        )
+    if np.all(steps > 0) or np.all(steps < 0):
+        return bool(axis.size > 1 and steps[0] < 0)
+    i = int(np.flatnonzero(steps <= 0)[0] if steps[0] > 0 else np.flatnonzero(steps >= 0)[0])
+    raise ValueError(
+        f"{where} is not monotonic: {axis[i + 1]:g} follows {axis[i]:g} at index {i + 1}; "
+        "the coordinates of an axis must strictly increase (or strictly decrease)"
+    )
+
+
+def _surface_from(argument, path, names: dict, xs, ys, arrays: dict) -> Surface:
+    """The ``Surface`` of checked axes ``xs``, ``ys`` and the (ny, nx) ``arrays`` (loss, accuracy, loss_se, ...).
+
+    ``names`` are the file's names of the axes and arrays, for the messages.
+    """
+    xs, ys = np.asarray(xs, np.float64).reshape(-1), np.asarray(ys, np.float64).reshape(-1)
+    shape = (len(ys), len(xs))
+    for name, value in arrays.items():
+        if value is not None and np.shape(value) != shape:
+            raise ValueError(
+                f"{_where(argument, path)}: {names[name]!r} has shape {np.shape(value)} but len(ys), len(xs) = "
+                f"{shape}; the coordinates do not match the array"
+            )
+    arrays = {k: None if v is None else np.asarray(v, np.float64) for k, v in arrays.items()}
+    if _check_axis(argument, path, names["x"], xs):  # decreasing: turned round, the arrays with it
+        xs, arrays = xs[::-1], {k: None if v is None else v[:, ::-1] for k, v in arrays.items()}
+    if _check_axis(argument, path, names["y"], ys):
+        ys, arrays = ys[::-1], {k: None if v is None else v[::-1] for k, v in arrays.items()}
+    accuracy = arrays.get("accuracy")
+    accuracy = np.full(shape, np.nan) if accuracy is None else accuracy
+    return Surface(xs.copy(), ys.copy(), arrays["loss"].copy(), accuracy.copy(), arrays.get("loss_se"))
+
+
+def _degenerate(surface: Surface) -> str | None:
+    """What makes ``surface`` a picture of nothing (no finite loss, an axis of one value), or None."""
+    if not np.isfinite(surface.loss).any():
+        return f"the loss holds no finite value (all {surface.loss.size} are NaN or infinite)"
+    for label, axis in (("x", surface.xs), ("y", surface.ys)):
+        if len(axis) == 1:
+            return f"the {label} axis has zero width (its one value is {axis[0]:g})"
+    return None
+
+
+def _drawable(surface: Surface) -> Surface:
+    """``surface`` with an axis of one value widened to two, around it, and nothing (NaN) drawn there."""
+    if len(surface.xs) > 1 and len(surface.ys) > 1:
+        return surface
+
+    def widened(axis, other):
+        if len(axis) > 1:
+            return axis
+        half = (other[-1] - other[0]) / 2 if len(other) > 1 else 1.0
+        return np.array([axis[0] - half, axis[0] + half])
+
+    xs, ys = widened(surface.xs, surface.ys), widened(surface.ys, surface.xs)
+    nothing = np.full((len(ys), len(xs)), np.nan)
+    return Surface(xs, ys, nothing, nothing.copy())
 
 
 def _open_h5(argument: str, path):
@@ -117,6 +226,47 @@ def _open_h5(argument: str, path):
         return h5py.File(path, "r")
     except OSError as err:
         raise ValueError(f"{argument}={str(path)!r} is not a readable HDF5 file ({err})") from None
+
+
+def _h5_item(argument: str, path, group, name: str, label: str | None = None):
+    """The dataset or group ``name`` of ``group``, when it is stored in this file (no link or storage outside)."""
+    import h5py
+
+    label = label or name
+    link = group.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise ValueError(
+            f"{_where(argument, path)}: {label!r} is a link to the file {link.filename!r}; "
+            "links to other files are not followed"
+        )
+    try:
+        item = group[name]
+    except (KeyError, OSError, ValueError) as err:
+        raise ValueError(f"{_where(argument, path)}: {label!r} cannot be opened ({err})") from None
+    if isinstance(item, h5py.Dataset) and (item.is_virtual or item.external):
+        raise ValueError(
+            f"{_where(argument, path)}: {label!r} keeps its values in other files; "
+            "only values stored in the file itself are read"
+        )
+    return item
+
+
+def _h5_array(argument: str, path, group, name: str, label: str | None = None, numeric: bool = True):
+    """The values of the dataset ``name``, read once its size and type are checked: float64 if ``numeric``."""
+    import h5py
+
+    label = label or name
+    item = _h5_item(argument, path, group, name, label)
+    if not isinstance(item, h5py.Dataset):
+        raise ValueError(f"{_where(argument, path)}: {label!r} is a group, not an array")
+    _check_declared(argument, path, label, item.shape if item.shape is not None else ())
+    if numeric and item.dtype.kind not in "biuf":
+        raise ValueError(f"{_where(argument, path)}: {label!r} holds {item.dtype} values, not numbers")
+    try:
+        value = item[()]
+        return np.asarray(value, dtype=np.float64) if numeric else value
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{_where(argument, path)}: {label!r} cannot be read ({err})") from None
 
 
 def _pick(argument, path, keys_found, wanted, candidates) -> str:
@@ -136,10 +286,13 @@ def _read_h5_surface(argument: str, path, key: str | None) -> tuple[Surface, dic
         x_key = _pick(argument, path, names, "x coordinates", _X_KEYS)
         y_key = _pick(argument, path, names, "y coordinates (a 2-D surface)", _Y_KEYS)
         acc_key = next((k for k in _accuracy_keys(loss_key) if k in names), None)
-        arrays = {name: None if k is None else np.asarray(f[k][()], dtype=np.float64)
-                  for name, k in (("x", x_key), ("y", y_key), ("loss", loss_key), ("accuracy", acc_key))}  # fmt: skip
-        extras = _read_extras(f)
-    keys = {"x": x_key, "y": y_key, "loss": loss_key, "accuracy": acc_key}
+        keys = {"x": x_key, "y": y_key, "loss": loss_key, "accuracy": acc_key}
+        arrays = {}
+        for name, k in keys.items():
+            arrays[name] = None if k is None else _h5_array(argument, path, f, k)
+            if name in ("x", "y"):
+                _check_finite(argument, path, k, arrays[name])
+        extras = _read_extras(argument, path, f)
     xs, ys, grids = _grid(argument, path, keys, arrays)
     loss, accuracy = grids["loss"], grids.get("accuracy")
     # Only Li et al.'s own files mark uncomputed points; a fork's -1 may be a real value.
@@ -154,8 +307,12 @@ def _read_h5_surface(argument: str, path, key: str | None) -> tuple[Surface, dic
             stacklevel=4,
         )
     loss = np.where(missing, np.nan, loss)
-    accuracy = np.full_like(loss, np.nan) if accuracy is None else np.where(missing, np.nan, accuracy / 100)
-    return Surface(xs, ys, loss, accuracy, extras.pop("loss_se", None)), extras
+    accuracy = None if accuracy is None else np.where(missing, np.nan, accuracy / 100)
+    loss_se = extras.pop("loss_se", None)
+    loss_se = loss_se if isinstance(loss_se, np.ndarray) else None
+    found = {"loss": loss, "accuracy": accuracy, "loss_se": loss_se}
+    keys["loss_se"] = f"{_EXTRAS}/loss_se"
+    return _surface_from(argument, path, keys, xs, ys, found), extras
 
 
 def _accuracy_keys(loss_key: str) -> tuple[str, ...]:
@@ -204,67 +361,95 @@ def _grid(argument: str, path, keys: dict, arrays: dict):
     return x, y, grids
 
 
-def _read_extras(f) -> dict:
-    if _EXTRAS not in f:
+def _read_extras(argument: str, path, f) -> dict:
+    if _EXTRAS not in set(f.keys()):
+        return {}
+    group = _h5_item(argument, path, f, _EXTRAS)
+    if not hasattr(group, "keys"):
         return {}
     extras = {}
-    for name, item in f[_EXTRAS].items():
-        value = item[()]
-        extras[name] = value.decode() if isinstance(value, bytes) else np.asarray(value)
+    for name in list(group.keys()):
+        value = _h5_array(argument, path, group, name, f"{_EXTRAS}/{name}", numeric=False)
+        extras[name] = value.decode(errors="replace") if isinstance(value, bytes) else np.asarray(value)
     return extras
 
 
-def _read_npz_surface(argument: str, path) -> Surface:
+def _npz_arrays(argument: str, path) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` file, each read once the shape its header declares is checked."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            for name in data.files:
+                with data.zip.open(f"{name}.npy") as member:
+                    version = np.lib.format.read_magic(member)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0  # fmt: skip
+                    shape = read(member)[0]
+                _check_declared(argument, path, name, shape)
+            return {k: data[k] for k in data.files}
+    except ValueError as err:
+        if str(err).startswith(_where(argument, path)):
+            raise
+        raise ValueError(f"{argument}={str(path)!r} is not a readable .npz file ({err})") from None
     except Exception as err:  # zipfile, pickle and format errors all mean the same thing here
         raise ValueError(f"{argument}={str(path)!r} is not a readable .npz file ({err})") from None
+
+
+def _read_npz_surface(argument: str, path) -> Surface:
+    arrays = _npz_arrays(argument, path)
     missing = [k for k in ("xs", "ys", "loss") if k not in arrays]
     if missing:
         raise ValueError(
             f"{argument}={str(path)!r} has no array {quoted(missing)}; it holds {quoted(sorted(arrays)) or 'nothing'}"
         )
-    xs, ys = arrays["xs"].astype(np.float64), arrays["ys"].astype(np.float64)
-    return _checked_surface(argument, path, xs, ys, arrays["loss"], arrays.get("accuracy"), arrays.get("loss_se"))
+    for name, value in arrays.items():
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"{_where(argument, path)}: {name!r} holds {value.dtype} values, not numbers")
+    if arrays["xs"].ndim != 1 or arrays["ys"].ndim != 1:
+        raise ValueError(
+            f"{_where(argument, path)}: 'xs' and 'ys' must be 1-D axes; got shapes {arrays['xs'].shape} and "
+            f"{arrays['ys'].shape}"
+        )
+    names = {k: k for k in ("xs", "ys", "loss", "accuracy", "loss_se")} | {"x": "xs", "y": "ys"}
+    found = {k: arrays.get(k) for k in ("loss", "accuracy", "loss_se")}
+    return _surface_from(argument, path, names, arrays["xs"], arrays["ys"], found)
 
 
 def _read_csv_surface(argument: str, path) -> Surface:
-    with open(path) as f:
-        header = [h.strip() for h in f.readline().split(",")]
+    where = _where(argument, path)
+    _check_declared(argument, path, "the table", (os.path.getsize(path) // 2,))  # a value takes 2 bytes at least
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = [h.strip() for h in f.readline().split(",")]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{where} is not a text table ({err})") from None
     if header[:3] != ["x", "y", "loss"]:
         raise ValueError(
             f"{argument}={str(path)!r} has columns {quoted(header)}; expected 'x', 'y', 'loss' first "
             "(and optionally 'accuracy', 'loss_se')"
         )
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    except ValueError as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty table: said below, as an error
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"{argument}={str(path)!r} is not a table of numbers ({err})") from None
+    if table.shape[0] == 0:
+        raise ValueError(f"{where} has the header {','.join(header)!r} but no rows of values")
+    if table.shape[1] != len(header):
+        raise ValueError(f"{where} has {len(header)} columns in its header but {table.shape[1]} in its rows")
     x, y = table[:, 0], table[:, 1]
+    for k in (0, 1):
+        _check_finite(argument, path, header[k], table[:, k], what="row")
     nx = int(np.argmax(y != y[0])) if np.any(y != y[0]) else len(y)
     xs, ys = x[:nx], y[::nx] if nx else y
-    if nx < 2 or len(x) % nx or not (np.array_equal(np.tile(xs, len(ys)), x) and np.array_equal(np.repeat(ys, nx), y)):
+    if len(x) % nx or not (np.array_equal(np.tile(xs, len(ys)), x) and np.array_equal(np.repeat(ys, nx), y)):
         raise ValueError(
             f"{argument}={str(path)!r}: the rows are not a grid with x varying fastest, as losstrail writes"
         )
     column = {name: table[:, k].reshape(len(ys), nx) for k, name in enumerate(header) if k >= 2}
-    return _checked_surface(argument, path, xs, ys, column["loss"], column.get("accuracy"), column.get("loss_se"))
-
-
-def _checked_surface(argument, path, xs, ys, loss, accuracy=None, loss_se=None) -> Surface:
-    shape = (len(ys), len(xs))
-    arrays = {"loss": loss, "accuracy": accuracy, "loss_se": loss_se}
-    for name, value in arrays.items():
-        if value is not None and np.shape(value) != shape:
-            raise ValueError(
-                f"{argument}={str(path)!r}: {name} has shape {np.shape(value)} but len(ys), len(xs) = {shape}; "
-                "the coordinates do not match the array"
-            )
-    accuracy = np.full(shape, np.nan) if accuracy is None else np.asarray(accuracy, np.float64)
-    loss_se = None if loss_se is None else np.asarray(loss_se, np.float64)
-    return Surface(np.asarray(xs, np.float64), np.asarray(ys, np.float64), np.asarray(loss, np.float64),
-                   accuracy, loss_se)  # fmt: skip
+    names = {name: name for name in header}
+    found = {k: column.get(k) for k in ("loss", "accuracy", "loss_se")}
+    return _surface_from(argument, path, names, xs, ys, found)
 
 
 def _read_projection(path) -> dict:
@@ -279,12 +464,17 @@ def _read_projection(path) -> dict:
                 f"path={str(path)!r} is not a projection file: it has no 'proj_xcoord' and 'proj_ycoord'; it holds "
                 f"{quoted(sorted(names)) or 'nothing'}"
             )
-        x, y = (np.asarray(f[k][()], dtype=np.float64).ravel() for k in pair)
-        extras = _read_extras(f)
+        x, y = (_h5_array("path", path, f, k).ravel() for k in pair)
+        extras = _read_extras("path", path, f)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"path={str(path)!r}: {pair[0]!r} has {len(x)} values and {pair[1]!r} {len(y)}; "
                          "they must be equally long and not empty")  # fmt: skip
+    for k, values in zip(pair, (x, y)):
+        _check_finite("path", path, k, values)
     extras = {k: v for k, v in extras.items() if isinstance(v, np.ndarray) and v.shape == (len(x),)}
+    for k in ("step", "epoch"):
+        if k in extras and not np.all(np.isfinite(extras[k])):
+            del extras[k]  # numbered in order instead
     return {"xy": np.stack([x, y], axis=1), **extras}
 
 
@@ -299,10 +489,12 @@ def _read_directions(path) -> dict:
                 f"directions={str(path)!r} is not a 2-D direction file: it has no 'xdirection' and 'ydirection'; "
                 f"it holds {quoted(sorted(names)) or 'nothing'}"
             )
-        extras = _read_extras(f)
+        extras = _read_extras("directions", path, f)
         if "explained_variance_ratio_" in names:
-            ratio = np.asarray(f["explained_variance_ratio_"][()], dtype=np.float64).ravel()
-            return {"method": "pca", "explained": (float(ratio[0]), float(ratio[1]))}
+            ratio = _h5_array("directions", path, f, "explained_variance_ratio_").ravel()
+            if len(ratio) >= 2 and np.all(np.isfinite(ratio[:2])):
+                return {"method": "pca", "explained": (float(ratio[0]), float(ratio[1]))}
+            return {"method": "pca"}
     return {"method": str(extras.get("method", "custom"))}
 
 
@@ -343,9 +535,12 @@ def render_surface(
     found = _read_projection(path) if path is not None else {"xy": np.zeros((1, 2))}
     about = _read_directions(directions) if directions is not None else {}
     grid, extras = _read_surface("surface", surface, key)
+    problem = _degenerate(grid)  # said as a warning by _read_surface, and in the picture's title
+    grid = _drawable(grid)
     explained = extras.get("explained")
-    plane_info = {"method": str(extras.get("method", "custom")), "explained": None if explained is None else
-                  tuple(float(v) for v in explained), **about}  # fmt: skip
+    usable = isinstance(explained, np.ndarray) and explained.dtype.kind in "biuf" and explained.size >= 2
+    explained = tuple(float(v) for v in explained.ravel()[:2]) if usable else None  # a file's extra may be anything
+    plane_info = {"method": str(extras.get("method", "custom")), "explained": explained, **about}
     empty = np.zeros(0, np.float32)  # the directions themselves are not needed to draw
     plane = Plane(empty, empty, empty, **plane_info)
     xy = found["xy"]
@@ -365,6 +560,8 @@ def render_surface(
     )
     if style.title is None:
         style = style.replace(title=str(extras.get("title", Path(surface).name)))
+    if problem is not None:
+        style = style.replace(title=f"{style.title}\nno surface: {problem}")
     return animate(projection, grid, out, style=style, quiet=quiet)
 
 

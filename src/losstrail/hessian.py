@@ -46,7 +46,7 @@ class _HessianOperator:
 
         layout = ParamLayout(model, names)
         chosen = set(layout.names)
-        fixed = {n: p.detach().to(centre) for n, p in model.named_parameters() if n not in chosen}
+        fixed = {n: p.detach().to(centre.device) for n, p in model.named_parameters() if n not in chosen}
         n_examples = batches.n_examples
 
         def _loss(flat, batch):
@@ -82,7 +82,7 @@ class _HessianOperator:
 
         self.hvp, self.probe, self.check = hvp, probe, check
         self.n_params = layout.n_params
-        self.device = centre.device
+        self.device, self.dtype = centre.device, centre.dtype
 
 
 class _RuleCall(torch.nn.Module):
@@ -152,8 +152,9 @@ def hessian_eigenpairs(
     from losstrail._functional import selected_names
 
     device = torch.device(device)
-    centre = torch.as_tensor(np.asarray(params, dtype=np.float32)).to(device).reshape(-1)
-    names = selected_names(model, names, centre.numel(), "parameter vector")
+    flat = params.detach().reshape(-1) if isinstance(params, torch.Tensor) else np.asarray(params).reshape(-1)
+    names = selected_names(model, names, flat.shape[0], "parameter vector")
+    centre = ParamLayout(model, names).tensor(flat, device)  # in float64 for a float64 model
     batches = Batches(data, batch_size, device)
     rule = LossRule(model, objective, loss_fn)
     with eval_mode(model):
@@ -186,7 +187,7 @@ def _lanczos(operator: _HessianOperator, k: int, iterations: int, tol: float, se
     with bar(m, "hessian", quiet, unit="hvp") as pbar:
         for j in range(m):
             basis[j] = q
-            w = operator.hvp(torch.from_numpy(q.astype(np.float32)).to(operator.device)).double().cpu().numpy()
+            w = operator.hvp(torch.from_numpy(q).to(operator.device, operator.dtype)).double().cpu().numpy()
             if not np.all(np.isfinite(w)):
                 raise ValueError("the Hessian-vector product is not finite at these parameters; use another method")
             alpha = float(q @ w)

@@ -18,8 +18,20 @@ __all__ = ["Recorder", "Trajectory"]
 
 
 def recorded_layout(model: torch.nn.Module, params, argument: str = "params") -> ParamLayout:
-    """The layout of the parameters a recorder keeps: ``params`` chosen on ``model``."""
-    return ParamLayout(model, choose_parameters(model, params, argument=argument))
+    """The layout of the parameters a recorder keeps: ``params`` chosen on ``model``, each of a real float dtype.
+
+    Any mix of float16, bfloat16, float32 and float64 is recorded (as float32 rows) and evaluated
+    in each parameter's own dtype; a complex or integer parameter has no place on a real path.
+    """
+    layout = ParamLayout(model, choose_parameters(model, params, argument=argument))
+    for name, dtype in zip(layout.names, layout.dtypes):
+        if not dtype.is_floating_point:
+            raise ValueError(
+                f"{argument} selects {name!r}, a {str(dtype).removeprefix('torch.')} parameter, but a path holds real "
+                f"floating-point parameters only (float16, bfloat16, float32, float64); leave it out, e.g. "
+                f"{argument}=lambda name, p: p.is_floating_point()"
+            )
+    return layout
 
 
 class Recorder:

@@ -296,10 +296,10 @@ def evaluate_on_plane(evaluator: Evaluator, plane: Plane, coords: np.ndarray, **
     The points are on the plane, so the model's first layer is computed once per batch (see
     ``_evaluate.FirstLayer``). ``options`` are those of ``Evaluator.run``.
     """
-    device = evaluator.device
-    coords = torch.from_numpy(np.asarray(coords, dtype=np.float32)).to(device)  # (N, 2)
-    origin = torch.from_numpy(plane.origin).to(device)
-    basis = torch.from_numpy(np.stack([plane.u, plane.v])).to(device)  # (2, P)
+    device, layout = evaluator.device, evaluator.layout  # points in the dtype the model's parameters need
+    coords = layout.tensor(coords, device)  # (N, 2)
+    origin = layout.tensor(plane.origin, device)
+    basis = layout.tensor(np.stack([plane.u, plane.v]), device)  # (2, P)
     return evaluator.run(lambda sl: origin + coords[sl] @ basis, len(coords), plane=(origin, basis, coords),
                          **options)  # fmt: skip
 
