@@ -261,7 +261,7 @@ def run(
 
         from losstrail.api import loss_landscape_anim
         from losstrail.data import make_datamodule
-        from losstrail.models import make_model
+        from losstrail.nets import make_model
         from losstrail.train import check_optimizer
 
         optimizer = check_optimizer(optimizer)

@@ -11,10 +11,11 @@ import math
 import torch
 
 from losstrail._functional import ParamLayout, choose_parameters
+from losstrail._loss import LossRule
 from losstrail._points import Points, as_float
 from losstrail.trajectory import DTYPES, Trajectory
 
-__all__ = ["Recorder", "Trajectory"]
+__all__ = ["Recorder", "Trajectory", "final_measure"]
 
 
 def recorded_layout(model: torch.nn.Module, params, argument: str = "params") -> ParamLayout:
@@ -75,9 +76,11 @@ class Recorder:
         self._epoch = epoch
         self._start = self._layout.flatten(self.model)
 
-    def finish(self, loss=math.nan, accuracy=math.nan) -> None:
-        """Optionally give the loss (and accuracy) at the final parameters."""
+    def finish(self, loss=math.nan, accuracy=math.nan, *, epoch: int | None = None) -> None:
+        """Optionally give the loss (and accuracy) at the final parameters, and the epoch they end (default: the
+        last epoch recorded; a loop that counts finished epochs, as Lightning does, passes their number)."""
         self._final = (as_float(loss), as_float(accuracy))
+        self._epoch = self._epoch if epoch is None else epoch
 
     @property
     def trajectory(self) -> Trajectory:
@@ -87,3 +90,28 @@ class Recorder:
             self._points.measure(*self._final)
             self._trajectory = self._points.freeze()
         return self._trajectory
+
+
+def final_measure(model: torch.nn.Module, batch, rule: LossRule | None = None) -> tuple[float, float]:
+    """Loss and accuracy of the final parameters on ``batch``, as training measured them (no update).
+
+    The model stays in the mode it is in (train mode, as every other point's loss was taken),
+    but no BatchNorm running statistic moves.
+    """
+    if batch is None:
+        return math.nan, math.nan
+    if rule is None:
+        rule = LossRule(model)
+        try:
+            rule.check(model, batch)
+        except ValueError:  # the loss is defined inside training_step; nothing here can call it
+            return math.nan, math.nan
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        with torch.no_grad():
+            loss, metrics = rule(model, batch)
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
+    return as_float(loss), as_float(metrics.get("accuracy", math.nan))
