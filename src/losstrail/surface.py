@@ -166,7 +166,8 @@ def loss_surface(
             GPUs, less exact.
         mode: ``'auto'`` (default: ``vmap`` over grid points unless point by point is faster
             for this model, measured on the first chunk), ``'vmap'`` or ``'loop'``.
-        grid: ``'full'`` (default: every point exact) or ``'adaptive'``: a coarse lattice
+        grid: ``'full'`` (default: every value returned is measured, as a pipeline that exports or
+            compares surfaces needs; the picture jobs default to adaptive) or ``'adaptive'``: a coarse lattice
             exact, cubic interpolation (of ``ln(loss)`` when the loss is positive, so the error is
             relative to each cell's own loss) checked against exact values at points it did not use,
             and refinement where the check fails, so only a few percent of a smooth 100×100
