@@ -222,20 +222,24 @@ def loss_surface(
 
 
 def _say_the_cost(nx: int, ny: int, examples: int, grid: str, tol: float, subset):
-    """A callback for the first chunk: print what the grid will cost, once, if it is more than a few seconds."""
+    """A callback for the grid's units of work: say what the grid will cost once the timings leave warm-up out
+    (if more than a few seconds), and say it again when the rate measured since moves the whole by 2x or more."""
     from losstrail._evaluate import note
     from losstrail._plan import estimate
 
-    said = []
+    stated: list[float] = []  # the total said last
 
     def say(seconds: float, points: int) -> None:
-        if said:
-            return
-        said.append(True)
         already = examples if subset else None  # on a subset already: suggest no other
         plan = estimate(seconds / (points * examples), nx, ny, examples, tol=tol, subset=already)
-        if (plan.adaptive if grid == "adaptive" else plan.full) > 5:
-            note(plan.line(grid))
+        total = plan.adaptive if grid == "adaptive" else plan.full
+        if not stated:
+            stated.append(total)
+            if total > 5:
+                note(plan.line(grid, style="python"))
+        elif total > 5 and not 0.5 < total / stated[-1] < 2:
+            stated.append(total)
+            note(f"the machine's pace changed; revised: {plan.line(grid, style='python')}")
 
     return say
 
