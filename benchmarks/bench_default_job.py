@@ -1,6 +1,6 @@
 """The default job, `loss_landscape_anim(n_epochs=300)`, timed end to end and phase by phase.
 
-Run: .venv/bin/python benchmarks/bench_default_job.py
+Run: .venv/bin/python benchmarks/bench_default_job.py [--whole-only]
 Targets: at most 10 s of wall time on a 2-core machine, interpreter start included (issue 2);
 the true and slice losses along the 300-point path add under 10% to the job (issue 3);
 the whole process at most 2.5x a bare ``python -c "import torch, matplotlib"`` timed in the same
@@ -53,8 +53,9 @@ def main() -> None:
 
     cli = [str(Path(sys.executable).with_name("losstrail")), "run", "--out", "sample.gif", "-q"]
     with tempfile.TemporaryDirectory() as tmp:
-        print("phases (one process):")
-        subprocess.run([sys.executable, "-c", PHASES], check=True, cwd=tmp)
+        if "--whole-only" not in sys.argv:  # the phases take a minute more; --whole-only leaves them out
+            print("phases (one process):")
+            subprocess.run([sys.executable, "-c", PHASES], check=True, cwd=tmp)
         loaded = subprocess.run([sys.executable, "-c", LIGHTNING], check=True, cwd=tmp, capture_output=True, text=True)
         print(f"Lightning packages the default job loads: {loaded.stdout.strip()} (target [])")
         walls = {"api": [], "cli": [], "bare": []}
