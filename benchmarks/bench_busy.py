@@ -1,6 +1,6 @@
 """The grid on a busy machine: mode='auto' against the better of vmap and point by point, beside a CPU hog.
 
-Run: .venv/bin/python benchmarks/bench_busy.py [--runs 10] [--lenet-resolution 40]
+Run: .venv/bin/python benchmarks/bench_busy.py [--runs 10] [--spirals-resolution 100] [--lenet-resolution 40]
 Targets (issue 23): every run of mode='auto' at most 1.3x the better of mode='vmap' and mode='loop'
 timed right after it on the same conditions (a competing CPU-bound process spinning throughout);
 the first statement of the grid's cost within 2x of the time the grid took.
@@ -61,6 +61,7 @@ def timed(model, data, plane, xs, ys, mode: str):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--spirals-resolution", type=int, default=100)
     parser.add_argument("--lenet-resolution", type=int, default=40)
     parser.add_argument("--jobs", default="spirals,digits")
     args = parser.parse_args()
@@ -68,7 +69,7 @@ def main() -> None:
     hog = subprocess.Popen([sys.executable, "-c", HOG])
     try:
         for name in args.jobs.split(","):
-            resolution = 100 if name == "spirals" else args.lenet_resolution
+            resolution = args.spirals_resolution if name == "spirals" else args.lenet_resolution
             model, data, plane, xs, ys = job(name, resolution)
             timed(model, data, plane, xs[:10], ys[:10], "vmap")  # warm up the process, not the measured runs
             print(f"{name}, {len(xs)}x{len(ys)} grid, beside one CPU-bound process:")

@@ -31,7 +31,7 @@ from losstrail._batching import Batches, map_tree
 from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail._memory import reuse_freed_memory
-from losstrail._mode import WayChooser
+from losstrail._mode import Pace, WayChooser
 from losstrail._progress import bar, say
 from losstrail._repr import short_repr
 
@@ -386,13 +386,14 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
+        pace = Pace()
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
             worth = n_chunks * n_pieces > 1  # more calls follow: the choice matters
             stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth)
-            rate = self.ways.rate()  # (points x examples) a second, warm-up left out
-            if on_first_chunk is not None and rate is not None:
-                on_first_chunk(chunk_size * self.batches.n_examples / rate, chunk_size)
+            seconds = pace.done(flat.shape[0] * n_b, self.ways.decided)  # a (point x example), warm-up left out
+            if on_first_chunk is not None and seconds is not None:
+                on_first_chunk(chunk_size * self.batches.n_examples * seconds, chunk_size)
             stats = stats.double().cpu().numpy()  # (C, n_stats)
             totals[sl, 0] += stats[:, 0] * n_b
             totals[sl, 1:3] += stats[:, 1:3]

@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["WayChooser"]
+__all__ = ["Pace", "WayChooser"]
 
 # Rates within this factor are a tie: no switch, nothing said.
 TIE = 1.15
@@ -167,3 +167,32 @@ class WayChooser:
             return self._timed(work, self.chosen, start, stop, examples)
         self.record(way, self.clock() - began, (stop - start) * examples)
         return result
+
+
+class Pace:
+    """Wall-clock seconds per unit of work (points × examples) once warm-up is over: what the rest will cost.
+
+    It starts counting at the end of the first unit after ``settled`` turns true (the way chosen, so
+    neither warm-up nor the trial of both ways is in it), and counts everything from there, the work
+    between the timed calls too.
+
+    >>> pace = Pace(clock=iter([1.0, 2.0, 4.0]).__next__)
+    >>> pace.done(10, settled=True), pace.done(10, settled=True), pace.done(20, settled=True)
+    (None, 0.1, 0.1)
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self._start: tuple[float, float] | None = None
+        self._work = 0.0
+
+    def done(self, work: float, settled: bool) -> float | None:
+        """Note a finished unit of ``work``; the seconds per unit of work since counting began, or None yet."""
+        now = self.clock()
+        self._work += work
+        if self._start is None:
+            if settled:
+                self._start = (now, self._work)
+            return None
+        began, before = self._start
+        return (now - began) / (self._work - before)
