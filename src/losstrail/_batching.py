@@ -23,6 +23,8 @@ __all__ = [
     "as_dataset",
     "batch_length",
     "is_datamodule",
+    "is_lightning_datamodule",
+    "is_lightning_module",
     "map_tree",
     "take_subset",
     "tree_leaves",
@@ -127,9 +129,30 @@ def is_tree_of_tensors(data) -> bool:
 
 
 def is_datamodule(data) -> bool:
+    """True for a data module: a LightningDataModule, or an object with its ``setup`` and ``train_dataloader``.
+
+    The built-in ones of ``losstrail.data`` answer so without Lightning.
+    """
+    if isinstance(data, (Dataset, DataLoader, type)):
+        return False
+    duck = all(callable(getattr(data, name, None)) for name in ("prepare_data", "setup", "train_dataloader"))
+    return duck or is_lightning_datamodule(data)
+
+
+def is_lightning_datamodule(data) -> bool:
     """True for a LightningDataModule of either namespace, without importing Lightning."""
-    for cls in type(data).__mro__:
-        if cls.__name__ == "LightningDataModule" and cls.__module__.split(".")[0] in ("lightning", "pytorch_lightning"):
+    return _lightning_base(data, "LightningDataModule")
+
+
+def is_lightning_module(model) -> bool:
+    """True for a LightningModule of either namespace, without importing Lightning."""
+    return _lightning_base(model, "LightningModule")
+
+
+def _lightning_base(value, name: str) -> bool:
+    """True when Lightning's class ``name`` (``lightning`` or ``pytorch_lightning``) is a base of ``value``'s class."""
+    for cls in type(value).__mro__:
+        if cls.__name__ == name and cls.__module__.split(".")[0] in ("lightning", "pytorch_lightning"):
             return True
     return False
 

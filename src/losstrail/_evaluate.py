@@ -7,9 +7,10 @@ the data, by the one ``LossRule``. Two ways run the model at those points, both 
 - ``vmap``: one call per data batch for a whole chunk of points;
 - point by point: one call per point and batch.
 
-``mode='auto'`` (the default) uses ``vmap`` unless it cannot run the model, or the first
-chunk shows it slower than point by point (models whose kernels have no batching rule, or
-whose activations are too large to batch) — and then says so in one line.
+``mode='auto'`` (the default) uses ``vmap`` unless it cannot run the model, or timings of
+both ways, interleaved on the first units of work and re-checked as the rest runs
+(``losstrail._mode.WayChooser``), show point by point faster (models whose kernels have no
+batching rule, or whose activations are too large to batch) — and then says so in one line.
 Every stage that measures a loss at given parameters calls this: the grid, the path's true
 and slice losses, lines, decision regions and the grid job.
 """
@@ -19,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from losstrail._batching import Batches, map_tree
 from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail._memory import reuse_freed_memory
-from losstrail._progress import bar
+from losstrail._mode import Pace, WayChooser
+from losstrail._progress import bar, say
 from losstrail._repr import short_repr
 
 __all__ = ["Evaluated", "Evaluator", "FirstLayer", "batch_norms", "eval_mode", "note"]
@@ -45,8 +45,6 @@ _MIN_PIECE, _CACHE_PIECE, _PIECE_MEMORY = 64, 256, 4 << 30
 MODES = ("auto", "vmap", "loop")
 # Models with large activations still get this many points per chunk while they fit in this much memory.
 _MIN_CHUNK, _MIN_CHUNK_MEMORY = 8, 1 << 30
-# Points both ways run, timed, before the first chunk is left to the faster one.
-_TRIAL = 16
 FIRST_LAYER_CHOICES = ("auto", "factor", "plain")
 # Set False to make first_layer='auto' evaluate the first layer at every point (benchmarks compare the two).
 FACTOR_FIRST_LAYER = True
@@ -72,9 +70,8 @@ def math_attention():
 
 
 def note(message: str, quiet: bool = False) -> None:
-    """One plain line on stderr (not a warning with a source line), unless ``quiet``."""
-    if not quiet:
-        print(f"losstrail: {message}", file=sys.stderr, flush=True)
+    """One plain line on stderr (not a warning with a source line), unless ``quiet`` (see ``_progress.say``)."""
+    say(message, quiet)
 
 
 @contextlib.contextmanager
@@ -211,7 +208,9 @@ class Evaluator:
         self.fast_ce = self.rule.fused and self._labels_in_range()
         self.per_example = spread and self.rule.kind == "pair"
         self.measure = _Call(model, self._measure)
-        self._chosen_mode: str | None = None if mode == "auto" else mode
+        # --- the way points are run (issue 23): chosen from interleaved timings, re-checked as units run
+        ways = ("vmap", "loop") if mode == "auto" else (mode,)
+        self.ways = WayChooser(ways, sliceable="loop", join=torch.cat, on_switch=self._switched, on_fail=self._failed)
         self.first_layer = first_layer
         self._activations: int = counted[0]
         self._first_length = self.batches.lengths[0]
@@ -282,49 +281,32 @@ class Evaluator:
                 return self._vmapped(flat, bufs, batch, per_point_buffers, first_out)
         return self._looped(flat, bufs, batch, per_point_buffers, first_out)
 
-    def _choose_mode(
-        self, flat, bufs, batch, per_point_buffers, worth_timing: bool, first_out=None
-    ) -> tuple[str, torch.Tensor | None]:
-        """``vmap`` unless it fails or runs slower than point by point; with vmap's result when kept.
+    @property
+    def _chosen_mode(self) -> str:
+        return self.ways.chosen
 
-        vmap runs the whole first chunk (its result is kept either way); with ``worth_timing``
-        (more calls follow) both ways first run one point to warm up, and the loop runs up to 16 of
-        the chunk's points, timed and scaled to the chunk.
-        """
+    def _switched(self, old: str, new: str, times: float) -> None:
         name = type(self.model).__name__
+        way = "point by point" if new == "loop" else "with vmap"
+        other = "vmap" if new == "loop" else "point by point"
+        note(f"evaluating {name} {way}: {times:.1f}x the rate of {other} here (both timed, interleaved)", self.quiet)
 
-        def some(n):  # the first n points of the chunk
-            b = {name: v[:n] for name, v in bufs.items()} if per_point_buffers else bufs
-            return flat[:n], b, batch, per_point_buffers, None if first_out is None else first_out[:n]
+    def _failed(self, way: str, err: Exception) -> None:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        name = type(self.model).__name__
+        note(f"vmap cannot run {name} ({type(err).__name__}: {first}); evaluating it point by point", self.quiet)
 
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                if worth_timing:
-                    self._vmapped(*some(1))  # warm up: the first call pays for setting up
-                start = time.perf_counter()
-                result = self._vmapped(*some(flat.shape[0]))
-                t_vmap = time.perf_counter() - start
-        except Exception as err:  # an op vmap has no rule for, data-dependent control flow, ...
-            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
-            note(f"vmap cannot run {name} ({type(err).__name__}: {first}); evaluating it point by point", self.quiet)
-            return "loop", None
-        slow = any(_SLOW_VMAP in str(w.message) for w in caught)
-        for w in caught:
-            if _SLOW_VMAP not in str(w.message):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if not worth_timing:
-            return "vmap", result
-        k = min(flat.shape[0], _TRIAL)
-        self._looped(*some(1))  # warm up likewise
-        start = time.perf_counter()
-        self._looped(*some(k))
-        t_loop = (time.perf_counter() - start) * flat.shape[0] / k
-        if t_loop < t_vmap:
-            why = "vmap falls back on slow kernels for it" if slow else "timed on the first chunk"
-            note(f"evaluating {name} point by point: {t_vmap / t_loop:.1f}x faster than vmap here ({why})", self.quiet)
-            return "loop", result  # this chunk is done already; the rest goes point by point
-        return "vmap", result
+    def _unit(self, flat, bufs, batch, n_b: int, per_point_buffers: bool, first_out, timing: bool) -> torch.Tensor:
+        """One unit of work (a chunk of points on one batch), by the way ``self.ways`` picks."""
+
+        def work(way: str, start: int, stop: int) -> torch.Tensor:
+            b = {k: v[start:stop] for k, v in bufs.items()} if per_point_buffers else bufs
+            out = None if first_out is None else first_out[start:stop]
+            return self._run(way, flat[start:stop], b, batch, per_point_buffers, out)
+
+        return self.ways.run(work, flat.shape[0], n_b, timing=timing)
+
+    # --- end of the way's choice
 
     # -- many points ---------------------------------------------------------------------------
     def chunk_size(self, memory_budget: int) -> int:
@@ -383,8 +365,9 @@ class Evaluator:
         ``plane=(origin, basis, coords)``, when the points are ``origin + coords @ basis`` with
         ``origin`` (K,), ``basis`` (2, K) and ``coords`` (n_points, 2), lets the model's first
         layer be computed once per batch (see ``FirstLayer``); the results are the same to
-        float32 rounding. ``on_first_chunk(seconds, points)`` is called once the first chunk is
-        done (to say what the rest will cost).
+        float32 rounding. ``on_first_chunk(seconds, points)`` is called after every unit of work once
+        the timings leave warm-up out: the seconds ``points`` points take over all the data at the
+        rate measured now (to say what the grid will cost, and to revise it).
         """
         quiet = self.quiet if quiet is None else quiet
         if chunk_size is None:
@@ -404,15 +387,14 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
-        started = time.perf_counter()
+        pace = Pace()
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
-            stats = None
-            if self._chosen_mode is None:
-                worth = n_chunks * n_pieces > 1  # more calls follow: the choice matters
-                self._chosen_mode, stats = self._choose_mode(flat, bufs, batch, per_point_buffers, worth, first_out)
-            if stats is None:
-                stats = self._run(self._chosen_mode, flat, bufs, batch, per_point_buffers, first_out)
+            worth = n_chunks * n_pieces > 1  # more calls follow: the choice matters
+            stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth)
+            seconds = pace.done(flat.shape[0] * n_b, self.ways.decided)  # a (point x example), warm-up left out
+            if on_first_chunk is not None and seconds is not None:
+                on_first_chunk(chunk_size * self.batches.n_examples * seconds, chunk_size)
             stats = stats.double().cpu().numpy()  # (C, n_stats)
             totals[sl, 0] += stats[:, 0] * n_b
             totals[sl, 1:3] += stats[:, 1:3]
@@ -420,9 +402,7 @@ class Evaluator:
 
         with eval_mode(self.model), reuse_freed_memory(), torch.inference_mode(), precision, progress as pbar:
             if first is None:
-                for c, sl in enumerate(chunks):
-                    if c == 1 and on_first_chunk is not None:
-                        on_first_chunk(time.perf_counter() - started, chunk_size)
+                for sl in chunks:
                     flat = chunk_params(sl).to(device)
                     bufs = self._recomputed_statistics(flat) if per_point_buffers else self.buffers
                     for batch, n_b in self._pieces(piece):
@@ -430,11 +410,9 @@ class Evaluator:
                         pbar.update(1)
             else:  # batch by batch, so the first layer's three outputs are computed once per batch
                 origin, basis, coords = (t.to(device) for t in plane)
-                for b, (batch, n_b) in enumerate(self._pieces(piece)):
+                for batch, n_b in self._pieces(piece):
                     outputs = first.outputs(batch, origin, basis)  # (3, N, ...)
-                    for c, sl in enumerate(chunks):
-                        if b == 0 and c == 1 and on_first_chunk is not None:
-                            on_first_chunk((time.perf_counter() - started) * n_pieces, chunk_size)
+                    for sl in chunks:
                         first_out = _Combined(outputs, coords[sl])  # made point by point when looped: in cache
                         add(sl, batch, n_b, chunk_params(sl).to(device), self.buffers, first_out)
                         pbar.update(1)

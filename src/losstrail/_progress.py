@@ -1,11 +1,34 @@
-"""Progress bars shared by every long-running step (training, grid, rendering)."""
+"""Progress bars shared by every long-running step (training, grid, rendering), and the one-line notes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import contextlib
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# How a note names the caller's options: as Python keywords (grid='adaptive'), unless a caller such as the
+# command line says otherwise for the duration (``spoken``).
+_WORDS: list[Callable[[str], str]] = [lambda message: message]
+
+
+def say(message: str, quiet: bool = False) -> None:
+    """One plain line on stderr (not a warning with a source line), unless ``quiet``; options named as the
+    caller spells them (Python keywords, or the command line's flags inside ``spoken``)."""
+    if not quiet:
+        print(f"losstrail: {_WORDS[-1](message)}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def spoken(words: Callable[[str], str]):
+    """Notes in the block pass through ``words`` (the command line turns ``subset=500`` into ``--subset 500``)."""
+    _WORDS.append(words)
+    try:
+        yield
+    finally:
+        _WORDS.remove(words)
 
 
 def bar(total: int, desc: str, quiet: bool, unit: str = "it"):

@@ -324,22 +324,21 @@ def _project(plane, trajectory, measure: dict):
 
 def _model_and_data(job: _Job):
     """The model and data the job trains and evaluates: the given ones, or the default MLP on the spirals."""
-    import lightning.pytorch as pl
-
     from losstrail._batching import check_first_batch
+    from losstrail._optim import seed_all
     from losstrail.data import SpiralsDataModule
     from losstrail.directions import check_custom_directions
-    from losstrail.models import MLP
+    from losstrail.nets import MLP
 
     if job.train.seed is not None:
-        pl.seed_everything(job.train.seed, workers=True, verbose=False)
+        seed_all(job.train.seed)
     datamodule = job.datamodule if job.datamodule is not None else SpiralsDataModule()
     check_first_batch(datamodule, "datamodule")  # batches that are not tensors fail here, before training
     model = job.model
     if model is None:
         rate = 5e-3 if job.train.learning_rate is None else job.train.learning_rate
         model = MLP(input_dim=datamodule.input_dim, num_classes=datamodule.num_classes, num_hidden_layers=1,
-                    hidden_dim=50, learning_rate=rate, optimizer=job.train.optimizer, gpus=job.gpus)  # fmt: skip
+                    hidden_dim=50, learning_rate=rate, optimizer=job.train.optimizer)  # fmt: skip
         model.recipe = {"name": "mlp", "hidden_dim": 50, "num_hidden_layers": 1}
     n_params = sum(p.numel() for p in model.parameters())
     if n_params == 0:

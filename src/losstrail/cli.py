@@ -151,6 +151,19 @@ def cli_words(message: str) -> str:
     return re.sub(rf"{free}({short})=", lambda m: "--" + m.group(1).replace("_", "-") + "=", message)
 
 
+def cli_note_words(message: str) -> str:
+    """A note's options as flags: ``grid='adaptive'`` -> ``--grid adaptive``, ``subset=500`` -> ``--subset 500``.
+
+    >>> cli_note_words("10,000 points: about 2 min; with grid='adaptive' about 9 s; subset=500 about 40 s")
+    '10,000 points: about 2 min; with --grid adaptive about 9 s; --subset 500 about 40 s'
+    """
+    import re
+
+    options = "grid|subset|tol|budget|resolution|bn_batches|mode"
+    spelled = re.sub(rf"(?<![\w-])({options})=('?)([^',;\s)]+)\2", lambda m: f"--{m.group(1)} {m.group(3)}", message)
+    return cli_words(spelled).replace("--bn_batches", "--bn-batches")
+
+
 @contextlib.contextmanager
 def _user_errors(positional: dict[str, str] | None = None):
     """Show a bad argument as one line in the command line's words and exit with status 2, not a traceback.
@@ -171,10 +184,13 @@ def _user_errors(positional: dict[str, str] | None = None):
         text = words(" ".join(str(message).split()))
         typer.echo(f"Warning: {text}", err=True)
 
+    from losstrail._progress import spoken
+
     shown = warnings.showwarning
     warnings.showwarning = one_line
     try:
-        yield
+        with spoken(cli_note_words):
+            yield
     except (ValueError, FileNotFoundError, TypeError) as err:
         typer.echo(f"Error: {words(str(err))}", err=True)
         raise typer.Exit(code=2) from None
@@ -281,7 +297,7 @@ def run(
 
         from losstrail.api import loss_landscape_anim
         from losstrail.data import make_datamodule
-        from losstrail.models import make_model
+        from losstrail.nets import make_model
         from losstrail.train import check_optimizer
 
         optimizer = check_optimizer(optimizer)

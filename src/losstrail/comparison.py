@@ -270,13 +270,12 @@ def _default_data():
 
 def _train_runs(names, settings, datamodule, model, train: TrainSpec, objective, loss_fn, quiet):
     """``(models, trajectories)``: a copy of ``model`` (the same initial weights) trained per run with its settings."""
-    import lightning.pytorch as pl
-
-    from losstrail.models import MLP
+    from losstrail._optim import seed_all
+    from losstrail.nets import MLP
     from losstrail.train import fit
 
     if model is None:
-        pl.seed_everything(train.seed, verbose=False)
+        seed_all(train.seed)
         model = MLP(datamodule.input_dim, datamodule.num_classes, learning_rate=5e-3)
     models, trajectories = [], []
     for name, s in zip(names, settings):

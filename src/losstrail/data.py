@@ -1,16 +1,21 @@
-"""Built-in datasets as Lightning DataModules, and the loaders that feed them fast.
+"""Built-in datasets as data modules (Lightning's interface, without Lightning), and the loaders that feed them fast.
 
 Every built-in dataset is small enough to live in memory as a ``TensorDataset``. Its
 loaders draw each batch's indices as one tensor (a sampler of index tensors with
 ``batch_size=None``), so a batch is one indexing op per tensor: no per-sample indexing and
 collation, which make a default ``DataLoader`` the slowest part of training a small model.
+
+These classes have a LightningDataModule's methods (``prepare_data``, ``setup``,
+``train_dataloader``) but do not import Lightning, so the default job runs without it.
+``losstrail.SpiralsDataModule`` and the others exported by the package (and
+``losstrail.datamodule``, for the reference's code) are the same data modules on
+Lightning's ``LightningDataModule`` base, for a Lightning ``Trainer`` of your own.
 """
 
 from __future__ import annotations
 
 import math
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -86,8 +91,12 @@ def make_spirals(n_per_class: int = 370, n_classes: int = 3, noise: float = 0.2,
     return X, y
 
 
-class _InMemoryDataModule(pl.LightningDataModule):
-    """A labelled ``TensorDataset`` held in memory, served in shuffled batches (whole set by default)."""
+class _InMemoryDataModule:
+    """A labelled ``TensorDataset`` held in memory, served in shuffled batches (whole set by default).
+
+    It answers as a LightningDataModule does (``prepare_data``, ``setup``, ``train_dataloader``)
+    without being one; ``losstrail.datamodule`` puts Lightning's base under the same classes.
+    """
 
     input_dim: int | tuple[int, ...]
     num_classes: int
@@ -100,6 +109,12 @@ class _InMemoryDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         # Built at once (not in setup) so that `datamodule.dataset.tensors` works as in the reference.
         self.dataset = TensorDataset(X, y)
+
+    def prepare_data(self) -> None:
+        """Nothing to fetch: the data is in memory."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Nothing to split: every example is for training."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -252,8 +267,8 @@ DATAMODULES = {
 }
 
 
-def make_datamodule(name: str, **kwargs) -> pl.LightningDataModule:
-    """A built-in DataModule by name (one of ``losstrail._registry.DATASETS``)."""
+def make_datamodule(name: str, **kwargs) -> _InMemoryDataModule:
+    """A built-in data module by name (one of ``losstrail._registry.DATASETS``), without Lightning."""
     datamodule = DATAMODULES[check_choice("dataset", name, DATASETS)](**kwargs)
     datamodule.recipe = {"name": name, **kwargs}  # how to build it again (``losstrail surface``)
     return datamodule

@@ -1,9 +1,14 @@
-"""The reference package's ``datamodule`` module, for code written for ``loss-landscape-anim``.
+"""Lightning DataModules of the built-in datasets, and the reference package's ``datamodule`` module.
 
 ``from loss_landscape_anim.datamodule import SpiralsDataModule, MNISTDataModule`` becomes
 ``from losstrail.datamodule import SpiralsDataModule, MNISTDataModule``. Both are
 losstrail's own (see ``losstrail.data``): they take the reference's arguments and carry its
 attributes (``dataset``, ``X``, ``y``, ``input_dim``, ``num_classes``, ``batch_size``).
+
+Each class here is the data module of ``losstrail.data`` of the same name on Lightning's
+``LightningDataModule`` base, so a Lightning ``Trainer`` of your own takes it as
+``trainer.fit(model, datamodule=...)``; ``losstrail.SpiralsDataModule`` and the others are
+these. The default job uses the ones of ``losstrail.data`` and never imports Lightning.
 
 >>> from losstrail.datamodule import SpiralsDataModule
 >>> dm = SpiralsDataModule()
@@ -14,6 +19,24 @@ attributes (``dataset``, ``X``, ``y``, ``input_dim``, ``num_classes``, ``batch_s
 
 from __future__ import annotations
 
-from losstrail.data import MNISTDataModule, SpiralsDataModule
+import lightning.pytorch as pl
 
-__all__ = ["MNISTDataModule", "SpiralsDataModule"]
+from losstrail import data
+
+__all__ = ["DigitsDataModule", "MNISTDataModule", "MoonsDataModule", "SpiralsDataModule"]
+
+
+class SpiralsDataModule(data.SpiralsDataModule, pl.LightningDataModule):
+    __doc__ = data.SpiralsDataModule.__doc__
+
+
+class MoonsDataModule(data.MoonsDataModule, pl.LightningDataModule):
+    __doc__ = data.MoonsDataModule.__doc__
+
+
+class DigitsDataModule(data.DigitsDataModule, pl.LightningDataModule):
+    __doc__ = data.DigitsDataModule.__doc__
+
+
+class MNISTDataModule(data.MNISTDataModule, pl.LightningDataModule):
+    __doc__ = data.MNISTDataModule.__doc__

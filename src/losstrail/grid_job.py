@@ -64,7 +64,7 @@ def _model_and_data(run_dir: Path, settings: dict, model, data):
     """The run's model (with its saved weights) and data: given, or built again from the run's recipe."""
     from losstrail.artifacts import load_weights
     from losstrail.data import make_datamodule
-    from losstrail.models import make_model
+    from losstrail.nets import make_model
 
     if data is None:
         name, recipe = _recipe(run_dir, settings, "data")

@@ -11,14 +11,15 @@ import operator
 from collections.abc import Callable
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from losstrail._checks import check_training_memory, mlp_parameters
 from losstrail._functional import flat_params
-from losstrail._registry import MODELS, check_choice
+from losstrail.nets import MODEL_BUILDERS as MODEL_BUILDERS
+from losstrail.nets import MaxPool2x2 as MaxPool2x2
+from losstrail.nets import lenet_parts, mlp_layers
+from losstrail.nets import make_model as make_model
 
 __all__ = ["Accuracy", "LeNet", "MLP", "GenericModel", "flat_params", "make_model"]
 
@@ -156,7 +157,7 @@ class GenericModel(pl.LightningModule):
         return {"loss": self.loss_fn(y_pred, y), "accuracy": accuracy}
 
     def configure_optimizers(self):
-        from losstrail.train import make_optimizer
+        from losstrail._optim import make_optimizer
 
         chosen = self.custom_optimizer if self.custom_optimizer is not None else self.optimizer
         return make_optimizer(chosen, self.parameters(), self.learning_rate)
@@ -196,44 +197,12 @@ class MLP(GenericModel):
         custom_optimizer: Callable | None = None,
         gpus: int = 0,
     ):
-        if int(hidden_dim) < 1 or int(num_hidden_layers) < 0:
-            raise ValueError(
-                f"hidden_dim={hidden_dim!r}, num_hidden_layers={num_hidden_layers!r}: the MLP needs at least one "
-                "unit per hidden layer and zero or more hidden layers (0 is a linear classifier)"
-            )
-        sizes = {"input_dim": input_dim, "num_classes": num_classes, "num_hidden_layers": num_hidden_layers,
-                 "hidden_dim": hidden_dim}  # fmt: skip
-        check_training_memory(sizes, mlp_parameters(input_dim, hidden_dim, num_hidden_layers, num_classes),
-                              "Pass a smaller num_hidden_layers= or hidden_dim=")  # fmt: skip
+        layers = mlp_layers(input_dim, num_classes, hidden_dim, num_hidden_layers)  # checks the shape first
         super().__init__(optimizer, learning_rate, custom_optimizer, gpus, num_classes)
-        widths = [input_dim] + [hidden_dim] * num_hidden_layers
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(w_in, w_out), nn.ReLU()]
-        layers.append(nn.Linear(widths[-1], num_classes))
-        self.layers = nn.Sequential(*layers)
+        self.layers = layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x.flatten(1))
-
-
-class MaxPool2x2(nn.Module):
-    """``nn.MaxPool2d(2)`` as two elementwise maxima of strided views: the same numbers, faster.
-
-    PyTorch's CPU max pooling also computes the index of each maximum and runs at a sixth
-    of the speed of memory (measured 59 ms against 9 ms on 3,000 6x28x28 maps); under
-    ``vmap``, in the grid, the maxima batch as any elementwise op. Odd rows and columns
-    are dropped, as ``MaxPool2d`` does.
-
-    >>> x = torch.randn(2, 3, 7, 6)
-    >>> torch.equal(MaxPool2x2()(x), nn.functional.max_pool2d(x, 2))
-    True
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-        rows = torch.maximum(x[..., 0:h:2, :w], x[..., 1:h:2, :w])
-        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
 class LeNet(GenericModel):
@@ -262,53 +231,7 @@ class LeNet(GenericModel):
         gpus: int = 0,
     ):
         super().__init__(optimizer, learning_rate, custom_optimizer, gpus, num_classes)
-        pad = 2 if input_size >= 16 else 4  # 28 -> 28 -> 14 -> 10 -> 5; 8 -> 12 -> 6 -> 2 -> 1
-        self.features = nn.Sequential(
-            # Pooling before the ReLU gives the same numbers (both keep order) at a quarter of the ReLU's work.
-            nn.Conv2d(in_channels, 6, kernel_size=5, padding=pad),
-            MaxPool2x2(),
-            nn.ReLU(),
-            nn.Conv2d(6, 16, kernel_size=5),
-            MaxPool2x2(),
-            nn.ReLU(),
-        )
-        with torch.no_grad():
-            n_flat = self.features(torch.zeros(1, in_channels, input_size, input_size)).numel()
-        self.classifier = nn.Sequential(
-            nn.Linear(n_flat, 120),
-            nn.ReLU(),
-            nn.Linear(120, 84),
-            nn.ReLU(),
-            nn.Linear(84, num_classes),
-        )
+        self.features, self.classifier = lenet_parts(in_channels, num_classes, input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))
-
-
-def _mlp(datamodule, **kwargs) -> MLP:
-    shape = datamodule.input_dim
-    input_dim = int(np.prod(shape)) if isinstance(shape, tuple) else shape  # images are flattened
-    return MLP(input_dim=input_dim, num_classes=datamodule.num_classes, **kwargs)
-
-
-def _lenet(datamodule, **kwargs) -> LeNet:
-    shape = datamodule.input_dim
-    if not isinstance(shape, tuple) or len(shape) != 3:
-        raise ValueError(
-            f"model='lenet' needs image data (channels, height, width); this dataset's inputs are {shape!r}. "
-            "Use model='mlp', or dataset='digits' or 'mnist'"
-        )
-    kwargs.pop("hidden_dim", None)  # the MLP's shape options mean nothing to LeNet
-    kwargs.pop("num_hidden_layers", None)
-    return LeNet(in_channels=shape[0], num_classes=datamodule.num_classes, input_size=shape[1], **kwargs)
-
-
-MODEL_BUILDERS = {"mlp": _mlp, "lenet": _lenet}
-
-
-def make_model(name: str, datamodule, **kwargs) -> GenericModel:
-    """A built-in model by name, sized for ``datamodule``."""
-    model = MODEL_BUILDERS[check_choice("model", name, MODELS)](datamodule, **kwargs)
-    model.recipe = {"name": name, **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float))}}
-    return model

@@ -87,9 +87,11 @@ class Recorder:
         self._epoch = epoch
         self._start = self._layout.flatten(self.model)
 
-    def finish(self, loss=math.nan, accuracy=math.nan) -> None:
-        """Optionally give the loss (and accuracy) at the final parameters."""
+    def finish(self, loss=math.nan, accuracy=math.nan, *, epoch: int | None = None) -> None:
+        """Optionally give the loss (and accuracy) at the final parameters, and the epoch they end (default: the
+        last epoch recorded; a loop that counts finished epochs, as Lightning does, passes their number)."""
         self._final = (as_float(loss), as_float(accuracy))
+        self._epoch = self._epoch if epoch is None else epoch
 
     @property
     def trajectory(self) -> Trajectory:

@@ -167,7 +167,8 @@ def loss_surface(
             GPUs, less exact.
         mode: ``'auto'`` (default: ``vmap`` over grid points unless point by point is faster
             for this model, measured on the first chunk), ``'vmap'`` or ``'loop'``.
-        grid: ``'full'`` (default: every point exact) or ``'adaptive'``: a coarse lattice
+        grid: ``'full'`` (default: every value returned is measured, as a pipeline that exports or
+            compares surfaces needs; the picture jobs default to adaptive) or ``'adaptive'``: a coarse lattice
             exact, cubic interpolation (of ``ln(loss)`` when the loss is positive, so the error is
             relative to each cell's own loss) checked against exact values at points it did not use,
             and refinement where the check fails, so only a few percent of a smooth 100×100
@@ -224,20 +225,24 @@ def loss_surface(
 
 
 def _say_the_cost(nx: int, ny: int, examples: int, grid: str, tol: float, subset):
-    """A callback for the first chunk: print what the grid will cost, once, if it is more than a few seconds."""
+    """A callback for the grid's units of work: say what the grid will cost once the timings leave warm-up out
+    (if more than a few seconds), and say it again when the rate measured since moves the whole by 2x or more."""
     from losstrail._evaluate import note
     from losstrail._plan import estimate
 
-    said = []
+    stated: list[float] = []  # the total said last
 
     def say(seconds: float, points: int) -> None:
-        if said:
-            return
-        said.append(True)
         already = examples if subset else None  # on a subset already: suggest no other
         plan = estimate(seconds / (points * examples), nx, ny, examples, tol=tol, subset=already)
-        if (plan.adaptive if grid == "adaptive" else plan.full) > 5:
-            note(plan.line(grid))
+        total = plan.adaptive if grid == "adaptive" else plan.full
+        if not stated:
+            stated.append(total)
+            if total > 5:
+                note(plan.line(grid, style="python"))
+        elif total > 5 and not 0.5 < total / stated[-1] < 2:
+            stated.append(total)
+            note(f"the machine's pace changed; revised: {plan.line(grid, style='python')}")
 
     return say
 

@@ -1,0 +1,198 @@
+"""Choosing between ways of doing the same work (``vmap`` or point by point) from timings taken as it runs.
+
+One timing of one chunk is a poor witness on a busy machine: a browser or a training job
+beside the grid can slow either way by 2-5x for a second. ``WayChooser`` therefore
+
+- times both ways interleaved, on real units of the work (no result is thrown away), and
+  decides only once each has ``samples`` timings after its first (which carries warm-up);
+- keeps timing the way it chose on every unit, and times the other again now and then (more
+  rarely the further behind it was) and at once when the chosen way's recent rate falls
+  below the other's last one; when the other is then faster by more than ``tie``, it switches;
+- treats rates within ``tie`` of each other as a tie: it keeps the first way and says nothing.
+
+Rates are in (points × examples) per second, so units of different sizes compare. The way
+named ``sliceable`` runs at the same rate on few points as on many (point by point), so it
+is timed on a slice of a unit and the rest of the unit goes to the other way. No torch here:
+the work is any callable.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+__all__ = ["Pace", "WayChooser"]
+
+# Rates within this factor are a tie: no switch, nothing said.
+TIE = 1.15
+# Timings per way, after its first, before the choice.
+SAMPLES = 2
+# Points of a unit the sliceable way is timed on while the other way does the rest.
+SLICE = 8
+# While one way runs, the other is timed again every this many units, times how far behind it was.
+PROBE_EVERY = 8
+
+
+class WayChooser:
+    """Run units of work by the faster of ``ways``, chosen from interleaved timings and re-checked as it runs.
+
+    ``run(work, n, examples)`` does one unit of ``n`` points over ``examples`` examples:
+    ``work(way, start, stop)`` computes points ``start:stop`` of the unit by ``way`` and returns
+    a list of per-point results (or anything ``join`` concatenates). A way that raises is
+    dropped for good (``on_fail(way, error)``); its part is done by another way.
+
+    >>> import time
+    >>> chooser = WayChooser(("batched", "single"), sliceable="single")
+    >>> def work(way, start, stop):  # 'single' is three times as slow per point
+    ...     time.sleep((stop - start) * (0.0003 if way == "batched" else 0.001))
+    ...     return list(range(start, stop))
+    >>> all(chooser.run(work, 16, 1) == list(range(16)) for _ in range(12))
+    True
+    >>> chooser.chosen, chooser.decided
+    ('batched', True)
+    """
+
+    def __init__(self, ways: Sequence[str], *, sliceable: str | None = None, samples: int = SAMPLES,
+                 tie: float = TIE, join: Callable[[list], object] | None = None,
+                 on_switch: Callable[[str, str, float], None] | None = None,
+                 on_fail: Callable[[str, Exception], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter):  # fmt: skip
+        self.ways = list(ways)
+        self.sliceable, self.samples, self.tie = sliceable, samples, tie
+        self.join = join if join is not None else (lambda parts: [x for part in parts for x in part])
+        self.on_switch, self.on_fail, self.clock = on_switch, on_fail, clock
+        self.timings: dict[str, list[float]] = {w: [] for w in self.ways}  # rates after each way's first
+        self.warmed: set[str] = set()
+        self.chosen = self.ways[0]
+        self.decided = len(self.ways) == 1
+        self.switches: list[tuple[str, str, float]] = []  # (from, to, how many times faster)
+        self._since_probe, self._splits = 0, 0
+        self._probe: str | None = None  # the other way, to be timed on the next unit
+
+    # -- what the timings say ------------------------------------------------------------------
+    def rate(self, way: str | None = None) -> float | None:
+        """The recent rate of ``way`` (default the chosen one): the median of its last ``samples`` timings."""
+        recent = self.timings[way or self.chosen][-self.samples :]
+        return statistics.median(recent) if recent else None
+
+    def _other(self) -> str | None:
+        others = [w for w in self.ways if w != self.chosen]
+        return others[0] if others else None
+
+    def _needs_samples(self) -> str | None:
+        for way in self.ways:
+            if len(self.timings[way]) < self.samples:
+                return way
+        return None
+
+    # -- one unit --------------------------------------------------------------------------------
+    def plan(self, n: int) -> list[tuple[str, int]]:
+        """How the next unit of ``n`` points is split: ``[(way, points), ...]`` in the order they run."""
+        other = self._other()
+        if other is None:
+            return [(self.chosen, n)]
+        if not self.decided:  # both ways timed on this unit where it splits; else the one timed less so far
+            timed = min(self.ways, key=lambda w: len(self.timings[w]) + (w in self.warmed))
+            if self.sliceable is not None and n > SLICE:
+                timed = self.sliceable
+        elif self._probe is not None:
+            timed = self._probe
+        else:
+            return [(self.chosen, n)]
+        rest = next(w for w in self.ways if w != timed)
+        if timed == self.sliceable and n > SLICE:
+            parts = [(timed, SLICE), (rest, n - SLICE)]
+            self._splits += 1
+            return parts if self._splits % 2 == 0 else parts[::-1]  # interleaved: the order alternates
+        return [(timed, n)]
+
+    def record(self, way: str, seconds: float, work: float) -> None:
+        """Note that ``way`` did ``work`` (points × examples) in ``seconds``, then decide or re-check."""
+        if way not in self.warmed:  # the first timing carries warm-up
+            self.warmed.add(way)
+            return
+        self.timings[way].append(work / max(seconds, 1e-9))
+        if way == self._probe:
+            self._probe = None
+            self._since_probe = 0
+        if not self.decided:
+            if self._needs_samples() is None:
+                self.decided = True
+                self._compare()
+            return
+        if way != self.chosen:
+            self._compare()
+            return
+        self._since_probe += 1
+        other = self._other()
+        mine, theirs = self.rate(), self.rate(other)
+        behind = max(1.0, mine / theirs) if theirs else 1.0
+        if theirs is not None and (theirs > mine or self._since_probe >= PROBE_EVERY * behind):
+            self._probe = other  # time the other way again on the next unit, under the same conditions
+
+    def _compare(self) -> None:
+        other = self._other()
+        mine, theirs = self.rate(), self.rate(other)
+        if mine is not None and theirs is not None and theirs > mine * self.tie:
+            self.switches.append((self.chosen, other, theirs / mine))
+            if self.on_switch is not None:
+                self.on_switch(self.chosen, other, theirs / mine)
+            self.chosen = other
+
+    def run(self, work: Callable[[str, int, int], object], n: int, examples: int, *, timing: bool = True):
+        """One unit of ``n`` points over ``examples`` examples, by the plan; the joined results in point order.
+
+        ``timing=False`` (a single unit: nothing follows that a choice would speed up) runs the chosen way.
+        """
+        parts = self.plan(n) if timing else [(self.chosen, n)]
+        results, start = {}, 0
+        for way, count in parts:
+            results[start] = self._timed(work, way, start, start + count, examples)
+            start += count
+        return results[0] if len(results) == 1 else self.join([results[s] for s in sorted(results)])
+
+    def _timed(self, work, way: str, start: int, stop: int, examples: int):
+        began = self.clock()
+        try:
+            result = work(way, start, stop)
+        except Exception as err:  # this way cannot do the work: drop it, and the other does the part
+            if len(self.ways) == 1:
+                raise
+            self.ways.remove(way)
+            self.timings.pop(way)
+            self.chosen, self.decided, self._probe = self.ways[0], True, None
+            if self.on_fail is not None:
+                self.on_fail(way, err)
+            return self._timed(work, self.chosen, start, stop, examples)
+        self.record(way, self.clock() - began, (stop - start) * examples)
+        return result
+
+
+class Pace:
+    """Wall-clock seconds per unit of work (points × examples) once warm-up is over: what the rest will cost.
+
+    It starts counting at the end of the first unit after ``settled`` turns true (the way chosen, so
+    neither warm-up nor the trial of both ways is in it), and counts everything from there, the work
+    between the timed calls too.
+
+    >>> pace = Pace(clock=iter([1.0, 2.0, 4.0]).__next__)
+    >>> pace.done(10, settled=True), pace.done(10, settled=True), pace.done(20, settled=True)
+    (None, 0.1, 0.1)
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self._start: tuple[float, float] | None = None
+        self._work = 0.0
+
+    def done(self, work: float, settled: bool) -> float | None:
+        """Note a finished unit of ``work``; the seconds per unit of work since counting began, or None yet."""
+        now = self.clock()
+        self._work += work
+        if self._start is None:
+            if settled:
+                self._start = (now, self._work)
+            return None
+        began, before = self._start
+        return (now - began) / (self._work - before)

@@ -1,0 +1,135 @@
+"""The way points are evaluated (vmap or point by point): chosen from interleaved timings, re-checked as units
+run, ties kept quiet; and the cost the grid states, in the caller's words (issue 23)."""
+
+import numpy as np
+import pytest
+import torch
+
+from losstrail._mode import SLICE, WayChooser
+from losstrail._progress import spoken
+
+
+class Machine:
+    """A fake clock and two ways whose seconds per point the test sets (and changes, as load would)."""
+
+    def __init__(self, vmap: float, loop: float):
+        self.now, self.cost, self.log = 0.0, {"vmap": vmap, "loop": loop}, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def work(self, way, start, stop):
+        self.now += self.cost[way] * (stop - start)
+        self.log.append((way, stop - start))
+        return list(range(start, stop))
+
+
+def _chooser(machine, **kwargs):
+    said = []
+    chooser = WayChooser(("vmap", "loop"), sliceable="loop", clock=machine.clock,
+                         on_switch=lambda old, new, times: said.append((old, new, times)), **kwargs)  # fmt: skip
+    return chooser, said
+
+
+def test_both_ways_are_timed_interleaved_more_than_once_before_the_choice():
+    machine = Machine(vmap=1.0, loop=3.0)
+    chooser, said = _chooser(machine)
+    for _ in range(2):
+        assert chooser.run(machine.work, 32, 100) == list(range(32))  # every point computed once, in order
+    assert not chooser.decided  # one timing each carries warm-up: two more are needed
+    chooser.run(machine.work, 32, 100)
+    # each unit: the point-by-point way on a slice, vmap on the rest, in alternating order
+    assert machine.log[:6] == [("vmap", 32 - SLICE), ("loop", SLICE), ("loop", SLICE), ("vmap", 32 - SLICE),
+                               ("vmap", 32 - SLICE), ("loop", SLICE)]  # fmt: skip
+    assert chooser.decided and chooser.chosen == "vmap" and said == []  # vmap was first and is faster: nothing said
+    assert chooser.rate() == pytest.approx(100 / 1.0)  # (points x examples) a second
+
+
+def test_the_faster_way_is_chosen_and_said_and_a_tie_is_not():
+    machine = Machine(vmap=3.0, loop=1.0)
+    chooser, said = _chooser(machine)
+    for _ in range(8):
+        chooser.run(machine.work, 32, 1)
+    assert chooser.chosen == "loop" and said == [("vmap", "loop", pytest.approx(3.0))]
+    tied = Machine(vmap=1.1, loop=1.0)  # loop 10% faster: within the tie, vmap stays and nothing is said
+    chooser, said = _chooser(tied)
+    for _ in range(40):
+        chooser.run(tied.work, 32, 1)
+    assert chooser.chosen == "vmap" and said == []
+
+
+def test_a_way_that_slows_down_is_left_and_taken_again_when_it_recovers():
+    """Load that comes and goes: the choice follows within a few units, and no result is lost."""
+    machine = Machine(vmap=1.0, loop=3.0)
+    chooser, said = _chooser(machine)
+    for _ in range(6):
+        chooser.run(machine.work, 32, 1)
+    assert chooser.chosen == "vmap"
+    machine.cost["vmap"] = 10.0  # vmap's kernels now share the cores with something else
+    switched_at = None
+    for unit in range(40):
+        assert chooser.run(machine.work, 32, 1) == list(range(32))
+        if chooser.chosen == "loop" and switched_at is None:
+            switched_at = unit
+    assert switched_at is not None and switched_at <= 4
+    machine.cost["vmap"] = 1.0
+    for _ in range(200):
+        chooser.run(machine.work, 32, 1)
+    assert chooser.chosen == "vmap" and [s[1] for s in said] == ["loop", "vmap"]
+    units = len(machine.log)
+    probes = sum(1 for way, n in machine.log[-units // 2 :] if way == "loop")
+    assert probes <= units // 2 // 4  # the other way is timed again now and then, not on every unit
+
+
+def test_a_way_that_fails_is_dropped_and_its_part_done_by_the_other():
+    machine = Machine(vmap=1.0, loop=1.0)
+    failed = []
+
+    def work(way, start, stop):
+        if way == "vmap":
+            raise RuntimeError("no batching rule")
+        return machine.work(way, start, stop)
+
+    chooser = WayChooser(("vmap", "loop"), sliceable="loop", clock=machine.clock,
+                         on_fail=lambda way, err: failed.append(way))  # fmt: skip
+    assert chooser.run(work, 20, 1) == list(range(20))
+    assert failed == ["vmap"] and chooser.chosen == "loop" and chooser.ways == ["loop"]
+
+
+def test_the_evaluator_gives_the_same_grid_whichever_way_runs(tiny_model, tiny_data):
+    """auto (both ways timed on parts of units, joined) against each way alone, and a load_state_dict loop."""
+    from losstrail._evaluate import Evaluator
+    from losstrail.models import load_flat_params
+
+    rows = torch.randn(200, sum(p.numel() for p in tiny_model.parameters()), generator=torch.Generator().manual_seed(0))
+    results = {}
+    for mode in ("auto", "vmap", "loop"):
+        evaluator = Evaluator(tiny_model, tiny_data, mode=mode)
+        results[mode] = evaluator.run(lambda sl: rows[sl], len(rows), chunk_size=16).loss
+    probe = type(tiny_model)(input_dim=2, num_classes=3, hidden_dim=4)
+    expected = []
+    for row in rows:
+        load_flat_params(probe, row)
+        with torch.no_grad():
+            expected.append(torch.nn.functional.cross_entropy(probe(tiny_data[0]), tiny_data[1]).item())
+    for mode, loss in results.items():
+        np.testing.assert_allclose(loss, expected, rtol=1e-5, err_msg=mode)
+
+
+def test_the_cost_is_said_in_python_keywords_or_cli_flags_and_revised_when_the_pace_changes(capsys):
+    from losstrail.cli import cli_note_words
+    from losstrail.surface import _say_the_cost
+
+    say = _say_the_cost(100, 100, 3000, "full", 0.01, None)
+    say(36 * 3000 * 1e-5, 36)  # 10,000 points x 3,000 examples at 1e-5 s each: 5 min
+    first = capsys.readouterr().err
+    assert "10,000 points × 3,000 examples: about 5 min; with grid='adaptive' about" in first
+    assert "subset=500 about" in first and "--" not in first
+    say(36 * 3000 * 1.5e-5, 36)  # within 2x of what was said: nothing more
+    assert capsys.readouterr().err == ""
+    say(36 * 3000 * 4e-5, 36)  # 4x slower: said again
+    assert "revised: 10,000 points × 3,000 examples: about 20 min" in capsys.readouterr().err
+    with spoken(cli_note_words):
+        _say_the_cost(100, 100, 3000, "adaptive", 0.01, None)(36 * 3000 * 1e-5, 36)
+    flags = capsys.readouterr().err
+    assert "; --grid full about 5 min; --subset 500 about" in flags and "grid=" not in flags
