@@ -32,6 +32,7 @@ from losstrail._batching import Batches, map_tree
 from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail._memory import reuse_freed_memory
+from losstrail._planes import PlaneTensors, points_in_place
 from losstrail._progress import bar
 from losstrail._repr import short_repr
 
@@ -42,7 +43,7 @@ _MAX_CHUNK = 2048
 # Examples per call at least, however large the model's activations; examples per call at least when a batch
 # is cut to fit the cache; and the memory a call's activations may take at most (see Evaluator.piece_size).
 _MIN_PIECE, _CACHE_PIECE, _PIECE_MEMORY = 64, 256, 4 << 30
-MODES = ("auto", "vmap", "loop")
+MODES = ("auto", "vmap", "loop", "inplace")
 # Models with large activations still get this many points per chunk while they fit in this much memory.
 _MIN_CHUNK, _MIN_CHUNK_MEMORY = 8, 1 << 30
 # Points both ways run, timed, before the first chunk is left to the faster one.
@@ -211,7 +212,8 @@ class Evaluator:
         self.fast_ce = self.rule.fused and self._labels_in_range()
         self.per_example = spread and self.rule.kind == "pair"
         self.measure = _Call(model, self._measure)
-        self._chosen_mode: str | None = None if mode == "auto" else mode
+        self.mode = mode
+        self._chosen_mode: str | None = None if mode in ("auto", "inplace") else mode
         self.first_layer = first_layer
         self._activations: int = counted[0]
         self._first_length = self.batches.lengths[0]
@@ -438,6 +440,64 @@ class Evaluator:
                         add(sl, batch, n_b, chunk_params(sl).to(device), self.buffers, first_out)
                         pbar.update(1)
                     del outputs
+        return self._summary(totals)
+
+    def in_place(self, per_tensor: bool) -> bool:
+        """Whether points on a plane are evaluated in place (``run_in_place``) rather than as flat copies.
+
+        ``mode='inplace'`` always; ``'vmap'``/``'loop'`` never; ``'auto'`` for a plane held per
+        tensor, or when ``_MIN_CHUNK`` copies of the chosen parameters would not fit
+        ``_MIN_CHUNK_MEMORY`` (the smallest chunk vmap is worth running). Never with ``bn_batches``
+        (per-point statistics run functionally) or when the model is not on the evaluation device.
+        """
+        if self.mode in ("vmap", "loop"):
+            return False
+        on_device = all(p.device == self.device for p in self.model.parameters())
+        if self.mode == "inplace":
+            if self.bn_batches or not on_device:
+                raise ValueError(
+                    "mode='inplace' sets the model's own parameters, so the model must be on "
+                    f"device={str(self.device)!r} and bn_batches=0; move the model there (model.to(device))"
+                    " or use mode='auto'"
+                )
+            return True
+        if self.bn_batches or not on_device:
+            return False
+        copies = _MIN_CHUNK * sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return per_tensor or copies > _MIN_CHUNK_MEMORY
+
+    def run_in_place(
+        self, plane: PlaneTensors, coords: np.ndarray, *, memory_budget: int = 48 << 20, desc: str = "grid",
+        quiet: bool | None = None, on_first_chunk: Callable[[float, int], None] | None = None, chunk_size=None,
+    ) -> Evaluated:  # fmt: skip
+        """Loss, accuracy (and standard error) at the plane points ``origin + x*u + y*v`` of ``coords`` (N, 2),
+        each set in place in the model's own parameters (see ``_planes.points_in_place``): one forward pass
+        over the data per point plus O(P) work, in the model's dtype; the model's tensors are put back
+        exactly afterwards, also when something raises. ``chunk_size`` is accepted for the flat path's
+        callers and has no effect: points are one at a time."""
+        quiet = self.quiet if quiet is None else quiet
+        piece = self.piece_size(memory_budget)
+        n_pieces = sum(math.ceil(n / piece) for n in self.batches.lengths)
+        totals = np.zeros((len(coords), 3 + len(self.rule.metric_names)))
+        precision = (
+            torch.autocast(self.device.type, dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16)
+            if self.autocast
+            else contextlib.nullcontext()
+        )
+        started = time.perf_counter()
+        progress = bar(len(coords) * n_pieces, desc, quiet, unit="batch")
+        with points_in_place(self.model, plane) as set_point, eval_mode(self.model), torch.inference_mode(), \
+                precision, progress as pbar:  # fmt: skip
+            for i, (x, y) in enumerate(np.asarray(coords, dtype=np.float64).tolist()):
+                if i == 1 and on_first_chunk is not None:
+                    on_first_chunk(time.perf_counter() - started, 1)
+                set_point(x, y)
+                for batch, n_b in self._pieces(piece):
+                    stats = self.measure(batch).double().cpu().numpy()
+                    totals[i, 0] += stats[0] * n_b
+                    totals[i, 1:3] += stats[1:3]
+                    totals[i, 3:] += stats[3:] * n_b
+                    pbar.update(1)
         return self._summary(totals)
 
     def _first_layer(self) -> FirstLayer | None:

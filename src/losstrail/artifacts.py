@@ -68,8 +68,10 @@ _NAMES, _SHAPES = "names", "shapes"
 def _to_arrays(value) -> dict[str, np.ndarray]:
     arrays = {}
     for field in dataclasses.fields(value):
+        if field.name in _LINKED or not field.metadata.get("saved", True):
+            continue  # a Plane's tensors live in memory only: its flat arrays are saved
         item = getattr(value, field.name)
-        if item is None or field.name in _LINKED:
+        if item is None:
             continue
         if field.name == _SHAPES:
             arrays[field.name] = np.array(json.dumps([list(s) for s in item]), dtype=np.str_)
@@ -143,7 +145,7 @@ def _load(path: Path, run_dir, cls, linked: dict, files: dict | None):
             kwargs["params"] = np.memmap(Path(run_dir) / PARAMS_FILE, dtype=str(data["params_dtype"]), mode="r",
                                          shape=shape)  # fmt: skip
         for field in dataclasses.fields(cls):
-            if field.name in _LINKED or field.name in kwargs:
+            if field.name in _LINKED or field.name in kwargs or not field.metadata.get("saved", True):
                 continue
             if field.name not in data.files:
                 if field.default is dataclasses.MISSING:

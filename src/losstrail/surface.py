@@ -290,9 +290,18 @@ def evaluate_grid(evaluator: Evaluator, plane: Plane, xs: np.ndarray, ys: np.nda
 def evaluate_on_plane(evaluator: Evaluator, plane: Plane, coords: np.ndarray, **options):
     """``Evaluated`` at the plane points ``origin + x*u + y*v`` for each ``(x, y)`` of ``coords`` (N, 2).
 
-    The points are on the plane, so the model's first layer is computed once per batch (see
+    Evaluated in place in the model's own tensors (``Evaluator.run_in_place``) for a plane held
+    per tensor or a model too big for flat copies; else as flat vectors, where the points being on
+    the plane lets the model's first layer be computed once per batch (see
     ``_evaluate.FirstLayer``). ``options`` are those of ``Evaluator.run``.
     """
+    if evaluator.in_place(plane.tensors is not None):
+        from losstrail._planes import PlaneTensors
+
+        tensors = plane.tensors
+        if tensors is None:
+            tensors = PlaneTensors.from_flat(evaluator.layout, plane.origin, plane.u, plane.v)
+        return evaluator.run_in_place(tensors, coords, **options)
     device = evaluator.device
     coords = torch.from_numpy(np.asarray(coords, dtype=np.float32)).to(device)  # (N, 2)
     origin = torch.from_numpy(plane.origin).to(device)
