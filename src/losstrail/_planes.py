@@ -63,12 +63,13 @@ def _scale(centre: torch.Tensor, g: torch.Tensor, rule: str, keep_biases: bool):
     tensor, or (``'random'``) 1, to be normalized over the whole direction afterwards."""
     if rule == "random":
         return 1.0
-    c = centre.detach().float()
+    c = centre.detach()
+    norm = torch.linalg.vector_norm
     if c.dim() >= 2 and rule == "filter":
         axes = tuple(range(1, c.dim()))
-        return ((c * c).sum(dim=axes, keepdim=True) / (g * g).sum(dim=axes, keepdim=True)).sqrt_()
+        return norm(c, dim=axes, keepdim=True, dtype=torch.float32).div_(norm(g, dim=axes, keepdim=True))
     if c.dim() >= 2 or keep_biases:
-        return float(torch.linalg.vector_norm(c) / torch.linalg.vector_norm(g))
+        return float(norm(c, dtype=torch.float32) / norm(g))
     return None
 
 
@@ -99,7 +100,7 @@ def draw_direction(
             pieces.append(torch.zeros_like(c) if store else None)
             continue
         g.mul_(scale)
-        total += float(torch.linalg.vector_norm(g, dtype=torch.float64) ** 2)
+        total += float(torch.linalg.vector_norm(g)) ** 2
         pieces.append(g.to(c.dtype) if store else None)
         del g
     if not total > 0:

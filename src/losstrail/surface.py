@@ -29,6 +29,7 @@ __all__ = [
     "loss_line",
     "loss_surface",
     "path_grid",
+    "plane_grid",
     "take_subset",
 ]
 
@@ -85,17 +86,39 @@ def fixed_extent(plane: Plane) -> float | None:
     if plane.method in ("filter", "layer"):
         return 1.0
     if plane.method in ("random", "custom"):
-        return float(np.linalg.norm(plane.origin.astype(np.float64))) or 1.0
+        return _centre_norm(plane) or 1.0
     return None
 
 
-def plane_grid(plane: Plane, xy: np.ndarray, resolution=100, *, xrange=None, yrange=None):
-    """Grid axes ``(xs, ys)`` for ``plane``: the whole path ``xy`` (T, 2) with a margin, widened to
-    ``fixed_extent(plane)`` on each side of the centre where that applies (see ``path_grid``)."""
+def _centre_norm(plane: Plane) -> float:
+    if plane.tensors is not None:  # no flat copy of a plane held per tensor
+        return float(sum(torch.linalg.vector_norm(t.float()) ** 2 for t in plane.tensors.origin) ** 0.5)
+    return float(np.linalg.norm(plane.origin.astype(np.float64)))
+
+
+def plane_grid(plane: Plane, xy: np.ndarray | None = None, resolution=100, *, xrange=None, yrange=None):
+    """Grid axes ``(xs, ys)`` for ``plane``: the window every face (one-call API, CLI, pipeline) draws it on.
+
+    Planes not fitted to a path (filter, layer, random, custom) span ``fixed_extent(plane)`` on
+    each side of the centre (±1 filter-normalized unit, as Li et al.), widened with a margin to
+    hold the path ``xy`` (T, 2) when one is given; other planes fit the path (see ``path_grid``).
+    A plane around a model with no path gets the fixed window alone.
+
+    >>> plane = Plane(np.zeros(2, np.float32), np.float32([1, 0]), np.float32([0, 1]), "filter")
+    >>> [a.tolist() for a in plane_grid(plane, resolution=3)]
+    [[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]
+    """
     half = fixed_extent(plane)
+    if xy is None:
+        if half is None:
+            raise ValueError(
+                f"a {plane.method!r} plane is fitted to a path; pass the path's plane coordinates: "
+                "plane_grid(plane, lt.project(plane, trajectory).xy)"
+            )
+        xy = np.zeros((0, 2))
     if half is not None:
         corners = np.array([[-half, -half], [half, half]])
-        xy = np.concatenate([np.asarray(xy, dtype=np.float64), corners])
+        xy = np.concatenate([np.asarray(xy, dtype=np.float64).reshape(-1, 2), corners])
         margin = 0.0 if np.abs(xy).max() <= half else 0.25
         return path_grid(xy, resolution, margin, xrange=xrange, yrange=yrange)
     return path_grid(xy, resolution, xrange=xrange, yrange=yrange)
