@@ -140,7 +140,8 @@ def test_seeded_directions_drawn_again_per_point_equal_stored_ones(net_and_data)
     np.testing.assert_array_equal(seeded.u, stored.u)
     xs = ys = np.linspace(-1, 1, 3)
     np.testing.assert_array_equal(
-        loss_surface(net, data, seeded, xs, ys, quiet=True).loss, loss_surface(net, data, stored, xs, ys, quiet=True).loss
+        loss_surface(net, data, seeded, xs, ys, quiet=True).loss,
+        loss_surface(net, data, stored, xs, ys, quiet=True).loss,
     )
 
 
