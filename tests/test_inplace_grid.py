@@ -219,3 +219,19 @@ def test_a_plane_and_its_grid_stay_within_three_times_the_model_plus_a_gib(tmp_p
     assert figures["finite"]
     assert figures["params"] > 100e6
     assert figures["peak"] < 3 * figures["params"] + (1 << 30), figures
+
+
+def test_a_plane_around_a_model_draws_without_a_path(net_and_data, tmp_path):
+    net, data = net_and_data
+    plane = lt.make_plane(net, "filter", seed=0)
+    xs, ys = lt.plane_grid(plane, resolution=5)
+    surface = loss_surface(net, data, plane, xs, ys, quiet=True)
+    for name, view in (("still.png", "2d"), ("turn.png", "3d"), ("page.html", "2d"), ("one.gif", "2d")):
+        made = lt.animate(plane, surface, tmp_path / name, view=view, quiet=True)
+        assert made.frames == 1 and (tmp_path / name).stat().st_size > 1000
+    centre = lt.animate.__globals__["centre_point"](plane, surface)
+    assert centre.xy.tolist() == [[0.0, 0.0]] and centre.loss[0] == pytest.approx(surface.loss[2, 2])
+    line = lt.loss_line(net, data, plane.origin, plane.u, [-1.0, 0.0, 1.0])
+    assert line.loss[1] == pytest.approx(surface.loss[2, 2], rel=1e-5)
+    with pytest.raises(ValueError, match=r"animate draws a Projection"):
+        lt.animate(None, surface, tmp_path / "x.png")

@@ -58,19 +58,22 @@ class Draw:
         return g.mul_(scale.to(device) if isinstance(scale, torch.Tensor) else scale).to(dtype)
 
 
-def _scale(centre: torch.Tensor, g: torch.Tensor, rule: str, keep_biases: bool):
-    """What multiplies the Gaussian ``g`` so it has the size of ``centre`` filter by filter, tensor by
-    tensor, or (``'random'``) 1, to be normalized over the whole direction afterwards."""
-    if rule == "random":
-        return 1.0
-    c = centre.detach()
+def _scale(centre: torch.Tensor, g: torch.Tensor, rule: str, keep_biases: bool) -> tuple[object, float]:
+    """``(scale, squared length)``: what multiplies the Gaussian ``g`` so it has the size of ``centre`` filter
+    by filter or tensor by tensor (``'random'``: 1, normalized over the whole direction afterwards; None: a
+    zero tensor), and the squared length of the scaled tensor (known from ``centre``, no pass over it)."""
     norm = torch.linalg.vector_norm
+    if rule == "random":
+        return 1.0, float(norm(g)) ** 2
+    c = centre.detach()
     if c.dim() >= 2 and rule == "filter":
         axes = tuple(range(1, c.dim()))
-        return norm(c, dim=axes, keepdim=True, dtype=torch.float32).div_(norm(g, dim=axes, keepdim=True))
+        wanted = norm(c, dim=axes, keepdim=True, dtype=torch.float32)
+        return wanted / norm(g, dim=axes, keepdim=True), float((wanted.double() ** 2).sum())
     if c.dim() >= 2 or keep_biases:
-        return float(norm(c, dtype=torch.float32) / norm(g))
-    return None
+        wanted = float(norm(c, dtype=torch.float32))
+        return wanted / float(norm(g)), wanted**2
+    return None, 0.0
 
 
 def draw_direction(
@@ -94,14 +97,15 @@ def draw_direction(
     scales, pieces, total = [], [], 0.0
     for k, c in enumerate(centre):
         g = _gaussian(c.shape, seeds[k], c.device)
-        scale = _scale(c, g, rule, keep_biases)
+        scale, squared = _scale(c, g, rule, keep_biases)
         scales.append(scale)
-        if scale is None:
-            pieces.append(torch.zeros_like(c) if store else None)
-            continue
-        g.mul_(scale)
-        total += float(torch.linalg.vector_norm(g)) ** 2
-        pieces.append(g.to(c.dtype) if store else None)
+        total += squared
+        if not store:
+            pieces.append(None)
+        elif scale is None:
+            pieces.append(torch.zeros_like(c))
+        else:
+            pieces.append(g.mul_(scale).to(c.dtype))
         del g
     if not total > 0:
         raise ValueError(
