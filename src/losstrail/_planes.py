@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -94,19 +95,21 @@ def draw_direction(
     """
     n = len(centre)
     seeds = tensor_seeds(seed, n * (stream + 1))[n * stream :]
-    scales, pieces, total = [], [], 0.0
-    for k, c in enumerate(centre):
+
+    def one(k: int):
+        c = centre[k]
         g = _gaussian(c.shape, seeds[k], c.device)
         scale, squared = _scale(c, g, rule, keep_biases)
-        scales.append(scale)
-        total += squared
         if not store:
-            pieces.append(None)
-        elif scale is None:
-            pieces.append(torch.zeros_like(c))
-        else:
-            pieces.append(g.mul_(scale).to(c.dtype))
-        del g
+            return scale, squared, None
+        return scale, squared, (torch.zeros_like(c) if scale is None else g.mul_(scale).to(c.dtype))
+
+    # Tensor by tensor, each from its own seed: the draws (one core each on a CPU) run side by side.
+    workers = max(1, min(torch.get_num_threads(), 4)) if all(c.device.type == "cpu" for c in centre) else 1
+    with ThreadPoolExecutor(workers) as pool:
+        drawn = list(pool.map(one, range(n)))
+    scales, pieces = [d[0] for d in drawn], [d[2] for d in drawn]
+    total = sum(d[1] for d in drawn)
     if not total > 0:
         raise ValueError(
             f"reduction_method={rule!r} made a zero-length direction: the centre's weights are all zero. "
