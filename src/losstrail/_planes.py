@@ -201,15 +201,25 @@ def points_in_place(model: torch.nn.Module, plane: PlaneTensors) -> Callable[[fl
     saved = [p.data for p in params]
     with torch.no_grad():
         work = [torch.empty_like(p) for p in params]
+    drawn = plane.u is None or plane.v is None  # directions drawn again: tensors side by side on a CPU
+    workers = max(1, min(torch.get_num_threads(), 4)) if drawn and all(w.device.type == "cpu" for w in work) else 1
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+
+    def one(k: int, x: float, y: float) -> None:
+        w = work[k]
+        origin = plane.origin[k]
+        if origin.device != w.device:
+            origin = origin.to(w.device)
+        with torch.no_grad():
+            torch.add(origin, _on(plane.direction("u", k), w), alpha=x, out=w)
+            w.add_(_on(plane.direction("v", k), w), alpha=y)
 
     def set_point(x: float, y: float) -> None:
-        with torch.no_grad():
-            for k, w in enumerate(work):
-                origin = plane.origin[k]
-                if origin.device != w.device:
-                    origin = origin.to(w.device)
-                torch.add(origin, _on(plane.direction("u", k), w), alpha=float(x), out=w)
-                w.add_(_on(plane.direction("v", k), w), alpha=float(y))
+        if pool is None:
+            for k in range(len(work)):
+                one(k, float(x), float(y))
+        else:
+            list(pool.map(lambda k: one(k, float(x), float(y)), range(len(work))))
 
     try:
         for p, w in zip(params, work):
@@ -218,6 +228,8 @@ def points_in_place(model: torch.nn.Module, plane: PlaneTensors) -> Callable[[fl
     finally:
         for p, s in zip(params, saved):
             p.data = s
+        if pool is not None:
+            pool.shutdown()
 
 
 def _on(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
