@@ -235,3 +235,19 @@ def test_a_plane_around_a_model_draws_without_a_path(net_and_data, tmp_path):
     assert line.loss[1] == pytest.approx(surface.loss[2, 2], rel=1e-5)
     with pytest.raises(ValueError, match=r"animate draws a Projection"):
         lt.animate(None, surface, tmp_path / "x.png")
+
+
+def test_a_line_along_a_plane_or_flat_vectors_set_in_place_equals_the_flat_points(net_and_data, monkeypatch):
+    import losstrail._evaluate as evaluate
+
+    net, data = net_and_data
+    plane = lt.make_plane(net, "filter", seed=3)
+    ts = np.linspace(-1, 1, 5)
+    along = lt.loss_line(net, data, plane, "v", ts).loss  # in place, the plane's own tensors
+    flat = lt.loss_line(net, data, plane.origin, plane.v, ts).loss  # flat points (a small model)
+    monkeypatch.setattr(evaluate, "_MIN_CHUNK_MEMORY", 1)  # as if the model were too big for flat copies
+    in_place = lt.loss_line(net, data, plane.origin, plane.v, ts).loss
+    np.testing.assert_allclose(along, flat, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(in_place, flat, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"direction='u' or direction='v'"):
+        lt.loss_line(net, data, plane, "w", ts)

@@ -368,6 +368,11 @@ def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) ->
     et al., 2015). ``options`` are those of ``evaluate_points`` (``names`` for a parameter subset,
     ``objective``, ``loss_fn``, ...).
 
+    ``origin`` may be a ``Plane`` and ``direction`` ``'u'`` or ``'v'``: the line through its
+    centre along that axis, evaluated like its grid (in place for a plane around a model, with no
+    flat copy of the parameters); or the two flat vectors, as above, for a model too big for a
+    chunk of flat copies, also set point by point in place.
+
     >>> model = torch.nn.Linear(2, 2)
     >>> theta = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
     >>> line = loss_line(model, (torch.randn(8, 2), torch.randint(0, 2, (8,))), theta, theta, [0.0, 1.0])
@@ -375,6 +380,11 @@ def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) ->
     (2,)
     """
     ts = _check_axis("ts", ts)
+    if isinstance(origin, Plane):
+        if direction not in ("u", "v"):
+            raise ValueError(f"direction={direction!r}: along a Plane, pass direction='u' or direction='v'")
+        coords = np.stack([ts, np.zeros_like(ts)] if direction == "u" else [np.zeros_like(ts), ts], axis=1)
+        return _line(model, data, ts, coords, options, plane=origin)
     origin = np.asarray(origin, dtype=np.float64).reshape(-1)
     direction = np.asarray(direction, dtype=np.float64).reshape(-1)
     if not (origin.shape == direction.shape):
@@ -383,9 +393,33 @@ def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) ->
         )
     if not np.linalg.norm(direction) > 0:
         raise ValueError("direction has zero length, so the line is a point; pass a non-zero direction")
-    points = origin[None, :] + ts[:, None] * direction[None, :]  # (n, P)
-    loss, accuracy = evaluate_points(model, data, points, **options)
-    return LossLine(ts=ts, loss=loss, accuracy=accuracy)
+    return _line(model, data, ts, np.stack([ts, np.zeros_like(ts)], axis=1), options, flat=(origin, direction))
+
+
+def _line(model, data, ts, coords, options: dict, plane: Plane | None = None, flat=None) -> LossLine:
+    """The loss along a line at plane coordinates ``coords`` (n, 2) of ``plane``, or along ``flat`` =
+    ``(origin, direction)`` (P,) at ``coords[:, 0]``: in place where a grid would be, else as flat points."""
+    from losstrail._planes import PlaneTensors
+
+    options = dict(options)
+    names = options.pop("names", None)
+    n_params = plane.n_params if plane is not None else flat[0].shape[0]
+    names = selected_names(model, names if names is not None else getattr(plane, "names", None), n_params, "path")
+    evaluator = Evaluator(model, data, names=names, **options)
+    if evaluator.in_place(plane is not None and plane.tensors is not None):
+        if plane is not None:
+            tensors = plane.tensors or PlaneTensors.from_flat(evaluator.layout, plane.origin, plane.u, plane.v)
+        else:  # v is zero along a line: a zero of stride 0 per tensor, no vector of zeros
+            origin, u = (evaluator.layout.split(torch.from_numpy(a.astype(np.float32))) for a in flat)
+            zeros = [torch.zeros((), dtype=t.dtype).expand(t.shape) for t in origin]
+            tensors = PlaneTensors(evaluator.layout.names, origin, u, zeros)
+        result = evaluator.run_in_place(tensors, coords, desc="line", quiet=True)
+    elif plane is not None:
+        c = coords.astype(np.float32)
+        result = evaluator.at_vectors(plane.origin[None, :] + c[:, :1] * plane.u[None, :] + c[:, 1:] * plane.v[None, :])
+    else:
+        result = evaluator.at_vectors(flat[0][None, :] + ts[:, None] * flat[1][None, :])  # (n, P)
+    return LossLine(ts=ts, loss=result.loss, accuracy=result.accuracy)
 
 
 def decision_regions(
