@@ -251,3 +251,21 @@ def test_a_line_along_a_plane_or_flat_vectors_set_in_place_equals_the_flat_point
     np.testing.assert_allclose(in_place, flat, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match=r"direction='u' or direction='v'"):
         lt.loss_line(net, data, plane, "w", ts)
+
+
+def test_path_points_of_a_big_model_set_in_place_equal_the_flat_evaluation(net_and_data, monkeypatch):
+    import losstrail._evaluate as evaluate
+    from losstrail.surface import evaluate_points
+
+    net, data = net_and_data
+    rng = np.random.default_rng(1)
+    theta = np.concatenate([p.detach().reshape(-1).numpy() for p in net.parameters()])
+    rows = (theta[None, :] + rng.normal(0, 0.02, (4, theta.size))).astype(np.float32)
+    flat = evaluate_points(net, data, rows)
+    before = _weights(net)
+    monkeypatch.setattr(evaluate, "_MIN_CHUNK_MEMORY", 1)  # as if the model were too big for flat copies
+    in_place = evaluate_points(net, data, rows)
+    np.testing.assert_allclose(in_place[0], flat[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(in_place[1], flat[1])
+    for n, t in _weights(net).items():
+        assert torch.equal(t, before[n]), n

@@ -527,9 +527,25 @@ class Evaluator:
         return Evaluated(loss, accuracy, loss_se, metrics)
 
     def at_vectors(self, rows: np.ndarray, *, desc: str = "path", quiet: bool | None = None) -> Evaluated:
-        """The same at the parameter vectors ``rows`` (N, K)."""
+        """The same at the parameter vectors ``rows`` (N, K): set in place one row at a time (no (N, K) copy
+        of the rows) when the model is too big for a chunk of flat copies (see ``in_place``)."""
+        if len(rows) and self.in_place(False):
+            return self._rows_in_place(rows, desc)
         flat = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
         return self.run(lambda sl: flat[sl], flat.shape[0], desc=desc, quiet=quiet)
+
+    def _rows_in_place(self, rows: np.ndarray, desc: str) -> Evaluated:
+        """Each row of ``rows`` (N, K) set in place in turn, as the point ``row + 0*u + 0*v`` of a plane of it."""
+        done = []
+        for row in rows:
+            origin = self.layout.split(torch.from_numpy(np.ascontiguousarray(row, dtype=np.float32)))
+            zero = [torch.zeros((), dtype=t.dtype).expand(t.shape) for t in origin]  # stride 0: no memory
+            tensors = PlaneTensors(self.layout.names, origin, zero, zero)
+            done.append(self.run_in_place(tensors, np.zeros((1, 2)), desc=desc, quiet=True))
+        joined = {f: np.concatenate([getattr(d, f) for d in done]) for f in ("loss", "accuracy")}
+        se = None if done[0].loss_se is None else np.concatenate([d.loss_se for d in done])
+        metrics = {k: np.concatenate([d.metrics[k] for d in done]) for k in done[0].metrics}
+        return Evaluated(joined["loss"], joined["accuracy"], se, metrics)
 
     def outputs(self, rows: np.ndarray, fn: Callable, chunk: int = 32) -> np.ndarray:
         """``fn(model, batch)`` on the first batch at each parameter vector of ``rows`` (N, K), stacked (N, ...)."""
