@@ -5,7 +5,8 @@ Parts (one per run; each prints its figures as one JSON line at the end):
      tokens, PNG; plane seconds, seconds per grid point against one plain forward pass on the same
      batch, peak RSS / model bytes
   b  a GPT-2 XL configuration (1.5B parameters, 6 GB float32): filter plane with its directions drawn
-     again tensor by tensor at each point (store='seed'), 3x3 grid, PNG; peak RSS / model bytes
+     again tensor by tensor at each point (store='seed'), 3x3 grid on 1x32 tokens (--tokens to change),
+     PNG; peak RSS / model bytes
   c  the same in bfloat16 (half the memory)
   d  the 5.25M-parameter MLP x 2,000-step path: helper i21b's, in benchmarks/bench_big_path.py (run there)
 
@@ -31,11 +32,12 @@ import torch
 import losstrail as lt
 
 PARTS = {
-    "a": {"config": {}, "dtype": torch.float32, "resolution": 5, "store": "tensors", "limit_gb": 8},
+    "a": {"config": {}, "dtype": torch.float32, "resolution": 5, "store": "tensors", "limit_gb": 8,
+          "tokens": (4, 64)},
     "b": {"config": {"n_embd": 1600, "n_layer": 48, "n_head": 25}, "dtype": torch.float32, "resolution": 3,
-          "store": "seed", "limit_gb": 17},
+          "store": "seed", "limit_gb": 17, "tokens": (1, 32)},
     "c": {"config": {"n_embd": 1600, "n_layer": 48, "n_head": 25}, "dtype": torch.bfloat16, "resolution": 3,
-          "store": "seed", "limit_gb": 9},
+          "store": "seed", "limit_gb": 9, "tokens": (1, 32)},
 }  # fmt: skip
 
 
@@ -87,8 +89,9 @@ def build_gpt2(overrides: dict, dtype: torch.dtype):
     return model.eval(), config
 
 
-def run_part(part: str, out: str, limit_gb: float | None) -> dict:
+def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int] | None = None) -> dict:
     spec = PARTS[part]
+    tokens = tokens or spec["tokens"]
     torch.manual_seed(0)
     watchdog(int((limit_gb or spec["limit_gb"]) * 2**30))
     base = rss()
@@ -97,8 +100,9 @@ def run_part(part: str, out: str, limit_gb: float | None) -> dict:
     build_s = time.perf_counter() - started
     n_params = sum(p.numel() for p in model.parameters())
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    ids = torch.randint(0, config.vocab_size, (4, 64), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, config.vocab_size, tuple(tokens), generator=torch.Generator().manual_seed(1))
     batch = {"input_ids": ids, "labels": ids}
+    print(f"bench_big part {part}: {n_params:,} parameters built in {build_s:.0f} s", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
     plane = lt.make_plane(model, "filter", seed=0, store=spec["store"])
@@ -120,7 +124,7 @@ def run_part(part: str, out: str, limit_gb: float | None) -> dict:
     lt.animate(plane, surface, out, quiet=True)
     peak = peak_rss()
     return {
-        "part": part, "params": n_params, "dtype": str(spec["dtype"]).replace("torch.", ""),
+        "part": part, "tokens": list(tokens), "params": n_params, "dtype": str(spec["dtype"]).replace("torch.", ""),
         "store": spec["store"], "model_gb": round(model_bytes / 1e9, 3), "build_s": round(build_s, 1),
         "plane_s": round(plane_s, 2), "forward_s": round(forward_s, 3), "grid_points": n_points,
         "grid_s": round(grid_s, 1), "s_per_point": round(grid_s / n_points, 3),
@@ -137,10 +141,12 @@ def main(argv=None) -> None:
     parser.add_argument("--part", choices=[*PARTS, "d"], default="a")
     parser.add_argument("--out", default=None, help="the PNG to write (default /tmp/bench_big_<part>.png)")
     parser.add_argument("--limit-gb", type=float, default=None, help="resident memory at which to stop")
+    parser.add_argument("--tokens", default=None, help="BxL token batch (default 4x64 for a, 1x32 for the XL parts)")
     args = parser.parse_args(argv)
     if args.part == "d":
         sys.exit("part d (the 5.25M x 2,000-step path) is helper i21b's: run benchmarks/bench_big_path.py")
-    figures = run_part(args.part, args.out or f"/tmp/bench_big_{args.part}.png", args.limit_gb)
+    tokens = None if args.tokens is None else tuple(int(n) for n in args.tokens.lower().split("x"))
+    figures = run_part(args.part, args.out or f"/tmp/bench_big_{args.part}.png", args.limit_gb, tokens)
     print(json.dumps(figures), flush=True)
 
 
