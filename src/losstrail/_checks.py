@@ -205,14 +205,9 @@ _RECIPE_INT_BOUNDS = {
 
 
 def check_settings(run_dir: Path, settings: dict) -> None:
-    """Raise ValueError for ``run.json`` settings outside sane bounds or naming files outside the run."""
-    from losstrail._rundir import is_plain_name
-
+    """Raise ValueError for ``run.json`` settings outside sane bounds (names leading out: ``read_record``)."""
     where = f"{str(Path(run_dir) / 'run.json')!r}"
     fix = "the file was edited or damaged; run the job again to rewrite it"
-    name = settings.get("model_filename", "model.pt")
-    if not is_plain_name(name):
-        raise ValueError(f"{where} has model_filename={name!r}, which leaves the run directory; {fix}")
     resolution = settings.get("resolution", 100)
     try:
         check_resolution(tuple(resolution) if isinstance(resolution, list) else resolution)

@@ -180,7 +180,7 @@ def loss_landscape_anim(
             check_output_file("output_filename", output_filename)
         run_dir = check_writable_dir("model_dirpath", model_dirpath)
         weights = run_dir / model_filename
-        if load_model and not weights.is_file():
+        if load_model and not os.path.lexists(weights):  # a link or FIFO there is named when it is read
             raise FileNotFoundError(
                 f"load_model=True but there is no saved model at {str(weights)!r} "
                 f"(model_dirpath={str(model_dirpath)!r}, model_filename={model_filename!r}); "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._checks import check_output_file, output_format
-from losstrail._files import check_writable_dir, removed_if_failed
+from losstrail._files import check_writable_dir, real_folder, removed_if_failed
 from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._rundir import digest, writer_lock
 from losstrail._specs import GridSpec, Style, TrainSpec
@@ -159,6 +159,9 @@ def compare(
             check_output_file("out", out)
         run_dir = check_writable_dir("run_dir", run_dir)
         with writer_lock(run_dir, "run_dir"):
+            for folder in _folders(names):  # before any training: a link left in a run's place is refused
+                if os.path.lexists(run_dir / folder):
+                    real_folder(run_dir / folder)
             datamodule = datamodule if datamodule is not None else _default_data()
             if trained is not None:
                 models, trajectories = [r.model for r in trained.values()], [r.trajectory for r in trained.values()]
@@ -327,8 +330,7 @@ def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models)
     written = [save_run_value(run_dir, comparison.plane), save_run_value(run_dir, comparison.surface)]
     folders = _folders(comparison.names)
     for folder, trajectory, projection, model in zip(folders, trajectories, comparison.projections, models):
-        sub = run_dir / folder
-        sub.mkdir(parents=True, exist_ok=True)
+        sub = real_folder(run_dir / folder, create=True)  # a link left in its place is refused, never written through
         written += [save_run_value(sub, trajectory), save_run_value(sub, projection)]
         written.append(save_weights(sub / "model.pt", model))
     record = {

@@ -644,12 +644,15 @@ def _parameter_shapes(run_dir, settings: dict, n_params: int, model) -> list[tup
     else:
         import torch
 
+        from losstrail._files import open_regular
+
         weights = Path(run_dir) / settings.get("model_filename", "model.pt")
         if not weights.is_file():
             raise FileNotFoundError(
                 f"run_dir={str(run_dir)!r} has no {weights.name} to read the parameter shapes from; pass model="
             )
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        with open_regular(weights) as f:  # never through a link out of the run directory
+            state = torch.load(f, map_location="cpu", weights_only=True)
         # A state_dict lists each module's parameters then its buffers, modules in the order
         # parameters() visits them; without the buffers it is that order.
         buffers = ("running_mean", "running_var", "num_batches_tracked")
