@@ -107,6 +107,8 @@ def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int
     started = time.perf_counter()
     plane = lt.make_plane(model, "filter", seed=0, store=spec["store"])
     plane_s = time.perf_counter() - started
+    print(f"bench_big part {part}: plane in {plane_s:.1f} s, peak RSS {peak_rss() / 1e9:.2f} GB "
+          f"({peak_rss() / model_bytes:.2f}x the model)", file=sys.stderr, flush=True)  # fmt: skip
 
     forwards = []
     with torch.no_grad():
@@ -118,7 +120,7 @@ def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int
 
     xs, ys = lt.plane_grid(plane, resolution=spec["resolution"])
     started = time.perf_counter()
-    surface = lt.loss_surface(model, batch, plane, xs, ys, batch_size=4, quiet=True)
+    surface = lt.loss_surface(model, batch, plane, xs, ys, batch_size=tokens[0], quiet=part == "a")
     grid_s = time.perf_counter() - started
     n_points = len(xs) * len(ys)
     lt.animate(plane, surface, out, quiet=True)
