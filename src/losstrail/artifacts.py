@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 COMPARISON_FILE = "comparison.json"  # a comparison directory's record, written last by ``compare``
+# What it is, for a message naming an output that would overwrite it.
+COMPARISON_ROLES = {COMPARISON_FILE: f"the comparison's record ({COMPARISON_FILE})"}
 
 VALUE_FILES = {
     Trajectory: "trajectory.npz",
@@ -63,6 +65,7 @@ _PAIRS = {"explained", "eigenvalues"}
 _SCALARS = {"max_error"}
 # Parameter names (an array of strings) and shapes (JSON text) of a parameter subset.
 _NAMES, _SHAPES = "names", "shapes"
+_TEXTS = (_NAMES, "marks")  # tuples of strings
 
 
 def _to_arrays(value) -> dict[str, np.ndarray]:
@@ -75,7 +78,7 @@ def _to_arrays(value) -> dict[str, np.ndarray]:
             continue
         if field.name == _SHAPES:
             arrays[field.name] = np.array(json.dumps([list(s) for s in item]), dtype=np.str_)
-        elif field.name == _NAMES:
+        elif field.name in _TEXTS:
             arrays[field.name] = np.array(list(item), dtype=np.str_)
         else:
             arrays[field.name] = np.asarray(item) if not isinstance(item, str) else np.array(item, dtype=np.str_)
@@ -155,7 +158,7 @@ def _load(path: Path, run_dir, cls, linked: dict, files: dict | None):
                     )
                 continue
             item = data[field.name]
-            if field.name == _NAMES:
+            if field.name in _TEXTS:
                 item = tuple(str(n) for n in item.reshape(-1))
             elif field.name == _SHAPES:
                 item = tuple(tuple(int(d) for d in s) for s in json.loads(str(item)))
