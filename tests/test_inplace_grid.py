@@ -170,7 +170,7 @@ def test_planes_around_a_model_and_a_state_dict(net_and_data, tmp_path):
     with pytest.raises(ValueError, match=r"reduction_method='pca' is fitted to a path"):
         lt.make_plane(net, "pca")
     with pytest.raises(ValueError, match=r"make_plane takes a Trajectory, a model"):
-        lt.make_plane([1, 2, 3], "filter")
+        lt.make_plane("model.pt", "filter")
 
 
 def test_the_window_of_a_plane_around_a_model_is_one_filter_unit_and_widens_for_a_path(net_and_data):
