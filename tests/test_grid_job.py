@@ -57,10 +57,12 @@ def test_a_killed_job_restarted_computes_only_the_missing_chunks(run_dir, monkey
     np.testing.assert_allclose(surface.loss, reference, rtol=1e-5, atol=1e-6)
 
 
-def test_two_processes_with_gloo_equal_one(run_dir):
+@pytest.mark.parametrize("mode", ["auto", "inplace"])
+def test_two_processes_with_gloo_equal_one(run_dir, mode):
+    """Each rank evaluates its chunks as one process would: functionally, or set in place in its model."""
     path, reference = run_dir
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    command += ["-m", "losstrail", "surface", str(path), "--force", "--chunk-points", "8", "-q"]
+    command += ["-m", "losstrail", "surface", str(path), "--force", "--chunk-points", "8", "-q", "--mode", mode]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(path / "surface.npz") as s:

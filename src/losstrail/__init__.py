@@ -51,6 +51,7 @@ _EXPORTS = {
     "Surface": "landscape",
     "loss_surface": "surface",
     "path_grid": "surface",
+    "plane_grid": "surface",
     "animate": "renderers",
     "Style": "_specs",
     "export": "formats",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail._memory import reuse_freed_memory
 from losstrail._mode import Pace, WayChooser
+from losstrail._planes import PlaneTensors, points_in_place
 from losstrail._progress import bar, say
 from losstrail._repr import short_repr
 
@@ -42,7 +44,7 @@ _MAX_CHUNK = 2048
 # Examples per call at least, however large the model's activations; examples per call at least when a batch
 # is cut to fit the cache; and the memory a call's activations may take at most (see Evaluator.piece_size).
 _MIN_PIECE, _CACHE_PIECE, _PIECE_MEMORY = 64, 256, 4 << 30
-MODES = ("auto", "vmap", "loop")
+MODES = ("auto", "vmap", "loop", "inplace")
 # Models with large activations still get this many points per chunk while they fit in this much memory.
 _MIN_CHUNK, _MIN_CHUNK_MEMORY = 8, 1 << 30
 FIRST_LAYER_CHOICES = ("auto", "factor", "plain")
@@ -209,7 +211,8 @@ class Evaluator:
         self.per_example = spread and self.rule.kind == "pair"
         self.measure = _Call(model, self._measure)
         # --- the way points are run (issue 23): chosen from interleaved timings, re-checked as units run
-        ways = ("vmap", "loop") if mode == "auto" else (mode,)
+        # (flat copies only; mode='inplace' and in-place 'auto' points go through run_in_place)
+        ways = (mode,) if mode in ("vmap", "loop") else ("vmap", "loop")
         self.ways = WayChooser(ways, sliceable="loop", join=torch.cat, on_switch=self._switched, on_fail=self._failed)
         self.first_layer = first_layer
         self._activations: int = counted[0]
@@ -419,6 +422,64 @@ class Evaluator:
                     del outputs
         return self._summary(totals)
 
+    def in_place(self, per_tensor: bool) -> bool:
+        """Whether points on a plane are evaluated in place (``run_in_place``) rather than as flat copies.
+
+        ``mode='inplace'`` always; ``'vmap'``/``'loop'`` never; ``'auto'`` for a plane held per
+        tensor, or when ``_MIN_CHUNK`` copies of the chosen parameters would not fit
+        ``_MIN_CHUNK_MEMORY`` (the smallest chunk vmap is worth running). Never with ``bn_batches``
+        (per-point statistics run functionally) or when the model is not on the evaluation device.
+        """
+        if self.mode in ("vmap", "loop"):
+            return False
+        on_device = all(p.device == self.device for p in self.model.parameters())
+        if self.mode == "inplace":
+            if self.bn_batches or not on_device:
+                raise ValueError(
+                    "mode='inplace' sets the model's own parameters, so the model must be on "
+                    f"device={str(self.device)!r} and bn_batches=0; move the model there (model.to(device))"
+                    " or use mode='auto'"
+                )
+            return True
+        if self.bn_batches or not on_device:
+            return False
+        copies = _MIN_CHUNK * sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return per_tensor or copies > _MIN_CHUNK_MEMORY
+
+    def run_in_place(
+        self, plane: PlaneTensors, coords: np.ndarray, *, memory_budget: int = 48 << 20, desc: str = "grid",
+        quiet: bool | None = None, on_first_chunk: Callable[[float, int], None] | None = None, chunk_size=None,
+    ) -> Evaluated:  # fmt: skip
+        """Loss, accuracy (and standard error) at the plane points ``origin + x*u + y*v`` of ``coords`` (N, 2),
+        each set in place in the model's own parameters (see ``_planes.points_in_place``): one forward pass
+        over the data per point plus O(P) work, in the model's dtype; the model's tensors are put back
+        exactly afterwards, also when something raises. ``chunk_size`` is accepted for the flat path's
+        callers and has no effect: points are one at a time."""
+        quiet = self.quiet if quiet is None else quiet
+        piece = self.piece_size(memory_budget)
+        n_pieces = sum(math.ceil(n / piece) for n in self.batches.lengths)
+        totals = np.zeros((len(coords), 3 + len(self.rule.metric_names)))
+        precision = (
+            torch.autocast(self.device.type, dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16)
+            if self.autocast
+            else contextlib.nullcontext()
+        )
+        started = time.perf_counter()
+        progress = bar(len(coords) * n_pieces, desc, quiet, unit="batch")
+        with points_in_place(self.model, plane) as set_point, eval_mode(self.model), torch.inference_mode(), \
+                precision, progress as pbar:  # fmt: skip
+            for i, (x, y) in enumerate(np.asarray(coords, dtype=np.float64).tolist()):
+                if i == 1 and on_first_chunk is not None:
+                    on_first_chunk(time.perf_counter() - started, 1)
+                set_point(x, y)
+                for batch, n_b in self._pieces(piece):
+                    stats = self.measure(batch).double().cpu().numpy()
+                    totals[i, 0] += stats[0] * n_b
+                    totals[i, 1:3] += stats[1:3]
+                    totals[i, 3:] += stats[3:] * n_b
+                    pbar.update(1)
+        return self._summary(totals)
+
     def _first_layer(self) -> FirstLayer | None:
         """The first layer to factor over a plane, or None (see ``first_layer``)."""
         if self.first_layer == "plain" or self.bn_batches or self.autocast:
@@ -446,9 +507,25 @@ class Evaluator:
         return Evaluated(loss, accuracy, loss_se, metrics)
 
     def at_vectors(self, rows: np.ndarray, *, desc: str = "path", quiet: bool | None = None) -> Evaluated:
-        """The same at the parameter vectors ``rows`` (N, K)."""
+        """The same at the parameter vectors ``rows`` (N, K): set in place one row at a time (no (N, K) copy
+        of the rows) when the model is too big for a chunk of flat copies (see ``in_place``)."""
+        if len(rows) and self.in_place(False):
+            return self._rows_in_place(rows, desc)
         flat = self.layout.tensor(rows)
         return self.run(lambda sl: flat[sl], flat.shape[0], desc=desc, quiet=quiet)
+
+    def _rows_in_place(self, rows: np.ndarray, desc: str) -> Evaluated:
+        """Each row of ``rows`` (N, K) set in place in turn, as the point ``row + 0*u + 0*v`` of a plane of it."""
+        done = []
+        for row in rows:
+            origin = self.layout.split(torch.from_numpy(np.ascontiguousarray(row, dtype=np.float32)))
+            zero = [torch.zeros((), dtype=t.dtype).expand(t.shape) for t in origin]  # stride 0: no memory
+            tensors = PlaneTensors(self.layout.names, origin, zero, zero)
+            done.append(self.run_in_place(tensors, np.zeros((1, 2)), desc=desc, quiet=True))
+        joined = {f: np.concatenate([getattr(d, f) for d in done]) for f in ("loss", "accuracy")}
+        se = None if done[0].loss_se is None else np.concatenate([d.loss_se for d in done])
+        metrics = {k: np.concatenate([d.metrics[k] for d in done]) for k in done[0].metrics}
+        return Evaluated(joined["loss"], joined["accuracy"], se, metrics)
 
     def outputs(self, rows: np.ndarray, fn: Callable, chunk: int = 32) -> np.ndarray:
         """``fn(model, batch)`` on the first batch at each parameter vector of ``rows`` (N, K), stacked (N, ...)."""

@@ -71,8 +71,10 @@ _TEXTS = (_NAMES, "marks")  # tuples of strings
 def _to_arrays(value) -> dict[str, np.ndarray]:
     arrays = {}
     for field in dataclasses.fields(value):
+        if field.name in _LINKED or not field.metadata.get("saved", True):
+            continue  # a Plane's tensors live in memory only: its flat arrays are saved
         item = getattr(value, field.name)
-        if item is None or field.name in _LINKED:
+        if item is None:
             continue
         if field.name == _SHAPES:
             arrays[field.name] = np.array(json.dumps([list(s) for s in item]), dtype=np.str_)
@@ -147,7 +149,7 @@ def _load(path: Path, run_dir, cls, linked: dict, files: dict | None):
             with open_regular(Path(run_dir) / PARAMS_FILE) as rows:  # the map keeps its own handle
                 kwargs["params"] = np.memmap(rows, dtype=str(data["params_dtype"]), mode="r", shape=shape)
         for field in dataclasses.fields(cls):
-            if field.name in _LINKED or field.name in kwargs:
+            if field.name in _LINKED or field.name in kwargs or not field.metadata.get("saved", True):
                 continue
             if field.name not in data.files:
                 if field.default is dataclasses.MISSING:

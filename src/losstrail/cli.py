@@ -474,6 +474,7 @@ def surface(
     device: Optional[str] = typer.Option(None, help="cpu or cuda.", show_default="this rank's GPU when there is one"),
     autocast: bool = typer.Option(False, "--autocast", help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
     grid: str = typer.Option("full", help="full: every point exact (upgrades a run made with --grid adaptive)."),
+    mode: str = typer.Option("auto", help="auto, vmap, loop or inplace (each point set in the model's own tensors)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Compute a run's loss surface in resumable chunks; under torchrun, split across the ranks."""
@@ -493,6 +494,7 @@ def surface(
             device=device,
             autocast=autocast,
             grid=grid,
+            mode=mode,
             quiet=quiet,
         )
     if done is not None and _identity(run_dir / "surface.npz") != before:  # not when it was computed already

@@ -8,8 +8,9 @@ on the final parameters by default, as in the reference package.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -52,45 +53,39 @@ def _custom(params: np.ndarray, origin: np.ndarray, directions=None) -> _Made:
     return _Made(u / np.linalg.norm(u), v / np.linalg.norm(v))
 
 
-def _scaled_direction(rng, layout, centre: np.ndarray, per_filter: bool, keep_biases: bool, method: str) -> np.ndarray:
-    """A Gaussian direction rescaled piece by piece to the size of the ``centre`` weights (Li et al., 2018).
+def _drawn(layout, origin: np.ndarray, rule: str, seed, keep_biases: bool) -> _Made:
+    """Two random directions drawn tensor by tensor around the flat ``origin`` (see ``_planes.draw_direction``)."""
+    import torch
 
-    Each filter (row along the first axis of a tensor of rank >= 2) when ``per_filter``, else
-    each whole tensor, gets the norm of the same piece of ``centre``. Tensors of rank < 2
-    (biases, normalization scales) are zero unless ``keep_biases``; then each is scaled as a whole.
-    """
-    direction = rng.standard_normal(layout.n_params)
-    for d, c in zip(layout.split(direction), layout.split(centre)):
-        if d.ndim >= 2 and per_filter:
-            axes = tuple(range(1, d.ndim))
-            d *= np.sqrt((c**2).sum(axis=axes, keepdims=True) / (d**2).sum(axis=axes, keepdims=True))
-        elif d.ndim >= 2 or keep_biases:
-            d *= np.linalg.norm(c) / np.linalg.norm(d)
-        else:
-            d[...] = 0.0
-    if not np.linalg.norm(direction) > 0:
-        raise ValueError(
-            f"reduction_method={method!r} made a zero-length direction: the centre's weights are all zero. "
-            "Centre the plane elsewhere (centre='final') or use 'random'"
-        )
-    return direction
+    from losstrail._planes import draw_direction
+
+    centre = layout.split(torch.from_numpy(np.ascontiguousarray(origin, dtype=np.float32)))
+    pair = [draw_direction(centre, rule, seed, stream=k, keep_biases=keep_biases)[0] for k in range(2)]
+    return _Made(*(torch.cat([t.reshape(-1) for t in d]).double().numpy() for d in pair))
 
 
-def _filter(params, origin, *, layout=None, seed=None, keep_biases=False) -> _Made:
-    """Filter-normalized random directions, filter by filter of each chosen tensor."""
-    if not any(len(shape) >= 2 for shape in layout.shapes):
+def _check_filters(shapes) -> None:
+    if not any(len(shape) >= 2 for shape in shapes):
         raise ValueError(
             "reduction_method='filter' rescales each filter of the weight tensors of rank >= 2, and this model "
             "has none (only vectors such as biases); use 'layer', 'random' or 'pca'"
         )
-    rng = np.random.default_rng(seed)
-    return _Made(*(_scaled_direction(rng, layout, origin, True, keep_biases, "filter") for _ in range(2)))
+
+
+def _filter(params, origin, *, layout=None, seed=None, keep_biases=False) -> _Made:
+    """Filter-normalized random directions, filter by filter of each chosen tensor (Li et al., 2018).
+
+    Each filter (row along the first axis of a tensor of rank >= 2) of a Gaussian direction gets
+    the norm of the same filter of the centre; tensors of rank < 2 (biases, normalization scales)
+    are zero unless ``keep_biases``, then each is scaled as a whole.
+    """
+    _check_filters(layout.shapes)
+    return _drawn(layout, origin, "filter", seed, keep_biases)
 
 
 def _layer(params, origin, *, layout=None, seed=None, keep_biases=False) -> _Made:
     """Layer-normalized random directions: each chosen tensor scaled to the centre tensor's norm."""
-    rng = np.random.default_rng(seed)
-    return _Made(*(_scaled_direction(rng, layout, origin, False, keep_biases, "layer") for _ in range(2)))
+    return _drawn(layout, origin, "layer", seed, keep_biases)
 
 
 def _hessian(params, origin, *, model=None, data=None, loss_fn=None, objective=None, names=None, seed=None,
@@ -263,7 +258,7 @@ def centre_index(trajectory: Trajectory, centre: str | int = "final") -> int:
 
 
 def make_plane(
-    trajectory: Trajectory,
+    trajectory,
     method: str = "pca",
     *,
     directions=None,
@@ -280,8 +275,11 @@ def make_plane(
     device: str = "cpu",
     quiet: bool = True,
     labels=None,
+    params=None,
+    store: str = "tensors",
 ) -> Plane:
-    """A plane through a point of ``trajectory`` (the final parameters by default), or through models.
+    """A plane through a point of ``trajectory`` (the final parameters by default), around a model, or
+    through models.
 
     ``make_plane([a, b, c], "through")`` is the plane through three models (``nn.Module`` or
     state dicts; Garipov et al., 2018): origin ``a``, ``u = b - a``, ``v`` the part of ``c - a``
@@ -294,6 +292,16 @@ def make_plane(
 
     The plane spans the parameters the trajectory recorded (``trajectory.names``: all of them,
     or the subset chosen with ``params=`` when recording), and records their names.
+
+    Given a model (an ``nn.Module``) or a state dict instead of a trajectory, the plane is centred
+    on it as it is (Li et al.'s picture of a trained network), for every method that needs no
+    path: ``'filter'``, ``'layer'``, ``'random'``, ``'custom'`` and ``'hessian'``. It is held per
+    tensor, in the model's dtype and on its device (see ``Plane.tensors``); its origin is the
+    model's own tensors, not a copy, so change the model afterwards and the grid refuses to run.
+    ``params`` chooses the tensors (default ``'trainable'``; a state dict: its floating-point
+    entries, or with ``model=`` that model's chosen parameters). ``store='seed'`` keeps only the
+    seeds and scales of random directions and draws them again tensor by tensor at each grid
+    point: half the memory, a random draw per point.
 
     Args:
         trajectory: the recorded path.
@@ -333,6 +341,12 @@ def make_plane(
     if isinstance(trajectory, (list, tuple)):
         return through_models(trajectory, method, labels=labels, model=model, second=second, seed=seed,
                               keep_biases=keep_biases)  # fmt: skip
+    if not isinstance(trajectory, Trajectory):
+        return plane_around(
+            trajectory, method, directions=directions, seed=seed, model=model, data=data, objective=objective,
+            loss_fn=loss_fn, keep_biases=keep_biases, negative_curvature=negative_curvature,
+            hessian_examples=hessian_examples, device=device, quiet=quiet, params=params, store=store,
+        )  # fmt: skip
     index = _checked_centre(trajectory, method, centre)
     return plane_through(
         trajectory.params, trajectory.params[index], method, directions=directions, seed=seed, model=model, data=data,
@@ -340,6 +354,117 @@ def make_plane(
         negative_curvature=negative_curvature, hessian_examples=hessian_examples, second=second, device=device,
         quiet=quiet,
     )  # fmt: skip
+
+
+# Methods a plane around a model (no path) can use, and how each is drawn.
+AROUND_A_MODEL = ("filter", "layer", "random", "custom", "hessian")
+STORES = ("tensors", "seed")
+
+
+def _centre_tensors(source, model, params) -> tuple[tuple[str, ...], list, bool]:
+    """``(names, tensors, everything)``: the tensors a plane around ``source`` (a model or a state dict) spans."""
+    import torch
+
+    from losstrail._functional import choose_parameters
+
+    if isinstance(source, torch.nn.Module):
+        names = choose_parameters(source, "trainable" if params is None else params)
+        named = dict(source.named_parameters())
+        return names, [named[n].detach() for n in names], len(names) == len(named)
+    if isinstance(source, Mapping) and source and all(isinstance(t, torch.Tensor) for t in source.values()):
+        if model is not None:
+            names = [n for n in choose_parameters(model, "trainable" if params is None else params) if n in source]
+        else:
+            names = [n for n, t in source.items() if t.is_floating_point()]
+        if not names:
+            raise ValueError("the state dict holds no floating-point tensor of the model's chosen parameters to span")
+        return tuple(names), [source[n].detach() for n in names], False
+    raise ValueError(
+        f"make_plane takes a Trajectory, a model (torch.nn.Module) or a state dict; got {type(source).__name__}. "
+        "Record a path with lt.fit or lt.Recorder, or pass the model itself"
+    )
+
+
+def plane_around(source, method: str = "filter", *, directions=None, seed=None, model=None, data=None,
+                 objective=None, loss_fn=None, keep_biases=False, negative_curvature=False, hessian_examples=None,
+                 device="cpu", quiet=True, params=None, store="tensors") -> Plane:  # fmt: skip
+    """The plane centred on a model or a state dict as it is, held per tensor (see ``make_plane``)."""
+    from losstrail._planes import PlaneTensors, draw_direction
+
+    check_choice("reduction_method", method, DIRECTIONS)
+    check_choice("store", store, STORES)
+    if method not in AROUND_A_MODEL:
+        raise ValueError(
+            f"reduction_method={method!r} is fitted to a path, and a model alone has none; record one (lt.fit, "
+            f"lt.Recorder) and pass the Trajectory, or use one of {', '.join(map(repr, AROUND_A_MODEL))}"
+        )
+    names, centre, everything = _centre_tensors(source, model, params)
+    plane_names = None if everything else names
+    if method == "hessian":
+        return _hessian_around(source, names, centre, plane_names, seed=seed, data=data, objective=objective,
+                               loss_fn=loss_fn, negative_curvature=negative_curvature,
+                               hessian_examples=hessian_examples, device=device, quiet=quiet)  # fmt: skip
+    if method == "custom":
+        u, v = _custom_tensors(directions, names, centre)
+        tensors = PlaneTensors(names, centre, u, v, own=True)
+    else:
+        if method == "filter":
+            _check_filters([t.shape for t in centre])
+        drawn = [draw_direction(centre, method, seed, stream=k, keep_biases=keep_biases, store=store == "tensors")
+                 for k in range(2)]  # fmt: skip
+        tensors = PlaneTensors(names, centre, drawn[0][0], drawn[1][0], draws=(drawn[0][1], drawn[1][1]), own=True)
+    return Plane(None, None, None, method, names=plane_names, tensors=tensors)
+
+
+def _custom_tensors(directions, names, centre) -> tuple[list, list]:
+    """The two given directions per tensor, in the centre's dtype and device, each of unit length overall.
+
+    Both are flat vectors of all P values (NumPy or torch), ``{name: tensor}`` mappings or lists
+    of tensors in the plane's order."""
+    import torch
+
+    n_params = sum(t.numel() for t in centre)
+    per_tensor = isinstance(directions, (tuple, list)) and len(directions) == 2 and all(
+        isinstance(d, Mapping) or (isinstance(d, (list, tuple)) and all(torch.is_tensor(t) for t in d))
+        for d in directions
+    )  # fmt: skip
+    if not per_tensor:
+        flat = check_custom_directions(directions, n_params)  # checked: lengths, finite, not parallel
+        sizes = [t.numel() for t in centre]
+        directions = [[torch.from_numpy(p) for p in np.split(d, np.cumsum(sizes)[:-1])] for d in flat]
+    pair = []
+    for which, d in zip("uv", directions):
+        missing = [n for n in names if n not in d] if isinstance(d, Mapping) else []
+        if missing or (not isinstance(d, Mapping) and len(d) != len(centre)):
+            raise ValueError(
+                f"custom_directions {which} must give one tensor for each of the plane's {len(names)} tensors "
+                f"({'no ' + repr(missing[0]) if missing else f'got {len(d)}'})"
+            )
+        pieces = [torch.as_tensor(d[n]) for n in names] if isinstance(d, Mapping) else list(d)
+        for t, c in zip(pieces, centre):
+            if t.numel() != c.numel():
+                raise ValueError(f"custom_directions {which} has a tensor of shape {tuple(t.shape)} where the "
+                                 f"model's is {tuple(c.shape)}")  # fmt: skip
+        norm = float(sum(float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64)) ** 2 for t in pieces)) ** 0.5
+        if not np.isfinite(norm) or norm == 0:
+            raise ValueError(f"custom_directions {which} has zero length (or NaN/inf values); pass a non-zero "
+                             "finite vector")  # fmt: skip
+        pair.append([(t.detach().double().reshape(c.shape) / norm).to(dtype=c.dtype, device=c.device)
+                     for t, c in zip(pieces, centre)])  # fmt: skip
+    return pair[0], pair[1]
+
+
+def _hessian_around(source, names, centre, plane_names, **options) -> Plane:
+    """The Hessian plane at a model as it is (flat float32 vectors: the Hessian's products need them)."""
+    import torch
+
+    if not isinstance(source, torch.nn.Module):
+        raise ValueError(
+            "reduction_method='hessian' evaluates the loss, so it needs the model itself, not a state dict"
+        )
+    origin = torch.cat([t.reshape(-1).float() for t in centre]).cpu().numpy()
+    plane = plane_through(origin[None, :], origin, "hessian", model=source, names=plane_names, **options)
+    return dataclasses.replace(plane, explained=None)
 
 
 def _checked_centre(trajectory: Trajectory, method: str, centre: str | int) -> int:
@@ -485,7 +610,7 @@ def _second_direction(second: str, layout, a: np.ndarray, u: np.ndarray, seed, k
     if second in ("filter", "layer"):
         if layout is None:
             raise ValueError(f"second={second!r} rescales the model's tensors; pass models, or model= with state dicts")
-        v = _scaled_direction(rng, layout, a, second == "filter", keep_biases, second)
+        v = _drawn(layout, a, second, seed, keep_biases).u  # drawn tensor by tensor, as the filter plane
     else:
         v = rng.standard_normal(u.shape[0])
     unit = u / np.linalg.norm(u)

@@ -119,6 +119,7 @@ def compute_surface(
     device: str | None = None,
     autocast: bool = False,
     grid: str = "full",
+    mode: str = "auto",
     quiet: bool = False,
 ):
     """Compute (or finish) the loss surface of a saved run and write ``run_dir/surface.npz``.
@@ -132,6 +133,8 @@ def compute_surface(
         force: recompute a finished surface (and discard saved chunks).
         device: where to evaluate; default CUDA (this rank's GPU) when present, else CPU.
         autocast: mixed precision (see ``loss_surface``).
+        mode: how grid points run (see ``loss_surface``); ``'inplace'`` sets each point in the
+            model's own tensors on each rank's device (the model is moved there first).
         grid: ``'full'``, the only kind this job computes: every point exact. A run whose
             surface is adaptive (``losstrail run --grid adaptive``) is upgraded to a full grid.
         quiet: no progress bar.
@@ -157,6 +160,10 @@ def compute_surface(
     if resolution is not None:
         resolution = check_resolution(resolution)
     check_device(device)
+    from losstrail._evaluate import MODES
+    from losstrail._registry import check_choice
+
+    check_choice("mode", mode, MODES)
     settings = require_finished(run_dir, "run_dir")["settings"]
     check_settings(run_dir, settings)
     if os.path.lexists(run_dir / PARTS):
@@ -165,10 +172,10 @@ def compute_surface(
     if leader:
         check_writable_dir("run_dir", run_dir)
     with writer_lock(run_dir, "run_dir") if leader else contextlib.nullcontext():
-        return _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet)
+        return _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet, mode)
 
 
-def _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet):
+def _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet, mode="auto"):
     from losstrail._evaluate import Evaluator
     from losstrail._functional import selected_names
     from losstrail.artifacts import load_run_value
@@ -189,6 +196,8 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
         if device is None:
             device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
         device = torch.device(device)
+        if mode == "inplace":
+            model = model.to(device)
         key = _grid_key(plane, xs, ys, chunk_points, settings.get("subset"), settings.get("seed"))
         n_chunks = -(-len(xs) * len(ys) // chunk_points)
         if rank == 0:
@@ -198,7 +207,7 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
         data, subset = _grid_data(data, settings)
         evaluator = Evaluator(
             model, data, names=selected_names(model, plane.names, plane.n_params, "plane"), device=device,
-            bn_batches=int(settings.get("bn_batches") or 0), spread=subset is not None, autocast=autocast,
+            bn_batches=int(settings.get("bn_batches") or 0), spread=subset is not None, autocast=autocast, mode=mode,
         )  # fmt: skip
         _evaluate_missing(run_dir / PARTS, evaluator, plane, xs, ys, n_chunks, chunk_points, rank, world, quiet)
         if rank != 0:

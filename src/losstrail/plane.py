@@ -2,11 +2,16 @@
 
 The point at plane coordinates ``(x, y)`` is ``origin + x*u + y*v``. NumPy only, so a saved
 plane loads and draws without torch; ``losstrail.directions`` makes planes.
+
+A plane made around a model (``make_plane(model, 'filter')``) is held per tensor, in the
+model's dtype and on its device (``Plane.tensors``, see ``losstrail._planes``): grids use those
+tensors directly, and ``origin``, ``u`` and ``v`` become flat float32 arrays only when read
+(saving the plane, projecting a path onto it), once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,8 +39,18 @@ class Plane:
     names: tuple[str, ...] | None = None  # the parameters the plane spans, in order; None: all of them
     marks: tuple[str, ...] | None = None  # names of the models the plane goes through ('through'), drawn on it
     marks_xy: np.ndarray | None = None  # (K, 2) their plane coordinates
+    # The plane per tensor (a ``losstrail._planes.PlaneTensors``) when it was made around a model;
+    # origin, u and v may then be None and are made from it, flat, when first read.
+    tensors: object = field(default=None, repr=False, compare=False, metadata={"saved": False})
 
-    __repr__ = short_repr
+    def __repr__(self) -> str:
+        if self.tensors is None or any(self.__dict__[name] is not None for name in _FLAT):
+            return short_repr(self)
+        t = self.tensors
+        return (
+            f"Plane(<{len(t.shapes)} tensors, P={t.n_params}, {str(t.origin[0].dtype).replace('torch.', '')} on "
+            f"{t.origin[0].device}>, method={self.method!r}, explained={self.explained!r}, names={_few(self.names)})"
+        )
 
     @property
     def captured(self) -> float | None:
@@ -43,11 +58,15 @@ class Plane:
         return None if self.explained is None else float(sum(self.explained))
 
     def __post_init__(self):
-        n = self.origin.shape
-        if len(n) != 1 or self.u.shape != n or self.v.shape != n:
+        arrays = [self.__dict__[name] for name in _FLAT]
+        if self.tensors is not None and all(a is None for a in arrays):
+            return
+        if any(a is None for a in arrays):
+            raise ValueError("a Plane needs origin, u and v (1-D arrays of one length), or the tensors they come from")
+        n = arrays[0].shape
+        if len(n) != 1 or arrays[1].shape != n or arrays[2].shape != n:
             raise ValueError(
-                "origin, u and v must be 1-D arrays of one length; "
-                f"got {self.origin.shape}, {self.u.shape}, {self.v.shape}"
+                f"origin, u and v must be 1-D arrays of one length; got {n}, {arrays[1].shape}, {arrays[2].shape}"
             )
         if (self.marks is None) != (self.marks_xy is None) or (
             self.marks is not None and np.shape(self.marks_xy) != (len(self.marks), 2)
@@ -56,7 +75,7 @@ class Plane:
 
     @property
     def n_params(self) -> int:
-        return self.origin.shape[0]
+        return self.tensors.n_params if self.tensors is not None else self.origin.shape[0]
 
     def point(self, x: float, y: float) -> np.ndarray:
         """The parameters (P,) at plane coordinates ``(x, y)``."""
@@ -84,3 +103,31 @@ class Plane:
             out[start : start + step] = np.linalg.solve(gram, basis @ block.T).T
             release_pages(rows)
         return out[0] if single else out
+
+
+def _few(names) -> str:
+    return repr(names) if names is None or len(names) <= 3 else f"<{len(names)} names: {names[0]!r}, ...>"
+
+
+class _Flat:
+    """``origin``, ``u`` or ``v`` of a plane: the array given, or made (once) from the plane's tensors when read."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, plane, owner=None):
+        if plane is None:
+            return self
+        value = plane.__dict__.get(self.name)
+        if value is None and plane.__dict__.get("tensors") is not None:
+            value = plane.tensors.flat(self.name)
+            plane.__dict__[self.name] = value
+        return value
+
+    def __set__(self, plane, value):  # only the dataclass's __init__ sets (the class is frozen)
+        plane.__dict__[self.name] = value
+
+
+_FLAT = ("origin", "u", "v")
+for _name in _FLAT:
+    setattr(Plane, _name, _Flat(_name))

@@ -30,6 +30,7 @@ __all__ = [
     "loss_line",
     "loss_surface",
     "path_grid",
+    "plane_grid",
     "take_subset",
 ]
 
@@ -86,17 +87,39 @@ def fixed_extent(plane: Plane) -> float | None:
     if plane.method in ("filter", "layer"):
         return 1.0
     if plane.method in ("random", "custom"):
-        return float(np.linalg.norm(plane.origin.astype(np.float64))) or 1.0
+        return _centre_norm(plane) or 1.0
     return None
 
 
-def plane_grid(plane: Plane, xy: np.ndarray, resolution=100, *, xrange=None, yrange=None):
-    """Grid axes ``(xs, ys)`` for ``plane``: the whole path ``xy`` (T, 2) with a margin, widened to
-    ``fixed_extent(plane)`` on each side of the centre where that applies (see ``path_grid``)."""
+def _centre_norm(plane: Plane) -> float:
+    if plane.tensors is not None:  # no flat copy of a plane held per tensor
+        return float(sum(torch.linalg.vector_norm(t.float()) ** 2 for t in plane.tensors.origin) ** 0.5)
+    return float(np.linalg.norm(plane.origin.astype(np.float64)))
+
+
+def plane_grid(plane: Plane, xy: np.ndarray | None = None, resolution=100, *, xrange=None, yrange=None):
+    """Grid axes ``(xs, ys)`` for ``plane``: the window every face (one-call API, CLI, pipeline) draws it on.
+
+    Planes not fitted to a path (filter, layer, random, custom) span ``fixed_extent(plane)`` on
+    each side of the centre (±1 filter-normalized unit, as Li et al.), widened with a margin to
+    hold the path ``xy`` (T, 2) when one is given; other planes fit the path (see ``path_grid``).
+    A plane around a model with no path gets the fixed window alone.
+
+    >>> plane = Plane(np.zeros(2, np.float32), np.float32([1, 0]), np.float32([0, 1]), "filter")
+    >>> [a.tolist() for a in plane_grid(plane, resolution=3)]
+    [[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]
+    """
     half = fixed_extent(plane)
+    if xy is None:
+        if half is None:
+            raise ValueError(
+                f"a {plane.method!r} plane is fitted to a path; pass the path's plane coordinates: "
+                "plane_grid(plane, lt.project(plane, trajectory).xy)"
+            )
+        xy = np.zeros((0, 2))
     if half is not None:
         corners = np.array([[-half, -half], [half, half]])
-        xy = np.concatenate([np.asarray(xy, dtype=np.float64), corners])
+        xy = np.concatenate([np.asarray(xy, dtype=np.float64).reshape(-1, 2), corners])
         margin = 0.0 if np.abs(xy).max() <= half else 0.25
         return path_grid(xy, resolution, margin, xrange=xrange, yrange=yrange)
     return path_grid(xy, resolution, xrange=xrange, yrange=yrange)
@@ -298,9 +321,18 @@ def evaluate_grid(evaluator: Evaluator, plane: Plane, xs: np.ndarray, ys: np.nda
 def evaluate_on_plane(evaluator: Evaluator, plane: Plane, coords: np.ndarray, **options):
     """``Evaluated`` at the plane points ``origin + x*u + y*v`` for each ``(x, y)`` of ``coords`` (N, 2).
 
-    The points are on the plane, so the model's first layer is computed once per batch (see
+    Evaluated in place in the model's own tensors (``Evaluator.run_in_place``) for a plane held
+    per tensor or a model too big for flat copies; else as flat vectors, where the points being on
+    the plane lets the model's first layer be computed once per batch (see
     ``_evaluate.FirstLayer``). ``options`` are those of ``Evaluator.run``.
     """
+    if evaluator.in_place(plane.tensors is not None):
+        from losstrail._planes import PlaneTensors
+
+        tensors = plane.tensors
+        if tensors is None:
+            tensors = PlaneTensors.from_flat(evaluator.layout, plane.origin, plane.u, plane.v)
+        return evaluator.run_in_place(tensors, coords, **options)
     device, layout = evaluator.device, evaluator.layout  # points in the dtype the model's parameters need
     coords = layout.tensor(coords, device)  # (N, 2)
     origin = layout.tensor(plane.origin, device)
@@ -344,6 +376,11 @@ def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) ->
     et al., 2015). ``options`` are those of ``evaluate_points`` (``names`` for a parameter subset,
     ``objective``, ``loss_fn``, ...).
 
+    ``origin`` may be a ``Plane`` and ``direction`` ``'u'`` or ``'v'``: the line through its
+    centre along that axis, evaluated like its grid (in place for a plane around a model, with no
+    flat copy of the parameters); or the two flat vectors, as above, for a model too big for a
+    chunk of flat copies, also set point by point in place.
+
     >>> model = torch.nn.Linear(2, 2)
     >>> theta = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
     >>> line = loss_line(model, (torch.randn(8, 2), torch.randint(0, 2, (8,))), theta, theta, [0.0, 1.0])
@@ -351,6 +388,11 @@ def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) ->
     (2,)
     """
     ts = _check_axis("ts", ts)
+    if isinstance(origin, Plane):
+        if direction not in ("u", "v"):
+            raise ValueError(f"direction={direction!r}: along a Plane, pass direction='u' or direction='v'")
+        coords = np.stack([ts, np.zeros_like(ts)] if direction == "u" else [np.zeros_like(ts), ts], axis=1)
+        return _line(model, data, ts, coords, options, plane=origin)
     origin = np.asarray(origin, dtype=np.float64).reshape(-1)
     direction = np.asarray(direction, dtype=np.float64).reshape(-1)
     if not (origin.shape == direction.shape):
@@ -359,9 +401,33 @@ def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) ->
         )
     if not np.linalg.norm(direction) > 0:
         raise ValueError("direction has zero length, so the line is a point; pass a non-zero direction")
-    points = origin[None, :] + ts[:, None] * direction[None, :]  # (n, P)
-    loss, accuracy = evaluate_points(model, data, points, **options)
-    return LossLine(ts=ts, loss=loss, accuracy=accuracy)
+    return _line(model, data, ts, np.stack([ts, np.zeros_like(ts)], axis=1), options, flat=(origin, direction))
+
+
+def _line(model, data, ts, coords, options: dict, plane: Plane | None = None, flat=None) -> LossLine:
+    """The loss along a line at plane coordinates ``coords`` (n, 2) of ``plane``, or along ``flat`` =
+    ``(origin, direction)`` (P,) at ``coords[:, 0]``: in place where a grid would be, else as flat points."""
+    from losstrail._planes import PlaneTensors
+
+    options = dict(options)
+    names = options.pop("names", None)
+    n_params = plane.n_params if plane is not None else flat[0].shape[0]
+    names = selected_names(model, names if names is not None else getattr(plane, "names", None), n_params, "path")
+    evaluator = Evaluator(model, data, names=names, **options)
+    if evaluator.in_place(plane is not None and plane.tensors is not None):
+        if plane is not None:
+            tensors = plane.tensors or PlaneTensors.from_flat(evaluator.layout, plane.origin, plane.u, plane.v)
+        else:  # v is zero along a line: a zero of stride 0 per tensor, no vector of zeros
+            origin, u = (evaluator.layout.split(torch.from_numpy(a.astype(np.float32))) for a in flat)
+            zeros = [torch.zeros((), dtype=t.dtype).expand(t.shape) for t in origin]
+            tensors = PlaneTensors(evaluator.layout.names, origin, u, zeros)
+        result = evaluator.run_in_place(tensors, coords, desc="line", quiet=True)
+    elif plane is not None:
+        c = coords.astype(np.float32)
+        result = evaluator.at_vectors(plane.origin[None, :] + c[:, :1] * plane.u[None, :] + c[:, 1:] * plane.v[None, :])
+    else:
+        result = evaluator.at_vectors(flat[0][None, :] + ts[:, None] * flat[1][None, :])  # (n, P)
+    return LossLine(ts=ts, loss=result.loss, accuracy=result.accuracy)
 
 
 def decision_regions(

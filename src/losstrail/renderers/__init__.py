@@ -72,7 +72,9 @@ def animate(
     """Animate the path moving across the loss contour (or draw one still of it) and write ``out``.
 
     Args:
-        projection: the path in the plane (from ``project``).
+        projection: the path in the plane (from ``project``); or, for a plane around a model with
+            no path (``make_plane(model, ...)``), the ``Plane`` itself: the model is drawn as one
+            point at the plane's centre, its loss read from the grid there.
         surface: the loss grid (from ``loss_surface``).
         out: output file; its extension (or ``format``) picks the format: ``.gif``, ``.mp4``
             (H.264, needs ``losstrail[mp4]``), ``.html`` (interactive, needs ``losstrail[html]``),
@@ -96,6 +98,8 @@ def animate(
     from losstrail.renderers._figure import colour_scale
 
     style = (style or Style()).updated(options, where="animate")
+    if not isinstance(projection, Projection):
+        projection, panel = centre_point(projection, surface), False if panel is None else panel
     kind = output_format(out, style.format)
     style.check_for("run", kind)
     style = colour_scale(surface, style)
@@ -124,6 +128,30 @@ def animate(
             save_still(figure, k, tmp, kind)
         return Animation(out, kind, 1)
     return write_animation(figure, frames, out, fps=style.fps, quiet=quiet, format=kind)
+
+
+def centre_point(plane, surface: Surface) -> Projection:
+    """The model a plane is centred on, as a one-point path at ``(0, 0)``: its loss and accuracy read from
+    the grid there (bilinear between the cells around it)."""
+    import dataclasses
+
+    import numpy as np
+
+    from losstrail.plane import Plane
+    from losstrail.renderers.surface3d import grid_value
+
+    if not isinstance(plane, Plane):
+        raise ValueError(
+            f"animate draws a Projection (lt.project(plane, trajectory)) or, with no path, the Plane the grid is on; "
+            f"got {type(plane).__name__}"
+        )
+    xy = np.zeros((1, 2))
+    loss = grid_value(surface, xy)
+    accuracy = np.full(1, np.nan)
+    if surface.accuracy is not None:
+        accuracy = grid_value(dataclasses.replace(surface, loss=surface.accuracy), xy)
+    zero = np.zeros(1, np.int64)
+    return Projection(plane, xy, np.zeros(1), loss, accuracy, zero, zero)
 
 
 def _path_figure(projection: Projection, surface: Surface, style: Style, n_frames: int, panel, decision):

@@ -1,0 +1,236 @@
+"""Planes held per tensor, in the model's dtype and on its device, and grid points set in place.
+
+A plane of a big model is never a flat vector of all P parameters: its origin is the model's own
+tensors (or views of a recorded row), and each direction is a list of tensors shaped like the
+parameters, in their dtype (bfloat16 weights get bfloat16 directions), or only the seeds and
+scales that draw it again, tensor by tensor. A grid point is evaluated by writing
+``origin + x*u + y*v`` into a working copy that the model's parameters point at for the duration;
+the model's own tensors are never written, so they are exactly what they were afterwards, also
+after an exception.
+
+Memory, in units of the chosen parameters' bytes: a plane with stored directions is the model
+plus two (3x), and its grid adds the working copy (4x); with ``store='seed'`` the directions are
+drawn again at each point (one random draw over P per direction and point), so the grid costs
+the model plus the working copy (2x) plus one tensor's temporaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+__all__ = ["Draw", "PlaneTensors", "draw_direction", "points_in_place", "tensor_seeds"]
+
+# How a random direction is scaled, tensor by tensor (Li et al., 2018 for 'filter' and 'layer').
+RULES = ("filter", "layer", "random")
+
+
+def tensor_seeds(seed: int | None, n: int) -> list[int]:
+    """``n`` independent 63-bit seeds from ``seed`` (fresh entropy for None), one per tensor and direction."""
+    state = np.random.SeedSequence(seed).generate_state(2 * n, np.uint32).astype(np.uint64)
+    return [int((state[2 * k] << np.uint64(31)) ^ state[2 * k + 1]) & ((1 << 63) - 1) for k in range(n)]
+
+
+def _gaussian(shape, seed: int, device) -> torch.Tensor:
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+
+
+class Draw:
+    """One random direction kept as a seed and a scale per tensor, drawn again on demand.
+
+    ``scales[k]`` multiplies tensor ``k``'s standard Gaussian draw: a per-filter column
+    (shape ``(n_filters, 1, ...)``), a scalar, or None for a zero tensor (biases of
+    ``'filter'``/``'layer'`` directions unless ``keep_biases``).
+    """
+
+    def __init__(self, seeds: Sequence[int], scales: Sequence):
+        self.seeds, self.scales = list(seeds), list(scales)
+
+    def tensor(self, k: int, shape, dtype: torch.dtype, device) -> torch.Tensor:
+        scale = self.scales[k]
+        if scale is None:
+            return torch.zeros(tuple(shape), dtype=dtype, device=device)
+        g = _gaussian(shape, self.seeds[k], device)
+        return g.mul_(scale.to(device) if isinstance(scale, torch.Tensor) else scale).to(dtype)
+
+
+def _scale(centre: torch.Tensor, g: torch.Tensor, rule: str, keep_biases: bool) -> tuple[object, float]:
+    """``(scale, squared length)``: what multiplies the Gaussian ``g`` so it has the size of ``centre`` filter
+    by filter or tensor by tensor (``'random'``: 1, normalized over the whole direction afterwards; None: a
+    zero tensor), and the squared length of the scaled tensor (known from ``centre``, no pass over it)."""
+    norm = torch.linalg.vector_norm
+    if rule == "random":
+        return 1.0, float(norm(g)) ** 2
+    c = centre.detach()
+    if c.dim() >= 2 and rule == "filter":
+        axes = tuple(range(1, c.dim()))
+        wanted = norm(c, dim=axes, keepdim=True, dtype=torch.float32)
+        return wanted / norm(g, dim=axes, keepdim=True), float((wanted.double() ** 2).sum())
+    if c.dim() >= 2 or keep_biases:
+        wanted = float(norm(c, dtype=torch.float32))
+        return wanted / float(norm(g)), wanted**2
+    return None, 0.0
+
+
+def draw_direction(
+    centre: Sequence[torch.Tensor],
+    rule: str,
+    seed: int | None,
+    *,
+    stream: int = 0,
+    keep_biases: bool = False,
+    store: bool = True,
+) -> tuple[list[torch.Tensor] | None, Draw]:
+    """A random direction tensor by tensor, scaled to ``centre`` by ``rule`` (see ``RULES``).
+
+    ``stream`` picks one of several independent directions of one ``seed`` (0 for u, 1 for v).
+    Returns ``(tensors, draw)``: the direction in each centre tensor's dtype and device (None
+    unless ``store``) and the ``Draw`` that makes it again. Raises ValueError when the direction
+    has zero length (every scaled tensor of the centre is zero).
+    """
+    n = len(centre)
+    seeds = tensor_seeds(seed, n * (stream + 1))[n * stream :]
+
+    def one(k: int):
+        c = centre[k]
+        g = _gaussian(c.shape, seeds[k], c.device)
+        scale, squared = _scale(c, g, rule, keep_biases)
+        if not store:
+            return scale, squared, None
+        return scale, squared, (torch.zeros_like(c) if scale is None else g.mul_(scale).to(c.dtype))
+
+    # Tensor by tensor, each from its own seed: the draws (one core each on a CPU) run side by side.
+    workers = max(1, min(torch.get_num_threads(), 4)) if all(c.device.type == "cpu" for c in centre) else 1
+    with ThreadPoolExecutor(workers) as pool:
+        drawn = list(pool.map(one, range(n)))
+    scales, pieces = [d[0] for d in drawn], [d[2] for d in drawn]
+    total = sum(d[1] for d in drawn)
+    if not total > 0:
+        raise ValueError(
+            f"reduction_method={rule!r} made a zero-length direction: the centre's weights are all zero. "
+            "Centre the plane elsewhere (centre='final') or use 'random'"
+        )
+    if rule == "random":  # unit length over the whole vector
+        unit = 1.0 / float(np.sqrt(total))
+        scales = [unit] * len(scales)
+        pieces = [p.mul_(unit) if p is not None else None for p in pieces]
+    return (pieces if store else None), Draw(seeds, scales)
+
+
+class PlaneTensors:
+    """A plane held per tensor: ``origin``, ``u`` and ``v`` as lists of tensors shaped like the parameters.
+
+    ``u``/``v`` may be None with ``draws=(Draw, Draw)`` that make them again, tensor by tensor.
+    ``own`` is True when ``origin`` is the model's own tensors (a plane around a model): evaluating
+    it checks that the model was not changed since (their version counters).
+    """
+
+    def __init__(self, names: Sequence[str], origin: Sequence[torch.Tensor], u=None, v=None, *, draws=None,
+                 own: bool = False):  # fmt: skip
+        self.names = tuple(names)
+        self.origin = list(origin)
+        self.u, self.v = (None if u is None else list(u)), (None if v is None else list(v))
+        self.draws = draws
+        if (self.u is None or self.v is None) and draws is None:
+            raise ValueError("a plane held per tensor needs its directions or the draws that make them")
+        self.shapes = [tuple(t.shape) for t in self.origin]
+        self.n_params = sum(t.numel() for t in self.origin)
+        self.own = own
+        self._versions = [t._version for t in self.origin] if own else None
+
+    @classmethod
+    def from_flat(cls, layout, origin: np.ndarray, u: np.ndarray, v: np.ndarray) -> PlaneTensors:
+        """Views of flat ``(P,)`` arrays, piece by piece in ``layout``'s order (no copy)."""
+        pieces = [layout.split(torch.from_numpy(np.ascontiguousarray(a))) for a in (origin, u, v)]
+        return cls(layout.names, *pieces)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one copy of the parameters the plane spans, in their dtype."""
+        return sum(t.numel() * t.element_size() for t in self.origin)
+
+    def direction(self, which: str, k: int) -> torch.Tensor:
+        """Tensor ``k`` of direction ``'u'`` or ``'v'``, stored or drawn again."""
+        stored = self.u if which == "u" else self.v
+        if stored is not None:
+            return stored[k]
+        t = self.origin[k]
+        return self.draws[0 if which == "u" else 1].tensor(k, t.shape, t.dtype, t.device)
+
+    def flat(self, which: str) -> np.ndarray:
+        """``'origin'``, ``'u'`` or ``'v'`` as one float32 NumPy vector (P,), in the tensors' order."""
+        out = np.empty(self.n_params, np.float32)
+        offset = 0
+        for k, t in enumerate(self.origin):
+            piece = t if which == "origin" else self.direction(which, k)
+            out[offset : offset + t.numel()] = piece.detach().reshape(-1).float().cpu().numpy()
+            offset += t.numel()
+        return out
+
+    def check_unchanged(self) -> None:
+        """A ValueError when the model a plane was made around has been changed since (trained, loaded)."""
+        if self._versions is not None and [t._version for t in self.origin] != self._versions:
+            raise ValueError(
+                "the model was changed (trained or loaded) after make_plane(model, ...) centred a plane on it; "
+                "make the plane again from the model as it is now"
+            )
+
+
+@contextlib.contextmanager
+def points_in_place(model: torch.nn.Module, plane: PlaneTensors) -> Callable[[float, float], None]:
+    """``set_point(x, y)``: the model's chosen parameters become ``origin + x*u + y*v`` until the block ends.
+
+    The parameters point at one working copy for the duration (in their dtype, on their
+    device); the model's own tensors are put back, untouched, when the block ends, whatever
+    raised inside it.
+    """
+    plane.check_unchanged()
+    named = dict(model.named_parameters())
+    missing = [n for n in plane.names if n not in named]
+    if missing:
+        raise ValueError(f"the plane spans {missing[0]!r}, which {type(model).__name__} has no parameter named")
+    params = [named[n] for n in plane.names]
+    for p, shape in zip(params, plane.shapes):
+        if tuple(p.shape) != shape:
+            raise ValueError(f"the plane's tensor of shape {shape} does not fit the model's {tuple(p.shape)}")
+    saved = [p.data for p in params]
+    with torch.no_grad():
+        work = [torch.empty_like(p) for p in params]
+    drawn = plane.u is None or plane.v is None  # directions drawn again: tensors side by side on a CPU
+    workers = max(1, min(torch.get_num_threads(), 4)) if drawn and all(w.device.type == "cpu" for w in work) else 1
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+
+    def one(k: int, x: float, y: float) -> None:
+        w = work[k]
+        origin = plane.origin[k]
+        if origin.device != w.device:
+            origin = origin.to(w.device)
+        with torch.no_grad():
+            torch.add(origin, _on(plane.direction("u", k), w), alpha=x, out=w)
+            w.add_(_on(plane.direction("v", k), w), alpha=y)
+
+    def set_point(x: float, y: float) -> None:
+        if pool is None:
+            for k in range(len(work)):
+                one(k, float(x), float(y))
+        else:
+            list(pool.map(lambda k: one(k, float(x), float(y)), range(len(work))))
+
+    try:
+        for p, w in zip(params, work):
+            p.data = w
+        yield set_point
+    finally:
+        for p, s in zip(params, saved):
+            p.data = s
+        if pool is not None:
+            pool.shutdown()
+
+
+def _on(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t if t.device == like.device else t.to(like.device)

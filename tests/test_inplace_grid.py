@@ -1,0 +1,271 @@
+"""Grid points set in place in the model's own tensors: the same losses as a plain ``load_state_dict`` loop,
+the model's weights bit-identical afterwards (also after an exception mid-grid), planes around a model held
+per tensor in its dtype, and the memory a plane and its grid take on a ~30M-parameter model."""
+
+import copy
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import losstrail as lt
+from losstrail.surface import loss_surface, plane_grid
+
+
+class _Net(torch.nn.Module):
+    """A small conv net whose forward casts its input to its own dtype (so a bfloat16 copy runs on float data)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc1 = torch.nn.Linear(4 * 6 * 6, 16)
+        self.fc2 = torch.nn.Linear(16, 3)
+        self.calls = 0
+        self.fail_at = None
+
+    def forward(self, x):
+        self.calls += 1
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            raise RuntimeError("boom")
+        x = x.to(self.conv.weight.dtype)
+        h = torch.relu(self.conv(x)).flatten(1)
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+@pytest.fixture
+def net_and_data():
+    torch.manual_seed(0)
+    net = _Net()
+    X, y = torch.randn(96, 1, 8, 8), torch.randint(0, 3, (96,))
+    return net, (X, y)
+
+
+def _weights(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def _reference(model, data, plane, xs, ys) -> np.ndarray:
+    """The loss at every grid point by a plain loop: a fresh copy of the model, ``load_state_dict``, one forward."""
+    X, y = data
+    copy_ = copy.deepcopy(model)
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [int(np.prod(s)) for s in shapes]
+    state = copy_.state_dict()
+    out = np.zeros((len(ys), len(xs)))
+    for i, b in enumerate(ys):
+        for j, a in enumerate(xs):
+            flat = plane.origin + np.float32(a) * plane.u + np.float32(b) * plane.v
+            pieces = np.split(flat, np.cumsum(sizes)[:-1])
+            for n, s, piece in zip(names, shapes, pieces):
+                state[n] = torch.from_numpy(piece.reshape(s).copy()).to(state[n].dtype)
+            copy_.load_state_dict(state)
+            with torch.no_grad():
+                out[i, j] = float(torch.nn.functional.cross_entropy(copy_.eval()(X), y))
+    return out
+
+
+def test_in_place_grid_equals_a_load_state_dict_loop_and_leaves_the_weights_bit_identical(net_and_data):
+    net, data = net_and_data
+    rng = np.random.default_rng(0)
+    P = sum(p.numel() for p in net.parameters())
+    origin = np.concatenate([p.detach().reshape(-1).numpy() for p in net.parameters()]) + rng.normal(0, 0.01, P)
+    flat = lt.Plane(origin.astype(np.float32), *rng.normal(0, 0.05, (2, P)).astype(np.float32), "custom")
+    around = lt.make_plane(net, "filter", seed=1)  # per tensor, origin = the model's own tensors
+    xs, ys = np.linspace(-1, 1, 4), np.linspace(-0.5, 1.5, 3)
+    before = _weights(net)
+    pointers = [p.data_ptr() for p in net.parameters()]
+    for plane in (flat, around):
+        got = loss_surface(net, data, plane, xs, ys, mode="inplace", quiet=True).loss
+        want = _reference(net, data, plane, xs, ys)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        for n, t in _weights(net).items():
+            assert torch.equal(t, before[n]), n  # bit for bit
+        assert [p.data_ptr() for p in net.parameters()] == pointers  # the model's own tensors, not copies
+    # 'auto' evaluates a plane around a model in place too, with the same result as the functional (vmap) path
+    auto = loss_surface(net, data, around, xs, ys, quiet=True).loss
+    vmapped = loss_surface(net, data, lt.Plane(around.origin, around.u, around.v, "filter"), xs, ys, mode="vmap",
+                           quiet=True).loss  # fmt: skip
+    np.testing.assert_allclose(auto, vmapped, rtol=0, atol=1e-6)
+
+
+def test_an_exception_mid_grid_restores_the_weights_exactly(net_and_data):
+    net, data = net_and_data
+    plane = lt.make_plane(net, "layer", seed=2, keep_biases=True)
+    before = _weights(net)
+    net.calls, net.fail_at = 0, 5  # the evaluator's check pass is call 1; the 4th grid point raises
+    with pytest.raises(RuntimeError, match="boom"):
+        loss_surface(net, data, plane, np.linspace(-1, 1, 3), np.linspace(-1, 1, 3), quiet=True)
+    assert net.calls == 5
+    for n, t in _weights(net).items():
+        assert torch.equal(t, before[n]), n
+    net.fail_at = None
+    assert np.isfinite(loss_surface(net, data, plane, [0.0], [0.0], quiet=True).loss).all()
+
+
+def test_a_plane_around_a_changed_model_is_refused(net_and_data):
+    net, data = net_and_data
+    plane = lt.make_plane(net, "filter", seed=0)
+    with torch.no_grad():
+        net.fc2.bias.add_(1.0)
+    with pytest.raises(ValueError, match=r"model was changed .* make the plane again"):
+        loss_surface(net, data, plane, [0.0], [0.0], quiet=True)
+
+
+def test_a_bfloat16_model_gets_bfloat16_directions_and_the_float32_grid_within_its_precision(net_and_data):
+    net, data = net_and_data
+    half = copy.deepcopy(net).to(torch.bfloat16)
+    plane32 = lt.make_plane(net, "filter", seed=4)
+    plane16 = lt.make_plane(half, "filter", seed=4)
+    assert {t.dtype for t in plane16.tensors.u + plane16.tensors.v} == {torch.bfloat16}
+    # the same draw, rounded to bfloat16
+    np.testing.assert_allclose(plane16.u, plane32.u, rtol=2**-7, atol=1e-6)
+    xs = ys = np.linspace(-1, 1, 5)
+    loss32 = loss_surface(net, data, plane32, xs, ys, quiet=True).loss
+    loss16 = loss_surface(half, data, plane16, xs, ys, quiet=True).loss
+    # bfloat16 keeps 8 significant bits (relative 2^-8 per rounding); a few layers of them
+    np.testing.assert_allclose(loss16, loss32, rtol=0.03)
+    assert not np.array_equal(loss16, loss32)  # it did run in bfloat16
+
+
+def test_seeded_directions_drawn_again_per_point_equal_stored_ones(net_and_data):
+    net, data = net_and_data
+    stored = lt.make_plane(net, "filter", seed=5)
+    seeded = lt.make_plane(net, "filter", seed=5, store="seed")
+    assert seeded.tensors.u is None and seeded.tensors.v is None
+    np.testing.assert_array_equal(seeded.u, stored.u)
+    xs = ys = np.linspace(-1, 1, 3)
+    np.testing.assert_array_equal(
+        loss_surface(net, data, seeded, xs, ys, quiet=True).loss,
+        loss_surface(net, data, stored, xs, ys, quiet=True).loss,
+    )
+
+
+def test_planes_around_a_model_and_a_state_dict(net_and_data, tmp_path):
+    net, data = net_and_data
+    plane = lt.make_plane(net, "filter", seed=0)
+    from_state = lt.make_plane(net.state_dict(), "filter", seed=0, model=net)
+    np.testing.assert_array_equal(from_state.u, plane.u)
+    assert plane.explained is None and plane.n_params == sum(p.numel() for p in net.parameters())
+    # filter-normalized: each filter of u has the norm of the model's filter; biases zero
+    conv_u = plane.tensors.u[0]
+    np.testing.assert_allclose(conv_u.flatten(1).norm(dim=1), net.conv.weight.detach().flatten(1).norm(dim=1),
+                               rtol=1e-5)  # fmt: skip
+    assert not plane.tensors.u[1].any()
+    # saved as flat arrays: the run directory format is unchanged, and loads back
+    from losstrail.artifacts import load_run_value, save_run_value
+
+    save_run_value(tmp_path, plane)
+    loaded = load_run_value(tmp_path, lt.Plane)
+    assert loaded.tensors is None
+    np.testing.assert_array_equal(loaded.origin, plane.origin)
+    np.testing.assert_array_equal(loaded.v, plane.v)
+    custom = lt.make_plane(net, "custom", directions=(plane.tensors.u, {n: t for n, t in zip(
+        [n for n, _ in net.named_parameters()], plane.tensors.v)}))  # fmt: skip
+    np.testing.assert_allclose(np.linalg.norm(custom.u), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"reduction_method='pca' is fitted to a path"):
+        lt.make_plane(net, "pca")
+    with pytest.raises(ValueError, match=r"make_plane takes a Trajectory, a model"):
+        lt.make_plane("model.pt", "filter")
+
+
+def test_the_window_of_a_plane_around_a_model_is_one_filter_unit_and_widens_for_a_path(net_and_data):
+    net, _ = net_and_data
+    plane = lt.make_plane(net, "filter", seed=0)
+    xs, ys = plane_grid(plane, resolution=5)
+    assert xs.tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0] and ys.tolist() == xs.tolist()
+    xs, ys = lt.plane_grid(plane, np.array([[-3.0, 0.0], [0.0, 0.5]]), resolution=5)
+    assert xs.min() < -3 and xs.max() >= 1 and ys.min() <= -1
+
+
+_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, sys
+    import numpy as np, torch
+    torch.set_num_threads(2)
+    import losstrail as lt
+
+    def peak():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    torch.manual_seed(0)
+    width, depth = 2048, 7  # 7 layers of 2048 x 2048: 29.4M parameters, 117 MB in float32
+    X, y = torch.randn(16, width), torch.randint(0, 10, (16,))
+    base = peak()  # torch, losstrail and the data loaded; no model yet
+    layers = []
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
+    plane = lt.make_plane(model, "filter", seed=0)
+    xs, ys = lt.plane_grid(plane, resolution=3)
+    surface = lt.loss_surface(model, (X, y), plane, xs, ys, quiet=True)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    print(json.dumps({"params": params, "peak": peak() - base, "finite": bool(np.isfinite(surface.loss).all())}))
+    """
+)
+
+
+def test_a_plane_and_its_grid_stay_within_three_times_the_model_plus_a_gib(tmp_path):
+    """Measured in a fresh process: its peak resident memory, less what it held before the model was built."""
+    script = tmp_path / "memory.py"
+    script.write_text(_MEMORY_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["finite"]
+    assert figures["params"] > 100e6
+    assert figures["peak"] < 3 * figures["params"] + (1 << 30), figures
+
+
+def test_a_plane_around_a_model_draws_without_a_path(net_and_data, tmp_path):
+    net, data = net_and_data
+    plane = lt.make_plane(net, "filter", seed=0)
+    xs, ys = lt.plane_grid(plane, resolution=5)
+    surface = loss_surface(net, data, plane, xs, ys, quiet=True)
+    for name, view in (("still.png", "2d"), ("turn.png", "3d"), ("page.html", "2d"), ("one.gif", "2d")):
+        made = lt.animate(plane, surface, tmp_path / name, view=view, quiet=True)
+        assert made.frames == 1 and (tmp_path / name).stat().st_size > 1000
+    centre = lt.animate.__globals__["centre_point"](plane, surface)
+    assert centre.xy.tolist() == [[0.0, 0.0]] and centre.loss[0] == pytest.approx(surface.loss[2, 2])
+    line = lt.loss_line(net, data, plane.origin, plane.u, [-1.0, 0.0, 1.0])
+    assert line.loss[1] == pytest.approx(surface.loss[2, 2], rel=1e-5)
+    with pytest.raises(ValueError, match=r"animate draws a Projection"):
+        lt.animate(None, surface, tmp_path / "x.png")
+
+
+def test_a_line_along_a_plane_or_flat_vectors_set_in_place_equals_the_flat_points(net_and_data, monkeypatch):
+    import losstrail._evaluate as evaluate
+
+    net, data = net_and_data
+    plane = lt.make_plane(net, "filter", seed=3)
+    ts = np.linspace(-1, 1, 5)
+    along = lt.loss_line(net, data, plane, "v", ts).loss  # in place, the plane's own tensors
+    flat = lt.loss_line(net, data, plane.origin, plane.v, ts).loss  # flat points (a small model)
+    monkeypatch.setattr(evaluate, "_MIN_CHUNK_MEMORY", 1)  # as if the model were too big for flat copies
+    in_place = lt.loss_line(net, data, plane.origin, plane.v, ts).loss
+    np.testing.assert_allclose(along, flat, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(in_place, flat, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"direction='u' or direction='v'"):
+        lt.loss_line(net, data, plane, "w", ts)
+
+
+def test_path_points_of_a_big_model_set_in_place_equal_the_flat_evaluation(net_and_data, monkeypatch):
+    import losstrail._evaluate as evaluate
+    from losstrail.surface import evaluate_points
+
+    net, data = net_and_data
+    rng = np.random.default_rng(1)
+    theta = np.concatenate([p.detach().reshape(-1).numpy() for p in net.parameters()])
+    rows = (theta[None, :] + rng.normal(0, 0.02, (4, theta.size))).astype(np.float32)
+    flat = evaluate_points(net, data, rows)
+    before = _weights(net)
+    monkeypatch.setattr(evaluate, "_MIN_CHUNK_MEMORY", 1)  # as if the model were too big for flat copies
+    in_place = evaluate_points(net, data, rows)
+    np.testing.assert_allclose(in_place[0], flat[0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(in_place[1], flat[1])
+    for n, t in _weights(net).items():
+        assert torch.equal(t, before[n]), n
