@@ -212,7 +212,7 @@ def fit(
     objective: Callable | None = None,
     params="trainable",
     storage=None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     memory_limit: int = 1 << 30,
     quiet: bool = False,
 ) -> Run:
@@ -239,7 +239,8 @@ def fit(
         params: which parameters the trajectory records: ``'trainable'`` (default), ``'all'``,
             name patterns (``'layer1.*'``) or a predicate ``(name, param) -> bool``.
         storage, dtype, memory_limit: where a path larger than ``memory_limit`` bytes (1 GiB)
-            is kept on disk, and its dtype (``'float32'`` or ``'float16'``); see ``TrajectoryRecorder``.
+            is kept on disk (default a temporary folder), and its dtype (``'float32'`` or
+            ``'float16'``); a long one is kept sketched, its size said before training; see ``Recorder``.
         quiet: no progress bar.
 
     Returns:
@@ -253,7 +254,8 @@ def fit(
     from losstrail.record import recorded_layout
 
     recorded_layout(model, params)  # a selection that does not fit fails here, before training
-    recorder = TrajectoryRecorder(every, storage=storage, dtype=dtype, memory_limit=memory_limit, params=params)
+    recorder = TrajectoryRecorder(every, storage=storage, dtype=dtype, memory_limit=memory_limit, params=params,
+                                  quiet=quiet)  # fmt: skip
     user_model = model
     model, datamodule = _as_trainable(model, datamodule, objective, loss_fn)
     recorder.module = user_model  # a wrapped plain module's path is recorded under its own names
