@@ -24,9 +24,9 @@ from losstrail._functional import ParamLayout
 from losstrail._pca import FrequentDirections, sketch_rows_within
 from losstrail.trajectory import PARAMS_FILE, PathSketch, Trajectory
 
-# The most rows a path longer than its memory keeps: enough for every frame of most animations
-# (at most 300 by default), and 200 float16 rows of a 5M-parameter model take 2.1 GB of disk.
-SNAPSHOTS = 200
+# The most rows a path longer than its memory keeps: enough for a smooth animation (at most 300
+# frames by default), and 160 float16 rows of a 5.25M-parameter model take 1.7 GB of disk.
+SNAPSHOTS = 160
 SNAPSHOT_DTYPE = "float16"  # rows of a sketched path, unless the recorder was given a dtype
 
 
@@ -105,6 +105,7 @@ class Points:
         self._newest: np.ndarray | None = None  # a sketched path: the last row, kept even if no snapshot
         self._folder: Path | None = None  # the temporary folder, when no storage was given
         self._cleanup = None
+        self._planned: int | None = None  # the rows ``plan`` was told of
 
     # -- where rows go ---------------------------------------------------------------------------
     def _open_rows(self, dtype, width: int) -> RowFile:
@@ -122,6 +123,7 @@ class Points:
         """Say and prepare for a path of ``rows`` rows before training, when it will not fit ``memory_limit``."""
         if rows is None or self.layout is None:
             return
+        self._planned = rows
         P = self.layout.n_params
         if rows * P * self.dtype.itemsize <= self.memory_limit:
             return
@@ -135,17 +137,18 @@ class Points:
 
     def _sketch_line(self, rows: int, P: int) -> str:
         kept = min(rows, math.ceil((rows - 1) / self._stride) + 1)
-        width = sketch_rows_within(P, self.memory_limit)
-        sketch = (
-            f"a sketch of every step for PCA ({width} rows, {_bytes(8 * width * P + 16 * P)} of memory)"
-            if width
-            else "no PCA sketch (memory_limit holds none: PCA will use the snapshots)"
-        )
+        sketch = self._sketch_part(P)
         return (
             f"the path will take {_size(rows, P, self.dtype)}, more than memory_limit={_bytes(self.memory_limit)}: "
             f"keeping every step's loss, {kept} evenly spaced {self.snapshot_dtype} snapshots "
             f"({_bytes(kept * P * self.snapshot_dtype.itemsize)}, in {self._where()}) and {sketch}"
         )
+
+    def _sketch_part(self, P: int) -> str:
+        width = sketch_rows_within(P, self.memory_limit)
+        if not width:
+            return "no PCA sketch (memory_limit holds none: PCA will use the snapshots)"
+        return f"a sketch of every step for PCA ({width} rows, {_bytes(8 * width * P + 16 * P)} of memory)"
 
     def _where(self) -> str:
         return str(self.storage) if self.storage is not None else "a temporary folder"
@@ -177,7 +180,8 @@ class Points:
             self.params.append(row)
             return
         self._rows.append(row)
-        if self._rows.count > self.snapshots:
+        # A path of unknown length is sketched from here on: its every row would not fit the disk either.
+        if self._rows.count > self.snapshots or self._planned is None:
             self._start_sketch()
 
     def measure(self, loss: float, accuracy: float) -> None:
@@ -210,9 +214,12 @@ class Points:
     def _start_sketch(self) -> None:
         """Every row so far is on disk and there are more than ``snapshots``: from now on, keep a sketched path."""
         every, n = self._rows, self._rows.count
-        self._stride, self._sketched = 2, True
-        self._say(f"the path passed memory_limit={_bytes(self.memory_limit)} and {self.snapshots} rows at step "
-                  f"{self.step[-1]}: from now on " + self._sketch_line(n, every.width).split(": ", 1)[1])  # fmt: skip
+        self._stride, self._sketched = 1, True
+        self._say(
+            f"the path passed memory_limit={_bytes(self.memory_limit)} at step {self.step[-1]} (its length unknown: "
+            f"pass steps= to plan it): from now on keeping every step's loss, at most {self.snapshots} evenly spaced "
+            f"{self.snapshot_dtype} snapshots in {self._where()} and {self._sketch_part(every.width)}"
+        )
         every.path = every.path.rename(every.path.with_name(PARAMS_FILE + ".every"))
         self._rows = None
         for index in range(n):
