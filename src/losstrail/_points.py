@@ -278,14 +278,14 @@ class Points:
 def _bytes(n: float) -> str:
     """``1.0 GiB``, ``21.0 MB``: a size in the unit people read.
 
-    >>> _bytes(1 << 30), _bytes(42_000_000_000), _bytes(2_100_000)
-    ('1.0 GiB', '42.0 GB', '2.1 MB')
+    >>> _bytes(1 << 30), _bytes(1_052_000_000), _bytes(42_000_000_000), _bytes(2_100_000)
+    ('1.0 GiB', '1.05 GB', '42.0 GB', '2.1 MB')
     """
     if n >= 1 << 30 and n % (1 << 20) == 0:
         return f"{n / (1 << 30):.1f} GiB"
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
-            return f"{n / size:.1f} {unit}"
+            return f"{n / size:.{2 if unit == 'GB' and n < 10 * size else 1}f} {unit}"
     return f"{int(n)} bytes"
 
 
