@@ -64,6 +64,7 @@ def check_sketched(trajectory, rows: np.ndarray, snapshots: int) -> float:
     np.testing.assert_allclose(np.asarray(trajectory.params, np.float32), rows[kept], rtol=1e-3, atol=1e-3)
     plane = make_plane(trajectory, "pca")
     degrees = subspace_degrees(np.stack([plane.u, plane.v]), exact_principal_plane(rows))
+    print(f"sketched PCA plane: {degrees:.4f} degrees from the exact one (bound {trajectory.sketch.angle_bound:.4f})")
     assert degrees <= MAX_DEGREES, f"the sketched PCA plane is {degrees:.3f} degrees from the exact one"
     assert degrees <= trajectory.sketch.angle_bound + 0.05  # the stated bound holds, up to float32 rounding
     centred = rows.astype(np.float64) - rows.mean(axis=0)

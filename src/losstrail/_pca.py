@@ -191,7 +191,7 @@ def _centred_product(AtY: np.ndarray, Y: np.ndarray, mean: np.ndarray) -> np.nda
 
 # Frequent Directions keeps at most this many rows (and as many again while it fills): its
 # work per recorded step is about 6 * rows * P multiply-adds, its memory 8 * rows * P bytes.
-SKETCH_ROWS = 24
+SKETCH_ROWS = 12
 _SKETCH_MIN_ROWS = 6  # below this many rows a sketch of a path is too coarse to be worth its cost
 _FD_COLUMNS = 1 << 16  # columns rotated at once when the sketch shrinks
 
@@ -202,7 +202,7 @@ def sketch_rows_within(n_params: int, budget: int) -> int:
     The sketch holds twice its rows in float32, plus θ_0, the float64 running sum and one row.
 
     >>> [sketch_rows_within(n, 1 << 30) for n in (1000, 5_250_000, 124_000_000)]
-    [24, 23, 0]
+    [12, 12, 0]
     """
     rows = (budget - 16 * n_params) // (8 * max(n_params, 1))
     return int(min(SKETCH_ROWS, rows)) if rows >= _SKETCH_MIN_ROWS else 0

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from losstrail._functional import ParamLayout
+from losstrail._memory import give_back_freed_memory
 from losstrail._pca import FrequentDirections, sketch_rows_within
 from losstrail.trajectory import PARAMS_FILE, PathSketch, Trajectory
 
@@ -176,6 +177,7 @@ class Points:
             for kept in self.params:
                 self._rows.append(kept)
             self.params = []
+            give_back_freed_memory()  # before anything else takes that much memory
         if self._rows is None:
             self.params.append(row)
             return
