@@ -122,7 +122,7 @@ def test_surface_on_a_missing_device_is_a_message(finished):
 
 def test_a_diverging_run_still_gives_a_picture_and_says_how(tmp_path):
     out = tmp_path / "d.gif"
-    result = runner.invoke(app, ["run", *SMALL, "--lr", "inf", "--run-dir", str(tmp_path / "R"), "--out", str(out)])
+    result = runner.invoke(app, ["run", *SMALL, "--lr", "1e30", "--run-dir", str(tmp_path / "R"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "training diverged" in result.output and "uses --directions='random' (seeded) instead" in result.output
     assert out.stat().st_size > 1000

@@ -36,6 +36,7 @@ _EXPORTS = {
     "MLP": "models",
     "make_model": "models",
     "Trajectory": "trajectory",
+    "load_trajectory": "checkpoints",
     "TrajectoryRecorder": "_lightning",
     "Recorder": "record",
     "LosstrailCallback": "integrations",

@@ -6,6 +6,7 @@ CLI translates the API's names into its flags (``cli_words``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -25,12 +26,142 @@ BYTES_PER_GRID_POINT = 48
 BYTES_PER_PIXEL = 4 * 8
 
 
+# A job plans on at most this share of the memory the machine has available when it starts.
+MEMORY_SHARE = 0.5
+# Bytes a model parameter costs while a run trains and evaluates (float32 each): the weights, their
+# gradient, two optimizer moments, the recorded row, the plane's centre and two directions, and the
+# evaluator's working copies.
+BYTES_PER_PARAMETER = 12 * 4
+# Bytes an activation costs in training: its value, kept for the backward pass, and its gradient.
+BYTES_PER_ACTIVATION = 2 * 4
+# Bytes a recorded step costs besides its parameters: step, epoch, loss, accuracy, its projection.
+BYTES_PER_STEP = 64
+# Bytes of recorded parameters held in memory before the rest of the path goes to disk (the recorder's
+# default ``memory_limit``).
+PATH_IN_MEMORY = 1 << 30
+# Bytes a drawn frame's decision regions cost (an 80x80 map of classes).
+BYTES_PER_DECISION_MAP = 80 * 80
+
+
 def memory_bytes() -> int | None:
     """This machine's physical memory in bytes, or None where the OS does not say."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new job can have now: Linux's ``MemAvailable`` (within a cgroup's limit), else physical.
+
+    >>> available_memory() is None or available_memory() > 0
+    True
+    """
+    have = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    have = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # a container's limit (cgroup v2), less what it uses already
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit.isdigit() and used.isdigit():
+            have = min(have if have is not None else int(limit), max(int(limit) - int(used), 0))
+    except (OSError, ValueError):
+        pass
+    return have if have is not None else memory_bytes()
+
+
+def check_memory(subject: str, needed: float, fix: str, parts: dict[str, float] | None = None) -> None:
+    """The one memory estimate every size goes through: ValueError when ``needed`` bytes will not fit.
+
+    Args:
+        subject: the sizes as the caller gave them and what they make, e.g.
+            ``"resolution=100000 is a grid of 10,000,000,000 points"``.
+        needed: the bytes the job will need for them.
+        fix: what to pass instead.
+        parts: where the bytes go, named, for the message.
+
+    Raises:
+        ValueError: when ``needed`` is more than ``MEMORY_SHARE`` of the available memory; it says
+        the estimate and the memory available.
+    """
+    have = available_memory()
+    if have is None or needed <= have * MEMORY_SHARE:
+        return
+    shown = [f"{name} {size_text(n)}" for name, n in (parts or {}).items() if n >= 1 << 20]
+    detail = f" ({', '.join(shown)})" if shown else ""
+    raise ValueError(
+        f"{subject}, which needs about {size_text(needed)} of memory{detail}; this machine has "
+        f"{size_text(have)} available, and a job plans on at most half. {fix}"
+    )
+
+
+def mlp_parameters(input_dim: int, hidden_dim: int, num_hidden_layers: int, num_classes: int) -> int:
+    """Parameters of ``MLP(input_dim, num_classes, num_hidden_layers, hidden_dim)``, counted without building it.
+
+    >>> mlp_parameters(2, 50, 1, 3)  # the default MLP on the spirals
+    303
+    """
+    widths = [input_dim] + [hidden_dim] * num_hidden_layers + [num_classes]
+    return sum(w_in * w_out + w_out for w_in, w_out in zip(widths[:-1], widths[1:]))
+
+
+def training_bytes(n_params: int, *, batch_rows: int = 0, activations: int = 0, steps: int = 0, frames: int = 0,
+                   decision: bool = False) -> dict[str, int]:  # fmt: skip
+    """Where a run's memory goes, in bytes: parameters, activations, the recorded path and the frames, by name.
+
+    Args:
+        n_params: the model's parameters.  batch_rows: examples in a training batch.
+        activations: activations one example makes in a forward pass.
+        steps: recorded steps of the path.  frames: most frames drawn (decision maps, when ``decision``).
+    """
+    frames = min(frames, steps) if steps else frames
+    return {
+        "parameters": n_params * BYTES_PER_PARAMETER,
+        "activations": batch_rows * activations * BYTES_PER_ACTIVATION,
+        "recorded path": min(steps * n_params * 4, PATH_IN_MEMORY) + steps * BYTES_PER_STEP,
+        "frames": frames * (BYTES_PER_STEP + (n_params * 4 + BYTES_PER_DECISION_MAP if decision else 0)),
+    }
+
+
+def free_disk(folder) -> int | None:
+    """Bytes free on the disk that holds ``folder`` (or its nearest parent that exists), or None."""
+    import shutil
+
+    path = Path(os.path.abspath(folder))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def check_training_memory(sizes: dict, n_params: int, fix: str = "Pass smaller sizes", storage=None, **counts) -> None:
+    """The memory a run needs for its sizes (``training_bytes(n_params, **counts)``), checked by ``check_memory``;
+    and, with ``storage`` (the folder the path is kept in), the disk its recorded path takes.
+
+    ``sizes`` are the arguments that set them, ``{name: value}`` as the caller spelled them.
+    """
+    parts = training_bytes(n_params, **counts)
+    what = f"a model of {n_params:,} parameters"
+    if counts.get("batch_rows"):
+        what += f" trained on batches of {counts['batch_rows']:,} examples"
+    if counts.get("steps"):
+        what += f" for {counts['steps']:,} recorded steps"
+    given = ", ".join(f"{name}={value!r}" for name, value in sizes.items())
+    check_memory(f"{given} make {what}", sum(parts.values()), fix, parts)
+    disk, free = counts.get("steps", 0) * n_params * 4, None if storage is None else free_disk(storage)
+    if free is not None and disk > free:
+        raise ValueError(
+            f"{given} make {what}, whose recorded path takes about {size_text(disk)} of disk in {str(storage)!r}; "
+            f"that disk has {size_text(free)} free. {fix}"
+        )
 
 
 def size_text(n: float) -> str:
@@ -69,14 +200,60 @@ def check_resolution(resolution, argument: str = "resolution") -> int | tuple[in
         raise ValueError(f"{argument}={resolution!r} must be a number of grid points per axis, {example}")
     if nx < 2 or ny < 2:
         raise ValueError(f"{argument}={resolution!r} must have at least 2 grid points per axis, {example}")
-    needed, have = nx * ny * BYTES_PER_GRID_POINT, memory_bytes()
-    if have is not None and needed > have / 2:
-        fits = math.isqrt(int(have / 2 / BYTES_PER_GRID_POINT))
-        raise ValueError(
-            f"{argument}={resolution!r} is a grid of {nx * ny:,} points, which needs {size_text(needed)} of memory; "
-            f"this machine has {size_text(have)}. Pass at most {argument}={fits} (most pictures need 100 to 300)"
-        )
+    have = available_memory() or 0
+    fits = math.isqrt(int(have * MEMORY_SHARE / BYTES_PER_GRID_POINT))
+    check_memory(f"{argument}={resolution!r} is a grid of {nx * ny:,} points", nx * ny * BYTES_PER_GRID_POINT,
+                 f"Pass at most {argument}={fits} (most pictures need 100 to 300)")  # fmt: skip
     return nx if _is_int(resolution) else (nx, ny)
+
+
+# LeNet-5 on 28x28 images (the larger of its inputs here): parameters, and activations per example.
+LENET_PARAMETERS, LENET_ACTIVATIONS = 61_706, 10_000
+
+
+def check_builtin_run(dataset: str, model: str, *, hidden_dim: int, num_hidden_layers: int, batch_size: int | None,
+                      n_epochs: int, max_frames: int, decision: bool, storage=None) -> None:  # fmt: skip
+    """The memory (and the disk in ``storage``) a run of a built-in model on a built-in dataset needs, checked
+    before anything is built.
+
+    ``batch_size`` None is the whole dataset; the path records every step. The message suggests
+    what to shrink: the steps when the recorded path needs the most, else the MLP's layers.
+    """
+    from losstrail._registry import DATASET_SIZES
+
+    shape, classes, examples = DATASET_SIZES[dataset]
+    rows = examples if batch_size is None else min(batch_size, examples)
+    steps = n_epochs * -(-examples // max(rows, 1)) + 1
+    counts = {"batch_rows": rows, "steps": steps, "frames": max_frames, "decision": decision}
+    inputs = math.prod(shape)
+
+    def needed(layers: int) -> tuple[int, int, dict]:
+        if model != "mlp":
+            return LENET_PARAMETERS, LENET_ACTIVATIONS, training_bytes(LENET_PARAMETERS, activations=LENET_ACTIVATIONS,
+                                                                       **counts)  # fmt: skip
+        n_params = mlp_parameters(inputs, hidden_dim, layers, classes)
+        activations = inputs + 2 * hidden_dim * layers + classes
+        return n_params, activations, training_bytes(n_params, activations=activations, **counts)
+
+    n_params, activations, parts = needed(num_hidden_layers)
+    sizes = {"batch_size": batch_size, "n_epochs": n_epochs}
+    fix = "Pass fewer n_epochs= (or a larger batch_size=)"
+    if model == "mlp":
+        sizes = {"num_hidden_layers": num_hidden_layers, "hidden_dim": hidden_dim, **sizes}
+        if max(parts, key=parts.get) != "recorded path":
+            fix = _fewer_layers(lambda layers: sum(needed(layers)[2].values()), num_hidden_layers, hidden_dim)
+    check_training_memory(sizes, n_params, fix, storage, activations=activations, **counts)
+
+
+def _fewer_layers(needed, layers: int, hidden_dim: int) -> str:
+    """What to pass instead of ``layers`` hidden layers: the most that fit (``needed(layers)`` bytes), or narrower."""
+    low, high, budget = 0, layers, (available_memory() or 0) * MEMORY_SHARE
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if needed(middle) <= budget else (low, middle - 1)
+    if low:
+        return f"Pass at most num_hidden_layers={low} at hidden_dim={hidden_dim}, or a smaller hidden_dim="
+    return "Pass a smaller hidden_dim= (or batch_size=)"
 
 
 def check_size(size, argument: str = "size") -> tuple[int, int] | None:
@@ -97,12 +274,8 @@ def check_size(size, argument: str = "size") -> tuple[int, int] | None:
     width, height = size
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
         raise ValueError(f"{argument}={size!r}: each side must be between {MIN_SIDE} and {MAX_SIDE} pixels, {example}")
-    needed, have = width * height * BYTES_PER_PIXEL, memory_bytes()
-    if have is not None and needed > have / 2:
-        raise ValueError(
-            f"{argument}={size!r} needs {size_text(needed)} of memory to draw; this machine has {size_text(have)}. "
-            f"Pass a smaller size, {example}"
-        )
+    check_memory(f"{argument}={size!r} is a figure of {width * height:,} pixels", width * height * BYTES_PER_PIXEL,
+                 f"Pass a smaller size, {example}")  # fmt: skip
     return int(width), int(height)
 
 
@@ -114,6 +287,43 @@ def check_fps(fps, argument: str = "fps") -> float:
             f"(from {MIN_FPS:g} to {MAX_FPS:g})"
         )
     return float(fps)
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_learning_rate(rate, argument: str = "learning_rate") -> float | None:
+    """A positive, finite learning rate that float32 can hold, or None (the model's own).
+
+    >>> check_learning_rate(float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: learning_rate=inf must be a positive finite number, e.g. learning_rate=5e-3
+    """
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"{argument}={rate!r} must be a positive finite number, e.g. {argument}=5e-3")
+    if rate > _FLOAT32_MAX:  # the optimizers keep it in float32
+        raise ValueError(f"{argument}={rate!r} is more than float32 holds ({_FLOAT32_MAX:.4g}): choose a smaller rate")
+    return float(rate)
+
+
+def check_custom_directions_used(reduction_method, custom_directions) -> None:
+    """``custom_directions`` are used only by ``reduction_method='custom'``: given with another, they are an error.
+
+    >>> check_custom_directions_used("pca", "uv.npz")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: custom_directions='uv.npz' is given but reduction_method='pca' does not use it; ...
+    """
+    if custom_directions is None or reduction_method == "custom":
+        return
+    shown = repr(str(custom_directions)) if isinstance(custom_directions, (str, os.PathLike)) else "(u, v)"
+    raise ValueError(
+        f"custom_directions={shown} is given but reduction_method={reduction_method!r} does not use it; "
+        "pass reduction_method='custom' to use it, or leave custom_directions out"
+    )
 
 
 def check_range(argument: str, value) -> tuple[float, float]:
@@ -149,6 +359,109 @@ def check_output_file(argument: str, out) -> Path:
         raise ValueError(f"{argument}={str(out)!r} is a folder; name a file in it, e.g. {str(path / 'sample.gif')!r}")
     check_writable_dir(argument, path.resolve().parent)
     return path
+
+
+# What each file a run directory keeps is, for messages (the rest of RUN_FILES: "a file of the run").
+_RUN_ROLES = {
+    "trajectory.npz": "the run's recorded path",
+    "params.bin": "the run's recorded parameters",
+    "plane.npz": "the run's plane",
+    "surface.npz": "the run's surface",
+    "path.npz": "the run's projected path",
+    "decision.npz": "the run's decision regions",
+    "surface.parts": "the resumable grid's chunks (surface.parts)",  # grid_job.PARTS, which imports torch
+}
+
+
+def same_file(a, b) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same real path (links and ``..`` resolved), or one inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _run_roles(run_dir, model_filename: str | None, kept: dict | None = None) -> dict[str, str]:
+    """``{name: role}`` of every name the run directory keeps: the usual ones, its weights, those run.json lists,
+    and ``kept`` (the caller's own, e.g. a comparison's record)."""
+    from losstrail._rundir import LOCK_FILE, RUN_FILES, SETTINGS_FILE, is_plain_name, read_record
+
+    roles = {name: _RUN_ROLES.get(name, "a file of the run") for name in RUN_FILES}
+    roles.update(_RUN_ROLES)
+    roles[SETTINGS_FILE] = f"the run's record ({SETTINGS_FILE})"
+    roles[LOCK_FILE] = "the run directory's lock"
+    roles.update(kept or {})
+    record = None
+    with contextlib.suppress(ValueError, OSError):  # a record that cannot be read lists nothing; readers name it
+        record = read_record(run_dir, missing_ok=True, damaged_ok=True) if Path(run_dir).is_dir() else None
+    record = record or {}
+    listed = record.get("files")
+    for name in listed if isinstance(listed, dict) else ():
+        roles.setdefault(name, f"a file of the run (listed in its {SETTINGS_FILE})")
+    saved = record.get("settings", {}).get("model_filename") if isinstance(record.get("settings"), dict) else None
+    for name in (saved, model_filename, "model.pt"):
+        if is_plain_name(name):
+            roles[name] = "the run's weights file"
+    return roles
+
+
+def _role_in_run(path: Path, run_dir, model_filename: str | None, kept: dict | None) -> str | None:
+    """What ``path`` is in the run directory (its weights, its record, its staging folder ...), or None."""
+    from losstrail._rundir import STAGING_PREFIX
+
+    real, home = Path(os.path.realpath(path)), Path(os.path.realpath(run_dir))
+    if real == home:
+        return "the run directory itself"
+    roles = _run_roles(run_dir, model_filename, kept)
+    if home in real.parents:
+        for part in real.relative_to(home).parts:
+            if part in roles:
+                return roles[part]
+            if part.startswith(STAGING_PREFIX):
+                return "the run directory's staging folder"
+    if path.is_file():  # a hard link to one of the run's files, under another name
+        for name, role in roles.items():
+            if (Path(run_dir) / name).is_file() and same_file(path, Path(run_dir) / name):
+                return role
+    return None
+
+
+def check_outputs(outputs, *, inputs=(), run_dir=None, model_filename: str | None = None, how: str = "an input",
+                  kept: dict[str, str] | None = None):  # fmt: skip
+    """Refuse, before any work, an output that is an input, a file of the run directory, or another output.
+
+    Paths are compared resolved (``..``, symbolic links) and by inode, so no spelling slips through.
+
+    Args:
+        outputs: ``(argument, path)`` pairs, named as the caller spelled them; a None path is skipped.
+        inputs: ``(argument, path)`` pairs of the files the command reads.
+        run_dir: the run (or comparison) directory; its own files and folders are no outputs.
+        model_filename: the run's weights file name, when the caller chose it.
+        kept: more names the directory keeps, ``{name: role}`` (a comparison's record).
+        how: what the run directory's files are to this command, for the message.
+
+    Raises:
+        ValueError: naming both roles, e.g. ``out='ck/plane.npz' is the run's plane in the run
+        directory 'ck' (an input): choose another path``.
+    """
+    given = [(argument, Path(path)) for argument, path in outputs if path is not None]
+    for i, (argument, path) in enumerate(given):
+        shown = f"{argument}={str(path)!r}"
+        for source_argument, source in inputs:
+            if source is not None and same_file(path, source):
+                raise ValueError(f"{shown} is also {source_argument}={str(source)!r}, an input: choose another path")
+        role = None if run_dir is None else _role_in_run(path, run_dir, model_filename, kept)
+        if role == "the run directory itself":
+            raise ValueError(f"{shown} is the run directory itself: name a file outside it, e.g. 'sample.gif'")
+        if role is not None:
+            raise ValueError(f"{shown} is {role} in the run directory {str(run_dir)!r} ({how}): choose another path")
+        for other, earlier in given[:i]:
+            if same_file(path, earlier):
+                raise ValueError(
+                    f"{shown} is the same file as {other}={str(earlier)!r}: choose another path for one of them"
+                )
 
 
 def check_device(device, argument: str = "device") -> None:
@@ -205,14 +518,9 @@ _RECIPE_INT_BOUNDS = {
 
 
 def check_settings(run_dir: Path, settings: dict) -> None:
-    """Raise ValueError for ``run.json`` settings outside sane bounds or naming files outside the run."""
-    from losstrail._rundir import is_plain_name
-
+    """Raise ValueError for ``run.json`` settings outside sane bounds (names leading out: ``read_record``)."""
     where = f"{str(Path(run_dir) / 'run.json')!r}"
     fix = "the file was edited or damaged; run the job again to rewrite it"
-    name = settings.get("model_filename", "model.pt")
-    if not is_plain_name(name):
-        raise ValueError(f"{where} has model_filename={name!r}, which leaves the run directory; {fix}")
     resolution = settings.get("resolution", 100)
     try:
         check_resolution(tuple(resolution) if isinstance(resolution, list) else resolution)
@@ -244,6 +552,10 @@ def check_settings(run_dir: Path, settings: dict) -> None:
                 raise ValueError(f"{where} has {kind} {key}={value!r}, outside 1..{bound}; {fix}")
 
 
+# Extensions of pictures and videos in formats losstrail does not write: a format given for one is a contradiction.
+_PICTURE_SUFFIXES = ("jpg", "jpeg", "webp", "bmp", "tif", "tiff", "avi", "mov", "mkv", "webm", "eps", "ps")
+
+
 def output_format(out: str | os.PathLike, format: str | None = None, *, allowed=FORMATS) -> str:
     """The format of ``out``: ``format`` if given, else its extension; checked against the known ones.
 
@@ -254,7 +566,13 @@ def output_format(out: str | os.PathLike, format: str | None = None, *, allowed=
     ...
     ValueError: output 'movie.avi' has format 'avi', which is not supported; expected one of 'gif', 'mp4', ...
     """
-    chosen = (format or Path(out).suffix.lstrip(".")).lower()
+    suffix = Path(out).suffix.lstrip(".").lower()
+    if format is not None and suffix != str(format).lower() and suffix in (*FORMATS, *_PICTURE_SUFFIXES):
+        raise ValueError(
+            f"format={format!r} contradicts the extension of output {str(out)!r}, a .{suffix} file; name the "
+            f"output *.{str(format).lower()}, or drop format={format!r} to write {suffix}"
+        )
+    chosen = (format or suffix).lower()
     if chosen not in allowed:
         raise ValueError(
             f"output {str(out)!r} has format {chosen!r}, which is not supported; expected one of {quoted(allowed)}"

@@ -1,9 +1,18 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Writing files so that a crash never leaves a half-written one behind; opening the files of a folder
+that came from elsewhere (a run directory) without being led out of it.
+
+A run directory is untrusted input: a name it records is used only when it is a plain name
+(``is_plain_name``), and an entry in it is opened only when it is what losstrail writes there,
+a regular file (``open_regular``, ``open_fd``) or a folder (``real_folder``) — never through a
+symbolic link, never a FIFO or a device, which could lead outside the directory or block the
+reader forever. An entry is removed as itself (``remove_entry``): a link, never what it points to.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -156,3 +165,117 @@ def removed_if_failed(*directories: str | os.PathLike | None):
             with contextlib.suppress(OSError):
                 path.rmdir()  # only ever an empty directory
         raise
+
+
+class UntrustedEntry(ValueError):
+    """A name, or an entry of a folder, that losstrail will not use: it would lead out of the folder, or block."""
+
+
+def is_plain_name(name) -> bool:
+    """True for a file name that stays in its folder (no separator, not '..', not absolute).
+
+    >>> is_plain_name("model.pt"), is_plain_name("/etc/passwd"), is_plain_name("../x.pt")
+    (True, False, False)
+    """
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and Path(name).name == name
+    )
+
+
+def _kind(mode: int) -> str:
+    """What an entry is, in words, from its ``st_mode``."""
+    kinds = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO (named pipe)"),
+             (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device"))  # fmt: skip
+    return next((word for test, word in kinds if test(mode)), "regular file")
+
+
+def _refused(path, kind: str, expected: str = "regular file") -> UntrustedEntry:
+    where = "it could lead outside the folder" if kind == "symbolic link" else "losstrail never writes one there"
+    return UntrustedEntry(
+        f"{str(path)!r} is a {kind}, not a {expected} ({where}); losstrail does not follow or open it. "
+        f"Remove it, or replace it with the {expected} itself"
+    )
+
+
+def open_fd(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
+    """``os.open(path, flags)`` of a regular file only: never through a symbolic link, never blocking on a FIFO.
+
+    Raises ``UntrustedEntry`` naming ``path`` when it is a link, a FIFO, a device or a folder.
+    """
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    if not nofollow and os.path.islink(path):  # no O_NOFOLLOW (Windows): look first
+        raise _refused(path, "symbolic link")
+    flags |= nofollow | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as err:
+        import errno
+
+        if err.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
+            raise _refused(path, "symbolic link") from None
+        if err.errno in (errno.ENXIO, errno.EISDIR, errno.EOPNOTSUPP):  # a socket, a FIFO opened to write, a folder
+            raise _refused(path, _kind(os.lstat(path).st_mode)) from None
+        raise
+    kind = _kind(os.fstat(fd).st_mode)
+    if kind != "regular file":
+        os.close(fd)
+        raise _refused(path, kind)
+    return fd
+
+
+def open_regular(path: str | os.PathLike):
+    """``open(path, 'rb')`` of a regular file only (see ``open_fd``); the file object's ``name`` is ``path``."""
+    return open(path, "rb", opener=open_fd)
+
+
+@contextlib.contextmanager
+def open_npz(path: str | os.PathLike):
+    """``np.load(path, allow_pickle=False)`` of a regular file that is a ``.npz`` archive (else ValueError)."""
+    import numpy as np
+
+    with open_regular(path) as f:
+        data = np.load(f, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{str(path)!r} holds a single array, not a .npz archive of named arrays")
+        with data:
+            yield data
+
+
+def real_folder(path: str | os.PathLike, *, create: bool = False) -> Path:
+    """``path``, checked to be a folder itself, not a link to one (made first when ``create`` and missing).
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> real_folder(d / "parts", create=True) == d / "parts"
+    True
+    """
+    path = Path(path)
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
+    kind = _kind(os.lstat(path).st_mode)
+    if kind != "folder":
+        raise _refused(path, kind, "folder")
+    return path
+
+
+def remove_entry(path: str | os.PathLike) -> None:
+    """Remove ``path`` itself (nothing if it is missing): a file or link unlinked, a folder with what it holds.
+
+    A link is removed, never what it points to (``shutil.rmtree`` does not follow links inside a folder).
+    """
+    import shutil
+
+    try:
+        folder = stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if folder:
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

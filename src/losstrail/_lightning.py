@@ -11,7 +11,7 @@ import math
 import lightning.pytorch as pl
 import torch
 
-from losstrail._loss import LossRule, correct_count, is_classification
+from losstrail._loss import correct_count, final_measure, is_classification
 from losstrail._points import SNAPSHOTS, Points, as_float
 from losstrail.record import check_memory, path_rows, recorded_layout
 from losstrail.trajectory import Trajectory, check_dtype
@@ -27,7 +27,8 @@ class TrajectoryRecorder(pl.Callback):
     one, else it is computed from the model's logits when the batch is ``(inputs, labels)``
     of a classification task, else NaN. The final parameters are always recorded, with the
     loss measured on the first batch of the last epoch (not the batch just trained on,
-    which would show a false plunge at the end).
+    which would show a false plunge at the end), and labelled with the last epoch trained (as
+    ``Recorder`` and ``LosstrailCallback`` label it).
 
     Args:
         every_n_steps: record one point every this many optimizer steps (default 1).
@@ -59,6 +60,7 @@ class TrajectoryRecorder(pl.Callback):
         self._pending = False
         self._last_output: torch.Tensor | None = None
         self._epoch_first_batch = None
+        self._last_epoch: int | None = None
         self._hook = None
         self.module: torch.nn.Module | None = None  # whose parameters to record; default the LightningModule
 
@@ -75,6 +77,7 @@ class TrajectoryRecorder(pl.Callback):
         if isinstance(steps, int) or (isinstance(steps, float) and math.isfinite(steps)):
             self._points.plan(path_rows(int(steps), self.every_n_steps))
         self._trajectory = None
+        self._last_epoch = None
         self._hook = pl_module.register_forward_hook(self._keep_output)
 
     def _watched(self, pl_module) -> torch.nn.Module:
@@ -87,6 +90,7 @@ class TrajectoryRecorder(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == 0:
             self._epoch_first_batch = batch
+        self._last_epoch = trainer.current_epoch  # the final point's label: the last epoch trained
         step = trainer.global_step
         recorded = self._points.step
         if step % self.every_n_steps == 0 and (not recorded or recorded[-1] != step):
@@ -112,8 +116,8 @@ class TrajectoryRecorder(pl.Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        self._points.add(self._points.layout.flatten(self._watched(pl_module)), trainer.global_step,
-                         trainer.current_epoch)  # fmt: skip
+        epoch = trainer.current_epoch if self._last_epoch is None else self._last_epoch
+        self._points.add(self._points.layout.flatten(self._watched(pl_module)), trainer.global_step, epoch)
         rule = getattr(pl_module, "rule", None) if self.module is not None else None
         self._points.measure(*final_measure(self._watched(pl_module), self._epoch_first_batch, rule))
         self._epoch_first_batch = None
@@ -122,28 +126,3 @@ class TrajectoryRecorder(pl.Callback):
 
 def _is_labelled(batch) -> bool:
     return isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], torch.Tensor)
-
-
-def final_measure(model: torch.nn.Module, batch, rule: LossRule | None = None) -> tuple[float, float]:
-    """Loss and accuracy of the final parameters on ``batch``, as training measured them (no update).
-
-    The model stays in the mode it is in (train mode, as every other point's loss was taken),
-    but no BatchNorm running statistic moves.
-    """
-    if batch is None:
-        return math.nan, math.nan
-    if rule is None:
-        rule = LossRule(model)
-        try:
-            rule.check(model, batch)
-        except ValueError:  # the loss is defined inside training_step; nothing here can call it
-            return math.nan, math.nan
-    saved = {name: b.clone() for name, b in model.named_buffers()}
-    try:
-        with torch.no_grad():
-            loss, metrics = rule(model, batch)
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(saved[name])
-    return as_float(loss), as_float(metrics.get("accuracy", math.nan))

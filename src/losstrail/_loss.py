@@ -15,6 +15,7 @@ Accuracy is measured only for classification outputs (logits ``(N, C)``, labels 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -223,3 +224,32 @@ class LossRule:
         if self.classify:
             return loss, {"accuracy": correct_count(out, targets).float() / len(targets)}
         return loss, {}
+
+
+def final_measure(model: torch.nn.Module, batch, rule: LossRule | None = None) -> tuple[float, float]:
+    """Loss and accuracy of the final parameters on ``batch``, as training measured them (no update).
+
+    The model stays in the mode it is in (train mode, as every other point's loss was taken),
+    but no BatchNorm running statistic moves.
+    """
+    if batch is None:
+        return math.nan, math.nan
+    if rule is None:
+        rule = LossRule(model)
+        try:
+            rule.check(model, batch)
+        except ValueError:  # the loss is defined inside training_step; nothing here can call it
+            return math.nan, math.nan
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        with torch.no_grad():
+            loss, metrics = rule(model, batch)
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
+    return _as_float(loss), _as_float(metrics.get("accuracy", math.nan))
+
+
+def _as_float(value) -> float:
+    return float(value.detach().float().mean()) if isinstance(value, torch.Tensor) else float(value)

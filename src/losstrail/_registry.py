@@ -12,8 +12,18 @@ from collections.abc import Iterable
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "rmsprop")
 # Names the reference package used for the same optimizers.
 OPTIMIZER_ALIASES = {"sgd+momentum": "momentum"}
-DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom")
+DIRECTIONS = ("pca", "random", "filter", "layer", "hessian", "interpolation", "custom", "through")
+# The methods that choose a plane for a recorded path ('through' takes models: make_plane([a, b, c], "through")).
+PATH_DIRECTIONS = DIRECTIONS[:-1]
 DATASETS = ("spirals", "moons", "digits", "mnist")
+# Each built-in dataset's input shape, classes and examples by default, for the memory a run will need,
+# estimated before torch is imported (a test checks they are the DataModules').
+DATASET_SIZES = {
+    "spirals": ((2,), 3, 1110),
+    "moons": ((2,), 2, 1000),
+    "digits": ((1, 8, 8), 10, 1797),
+    "mnist": ((1, 28, 28), 10, 3000),
+}
 MODELS = ("mlp", "lenet")
 GRIDS = ("full", "adaptive")
 FORMATS = ("gif", "mp4", "html", "png", "pdf", "svg")

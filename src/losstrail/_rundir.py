@@ -12,6 +12,10 @@
   loads against it, so a file of another run, or one changed or damaged since, is named,
   never drawn. It is written and read here (``write_settings``, ``read_record``); the versions
   it records come from the installed packages' metadata, so neither needs torch imported.
+- A run directory is untrusted input (it may have been downloaded): every name ``run.json``
+  gives is a plain name inside the directory, a format-2 record must list its files with
+  well-formed digests (only one that says format 1 is read without them), and every entry is
+  opened as what losstrail writes there, never through a link or a FIFO (``_files.open_fd``).
 """
 
 from __future__ import annotations
@@ -20,12 +24,21 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from losstrail._files import atomic_path, pid_alive
+from losstrail._files import (
+    UntrustedEntry,
+    atomic_path,
+    is_plain_name,
+    open_fd,
+    open_regular,
+    pid_alive,
+    real_folder,
+)
 
 LOCK_FILE = ".losstrail.lock"
 STAGING_PREFIX = ".incoming-"
@@ -34,6 +47,8 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)  # 1: before run.json listed the run's files
 # Every file a run may hold besides its weights (whose name run.json records).
 RUN_FILES = ("trajectory.npz", "params.bin", "plane.npz", "surface.npz", "path.npz", "decision.npz")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+MAX_RECORD_BYTES = 64 << 20  # a run.json is a few KiB; a larger one is not read into memory
 
 
 class RunDirBusy(BlockingIOError):
@@ -41,8 +56,8 @@ class RunDirBusy(BlockingIOError):
 
 
 def _holder(lock: Path) -> dict:
-    with contextlib.suppress(OSError, ValueError):
-        holder = json.loads(lock.read_text() or "{}")
+    with contextlib.suppress(OSError, ValueError, RecursionError), open_regular(lock) as f:
+        holder = json.loads(f.read(1 << 16) or b"{}")
         if isinstance(holder, dict):
             return holder
     return {}
@@ -86,14 +101,19 @@ def _take(lock: Path, run_dir: Path, argument: str) -> int:
     except ImportError:  # Windows: a file made exclusively; one left by a dead process is taken over
         return _take_by_creating(lock, run_dir, argument)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_fd(lock, os.O_RDWR | os.O_CREAT)  # never a link or a FIFO planted in its place
+        if os.fstat(fd).st_nlink > 1:  # a hard link: writing the holder in would change a file elsewhere
+            os.close(fd)
+            raise UntrustedEntry(
+                f"{str(lock)!r} is a hard link to another file, which the lock would overwrite; remove it"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise RunDirBusy(_busy(run_dir, argument, _holder(lock))) from None
         try:
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            same = os.fstat(fd).st_ino == os.lstat(lock).st_ino
         except FileNotFoundError:
             same = False
         if same:
@@ -104,7 +124,7 @@ def _take(lock: Path, run_dir: Path, argument: str) -> int:
 def _take_by_creating(lock: Path, run_dir: Path, argument: str) -> int:
     for _ in range(2):
         try:
-            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            return open_fd(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
             holder = _holder(lock)
             if isinstance(holder.get("pid"), int) and pid_alive(holder["pid"]):
@@ -125,10 +145,13 @@ def _busy(run_dir: Path, argument: str, holder: dict) -> str:
 def staging(run_dir: Path):
     """A fresh folder inside ``run_dir`` for the new run's files; removed if the block fails.
 
-    Call with the writer's lock held: folders of earlier writers (killed) are removed first.
+    Call with the writer's lock held: folders of earlier writers (killed) are removed first; an
+    entry of that name that is not such a folder (a link, a file) is refused, as is a ``run.json``
+    of the old run that names files outside the directory (before any work).
     """
-    for old in run_dir.glob(STAGING_PREFIX + "*"):
-        shutil.rmtree(old, ignore_errors=True)
+    read_record(run_dir, missing_ok=True, damaged_ok=True)  # a damaged record is replaced; one leading out is not
+    for old in sorted(run_dir.glob(STAGING_PREFIX + "*")):
+        shutil.rmtree(real_folder(old), ignore_errors=True)  # rmtree removes links inside, never follows them
     folder = run_dir / f"{STAGING_PREFIX}{os.getpid()}"
     folder.mkdir()
     try:
@@ -140,7 +163,7 @@ def staging(run_dir: Path):
 def digest(path: str | os.PathLike) -> str:
     """``'sha256:<hex>'`` of the file's bytes."""
     sha = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             sha.update(block)
     return "sha256:" + sha.hexdigest()
@@ -156,9 +179,8 @@ def commit(run_dir: Path, folder: Path, settings: dict, keep=()) -> None:
     new = sorted(p.name for p in folder.iterdir())
     files.update({name: digest(folder / name) for name in new})
     old = read_record(run_dir, missing_ok=True, damaged_ok=True) or {}
-    old_names = set(RUN_FILES) | set((old.get("files") or {}) if isinstance(old.get("files"), dict) else ())
-    if isinstance(old.get("settings"), dict) and is_plain_name(old["settings"].get("model_filename")):
-        old_names.add(old["settings"]["model_filename"])
+    old_names = set(RUN_FILES) | set(old.get("files") or ()) | {old.get("settings", {}).get("model_filename")}
+    old_names = {name for name in old_names if is_plain_name(name)}  # read_record refused any other; never outside
     write_settings(folder, settings, files=files)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run_dir / SETTINGS_FILE)
@@ -187,22 +209,6 @@ def update(run_dir: Path, settings: dict, written: dict[str, Path]) -> None:
     for name, path in written.items():
         os.replace(path, run_dir / name)
     os.replace(folder / SETTINGS_FILE, run_dir / SETTINGS_FILE)
-
-
-def is_plain_name(name) -> bool:
-    """True for a file name that stays in its folder (no separator, not '..', not absolute).
-
-    >>> is_plain_name("model.pt"), is_plain_name("/etc/passwd"), is_plain_name("../x.pt")
-    (True, False, False)
-    """
-    return (
-        isinstance(name, str)
-        and name not in ("", ".", "..")
-        and "/" not in name
-        and "\\" not in name
-        and "\0" not in name
-        and Path(name).name == name
-    )
 
 
 def check_file(run_dir: Path, name: str, files: dict) -> None:
@@ -271,13 +277,14 @@ def check_together(run_dir, trajectory, plane, surface, settings) -> None:
 def write_settings(run_dir: str | os.PathLike, settings: dict, files: dict | None = None) -> Path:
     """Write ``settings`` with the versions that made the run to ``run_dir/run.json``.
 
-    ``files`` maps each other file of the run to its digest (``'sha256:...'``); readers check them.
+    ``files`` maps each other file of the run to its digest (``'sha256:...'``); readers check them
+    (none given: the run has no other file, and a reader refuses any).
     """
     record = {
         "format_version": FORMAT_VERSION,
         "versions": {name: _version(name) for name in ("losstrail", "torch", "lightning", "numpy")},
         "settings": settings,
-        **({"files": dict(sorted(files.items()))} if files is not None else {}),
+        "files": dict(sorted((files or {}).items())),
     }
     path = Path(run_dir) / SETTINGS_FILE
     with atomic_path(path) as tmp:
@@ -294,12 +301,18 @@ def read_settings(run_dir: str | os.PathLike) -> dict:
 def read_record(run_dir: str | os.PathLike, *, missing_ok: bool = False, damaged_ok: bool = False) -> dict | None:
     """The whole ``run_dir/run.json`` record (format, versions, settings, files), checked for its shape.
 
-    Raises ValueError naming the file when it is not JSON, not an object, or of another format;
-    returns None for a missing file when ``missing_ok`` (and for a damaged one when ``damaged_ok``).
+    Raises ValueError naming the file when it is not JSON, not an object, of another format, or
+    (format 2) without a well-formed list of files; returns None for a missing file when
+    ``missing_ok`` (and for a damaged one when ``damaged_ok``). A record that names a file outside
+    the directory, or a ``run.json`` that is a link or a FIFO, is always refused (``UntrustedEntry``).
     """
     path = Path(run_dir) / SETTINGS_FILE
     try:
-        text = path.read_text()
+        with open_regular(path) as f:
+            raw = f.read(MAX_RECORD_BYTES + 1)
+        if len(raw) > MAX_RECORD_BYTES:
+            raise OSError(f"larger than {MAX_RECORD_BYTES >> 20} MiB")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         if missing_ok:
             return None
@@ -308,25 +321,75 @@ def read_record(run_dir: str | os.PathLike, *, missing_ok: bool = False, damaged
         if damaged_ok:
             return None
         raise ValueError(f"{str(path)!r} cannot be read ({err}); run the job again to rewrite it") from None
+    try:
+        return _checked_record(path, text)
+    except UntrustedEntry:
+        raise
+    except ValueError:
+        if damaged_ok:
+            return None
+        raise
+
+
+def _checked_record(path: Path, text: str) -> dict:
+    """The record in ``text`` (the contents of ``path``), or ValueError saying what is wrong with it."""
     fix = "it is damaged; run the job again to rewrite it"
     try:
         record = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{str(path)!r} is nested too deeply to be a run record; {fix}") from None
     except ValueError as err:
-        if damaged_ok:
-            return None
         raise ValueError(f"{str(path)!r} is not valid JSON ({err}); {fix}") from None
     if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
-        if damaged_ok:
-            return None
         raise ValueError(f"{str(path)!r} is not a losstrail run record (an object with 'settings'); {fix}")
-    if record.get("format_version") not in READABLE_FORMATS:
-        if damaged_ok:
-            return None
+    version = record.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_FORMATS or not isinstance(version, int):
         raise ValueError(
-            f"{path} has format_version={record.get('format_version')!r}; this losstrail reads "
+            f"{path} has format_version={version!r}; this losstrail reads "
             f"{' and '.join(map(str, READABLE_FORMATS))}. Re-run the job to rewrite it"
         )
+    model = record["settings"].get("model_filename", "model.pt")
+    if not is_plain_name(model):
+        raise UntrustedEntry(f"{str(path)!r} has model_filename={model!r}, which leaves the run directory; {_OUTSIDE}")
+    if version >= 2 or "files" in record:
+        check_listing(path, record)
     return record
+
+
+_OUTSIDE = (
+    "losstrail reads and writes only plain file names inside a run directory. The record was edited or is not "
+    "losstrail's: delete it (and the run directory's files you do not trust), or pass another directory"
+)
+
+
+def check_listing(path: Path, record: dict, folders=()) -> None:
+    """Raise ValueError unless the key ``'files'`` of ``record`` (read from ``path``) maps names to SHA-256 digests.
+
+    Only a record that says format 1 has no list; without one every digest check would be skipped. Each
+    name is a plain name in the directory, or ``folder/name`` for one of ``folders`` (a comparison's runs);
+    any other is refused as leading out of it (``UntrustedEntry``).
+    """
+    fix = "so the files it names cannot be checked; run the job again to rewrite it"
+    files = record.get("files")
+    if "files" not in record:
+        raise ValueError(
+            f"{str(path)!r} has format_version=2 but no key 'files' (the run's files and their SHA-256), {fix}"
+        )
+    if not isinstance(files, dict):
+        raise ValueError(
+            f"{str(path)!r} has 'files' of type {type(files).__name__}, not an object of file names and SHA-256 "
+            f"digests, {fix}"
+        )
+    for name, value in files.items():
+        folder, _, rest = name.rpartition("/")
+        if not (is_plain_name(name) or (folder in folders and is_plain_name(rest))):
+            raise UntrustedEntry(f"{str(path)!r} lists in 'files' the name {name!r}, which leaves the directory; "
+                                 f"{_OUTSIDE}")  # fmt: skip
+        if not (isinstance(value, str) and DIGEST.fullmatch(value)):
+            raise ValueError(
+                f"{str(path)!r} has 'files' {name!r}: {value!r}, not a SHA-256 digest ('sha256:' and 64 hex digits), "
+                f"{fix}"
+            )
 
 
 def _version(distribution: str) -> str | None:

@@ -19,11 +19,12 @@ from losstrail._checks import (
     MIN_DPI,
     check_centre,
     check_fps,
+    check_learning_rate,
     check_range,
     check_resolution,
     check_size,
 )
-from losstrail._registry import DIRECTIONS, FORMATS, GRIDS, VIEWS, check_choice, quoted, stated_optimizer
+from losstrail._registry import FORMATS, GRIDS, PATH_DIRECTIONS, VIEWS, check_choice, quoted, stated_optimizer
 
 __all__ = ["GridSpec", "PlaneSpec", "Style", "TrainSpec"]
 
@@ -283,11 +284,7 @@ class TrainSpec(_Spec):
                 raise ValueError(f"{name(field)}={value!r} must be a positive integer, e.g. {name(field)}={example}")
         if "optimizer" in values and not callable(values["optimizer"]):
             stated_optimizer(values["optimizer"], name("optimizer"))
-        rate = values.get("learning_rate")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
-            raise ValueError(
-                f"{name('learning_rate')}={rate!r} must be a positive number, e.g. {name('learning_rate')}=5e-3"
-            )
+        check_learning_rate(values.get("learning_rate"), name("learning_rate"))
         _check_seed(values.get("seed"), name("seed"))
 
     def key(self) -> dict:
@@ -335,7 +332,7 @@ class PlaneSpec(_Spec):
         def name(field):
             return names.get(field, field)
 
-        check_choice(name("method"), values.get("method", "pca"), DIRECTIONS)
+        check_choice(name("method"), values.get("method", "pca"), PATH_DIRECTIONS)
         check_centre(values.get("centre", "final"), name("centre"))
         for field in ("keep_biases", "negative_curvature"):
             if not isinstance(values.get(field, False), bool):

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from losstrail._checks import output_format
+from losstrail._checks import check_outputs, check_training_memory, output_format
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import quoted
 from losstrail._rundir import check_together, staging, writer_lock
@@ -166,6 +166,10 @@ def loss_landscape_anim(
     )  # fmt: skip
     look = _checked_style(style, giffps, n_frames, output_filename if output_to_file else None, decision)
     _check_job_args(reduction_method, custom_directions, model_filename, budget)
+    if output_to_file:
+        how = "an input" if load_model else "written by this run"
+        check_outputs([("output_filename", output_filename)], run_dir=model_dirpath, model_filename=model_filename,
+                      how=how)  # fmt: skip
     job = _Job(
         train, plane, grid_spec, look, datamodule=datamodule, model=model, custom_directions=custom_directions,
         objective=objective, loss_fn=loss_fn, budget=budget, model_filename=model_filename, load_model=load_model,
@@ -180,7 +184,7 @@ def loss_landscape_anim(
             check_output_file("output_filename", output_filename)
         run_dir = check_writable_dir("model_dirpath", model_dirpath)
         weights = run_dir / model_filename
-        if load_model and not weights.is_file():
+        if load_model and not os.path.lexists(weights):  # a link or FIFO there is named when it is read
             raise FileNotFoundError(
                 f"load_model=True but there is no saved model at {str(weights)!r} "
                 f"(model_dirpath={str(model_dirpath)!r}, model_filename={model_filename!r}); "
@@ -225,9 +229,10 @@ def _checked_style(style: dict, giffps, n_frames, output, decision) -> Style:
 
 def _check_job_args(reduction_method, custom_directions, model_filename, budget) -> None:
     """The arguments no spec holds: the custom vectors, the weights' file name and the time budget."""
-    from losstrail._checks import check_directions
+    from losstrail._checks import check_custom_directions_used, check_directions
     from losstrail._rundir import is_plain_name
 
+    check_custom_directions_used(reduction_method, custom_directions)
     if reduction_method == "custom":
         check_directions(custom_directions)
     if not is_plain_name(model_filename):
@@ -342,6 +347,9 @@ def _model_and_data(job: _Job):
             f"model={type(model).__name__} has no parameters, so there is no path to record; "
             "pass a model with trainable parameters"
         )
+    check_training_memory({"model": type(model).__name__, "n_epochs": job.train.n_epochs}, n_params,
+                          "Pass a smaller model or fewer n_epochs=", steps=job.train.n_epochs + 1,
+                          frames=job.style.max_frames, decision=job.decision)  # fmt: skip
     if job.decision and getattr(datamodule, "input_dim", 2) != 2:
         raise ValueError(
             f"decision=True draws decision regions of 2-D inputs; {type(datamodule).__name__} has inputs of "

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from losstrail._files import atomic_path
-from losstrail._rundir import check_file, is_plain_name, read_record, read_settings, write_settings
+from losstrail._files import UntrustedEntry, atomic_path, is_plain_name, open_npz, open_regular, real_folder
+from losstrail._rundir import MAX_RECORD_BYTES, check_file, check_listing, read_record, read_settings, write_settings
 from losstrail.landscape import DecisionMaps, Surface
 from losstrail.plane import Plane
 from losstrail.projection import Projection
@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 COMPARISON_FILE = "comparison.json"  # a comparison directory's record, written last by ``compare``
+# What it is, for a message naming an output that would overwrite it.
+COMPARISON_ROLES = {COMPARISON_FILE: f"the comparison's record ({COMPARISON_FILE})"}
 
 VALUE_FILES = {
     Trajectory: "trajectory.npz",
@@ -63,6 +65,7 @@ _PAIRS = {"explained", "eigenvalues"}
 _SCALARS = {"max_error"}
 # Parameter names (an array of strings) and shapes (JSON text) of a parameter subset.
 _NAMES, _SHAPES = "names", "shapes"
+_TEXTS = (_NAMES, "marks")  # tuples of strings
 
 
 def _to_arrays(value) -> dict[str, np.ndarray]:
@@ -73,7 +76,7 @@ def _to_arrays(value) -> dict[str, np.ndarray]:
             continue
         if field.name == _SHAPES:
             arrays[field.name] = np.array(json.dumps([list(s) for s in item]), dtype=np.str_)
-        elif field.name == _NAMES:
+        elif field.name in _TEXTS:
             arrays[field.name] = np.array(list(item), dtype=np.str_)
         else:
             arrays[field.name] = np.asarray(item) if not isinstance(item, str) else np.array(item, dtype=np.str_)
@@ -135,7 +138,7 @@ def _keep_on_disk(params: np.memmap, target: Path) -> None:
 def load_run_value(run_dir: str | os.PathLike, cls, **linked):
     """Read the ``cls`` value saved in ``run_dir``; ``linked`` gives fields saved elsewhere (a Projection's plane)."""
     path = Path(run_dir) / VALUE_FILES[cls]
-    if not path.is_file():
+    if not os.path.lexists(path):  # a link or a FIFO in its place is named when it is opened
         raise FileNotFoundError(f"run directory {str(run_dir)!r} has no {path.name}; it holds {_listing(run_dir)}")
     files = _listed_files(run_dir)
     if files is not None:
@@ -143,7 +146,8 @@ def load_run_value(run_dir: str | os.PathLike, cls, **linked):
     try:
         return _load(path, run_dir, cls, linked, files)
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        if isinstance(err, (ValueError, FileNotFoundError)) and str(path) in str(err):
+        named = isinstance(err, (ValueError, FileNotFoundError)) and str(path) in str(err)
+        if named or isinstance(err, UntrustedEntry):
             raise
         raise ValueError(
             f"{str(path)!r} cannot be read ({type(err).__name__}: {err}); it is damaged or truncated. "
@@ -159,14 +163,14 @@ def _listed_files(run_dir) -> dict | None:
 
 
 def _load(path: Path, run_dir, cls, linked: dict, files: dict | None):
-    with np.load(path, allow_pickle=False) as data:
+    with open_npz(path) as data:
         kwargs = dict(linked)
         if cls is Trajectory and "params" not in data.files and "params_shape" in data.files:
             if files is not None:
                 check_file(Path(run_dir), PARAMS_FILE, files)
             shape = tuple(int(n) for n in data["params_shape"])
-            kwargs["params"] = np.memmap(Path(run_dir) / PARAMS_FILE, dtype=str(data["params_dtype"]), mode="r",
-                                         shape=shape)  # fmt: skip
+            with open_regular(Path(run_dir) / PARAMS_FILE) as rows:  # the map keeps its own handle
+                kwargs["params"] = np.memmap(rows, dtype=str(data["params_dtype"]), mode="r", shape=shape)
         if cls is Trajectory:
             kwargs["sketch"] = _sketch_from(data)
         for field in dataclasses.fields(cls):
@@ -179,7 +183,7 @@ def _load(path: Path, run_dir, cls, linked: dict, files: dict | None):
                     )
                 continue
             item = data[field.name]
-            if field.name == _NAMES:
+            if field.name in _TEXTS:
                 item = tuple(str(n) for n in item.reshape(-1))
             elif field.name == _SHAPES:
                 item = tuple(tuple(int(d) for d in s) for s in json.loads(str(item)))
@@ -209,30 +213,47 @@ def saved_projection(run_dir: str | os.PathLike, plane: Plane, trajectory: Traje
 
 
 def load_comparison(run_dir: str | os.PathLike) -> Comparison:
-    """Read a comparison directory written by ``compare``; recomputes nothing."""
+    """Read a comparison directory written by ``compare``; recomputes nothing.
+
+    Untrusted like a run directory: ``comparison.json`` (format 2) must list every file with its
+    SHA-256, each run's folder is a plain name and a folder itself (no link), each file a regular one.
+    """
     run_dir = Path(run_dir)
     path = run_dir / COMPARISON_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{str(run_dir)!r} has no {COMPARISON_FILE}; pass a directory written by compare")
+    fix = "run compare again to rewrite it"
+    with open_regular(path) as f:
+        raw = f.read(MAX_RECORD_BYTES + 1)
     try:
-        record = json.loads(path.read_text())
+        if len(raw) > MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {MAX_RECORD_BYTES >> 20} MiB")
+        record = json.loads(raw)
         runs = record["runs"]
         folders = [r["folder"] for r in runs]
         names = tuple(str(r["name"]) for r in runs)
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{str(path)!r} is damaged ({err!r}); run compare again to rewrite it") from None
-    if len(set(folders)) != len(folders) or not all(is_plain_name(f) for f in folders):
-        raise ValueError(
-            f"{str(path)!r} gives runs {', '.join(map(repr, folders))} folders that are repeated or leave the "
-            "directory, so their files cannot be told apart; run compare again to rewrite it"
+        captured = tuple(float(c) for c in record["captured"])
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        raise ValueError(f"{str(path)!r} is damaged ({type(err).__name__}: {err}); {fix}") from None
+    version = record.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in (1, 2):
+        raise ValueError(f"{str(path)!r} has format_version={version!r}; this losstrail reads 1 and 2; {fix}")
+    if not all(is_plain_name(f) for f in folders):
+        raise UntrustedEntry(
+            f"{str(path)!r} gives runs the folders {', '.join(map(repr, folders))}, names that leave the directory; "
+            "losstrail reads only plain names inside it. Delete it, or pass another directory"
         )
-    files = record.get("files")
-    if isinstance(files, dict):  # format 2: every file checked against its digest
+    if len(set(folders)) != len(folders):
+        raise ValueError(f"{str(path)!r} gives two runs one folder ({', '.join(map(repr, folders))}); {fix}")
+    for folder in folders:
+        real_folder(run_dir / folder)
+    if version == 2 or "files" in record:  # every file checked against its digest; only format 1 has no list
+        check_listing(path, record, folders)
         for name in ("plane.npz", "surface.npz", *(f"{f}/path.npz" for f in folders)):
-            check_file(run_dir, name, files)
+            check_file(run_dir, name, record["files"])
     plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
     projections = tuple(load_run_value(run_dir / f, Projection, plane=plane) for f in folders)
-    return Comparison(names, projections, tuple(record["captured"]), plane, surface)
+    return Comparison(names, projections, captured, plane, surface)
 
 
 def save_weights(path: str | os.PathLike, model) -> Path:
@@ -263,7 +284,8 @@ def load_weights(path: str | os.PathLike, model) -> None:
     if files is not None:
         check_file(path.parent, path.name, files)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path) as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         if isinstance(err, FileNotFoundError):
             raise

@@ -10,13 +10,14 @@ import contextlib
 import functools
 import gc
 import inspect
+import math
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from losstrail._registry import DATASETS, DIRECTIONS, FORMATS, MODELS, OPTIMIZERS
+from losstrail._registry import DATASETS, FORMATS, MODELS, OPTIMIZERS, PATH_DIRECTIONS
 from losstrail._specs import Style
 
 app = typer.Typer(
@@ -117,11 +118,14 @@ _FLAGS = {
     "path_color": "--path-color",
     "log_scale": "--linear",
     "chunk_points": "--chunk-points",
+    "num_hidden_layers": "--hidden-layers",
 }
 # Short names that are also plain words: translated only where they read ``name=value``.
 _FLAGS_BEFORE_EQUALS = ("epochs", "fps", "out", "run_dir", "resolution", "centre", "xrange", "yrange", "subset",
                         "every", "step", "view", "size", "dpi", "levels", "cmap", "format", "layout", "optimizer",
-                        "optimizers", "dataset", "model", "seed", "timeline", "device", "rotate", "title")  # fmt: skip
+                        "optimizers", "dataset", "model", "seed", "timeline", "device", "rotate", "title", "tol",
+                        "grid", "budget", "params", "hidden_dim", "batch_size", "key", "to", "path", "directions",
+                        "zmax", "log", "ascii", "force", "autocast")  # fmt: skip
 
 
 def cli_words(message: str) -> str:
@@ -140,21 +144,31 @@ def cli_words(message: str) -> str:
         message,
     )
     names = "|".join(sorted(_FLAGS, key=len, reverse=True))
-    message = re.sub(rf"(?<![\w-])({names})\b", lambda m: _FLAGS[m.group(1)], message)
+    # Not a key of a file's recipe ("run.json has model_recipe hidden_dim=..."): that names the file's key.
+    free = r"(?<![\w-])(?<!recipe )"
+    message = re.sub(rf"{free}({names})\b", lambda m: _FLAGS[m.group(1)], message)
     short = "|".join(sorted(_FLAGS_BEFORE_EQUALS, key=len, reverse=True))
-    return re.sub(rf"(?<![\w-])({short})=", lambda m: "--" + m.group(1).replace("_", "-") + "=", message)
+    return re.sub(rf"{free}({short})=", lambda m: "--" + m.group(1).replace("_", "-") + "=", message)
 
 
 @contextlib.contextmanager
-def _user_errors():
+def _user_errors(positional: dict[str, str] | None = None):
     """Show a bad argument as one line in the command line's words and exit with status 2, not a traceback.
 
     Warnings print as one plain line too (``Warning: ...``), without a file name or source line.
+    ``positional`` names the command's positional arguments as its usage line does
+    (``{"run_dir": "RUN_DIR"}``), where the API's name would read like a flag.
     """
+    import re
     import warnings
 
+    def words(text: str) -> str:
+        for name, shown in (positional or {}).items():
+            text = re.sub(rf"(?<![\w-]){name}=", f"{shown}=", text)
+        return cli_words(text)
+
     def one_line(message, category, filename, lineno, file=None, line=None):
-        text = cli_words(" ".join(str(message).split()))
+        text = words(" ".join(str(message).split()))
         typer.echo(f"Warning: {text}", err=True)
 
     shown = warnings.showwarning
@@ -162,12 +176,12 @@ def _user_errors():
     try:
         yield
     except (ValueError, FileNotFoundError, TypeError) as err:
-        typer.echo(f"Error: {cli_words(str(err))}", err=True)
+        typer.echo(f"Error: {words(str(err))}", err=True)
         raise typer.Exit(code=2) from None
     except OSError as err:  # the environment: a full disk, a read-only folder, a busy run directory
         from losstrail._files import describe_os_error
 
-        typer.echo(f"Error: {cli_words(describe_os_error(err))}", err=True)
+        typer.echo(f"Error: {words(describe_os_error(err))}", err=True)
         raise typer.Exit(code=2) from None
     finally:
         warnings.showwarning = shown
@@ -207,7 +221,7 @@ def run(
     lr: Optional[float] = typer.Option(None, help="Learning rate.", show_default="5e-3 for the MLP"),
     epochs: int = typer.Option(300, help="Epochs of training."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per step.", show_default="the whole dataset"),
-    directions: str = typer.Option("pca", help=f"Plane directions: {_names(DIRECTIONS)}."),
+    directions: str = typer.Option("pca", help=f"Plane directions: {_names(PATH_DIRECTIONS)}."),
     custom_directions: Optional[Path] = typer.Option(
         None, help="custom directions: a .npy file of shape (2, P) or a .npz file with arrays u and v."
     ),
@@ -248,15 +262,21 @@ def run(
 ):
     """Train a model, slice the loss landscape and animate the optimizer's path."""
     with _user_errors():
+        from losstrail._checks import check_custom_directions_used, check_outputs
         from losstrail._registry import check_choice
 
         check_choice("dataset", dataset, DATASETS)
         check_choice("model", model, MODELS)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"--batch-size={batch_size} must be a positive integer, or left out for the whole dataset")
-        if lr is not None and not lr > 0:
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"--lr={lr:g} must be a positive learning rate, e.g. --lr 0.005")
+        check_outputs([("output_filename", out)], inputs=[("custom_directions", custom_directions)], run_dir=run_dir,
+                      how="written by this run")  # fmt: skip
+        _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, resolution, grid, tol, subset,
+                     bn_batches, style.max_frames, decision, run_dir)  # fmt: skip
         vectors = _custom_directions(custom_directions)
+        check_custom_directions_used(directions, custom_directions)
         import torch
 
         from losstrail.api import loss_landscape_anim
@@ -300,6 +320,19 @@ def run(
             **_own_look(style, "fps", "max_frames"),
         )
     typer.echo(f"wrote {out} (run saved in {run_dir})")
+
+
+def _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, resolution, grid, tol, subset,
+                 bn_batches, max_frames, decision, run_dir) -> None:  # fmt: skip
+    """Every size ``run`` takes, checked against the memory before torch is even imported (in the API's words)."""
+    from losstrail._checks import check_builtin_run
+    from losstrail._specs import GridSpec, TrainSpec
+
+    TrainSpec.of({"n_epochs": epochs})
+    GridSpec.of({"resolution": _resolution(resolution), "grid": grid, "tol": tol, "subset": subset,
+                 "bn_batches": bn_batches})  # fmt: skip
+    check_builtin_run(dataset, model, hidden_dim=hidden_dim, num_hidden_layers=hidden_layers, batch_size=batch_size,
+                      n_epochs=epochs, max_frames=max_frames, decision=decision, storage=run_dir)  # fmt: skip
 
 
 def _own_look(style: Style, *taken: str) -> dict:
@@ -372,7 +405,9 @@ def compare(
             return values if len(values) > 1 else values[0]
 
         rates = listed(lrs, float)
-        if rates is not None and not all(r > 0 for r in (rates if isinstance(rates, list) else [rates])):
+        if rates is not None and not all(
+            math.isfinite(r) and r > 0 for r in (rates if isinstance(rates, list) else [rates])
+        ):
             raise ValueError(f"--lrs={lrs} must be positive learning rates, e.g. --lrs 0.01,0.001")
 
         compare_runs(
@@ -427,6 +462,10 @@ def surface(
 ):
     """Compute a run's loss surface in resumable chunks; under torchrun, split across the ranks."""
     with _user_errors():
+        from losstrail._checks import check_resolution
+
+        if resolution is not None:
+            check_resolution(_resolution(resolution))  # before torch is imported
         from losstrail.grid_job import compute_surface
 
         before = _identity(run_dir / "surface.npz")
@@ -485,7 +524,7 @@ def export(
     ascii: bool = typer.Option(False, "--ascii", help="vtp/ply: text instead of binary."),
 ):
     """Write a run's surface (and path, directions) for Li et al.'s scripts, ParaView, Blender or a spreadsheet."""
-    with _user_errors(), _needs_extra():
+    with _user_errors({"run_dir": "RUN_DIR"}), _needs_extra():
         from losstrail.formats import export as export_run
 
         export_run(run_dir, to, path=path, directions=directions, log=log, zmax=zmax, ascii=ascii)
@@ -508,6 +547,26 @@ def import_(
         from losstrail.formats import render_surface
 
         render_surface(surface, out, path=path, directions=directions, key=key, style=style, quiet=quiet)
+    typer.echo(f"wrote {out}")
+
+
+@app.command("path")
+@style_options(without=("layout", "timeline", "decision"))
+def path_(
+    folder: Path = typer.Argument(..., metavar="DIR", help="A Hugging Face Trainer's output folder (checkpoint-N/)."),
+    data: Optional[Path] = typer.Option(None, help="A .pt/.npz file of one dict batch (input_ids, labels, ...)."),
+    directions: str = typer.Option("pca", help="Plane directions: pca, random, interpolation, ..."),
+    resolution: str = typer.Option("40", help="Grid points per axis, N or NxM."),
+    out: Path = typer.Option(Path("path.gif"), help="Output file; the extension picks the format."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    style: Style = Style(),
+):
+    """Draw the path of a folder of Hugging Face checkpoints; the model is built from its config.json."""
+    with _user_errors({"source": "DIR"}), _needs_extra():
+        from losstrail.checkpoint_job import draw_checkpoint_path
+
+        size = _resolution(resolution)
+        draw_checkpoint_path(folder, out, data=data, method=directions, resolution=size, style=style, quiet=quiet)
     typer.echo(f"wrote {out}")
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from losstrail._checks import check_output_file, output_format
-from losstrail._files import check_writable_dir, removed_if_failed
+from losstrail._checks import check_output_file, check_outputs, output_format
+from losstrail._files import check_writable_dir, real_folder, removed_if_failed
 from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._rundir import digest, writer_lock
 from losstrail._specs import GridSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
-from losstrail.artifacts import COMPARISON_FILE, load_comparison
+from losstrail.artifacts import COMPARISON_FILE, COMPARISON_ROLES, load_comparison
 from losstrail.redraw import COMPARISON_NAMES, render_comparison
 from losstrail.results import Comparison, animation_data
 from losstrail.trajectory import Trajectory
@@ -117,9 +117,13 @@ def compare(
         runs: settings per run: a list of dicts, or ``{name: settings}``; keys ``optimizer``,
             ``learning_rate``, ``batch_size``, ``name``. Or build them from:
         optimizers, learning_rates, batch_sizes: a list each (zipped) or one value shared.
-        trained: ``{name: Run}`` runs the user trained already (same architecture) instead.
-        datamodule: default the 2-D spirals. model: the model every run starts from (its
-            weights are copied, never trained); default the reference's MLP.
+        trained: ``{name: Run}`` runs the user trained already (same architecture) instead; or
+            ``{name: folder}``, each a folder of checkpoints (``load_trajectory``), or ``{name: Trajectory}``,
+            with ``model`` the network they are of.
+        datamodule: default the 2-D spirals; any data ``loss_surface`` takes with ``trained``.
+        model: the model every run starts from (its weights are copied, never trained); default
+            the reference's MLP. With checkpoint folders in ``trained``: the network they are of,
+            whose weights outside the path (buffers) the surface is evaluated with.
         epochs, seed: training length, and the seed of the initial weights and data order.
         reduction_method: ``'pca'`` (joint PCA over all paths, default), ``'random'``,
             ``'filter'``, ``'layer'``, ``'hessian'`` or ``'custom'``.
@@ -152,6 +156,9 @@ def compare(
                                   "timeline": timeline}, out)  # fmt: skip
     names, settings = _named_runs(runs, optimizers, learning_rates, batch_sizes, trained)
     check_runs(names, centre=centre)
+    check_outputs([("out", out)], run_dir=run_dir, how="written by this comparison", kept=COMPARISON_ROLES)
+    if trained is None:
+        _check_paths_fit(settings, epochs, datamodule, model)
     centre = names[0] if centre is None else centre
     out_dir = None if out is None else Path(out).resolve().parent
     with removed_if_failed(out_dir, run_dir), free_core_threads():  # a failed comparison leaves no empty folder
@@ -159,9 +166,12 @@ def compare(
             check_output_file("out", out)
         run_dir = check_writable_dir("run_dir", run_dir)
         with writer_lock(run_dir, "run_dir"):
+            for folder in _folders(names):  # before any training: a link left in a run's place is refused
+                if os.path.lexists(run_dir / folder):
+                    real_folder(run_dir / folder)
             datamodule = datamodule if datamodule is not None else _default_data()
             if trained is not None:
-                models, trajectories = [r.model for r in trained.values()], [r.trajectory for r in trained.values()]
+                models, trajectories = _trained_runs(trained, model, params, quiet)
             else:
                 models, trajectories = _train_runs(names, settings, datamodule, model, train, objective, loss_fn,
                                                    quiet)  # fmt: skip
@@ -204,6 +214,52 @@ def _named_runs(runs, optimizers, learning_rates, batch_sizes, trained) -> tuple
         if "optimizer" in s and not callable(s["optimizer"]):
             s["optimizer"] = stated_optimizer(s["optimizer"])
     return names, settings
+
+
+def _trained_runs(trained: Mapping, model, params, quiet: bool) -> tuple[list, list[Trajectory]]:
+    """``(models, trajectories)`` of runs given already: ``Run`` values, or checkpoint folders (or trajectories)
+    of ``model``, read with ``load_trajectory``."""
+    models, trajectories = [], []
+    for name, value in trained.items():
+        if hasattr(value, "model") and hasattr(value, "trajectory"):  # a Run
+            models.append(value.model)
+            trajectories.append(value.trajectory)
+            continue
+        if model is None:
+            raise ValueError(
+                f"trained[{name!r}] is a checkpoint folder or a trajectory, not a Run; pass the network it is of: "
+                "compare(trained={...}, model=model)"
+            )
+        if not isinstance(value, Trajectory):
+            from losstrail.checkpoints import load_trajectory
+
+            value = load_trajectory(value, model, params="all" if params == "trainable" else params, quiet=quiet)
+        models.append(model)
+        trajectories.append(value)
+    return models, trajectories
+
+
+def _check_paths_fit(settings: list[dict], epochs: int, datamodule, model) -> None:
+    """The runs' paths, held in memory while they train, checked against the memory before the first is trained.
+
+    With the caller's own data the steps of an epoch are not known yet: one per epoch is counted.
+    """
+    from losstrail._checks import BYTES_PER_STEP, check_memory, mlp_parameters
+    from losstrail._registry import DATASET_SIZES
+
+    shape, classes, examples = DATASET_SIZES["spirals"]  # the default data and MLP (_default_data, _train_runs)
+    n_params = mlp_parameters(shape[0], 50, 1, classes) if model is None else sum(p.numel() for p in model.parameters())
+    if datamodule is not None:
+        examples = None
+    rows = sum(
+        epochs * (-(-examples // min(s.get("batch_size") or examples, examples)) if examples else 1) + 1
+        for s in settings
+    )
+    check_memory(
+        f"epochs={epochs!r} for {len(settings)} runs records {rows:,} steps of {n_params:,} parameters",
+        rows * (n_params * 4 + BYTES_PER_STEP),
+        "Pass fewer epochs= (or larger batch_sizes=)",
+    )
 
 
 def _default_data():
@@ -327,8 +383,7 @@ def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models)
     written = [save_run_value(run_dir, comparison.plane), save_run_value(run_dir, comparison.surface)]
     folders = _folders(comparison.names)
     for folder, trajectory, projection, model in zip(folders, trajectories, comparison.projections, models):
-        sub = run_dir / folder
-        sub.mkdir(parents=True, exist_ok=True)
+        sub = real_folder(run_dir / folder, create=True)  # a link left in its place is refused, never written through
         written += [save_run_value(sub, trajectory), save_run_value(sub, projection)]
         written.append(save_weights(sub / "model.pt", model))
     record = {

@@ -1,4 +1,5 @@
-"""The ways to choose a plane through parameter space: PCA, random, filter, layer, Hessian, interpolation, custom.
+"""The ways to choose a plane through parameter space: PCA, random, filter, layer, Hessian, interpolation, custom,
+and the plane through two or three models ('through').
 
 A ``Plane`` (``losstrail.plane``, importable from here too) is an origin and two directions;
 the point at plane coordinates ``(x, y)`` is ``origin + x*u + y*v``. Every method is centred
@@ -149,6 +150,14 @@ def _interpolation(params, origin, *, seed=None, options=None) -> _Made:
     return _Made(u, v / np.linalg.norm(v) * length)
 
 
+def _through(params, origin) -> _Made:
+    """A recorded path has no models to go through; ``make_plane([a, b, c], 'through')`` takes them."""
+    raise ValueError(
+        "reduction_method='through' is the plane through two or three models, not a path's: "
+        "make_plane([a, b, c], 'through') with models or state dicts"
+    )
+
+
 def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.ndarray]:
     """Two usable direction vectors of length ``n_params`` from ``directions``, or a ValueError."""
     example = f"custom_directions=(u, v) with u and v NumPy arrays of shape ({n_params},)"
@@ -187,6 +196,7 @@ DIRECTION_BUILDERS: dict[str, Callable] = {
     "hessian": _hessian,
     "interpolation": _interpolation,
     "custom": _custom,
+    "through": _through,
 }
 # Methods that read the model's parameter shapes, and those that also evaluate it on data.
 _NEEDS_MODEL = ("filter", "layer", "hessian")
@@ -269,8 +279,18 @@ def make_plane(
     second: str = "pca",
     device: str = "cpu",
     quiet: bool = True,
+    labels=None,
 ) -> Plane:
-    """A plane through a point of ``trajectory`` (the final parameters by default).
+    """A plane through a point of ``trajectory`` (the final parameters by default), or through models.
+
+    ``make_plane([a, b, c], "through")`` is the plane through three models (``nn.Module`` or
+    state dicts; Garipov et al., 2018): origin ``a``, ``u = b - a``, ``v`` the part of ``c - a``
+    orthogonal to ``u``, so ``a`` is at (0, 0), ``b`` at (1, 0) and ``c`` at (x, 1). Pictures
+    mark and name the three (``labels``, default ``'a'``, ``'b'``, ``'c'``) and
+    ``loss_surface`` evaluates each one's loss exactly (``Surface.marks_loss``). ``[a, b]``
+    gives ``u = b - a`` (the line of ``loss_line(model, data, a, plane.u, ts)``) and a second
+    direction orthogonal to it, of the same length, from ``second``: ``'random'`` (default
+    for two models), ``'filter'`` or ``'layer'`` (at ``a``).
 
     The plane spans the parameters the trajectory recorded (``trajectory.names``: all of them,
     or the subset chosen with ``params=`` when recording), and records their names.
@@ -297,7 +317,9 @@ def make_plane(
             scales) a direction too, scaled as a whole; default zero, as Li et al.
         negative_curvature: ``'hessian'``: make ``v`` the most negative curvature direction.
         hessian_examples: ``'hessian'``: take it on a seeded subset of this many examples.
-        second: ``'interpolation'``: ``'pca'`` (default) or ``'random'`` for ``v``.
+        second: ``'interpolation'``: ``'pca'`` (default) or ``'random'`` for ``v``; ``'through'`` of
+            two models: ``'random'``, ``'filter'`` or ``'layer'``.
+        labels: ``'through'``: the models' names, drawn beside their marks.
         device, quiet: where the Hessian is evaluated, and whether to hide its progress bar.
 
     >>> rng = np.random.default_rng(0)
@@ -308,6 +330,9 @@ def make_plane(
     >>> plane.method, plane.u.shape, 0 < plane.captured <= 1
     ('pca', (8,), True)
     """
+    if isinstance(trajectory, (list, tuple)):
+        return through_models(trajectory, method, labels=labels, model=model, second=second, seed=seed,
+                              keep_biases=keep_biases)  # fmt: skip
     index = _checked_centre(trajectory, method, centre)
     return plane_through(
         trajectory.params, trajectory.params[index], method, directions=directions, seed=seed, model=model, data=data,
@@ -412,3 +437,100 @@ def _check_model(method: str, model, n_params: int, names):
             "pass the model it recorded"
         )
     return layout
+
+
+def through_models(models, method: str = "through", *, labels=None, model=None, second: str = "random", seed=None,
+                   keep_biases: bool = False) -> Plane:  # fmt: skip
+    """The plane through two or three models (see ``make_plane``), with their names and coordinates as marks."""
+    check_choice("reduction_method", method, DIRECTIONS)
+    if method != "through":
+        raise ValueError(
+            f"make_plane was given a list of {len(models)} models; a plane through models is "
+            f"make_plane([a, b, c], 'through'), and reduction_method={method!r} takes a trajectory"
+        )
+    if len(models) not in (2, 3):
+        raise ValueError(f"make_plane([...], 'through') takes two or three models; got {len(models)}")
+    labels = tuple(str(n) for n in (labels if labels is not None else "abc"[: len(models)]))
+    if len(labels) != len(models) or len(set(labels)) != len(labels):
+        raise ValueError(f"labels={labels!r} must give each of the {len(models)} models its own name")
+    layout, layout_names, vectors = _model_vectors(models, model)
+    a, b = vectors[0], vectors[1]
+    u = b - a
+    if not np.linalg.norm(u) > 0:
+        raise ValueError(
+            f"models {labels[0]!r} and {labels[1]!r} have the same weights, so there is no line between them"
+        )
+    if len(vectors) == 3:
+        offset = vectors[2] - a
+        along = float(offset @ u / (u @ u))
+        v = offset - along * u
+        if not np.linalg.norm(v) > 1e-6 * (np.linalg.norm(offset) + np.linalg.norm(a)):  # float32 rounding
+            raise ValueError(
+                f"model {labels[2]!r} lies on the line through {labels[0]!r} and {labels[1]!r}, so the three span no "
+                "plane; pass [a, b] for the line and a second direction"
+            )
+        marks_xy = np.array([[0.0, 0.0], [1.0, 0.0], [along, 1.0]])
+    else:
+        v = _second_direction(second, layout, a, u, seed, keep_biases)
+        marks_xy = np.array([[0.0, 0.0], [1.0, 0.0]])
+    names = tuple(layout_names) if layout is None else None if layout.everything else tuple(layout.names)
+    return Plane(origin=a.astype(np.float32), u=u.astype(np.float32), v=v.astype(np.float32), method="through",
+                 names=names, marks=labels, marks_xy=marks_xy)  # fmt: skip
+
+
+def _second_direction(second: str, layout, a: np.ndarray, u: np.ndarray, seed, keep_biases: bool) -> np.ndarray:
+    """A direction orthogonal to ``u`` and as long, for the plane through two models."""
+    check_choice("second", "random" if second == "pca" else second, ("random", "filter", "layer"))
+    rng = np.random.default_rng(seed)
+    if second in ("filter", "layer"):
+        if layout is None:
+            raise ValueError(f"second={second!r} rescales the model's tensors; pass models, or model= with state dicts")
+        v = _scaled_direction(rng, layout, a, second == "filter", keep_biases, second)
+    else:
+        v = rng.standard_normal(u.shape[0])
+    unit = u / np.linalg.norm(u)
+    v = v - (v @ unit) * unit
+    return v / np.linalg.norm(v) * np.linalg.norm(u)
+
+
+def _model_vectors(models, model=None):
+    """``(layout, names, vectors)``: each of ``models`` (modules or state dicts) as one float64 vector of the same
+    parameters, named as the first module's (or ``model``'s) ``named_parameters()``."""
+    import torch
+
+    from losstrail._functional import ParamLayout
+
+    reference = model if model is not None else next((m for m in models if isinstance(m, torch.nn.Module)), None)
+    if reference is None:
+        first = models[0]
+        if not isinstance(first, dict):
+            raise ValueError(
+                f"make_plane([...], 'through') takes nn.Module models or state dicts; got {type(first).__name__}"
+            )
+        names = [k for k, t in first.items() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        shapes = {k: tuple(first[k].shape) for k in names}
+        layout = None
+    else:
+        layout = ParamLayout(reference)
+        names, shapes = layout.names, {n: tuple(s) for n, s in zip(layout.names, layout.shapes)}
+    vectors = []
+    for k, m in enumerate(models):
+        if isinstance(m, torch.nn.Module):
+            state = dict(m.named_parameters())
+        elif isinstance(m, dict):
+            state = m
+        else:
+            raise ValueError(f"model {k} of make_plane([...], 'through') is a {type(m).__name__}; pass an nn.Module or "
+                             "a state dict")  # fmt: skip
+        pieces = []
+        for name in names:
+            tensor = state.get(name)
+            if not isinstance(tensor, torch.Tensor):
+                raise ValueError(f"model {k} of make_plane([...], 'through') has no tensor {name!r}; the models must "
+                                 "share one architecture")  # fmt: skip
+            if tuple(tensor.shape) != shapes[name]:
+                raise ValueError(f"model {k}: tensor {name!r} has shape {tuple(tensor.shape)}, not {shapes[name]}; "
+                                 "the models must share one architecture")  # fmt: skip
+            pieces.append(tensor.detach().reshape(-1).to("cpu", torch.float64).numpy())
+        vectors.append(np.concatenate(pieces))
+    return layout, names, vectors

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from losstrail._checks import check_outputs
 from losstrail._files import atomic_path
 from losstrail._registry import quoted
 from losstrail.landscape import Surface
@@ -143,6 +144,15 @@ def _read_h5_surface(argument: str, path, key: str | None) -> tuple[Surface, dic
     loss, accuracy = grids["loss"], grids.get("accuracy")
     # Only Li et al.'s own files mark uncomputed points; a fork's -1 may be a real value.
     missing = (loss == _NOT_COMPUTED) if loss_key in ("train_loss", "test_loss") else np.zeros(loss.shape, bool)
+    if missing.any():  # counted and said, not silently turned to NaN
+        import warnings
+
+        warnings.warn(
+            f"{argument}={str(path)!r}: {int(missing.sum()):,} cells not computed (-1 in {loss_key!r}: Li et al.'s run "
+            "had not finished the grid); they are left out of the surface and drawn grey",
+            UserWarning,
+            stacklevel=4,
+        )
     loss = np.where(missing, np.nan, loss)
     accuracy = np.full_like(loss, np.nan) if accuracy is None else np.where(missing, np.nan, accuracy / 100)
     return Surface(xs, ys, loss, accuracy, extras.pop("loss_se", None)), extras
@@ -329,6 +339,7 @@ def render_surface(
 
     style = (style or Style()).updated(options, where="render_surface")
     style.check_for("run", output_format(out, style.format))
+    check_outputs([("out", out)], inputs=[("surface", surface), ("path", path), ("directions", directions)])
     found = _read_projection(path) if path is not None else {"xy": np.zeros((1, 2))}
     about = _read_directions(directions) if directions is not None else {}
     grid, extras = _read_surface("surface", surface, key)
@@ -347,9 +358,10 @@ def render_surface(
         loss=found.get("loss", slice_loss),
         accuracy=found.get("accuracy", np.full(n, np.nan)),
         step=found.get("step", np.arange(n)).astype(np.int64),
-        epoch=found.get("epoch", np.arange(n)).astype(np.int64),
+        epoch=found.get("epoch", np.full(n, -1)).astype(np.int64),  # -1: not known, and not shown
         true_loss=found.get("true_loss"),
         slice_loss=found.get("slice_loss"),
+        loss_label=None if "loss" in found else str(extras.get("loss_label", "surface value at the path point")),
     )
     if style.title is None:
         style = style.replace(title=str(extras.get("title", Path(surface).name)))
@@ -360,7 +372,7 @@ def render_surface(
 
 
 def export(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | Surface,
     to: str | os.PathLike,
     *,
     path: str | os.PathLike | None = None,
@@ -369,11 +381,16 @@ def export(
     zmax: float | None = None,
     ascii: bool = False,
     model=None,
+    projection=None,
+    plane=None,
+    trajectory=None,
 ) -> Path:
     """Write a saved run's surface (and its path, plane directions) in a format other tools read.
 
     Args:
-        run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``.
+        run_dir: a run directory written by ``loss_landscape_anim`` or ``losstrail run``, or a
+            ``Surface`` (e.g. from ``loss_surface``); then ``projection`` gives the path to write
+            and ``plane`` (default ``projection.plane``) the directions.
         to: the surface file; its extension picks the format:
             ``.h5`` Li et al.'s surface file (``xcoordinates``, ``ycoordinates``, ``train_loss``,
             ``train_acc`` in percent, their orientation; losstrail's extras in the group ``losstrail``);
@@ -392,7 +409,9 @@ def export(
         zmax: clip the loss at ``zmax`` before ``log``, as ``h52vtp.py --zmax``.
         ascii: ``.vtp``/``.ply`` as text instead of binary.
         model: the run's model, for the shapes of its parameter tensors (``directions``);
-            default: read from the run's saved weights.
+            default: read from the run's saved weights (or ``trajectory.shapes``).
+        projection, plane, trajectory: with a ``Surface``: the path in the plane (``project``), the
+            plane, and the trajectory (its shapes, and for a PCA plane the variance figures).
 
     Returns:
         The path of the surface file. Every file appears only once complete, and none is
@@ -413,7 +432,12 @@ def export(
     for argument, value, format in (("to", to, kind), ("path", path, path_kind), ("directions", directions, "h5")):
         if value is not None and format == "h5":
             _h5py(argument, value)
-    run = _load_run(run_dir, want_path=path is not None or kind in ("obj", "ply", "npz"))
+    in_memory = isinstance(run_dir, Surface)
+    check_outputs([("to", to), ("path", path), ("directions", directions)], run_dir=None if in_memory else run_dir)
+    if in_memory:
+        run = _given_run(run_dir, projection, plane, trajectory, path is not None, directions is not None)
+    else:
+        run = _load_run(run_dir, want_path=path is not None or kind in ("obj", "ply", "npz"))
     height = _height(log, zmax)
     writes = []  # (file, writer): everything is computed and checked before the first file is written
     writes.append((to, _surface_writer(kind, run, height, ascii, directions)))
@@ -446,7 +470,8 @@ def _load_run(run_dir, want_path: bool) -> _Run:
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(
-            f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
+            f"run_dir={str(run_dir)!r} is not a directory; pass a run directory written by loss_landscape_anim "
+            "or `losstrail run` (or, in Python, a Surface)"
         )
     surface, plane = load_run_value(run_dir, Surface), load_run_value(run_dir, Plane)
     settings = read_settings(run_dir)
@@ -458,6 +483,34 @@ def _load_run(run_dir, want_path: bool) -> _Run:
         except FileNotFoundError:
             projection = project(plane, trajectory())
     return _Run(surface, plane, settings, projection, trajectory)
+
+
+def _given_run(surface: Surface, projection, plane, trajectory, want_path: bool, want_directions: bool) -> _Run:
+    """What an export of a ``Surface`` made in memory writes, with the values given beside it."""
+    from losstrail.plane import Plane
+    from losstrail.projection import Projection
+    from losstrail.trajectory import Trajectory
+
+    for name, value, cls in (("projection", projection, Projection), ("plane", plane, Plane),
+                             ("trajectory", trajectory, Trajectory)):  # fmt: skip
+        if value is not None and not isinstance(value, cls):
+            raise TypeError(f"{name}= must be a losstrail.{cls.__name__}; got {type(value).__name__}")
+    if want_path and projection is None:
+        raise ValueError(
+            "path= writes the path in the plane; pass it too: export(surface, to, projection=lt.project(...))"
+        )
+    plane = plane if plane is not None else getattr(projection, "plane", None)
+    if want_directions and (plane is None or plane.n_params == 0):
+        raise ValueError("directions= writes the plane's directions; pass the plane: export(surface, to, plane=plane)")
+    if plane is None:
+        empty = np.zeros(0, np.float32)
+        plane = Plane(empty, empty, empty, "custom")
+
+    def path() -> Trajectory | None:  # None: a PCA plane's figures are then its explained ratios alone
+        return None if trajectory is None else trajectory.finite_prefix()
+
+    settings = {} if trajectory is None or trajectory.shapes is None else {"shapes": trajectory.shapes}
+    return _Run(surface, plane, settings, projection, path)
 
 
 def _height(log: bool, zmax: float | None):
@@ -615,7 +668,13 @@ def _write_h5_projection(tmp: Path, p) -> None:
 def _directions_writer(run_dir, run: _Run, model):
     plane = run.plane
     shapes = _parameter_shapes(run_dir, run.settings, plane.n_params, model)
-    pca = _pca_figures(run.trajectory(), plane) if plane.method == "pca" else None
+    pca = None
+    if plane.method == "pca":
+        trajectory = run.trajectory()
+        if trajectory is not None:
+            pca = _pca_figures(trajectory, plane)
+        elif plane.explained is not None:
+            pca = {"explained_variance_ratio_": np.asarray(plane.explained, dtype=np.float64)}
 
     def write(tmp: Path) -> None:
         import h5py
@@ -641,15 +700,22 @@ def _parameter_shapes(run_dir, settings: dict, n_params: int, model) -> list[tup
     if model is not None:
         shapes = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
         source = "model.parameters()"
+    elif "shapes" in settings:  # a surface exported from memory, with the trajectory's tensor shapes
+        shapes, source = [tuple(s) for s in settings["shapes"]], "trajectory.shapes"
+    elif not isinstance(run_dir, (str, os.PathLike)):
+        raise ValueError("directions= needs the shapes of the parameter tensors; pass model= (the network)")
     else:
         import torch
+
+        from losstrail._files import open_regular
 
         weights = Path(run_dir) / settings.get("model_filename", "model.pt")
         if not weights.is_file():
             raise FileNotFoundError(
                 f"run_dir={str(run_dir)!r} has no {weights.name} to read the parameter shapes from; pass model="
             )
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        with open_regular(weights) as f:  # never through a link out of the run directory
+            state = torch.load(f, map_location="cpu", weights_only=True)
         # A state_dict lists each module's parameters then its buffers, modules in the order
         # parameters() visits them; without the buffers it is that order.
         buffers = ("running_mean", "running_var", "num_batches_tracked")

@@ -10,6 +10,12 @@ gloo on CPU, NCCL on GPU) the missing chunks are dealt out to the ranks round by
 The job holds the run directory's writer lock (rank 0), checks every file it reads against
 ``run.json`` and, at the end, moves the new ``surface.npz`` in and records it (its digest and
 the grid's resolution) in ``run.json``, written last.
+
+Resuming heals: ``surface.parts/grid.json`` says which grid the chunks belong to; when it is
+missing or damaged, or names another grid, the chunks are discarded; a chunk that cannot be read
+or holds arrays of the wrong names or lengths is named in a warning and computed again, alone.
+``surface.parts`` (and each file in it) is used only as a folder (files) of its own, never through
+a link (``_files.real_folder``, ``open_regular``).
 """
 
 from __future__ import annotations
@@ -18,18 +24,31 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from losstrail._files import atomic_path, check_writable_dir
+from losstrail._files import (
+    UntrustedEntry,
+    atomic_path,
+    check_writable_dir,
+    open_npz,
+    open_regular,
+    real_folder,
+    remove_entry,
+)
 from losstrail._rundir import check_together, require_finished, update, writer_lock
 
 __all__ = ["compute_surface"]
 
 PARTS = "surface.parts"
+MANIFEST = "grid.json"
+# What reading a damaged chunk raises (numpy, zipfile and zlib each their own).
+_DAMAGED = (OSError, EOFError, ValueError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error)
 
 
 def _grid_key(plane, xs: np.ndarray, ys: np.ndarray, chunk_points: int, subset, seed) -> str:
@@ -49,6 +68,8 @@ def _model_and_data(run_dir: Path, settings: dict, model, data):
 
     if data is None:
         name, recipe = _recipe(run_dir, settings, "data")
+        if recipe.get("data_dir") is not None:  # a folder a run.json names is read, never downloaded into
+            recipe["download"] = False
         data = make_datamodule(name, **recipe)
     if model is None:
         name, recipe = _recipe(run_dir, settings, "model")
@@ -119,7 +140,7 @@ def compute_surface(
         The ``Surface`` on rank 0 (and on a single process); ``None`` on other ranks.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "plane.npz").is_file():
+    if not os.path.lexists(run_dir / "plane.npz"):  # a link or FIFO in its place is named when it is read
         raise FileNotFoundError(
             f"{str(run_dir)!r} has no plane.npz, so there is no grid to compute; make the run and its plane first "
             "with `losstrail run` (or loss_landscape_anim)"
@@ -138,6 +159,8 @@ def compute_surface(
     check_device(device)
     settings = require_finished(run_dir, "run_dir")["settings"]
     check_settings(run_dir, settings)
+    if os.path.lexists(run_dir / PARTS):
+        real_folder(run_dir / PARTS)  # never a link that would take the chunks (and their removal) elsewhere
     leader = int(os.environ.get("RANK", "0")) == 0
     if leader:
         check_writable_dir("run_dir", run_dir)
@@ -154,8 +177,8 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
     started = _start_group_if_launched()
     rank, world = _distributed()
     try:
-        unfinished = (run_dir / PARTS / "grid.json").is_file()  # a job that was stopped: go on with it
-        if (run_dir / "surface.npz").is_file() and not (force or unfinished) and resolution is None:
+        unfinished = os.path.lexists(run_dir / PARTS / MANIFEST)  # a job that was stopped: go on with it
+        if os.path.lexists(run_dir / "surface.npz") and not (force or unfinished) and resolution is None:
             saved = load_run_value(run_dir, Surface)
             if not saved.adaptive:
                 if rank == 0 and not quiet:
@@ -170,6 +193,7 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
         n_chunks = -(-len(xs) * len(ys) // chunk_points)
         if rank == 0:
             _start_parts(run_dir / PARTS, key, n_chunks, chunk_points, force)
+            _drop_damaged(run_dir / PARTS, _chunk_rows(len(xs) * len(ys), n_chunks, chunk_points), _keys(settings))
         _barrier(world)
         data, subset = _grid_data(data, settings)
         evaluator = Evaluator(
@@ -180,7 +204,7 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
         if rank != 0:
             _barrier(world)
             return None
-        surface = _join_parts(run_dir, settings, xs, ys, n_chunks, resolution)
+        surface = _join_parts(run_dir, settings, xs, ys, n_chunks, chunk_points, resolution)
         _barrier(world)
         return surface
     finally:
@@ -209,14 +233,108 @@ def _plane_and_axes(run_dir: Path, settings: dict, resolution):
 
 
 def _start_parts(parts: Path, key: str, n_chunks: int, chunk_points: int, force: bool) -> None:
-    """The folder of finished chunks, emptied when it holds another grid's (or ``force``), with its manifest."""
-    manifest = parts / "grid.json"
-    stale = force or (manifest.is_file() and json.loads(manifest.read_text()).get("key") != key)
-    if stale and parts.exists():
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
+    """The folder of finished chunks, emptied when it holds another grid's (or ``force``), with its manifest.
+
+    A manifest that is missing beside chunks, or damaged, cannot tell whose chunks they are: they are discarded.
+    """
+    manifest = parts / MANIFEST
+    stale = force
+    if not stale and os.path.lexists(manifest):
+        stale = _read_manifest(manifest) != {"key": key, "chunks": n_chunks, "chunk_points": chunk_points}
+    elif not stale and os.path.lexists(parts):
+        stale = bool(os.listdir(parts))  # chunks without the manifest that says which grid they are of
+    if stale:
+        remove_entry(parts)
+    real_folder(parts, create=True)
     with atomic_path(manifest) as tmp:
         tmp.write_text(json.dumps({"key": key, "chunks": n_chunks, "chunk_points": chunk_points}))
+
+
+def _read_manifest(manifest: Path) -> dict | None:
+    """The manifest of the saved chunks, or None (with a warning naming it) when it is damaged."""
+    try:
+        with open_regular(manifest) as f:
+            found = json.loads(f.read(1 << 16))
+        if isinstance(found, dict):
+            return found
+        reason = f"a JSON {type(found).__name__}, not an object"
+    except UntrustedEntry:
+        raise
+    except (OSError, ValueError, RecursionError) as err:
+        reason = f"{type(err).__name__}: {err}"
+    warnings.warn(
+        f"{str(manifest)!r} is damaged ({reason}); the saved chunks beside it cannot be matched to this grid "
+        "and are computed again",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return None
+
+
+def _chunk_rows(n_points: int, n_chunks: int, chunk_points: int) -> list[int]:
+    """The number of grid points in each chunk (the last may hold fewer)."""
+    return [min(chunk_points, n_points - c * chunk_points) for c in range(n_chunks)]
+
+
+def _keys(settings: dict) -> set[str]:
+    """The arrays a chunk of this run's grid holds: the standard error too when the grid is on a subset."""
+    return {"loss", "accuracy"} | ({"loss_se"} if settings.get("subset") is not None else set())
+
+
+def _chunk_path(parts: Path, c: int) -> Path:
+    return parts / f"chunk-{c:05d}.npz"
+
+
+def _read_chunk(path: Path, rows: int, keys: set[str]) -> dict[str, np.ndarray]:
+    """The arrays of one saved chunk, checked (a regular file, the expected names, ``(rows,)`` floats each)."""
+    with open_npz(path) as data:
+        if set(data.files) != keys:
+            raise ValueError(f"it holds arrays {sorted(data.files)}, not {sorted(keys)}")
+        for info in data.zip.infolist():  # before reading: never allocate what a damaged header declares
+            if info.file_size > rows * 16 + 4096:
+                raise ValueError(f"{info.filename} declares {info.file_size} bytes for {rows} grid points")
+        arrays = {k: data[k] for k in sorted(keys)}
+    for k, a in arrays.items():
+        if a.shape != (rows,) or a.dtype.kind != "f":
+            raise ValueError(f"{k} is a {a.dtype} array of shape {a.shape}, not {rows} floats")
+    return arrays
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+
+
+def _joined_chunk(path: Path, rows: int, keys: set[str]) -> dict[str, np.ndarray]:
+    """A chunk read to join the surface: one damaged since the check is named, never a traceback."""
+    try:
+        return _read_chunk(path, rows, keys)
+    except UntrustedEntry:
+        raise
+    except _DAMAGED as err:
+        raise ValueError(
+            f"{str(path)!r} was damaged while the job ran ({_reason(err)}); run the same command again: "
+            "it computes that chunk again"
+        ) from None
+
+
+def _drop_damaged(parts: Path, rows: list[int], keys: set[str]) -> None:
+    """Remove each saved chunk that cannot be read, with a warning naming it: it is computed again, alone."""
+    for c, n in enumerate(rows):
+        path = _chunk_path(parts, c)
+        if not os.path.lexists(path):
+            continue
+        try:
+            _read_chunk(path, n, keys)
+        except UntrustedEntry:
+            raise
+        except _DAMAGED as err:
+            warnings.warn(
+                f"{str(path)!r} is damaged ({_reason(err)}); this chunk is computed again, the other saved chunks "
+                "are kept",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            remove_entry(path)
 
 
 def _grid_data(data, settings: dict):
@@ -235,7 +353,7 @@ def _evaluate_missing(parts: Path, evaluator, plane, xs, ys, n_chunks, chunk_poi
     from losstrail.surface import evaluate_grid
 
     n_points = len(xs) * len(ys)
-    missing = [c for c in range(n_chunks) if not (parts / f"chunk-{c:05d}.npz").is_file()]
+    missing = [c for c in range(n_chunks) if not os.path.lexists(_chunk_path(parts, c))]
     with bar(len(missing), "grid chunks", quiet or rank != 0, unit="chunk") as progress:
         for round_start in range(0, len(missing), world):
             mine = missing[round_start : round_start + world]
@@ -246,25 +364,26 @@ def _evaluate_missing(parts: Path, evaluator, plane, xs, ys, n_chunks, chunk_poi
                 result = (c, evaluate_grid(evaluator, plane, xs, ys, only=rows))
             for c, part in _gather(result, world):
                 if rank == 0:
-                    with atomic_path(parts / f"chunk-{c:05d}.npz") as tmp, open(tmp, "wb") as f:
+                    with atomic_path(_chunk_path(parts, c)) as tmp, open(tmp, "wb") as f:
                         np.savez(f, **part)
             progress.update(len(mine))
 
 
-def _join_parts(run_dir: Path, settings: dict, xs, ys, n_chunks: int, resolution):
+def _join_parts(run_dir: Path, settings: dict, xs, ys, n_chunks: int, chunk_points: int, resolution):
     """The full surface from its chunks, saved and recorded in ``run.json``; the chunks removed."""
     from losstrail.artifacts import save_run_value
     from losstrail.landscape import Surface
 
     parts = run_dir / PARTS
-    chunks = [dict(np.load(parts / f"chunk-{c:05d}.npz", allow_pickle=False)) for c in range(n_chunks)]
+    rows, keys = _chunk_rows(len(xs) * len(ys), n_chunks, chunk_points), _keys(settings)
+    chunks = [_joined_chunk(_chunk_path(parts, c), n, keys) for c, n in enumerate(rows)]
     grid = (len(ys), len(xs))
     joined = {k: np.concatenate([chunk[k] for chunk in chunks]).reshape(grid) for k in chunks[0]}
     surface = Surface(xs=xs, ys=ys, **joined)
     recorded = {key: value for key, value in settings.items() if key != "tol"}
     recorded.update(resolution=list(resolution) if isinstance(resolution, tuple) else resolution, grid="full")
     update(run_dir, recorded, {"surface.npz": save_run_value(parts, surface)})
-    shutil.rmtree(parts)
+    remove_entry(parts)
     return surface
 
 

@@ -63,11 +63,16 @@ class _StepLosses:
     def __init__(self, model: torch.nn.Module):
         self.losses: list[float] = []
         self.sums: list[tuple[float, int]] | None = []
+        self.keep_next = False  # keep the next training batch (the first of an epoch)
+        self.kept: dict | None = None
         self.handle = model.register_forward_hook(self._seen, with_kwargs=True)
 
     def _seen(self, module, args, kwargs, output):
         if not module.training:  # evaluation during training is not a step's loss
             return
+        if self.keep_next and not args:
+            self.kept = {k: v for k, v in kwargs.items() if k != "num_items_in_batch"}
+            self.keep_next = False
         loss = getattr(output, "loss", None)
         if loss is None and isinstance(output, dict):
             loss = output.get("loss")
@@ -107,7 +112,10 @@ class LosstrailCallback(TrainerCallback):
     recording: θ_0 when training begins, then one point every ``every`` optimizer steps,
     then the final parameters.
 
-    The loss of point k is *measured*, not read from the logs: from the ``.loss`` the model
+    The final point is labelled with the last epoch trained (as ``Recorder`` and Lightning's
+    ``TrajectoryRecorder`` label it), and its loss is measured on the first batch of the last
+    epoch, as ``model(**batch).loss``. The loss of point k is *measured*, not read from the logs:
+    from the ``.loss`` the model
     returned in training mode during optimizer step k, the model's own mean over all the
     labels of the step's batches (its gradient accumulation micro-batches together), i.e.
     the loss at θ_k on the data the step descended, as ``model(**batch).loss`` computes it
@@ -151,6 +159,10 @@ class LosstrailCallback(TrainerCallback):
         self._recorder = Recorder(model, self.every, params=self.params, steps=steps, **self._options)
         self._losses = _StepLosses(model)
 
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self._losses is not None:
+            self._losses.keep_next = True
+
     def on_step_begin(self, args, state, control, **kwargs):
         self._epoch = int(state.epoch or 0)
 
@@ -161,6 +173,10 @@ class LosstrailCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self._recorder is not None:
             self._losses.remove()
+            if self._losses.kept is not None:  # the loss at the final parameters, as the other points' losses
+                from losstrail._loss import final_measure
+
+                self._recorder.finish(*final_measure(self._recorder.model, self._losses.kept))
             self._trajectory = self._recorder.trajectory
 
     # -- the result ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class Surface:
     loss_se: np.ndarray | None = None  # (ny, nx) standard error of each mean loss, when on a data subset
     exact: np.ndarray | None = None  # (ny, nx) bool, adaptive grids: evaluated exactly (others interpolated)
     max_error: float | None = None  # adaptive grids: the largest relative interpolation error the checks allow
+    marks_loss: np.ndarray | None = None  # (K,) loss at the plane's marked points (its ``marks``), evaluated exactly
 
     __repr__ = short_repr
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from losstrail._checks import check_training_memory, mlp_parameters
 from losstrail._functional import flat_params
 from losstrail._registry import MODELS, check_choice
 
@@ -200,6 +201,10 @@ class MLP(GenericModel):
                 f"hidden_dim={hidden_dim!r}, num_hidden_layers={num_hidden_layers!r}: the MLP needs at least one "
                 "unit per hidden layer and zero or more hidden layers (0 is a linear classifier)"
             )
+        sizes = {"input_dim": input_dim, "num_classes": num_classes, "num_hidden_layers": num_hidden_layers,
+                 "hidden_dim": hidden_dim}  # fmt: skip
+        check_training_memory(sizes, mlp_parameters(input_dim, hidden_dim, num_hidden_layers, num_classes),
+                              "Pass a smaller num_hidden_layers= or hidden_dim=")  # fmt: skip
         super().__init__(optimizer, learning_rate, custom_optimizer, gpus, num_classes)
         widths = [input_dim] + [hidden_dim] * num_hidden_layers
         layers: list[nn.Module] = []

@@ -32,6 +32,8 @@ class Plane:
     explained: tuple[float, float] | None = None
     eigenvalues: tuple[float, float] | None = None
     names: tuple[str, ...] | None = None  # the parameters the plane spans, in order; None: all of them
+    marks: tuple[str, ...] | None = None  # names of the models the plane goes through ('through'), drawn on it
+    marks_xy: np.ndarray | None = None  # (K, 2) their plane coordinates
 
     __repr__ = short_repr
 
@@ -47,6 +49,10 @@ class Plane:
                 "origin, u and v must be 1-D arrays of one length; "
                 f"got {self.origin.shape}, {self.u.shape}, {self.v.shape}"
             )
+        if (self.marks is None) != (self.marks_xy is None) or (
+            self.marks is not None and np.shape(self.marks_xy) != (len(self.marks), 2)
+        ):
+            raise ValueError("marks (K names) and marks_xy (K, 2) come together, one row of coordinates per name")
 
     @property
     def n_params(self) -> int:

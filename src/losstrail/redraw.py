@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from losstrail._checks import check_output_file, check_settings, output_format
+from losstrail._checks import check_output_file, check_outputs, check_settings, output_format
 from losstrail._files import atomic_path
 from losstrail._registry import STILL_FORMATS
 from losstrail._rundir import check_together, require_finished
 from losstrail._specs import Style
-from losstrail.artifacts import COMPARISON_FILE, load_comparison, load_run_value, saved_projection
+from losstrail.artifacts import COMPARISON_FILE, COMPARISON_ROLES, load_comparison, load_run_value, saved_projection
 from losstrail.landscape import DecisionMaps, Surface
 from losstrail.plane import Plane
 from losstrail.projection import project
@@ -60,7 +60,8 @@ def render(
         raise FileNotFoundError(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
-    comparing = (Path(run_dir) / COMPARISON_FILE).is_file()
+    check_outputs([("out", out)], run_dir=run_dir, kept=COMPARISON_ROLES)
+    comparing = os.path.lexists(Path(run_dir) / COMPARISON_FILE)  # a link or FIFO there is named, not skipped
     style.check_for("comparison" if comparing else "run", kind)
     check_output_file("out", out)
     if comparing:
@@ -75,7 +76,7 @@ def render(
         projection = project(plane, trajectory)
     maps = None
     drawn_beside = style.view == "2d" and kind != "html"  # where a decision panel can go
-    if decision or (decision is None and drawn_beside and (Path(run_dir) / "decision.npz").is_file()):
+    if decision or (decision is None and drawn_beside and os.path.lexists(Path(run_dir) / "decision.npz")):
         maps = load_run_value(run_dir, DecisionMaps)
     if style.title is None:
         style = style.replace(title=settings.get("title", ""))
@@ -105,6 +106,9 @@ def render_comparison(
     kind = output_format(out, style.format)
     style.check_for("comparison", kind, COMPARISON_NAMES)
     style = style if style.title is not None else style.replace(title="Comparing " + ", ".join(comparison.names))
+    from losstrail.renderers._figure import colour_scale
+
+    style = colour_scale(comparison.surface, style)
     runs = list(zip(comparison.names, comparison.projections))
     if kind == "html":
         from losstrail.renderers.html import write_html

@@ -7,6 +7,7 @@ is no per-point ``load_state_dict`` and one code path serves every model.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 
@@ -209,6 +210,8 @@ def loss_surface(
         result = _adaptive_surface(evaluator, plane, xs, ys, tol, quiet, options)
     else:
         result = evaluate_grid(evaluator, plane, xs, ys, **options)
+    if plane.marks_xy is not None:  # the models a 'through' plane goes through: their loss exactly
+        result = dataclasses.replace(result, marks_loss=evaluate_on_plane(evaluator, plane, plane.marks_xy).loss)
     bad = int((~np.isfinite(result.loss)).sum())
     if bad:
         warnings.warn(

@@ -93,9 +93,12 @@ def animate(
         An ``Animation`` (the written file; shows itself inline in Jupyter). The file
         appears only once complete.
     """
+    from losstrail.renderers._figure import colour_scale
+
     style = (style or Style()).updated(options, where="animate")
     kind = output_format(out, style.format)
     style.check_for("run", kind)
+    style = colour_scale(surface, style)
     if decision is not None and (style.view == "3d" or kind == "html"):
         raise ValueError(
             "decision regions are drawn beside the 2-D contour of a GIF, MP4 or still; "

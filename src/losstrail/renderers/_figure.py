@@ -18,6 +18,7 @@ _METHOD_AXIS = {
     "hessian": "Hessian eigenvector",
     "interpolation": "interpolation axis",
     "custom": "custom direction",
+    "through": "direction",
 }
 # Figure size (pixels) without and with the loss panel beside the contour.
 SIZE = (900, 600)
@@ -26,6 +27,10 @@ SIZE_WITH_PANEL = (1280, 600)
 
 def axis_labels(plane) -> tuple[str, str]:
     """Axis labels of ``plane``: the method, the share of the path's variance along each axis, any curvature."""
+    marks = getattr(plane, "marks", None)
+    if marks:  # the plane through models: u = b - a, v the part of c - a orthogonal to it
+        second = f"{marks[2]} − {marks[0]}, the part orthogonal to x" if len(marks) > 2 else "orthogonal direction"
+        return f"{marks[1]} − {marks[0]}", second
     name = _METHOD_AXIS.get(plane.method, f"{plane.method} direction")
     labels = []
     for k in range(2):
@@ -63,10 +68,12 @@ def grid_note(surface: Surface | None) -> str:
 
 def readout(p: Projection, k: int) -> str:
     """The read-out text of recorded point ``k``: step, epoch, loss and accuracy (and true/slice loss)."""
-    text = (
-        f"step  {int(p.step[k]):>6d}   epoch {int(p.epoch[k])}\n"
-        f"batch loss {_format_value(float(p.loss[k]))} acc {_format_value(float(p.accuracy[k]), percent=True)}"
-    )
+    epoch = f"   epoch {int(p.epoch[k])}" if p.epoch[k] >= 0 else ""  # -1: not known (a checkpoint, a file)
+    label = getattr(p, "loss_label", None)
+    accuracy = f" acc {_format_value(float(p.accuracy[k]), percent=True)}"
+    if label is not None and not np.isfinite(p.accuracy).any():
+        accuracy = ""  # a surface read from a file: no batch, no accuracy
+    text = f"step  {int(p.step[k]):>6d}{epoch}\n{label or 'batch loss'} {_format_value(float(p.loss[k]))}{accuracy}"
     if p.measured:
         # Between measured points: the latest truth there is, with the step it was measured at.
         m = int(held(p.true_loss)[k]) if np.isnan(p.true_loss[k]) else k
@@ -81,11 +88,21 @@ def readout(p: Projection, k: int) -> str:
 READOUT_CHARS = 30  # "off-plane 0.0123  truth@12345" fits
 
 
+def readout_chars(p: Projection) -> int:
+    """The read-out's width in characters: ``READOUT_CHARS``, or wider for a long loss label."""
+    label = getattr(p, "loss_label", None)
+    return READOUT_CHARS if label is None else max(READOUT_CHARS, len(label) + 8)
+
+
 def draw_contour(
     fig, ax, surface: Surface, plane, *, levels: int, cmap: str, colorbar: bool = True, norm=None, log_scale=True
 ):
     """Filled contour of (log) loss with the slice's lowest cell marked and the axes labelled; returns the contour."""
     ax.set_facecolor("0.85")  # cells with a non-finite loss are masked and show this grey
+    if not np.isfinite(surface.loss).any():  # no surface at all (a path drawn without data): the path alone
+        ax.set_facecolor("0.96")
+        _label_axes(ax, surface, plane)
+        return None
     loss = np.ma.masked_invalid(surface.loss)
     shown = np.ma.log(np.ma.masked_less_equal(loss, 0)) if log_scale else loss
     contour = ax.contourf(surface.xs, surface.ys, shown, levels=levels, cmap=cmap, alpha=0.9, norm=norm)
@@ -95,12 +112,52 @@ def draw_contour(
     if lowest is not None:  # the window's lowest point, marked only when it is inside, never cut by the edge
         ax.plot([lowest[0]], [lowest[1]], "bx", markersize=9, mew=2, clip_on=False,
                 label=f"lowest loss in this window ({lowest[2]:.3g})")  # fmt: skip
+    _label_axes(ax, surface, plane)
+    return contour
+
+
+def _label_axes(ax, surface: Surface, plane) -> None:
+    """The marked models, the axis labels and the window of the grid."""
+    draw_marks(ax, plane, surface)
     xlabel, ylabel = axis_labels(plane)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_xlim(surface.xs[0], surface.xs[-1])
     ax.set_ylim(surface.ys[0], surface.ys[-1])
-    return contour
+
+
+MARK_COLOURS = ("#ffffff", "#f0a030", "#c050c0", "#40b0b0")
+
+
+def draw_marks(ax, plane, surface: Surface | None) -> None:
+    """The models a ``'through'`` plane goes through: a named diamond each, its loss in the legend."""
+    marks = getattr(plane, "marks", None)
+    if not marks:
+        return
+    losses = getattr(surface, "marks_loss", None)
+    for k, (name, (x, y)) in enumerate(zip(marks, plane.marks_xy)):
+        label = f"{name} (loss {losses[k]:.4g})" if losses is not None else name
+        ax.plot([x], [y], "D", mfc=MARK_COLOURS[k % len(MARK_COLOURS)], mec="k", mew=1.5, ms=9, label=label,
+                clip_on=False, zorder=5)  # fmt: skip
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, 7), fontsize=10, weight="bold", zorder=6)
+
+
+def colour_scale(surface: Surface, style):
+    """``style``, with a linear colour scale (and one warning) when its log scale cannot show ``surface``:
+    zero or negative values, which ``ln`` would grey out (a surface of your own, an MSE of 0, a log-likelihood).
+    """
+    import warnings
+
+    loss = surface.loss[np.isfinite(surface.loss)]
+    if not style.log_scale or not (loss <= 0).any():
+        return style
+    warnings.warn(
+        f"{int((loss <= 0).sum())} of {loss.size} surface values are zero or negative, which log colours cannot "
+        "show; drawing with a linear colour scale instead (log_scale=False says so outright)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return style.replace(log_scale=False)
 
 
 def colour_label(log_scale: bool) -> str:
@@ -265,7 +322,8 @@ class PathFigure(CanvasFigure):
         ax = self.ax = axes[0]
         side = axes[1] if self.panel else None
         draw_contour(self.fig, ax, surface, projection.plane, levels=levels, cmap=cmap, log_scale=log_scale)
-        ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
+        if getattr(projection.plane, "marks", None) is None:  # a 'through' plane's centre is its first mark
+            ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
         self.fig.suptitle(faithfulness_title(title, projection, surface), fontsize=11)
 
         (self.line,) = ax.plot([], [], color=path_color, lw=1.5, animated=True)
@@ -281,8 +339,11 @@ class PathFigure(CanvasFigure):
         # corner of the contour that the path never crosses, else in a strip below the figure.
         lines = 4 if projection.measured else 2
         marks = [[0.0, 0.0], (lowest_inside(surface) or (np.nan, np.nan))[:2]]  # the centre and the lowest point
-        at = place_readout(self.fig, ax, Label.measure(dpi, lines, READOUT_CHARS), [projection.xy, *marks])
-        self._label = Label(ax, dpi, lines=lines, chars=READOUT_CHARS, at=at)
+        if getattr(projection.plane, "marks_xy", None) is not None:
+            marks += [list(xy) for xy in projection.plane.marks_xy]
+        chars = readout_chars(projection)
+        at = place_readout(self.fig, ax, Label.measure(dpi, lines, chars), [projection.xy, *marks])
+        self._label = Label(ax, dpi, lines=lines, chars=chars, at=at)
 
     def _draw_panel(self, side, path_color: str) -> None:
         """True loss and slice loss over the steps, with a cursor that follows the frame."""
@@ -489,7 +550,21 @@ def save_still(figure, k: int, out, kind: str) -> None:
         placed = [(figure._label, [(line, "k") for line in figure.label(k).split("\n")])]
     for label, lines in placed:
         _write_lines(figure.fig, label, lines)
-    figure.fig.savefig(out, format=kind)
+    save_figure(figure.fig, out, kind)
+
+
+# What would make a still differ between two runs of one command: the date in a PDF or SVG, and
+# the random part of the ids an SVG gives its clip paths and glyphs (derived from this salt instead).
+_UNDATED = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+_SVG_SALT = "losstrail"
+
+
+def save_figure(fig, out, kind: str) -> None:
+    """``fig.savefig(out)`` as ``kind`` (png, pdf, svg), the same bytes each time for the same figure."""
+    import matplotlib
+
+    with matplotlib.rc_context({"svg.hashsalt": _SVG_SALT}):
+        fig.savefig(out, format=kind, metadata=_UNDATED.get(kind))
 
 
 def _write_lines(fig, label: Label, lines) -> None:

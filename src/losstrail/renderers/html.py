@@ -85,6 +85,7 @@ def write_html(
     same_end = len({int(p.step[-1]) for p in projections}) == 1
     by_step = style.timeline == "step" or (style.timeline == "auto" and same_end)
     cursors = _loss_panel(fig, runs, colours, by_step)
+    _add_marks(fig, projections[0].plane, surface, style)  # last: the player addresses the traces before it
     # A slider stop per frame would draw hundreds of tick labels and double the page's start-up
     # time; it gets at most SLIDER_STOPS stops, while play still shows every frame.
     stops = np.unique(np.round(np.linspace(0, len(times) - 1, min(len(times), SLIDER_STOPS))).astype(int))
@@ -124,6 +125,29 @@ def _add_surface(fig, surface: Surface, style: Style) -> None:
         fig.add_trace(go.Surface(opacity=0.85, **grid))
     else:
         fig.add_trace(go.Contour(ncontours=style.levels, **grid))
+
+
+def _add_marks(fig, plane, surface: Surface, style: Style) -> None:
+    """The models a ``'through'`` plane goes through: named diamonds, each one's loss in its label and hover."""
+    import plotly.graph_objects as go
+
+    marks = getattr(plane, "marks", None)
+    if not marks:
+        return
+    losses = getattr(surface, "marks_loss", None)
+    labels = [n if losses is None else f"{n} (loss {losses[k]:.4g})" for k, n in enumerate(marks)]
+    xy = np.asarray(plane.marks_xy, dtype=np.float64)
+    common = {"mode": "markers+text", "text": list(marks), "textposition": "top right", "hovertext": labels,
+              "hoverinfo": "text", "name": "models", "marker": {"symbol": "diamond", "size": 11, "color": "white",
+              "line": {"color": "black", "width": 2}}}  # fmt: skip
+    if style.view == "3d":
+        from losstrail.renderers.surface3d import grid_value
+
+        height = np.asarray(losses if losses is not None else grid_value(surface, xy), dtype=np.float64)
+        z = np.log(np.where(height > 0, height, np.nan)) if style.log_scale else height
+        fig.add_trace(go.Scatter3d(x=_rounded(xy[:, 0]), y=_rounded(xy[:, 1]), z=_rounded(z), **common))
+    else:
+        fig.add_trace(go.Scatter(x=_rounded(xy[:, 0]), y=_rounded(xy[:, 1]), **common))
 
 
 def _add_path(fig, name: str, p: Projection, surface: Surface, style: Style, colour: str, captured) -> dict:

@@ -30,7 +30,7 @@ def plot_loss_line(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from losstrail.renderers._figure import plain_log_ticks
+    from losstrail.renderers._figure import plain_log_ticks, save_figure
 
     kind = output_format(out, allowed=STILL_FORMATS)
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
@@ -55,5 +55,5 @@ def plot_loss_line(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=kind)
+        save_figure(fig, tmp, kind)
     return Path(out)

@@ -79,7 +79,7 @@ class SurfaceFigure(CanvasFigure):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from losstrail.renderers._figure import READOUT_CHARS, Label, axis_labels, colour_label, faithfulness_title
+        from losstrail.renderers._figure import Label, axis_labels, colour_label, faithfulness_title, readout_chars
 
         self.projection = projection
         self.rotate, self.n_frames = rotate, max(n_frames, 1)
@@ -92,6 +92,7 @@ class SurfaceFigure(CanvasFigure):
         z = np.ma.masked_invalid(transform(surface.loss))
         ax.plot_surface(gx, gy, z, cmap=cmap, linewidth=0, antialiased=False, alpha=0.85, rcount=40, ccount=40)
         self.z = transform(path_height(projection, surface))
+        _draw_marks_3d(ax, projection.plane, surface, transform)
         xlabel, ylabel = axis_labels(projection.plane)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
@@ -105,11 +106,11 @@ class SurfaceFigure(CanvasFigure):
         self.main_axes = [ax]
         # The read-out goes under the title, and the 3-D axes below it.
         lines = 4 if projection.measured else 2
-        box = Label.measure(dpi, lines, READOUT_CHARS)
+        box = Label.measure(dpi, lines, readout_chars(projection))
         top = int(height - heading.get_window_extent(self.canvas.get_renderer()).y0) + 4
         bottom = 40 / height  # room for the axis labels below the box
         ax.set_position([0.0, bottom, 1.0, 1.0 - bottom - (top + box[1] + 6) / height])
-        self._label = Label(ax, dpi, lines=lines, chars=READOUT_CHARS, at=(8, top))
+        self._label = Label(ax, dpi, lines=lines, chars=readout_chars(projection), at=(8, top))
         self.views = max(2, min(self.n_frames, TURN_VIEWS))
         self._view = 0
         self.canvas.draw()
@@ -141,3 +142,17 @@ class SurfaceFigure(CanvasFigure):
         frame = np.asarray(self.canvas.buffer_rgba())
         self._label.draw(frame, self.label(k))
         return frame.copy() if copy else frame
+
+
+def _draw_marks_3d(ax, plane, surface: Surface, transform) -> None:
+    """The models a ``'through'`` plane goes through, named on the surface, each one's loss in its label."""
+    marks = getattr(plane, "marks", None)
+    if not marks:
+        return
+    xy = np.asarray(plane.marks_xy, dtype=np.float64)
+    losses = getattr(surface, "marks_loss", None)
+    heights = transform(np.asarray(losses if losses is not None else grid_value(surface, xy), dtype=np.float64))
+    for k, name in enumerate(marks):
+        label = name if losses is None else f"{name} ({losses[k]:.4g})"
+        ax.scatter([xy[k, 0]], [xy[k, 1]], [heights[k]], marker="D", s=50, c="white", edgecolors="k", zorder=12)
+        ax.text(xy[k, 0], xy[k, 1], heights[k], f"  {label}", fontsize=9, weight="bold", zorder=13)
