@@ -120,12 +120,16 @@ class Points:
             folder = self._folder
         return RowFile(folder / PARAMS_FILE, dtype, width)
 
-    def plan(self, rows: int | None) -> None:
-        """Say and prepare for a path of ``rows`` rows before training, when it will not fit ``memory_limit``."""
-        if rows is None or self.layout is None:
+    def plan(self, rows: int | None, n_params: int | None = None) -> None:
+        """Say and prepare for a path of ``rows`` rows of ``n_params`` (default: the layout's) before recording.
+
+        Only a path that will not fit ``memory_limit`` is said; one of at most ``snapshots`` rows
+        then keeps every row on disk, a longer one is sketched from its first row.
+        """
+        P = n_params if n_params is not None else (self.layout.n_params if self.layout is not None else None)
+        if rows is None or P is None:
             return
         self._planned = rows
-        P = self.layout.n_params
         if rows * P * self.dtype.itemsize <= self.memory_limit:
             return
         if rows <= self.snapshots:
