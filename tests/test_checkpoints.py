@@ -312,3 +312,12 @@ def test_the_path_command_draws_a_trainer_folder(hf_run, tmp_path):
     assert "no --data: drawing the path and its recorded losses, without a surface" in result.output
     result = runner.invoke(app, ["path", str(tmp_path / "nowhere"), "--out", str(tmp_path / "z.png")])
     assert result.exit_code == 2 and "DIR=" in result.output
+    # No output onto an input: not the data file, nor anything inside the checkpoint folder.
+    before = (tmp_path / "b.pt").read_bytes()
+    result = runner.invoke(app, ["path", str(folder), "--data", str(tmp_path / "b.pt"), "--out", str(tmp_path / "b.pt"),
+                                 "--format", "gif"])  # fmt: skip
+    assert result.exit_code == 2 and "--data=" in result.output and "an input" in result.output, result.output
+    assert (tmp_path / "b.pt").read_bytes() == before
+    result = runner.invoke(app, ["path", str(folder), "--out", str(folder / "p.gif")])
+    assert result.exit_code == 2 and "inside the checkpoint folder DIR=" in result.output, result.output
+    assert not (folder / "p.gif").exists()

@@ -43,6 +43,7 @@ def draw_checkpoint_path(
     source = Path(source)
     if not source.is_dir():
         raise FileNotFoundError(f"DIR={str(source)!r} is not a folder; pass a Hugging Face Trainer's output folder")
+    _check_out(out, source, data)
     batch = read_batch(data) if data is not None else None
     model, causal = model_from_config(source)
     from losstrail.checkpoints import load_trajectory
@@ -52,6 +53,19 @@ def draw_checkpoint_path(
     if batch is not None and "labels" not in batch and "input_ids" in batch and causal:
         batch["labels"] = batch["input_ids"]
     return _draw(model, trajectory, batch, out, method, resolution, style, quiet, source.name)
+
+
+def _check_out(out, source: Path, data) -> None:
+    """Refuse, before any work, a picture written onto the data file or anywhere inside the checkpoint folder."""
+    from losstrail._checks import check_outputs
+
+    check_outputs([("out", out)], inputs=[("data", data)])
+    folder, target = os.path.realpath(source), os.path.realpath(out)
+    if os.path.commonpath([folder, target]) == folder:
+        raise ValueError(
+            f"out={str(out)!r} lies inside the checkpoint folder source={str(source)!r}, which is read, never written:"
+            " write the picture outside it, e.g. out='path.gif'"
+        )
 
 
 def _draw(model, trajectory, batch, out, method, resolution, style, quiet, name):

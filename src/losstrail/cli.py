@@ -562,7 +562,7 @@ def path_(
     style: Style = Style(),
 ):
     """Draw the path of a folder of Hugging Face checkpoints; the model is built from its config.json."""
-    with _user_errors({"source": "DIR"}), _needs_extra():
+    with _user_errors({"source": "DIR", "data": "--data"}), _needs_extra():
         from losstrail.checkpoint_job import draw_checkpoint_path
 
         size = _resolution(resolution)
