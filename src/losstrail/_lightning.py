@@ -18,10 +18,10 @@ import torch
 from losstrail._batching import TreeDataset, is_datamodule, is_lightning_module, is_tree_of_tensors
 from losstrail._loss import LossRule, correct_count, final_measure, is_classification
 from losstrail._optim import make_optimizer
-from losstrail._points import Points, as_float
+from losstrail._points import SNAPSHOTS, Points, as_float
 from losstrail._progress import bar
-from losstrail.record import recorded_layout
-from losstrail.trajectory import DTYPES, Trajectory
+from losstrail.record import check_memory, path_rows, recorded_layout
+from losstrail.trajectory import Trajectory, check_dtype
 
 __all__ = ["TrajectoryRecorder", "fit_with_lightning"]
 
@@ -42,23 +42,26 @@ class TrajectoryRecorder(pl.Callback):
         params: which parameters to record: ``'trainable'`` (default), ``'all'``, name
             patterns or a predicate ``(name, param) -> bool``.
         storage: a folder; once the path takes more than ``memory_limit`` bytes its rows go
-            to ``storage/params.bin`` instead of RAM (a memory-mapped ``Trajectory.params``).
-        dtype: ``'float32'`` (default) or ``'float16'`` (half the memory and disk).
-        memory_limit: bytes of parameters held in RAM before spilling to ``storage`` (1 GiB).
+            to ``storage/params.bin`` instead of RAM (a memory-mapped ``Trajectory.params``);
+            default a temporary folder, removed with the trajectory.
+        dtype: ``'float32'`` or ``'float16'`` (half the memory and disk); default float32 for
+            every point, float16 for the snapshots of a sketched path.
+        memory_limit: bytes of path held in RAM (1 GiB): rows, or the sketch of a longer path.
+        snapshots: a path past ``memory_limit`` with more points than this (200) is kept
+            sketched, as ``losstrail.Recorder`` says; its size is said before training.
+        quiet: say nothing about the path's size.
 
     After ``trainer.fit``, ``recorder.trajectory`` holds the ``Trajectory``.
     """
 
-    def __init__(self, every_n_steps: int = 1, storage=None, dtype: str = "float32", memory_limit: int = 1 << 30,
-                 *, params="trainable"):  # fmt: skip
+    def __init__(self, every_n_steps: int = 1, storage=None, dtype: str | None = None, memory_limit: int = 1 << 30,
+                 *, params="trainable", snapshots: int = SNAPSHOTS, quiet: bool = False):  # fmt: skip
         super().__init__()
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ValueError(f"every_n_steps={every_n_steps!r} must be a positive integer, e.g. every_n_steps=1")
-        if str(dtype) not in DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {', '.join(map(repr, DTYPES))}")
         self.every_n_steps = every_n_steps
         self.params = params
-        self._storage = (storage, str(dtype), memory_limit)
+        self._storage = (storage, check_dtype(dtype), check_memory(memory_limit, snapshots), snapshots, quiet)
         self._points = Points(*self._storage)
         self._trajectory: Trajectory | None = None
         self._pending = False
@@ -77,6 +80,9 @@ class TrajectoryRecorder(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         self._points = Points(*self._storage)
         self._points.layout = recorded_layout(self._watched(pl_module), self.params)
+        steps = trainer.estimated_stepping_batches
+        if isinstance(steps, int) or (isinstance(steps, float) and math.isfinite(steps)):
+            self._points.plan(path_rows(int(steps), self.every_n_steps))
         self._trajectory = None
         self._last_epoch = None
         self._hook = pl_module.register_forward_hook(self._keep_output)

@@ -63,11 +63,17 @@ def centred_gram(params: np.ndarray, mean: np.ndarray) -> np.ndarray:
 def principal_directions(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """The top two principal directions of the path ``params`` (T, P), T >= 3.
 
-    From the T x T Gram matrix (exact) up to _EXACT_WORK multiply-adds, else sketched (two
+    For the snapshots of a sketched path (``Trajectory.sketch``): the sketch's, of every step.
+    Else from the T x T Gram matrix (exact) up to _EXACT_WORK multiply-adds, else sketched (two
     passes over the path). Returns ``(variances (2,), unit directions (2, P), total variance)``;
     a ValueError when the path moves in fewer than two directions.
     """
     T, P = params.shape
+    sketch = getattr(params, "sketch", None)  # a sketched path's rows carry the PCA of every step
+    if sketch is not None and sketch.directions is not None:
+        top = np.asarray(sketch.variances[:2], dtype=np.float64)
+        _check_two_directions(top)
+        return top, sketch.directions.astype(np.float64), float(sketch.total_variance)
     if float(T) * T * P > _EXACT_WORK and T > _SKETCH:  # long path, many parameters
         top, dirs, total = sketched_pca(params, 2)
         _check_two_directions(top)
@@ -181,3 +187,107 @@ def _centred_product(AtY: np.ndarray, Y: np.ndarray, mean: np.ndarray) -> np.nda
     Since the columns of Y_c sum to zero, A_c^T Y_c = A^T Y_c = A^T Y - T mean mean(Y)^T.
     """
     return AtY - Y.shape[0] * np.outer(mean, Y.mean(axis=0))
+
+
+# Frequent Directions keeps at most this many rows (and as many again while it fills): its
+# work per recorded step is about 6 * rows * P multiply-adds, its memory 8 * rows * P bytes.
+SKETCH_ROWS = 12
+_SKETCH_MIN_ROWS = 6  # below this many rows a sketch of a path is too coarse to be worth its cost
+_FD_COLUMNS = 1 << 16  # columns rotated at once when the sketch shrinks
+
+
+def sketch_rows_within(n_params: int, budget: int) -> int:
+    """Rows of a Frequent Directions sketch of a path of ``n_params`` that fit ``budget`` bytes (0: none fit).
+
+    The sketch holds twice its rows in float32, plus θ_0, the float64 running sum and one row.
+
+    >>> [sketch_rows_within(n, 1 << 30) for n in (1000, 5_250_000, 124_000_000)]
+    [12, 12, 0]
+    """
+    rows = (budget - 16 * n_params) // (8 * max(n_params, 1))
+    return int(min(SKETCH_ROWS, rows)) if rows >= _SKETCH_MIN_ROWS else 0
+
+
+class FrequentDirections:
+    """A streaming sketch of the principal directions of every row of a path (Liberty, 2013).
+
+    ``add`` takes one row (θ_k, a float32 tensor) at a time. Rows are sketched relative to the
+    first one, r_k = θ_k − θ_0, in a (2ℓ, P) float32 buffer; when it is full its rows are
+    rotated onto their principal axes and every squared singular value lowered by the
+    (ℓ+1)-th, leaving at most ℓ rows (the sum of those amounts is ``shrinkage``). Alongside,
+    the exact float64 sum of the r_k and of their squared norms give the mean and the total
+    variance. ``result`` turns B^T B − T r̄ r̄^T, the sketch of the centred covariance, into its
+    top principal directions. Work per row: about 6ℓP multiply-adds, spread over the shrinks.
+    """
+
+    def __init__(self, first: torch.Tensor, rows: int):
+        self.ell = rows
+        self.origin = first.detach().to("cpu", torch.float32).clone()
+        P = self.origin.numel()
+        self.buffer = torch.zeros((2 * rows, P))
+        self.filled = 0
+        self.sum = torch.zeros(P, dtype=torch.float64)
+        self.squares = 0.0
+        self.count = 0
+        self.shrinkage = 0.0
+
+    def add(self, row: torch.Tensor) -> None:
+        """Sketch one more row of the path (θ_k, any float tensor of P values)."""
+        if self.filled == self.buffer.shape[0]:
+            self._shrink()
+        target = self.buffer[self.filled]
+        torch.sub(row.detach().to("cpu", torch.float32), self.origin, out=target)
+        self.sum += target
+        self.squares += float(torch.dot(target, target))
+        self.filled += 1
+        self.count += 1
+
+    def _shrink(self) -> None:
+        B = self.buffer[: self.filled]
+        gram = (B @ B.T).double().numpy()
+        values, vectors = np.linalg.eigh(gram)  # ascending
+        values, vectors = values[::-1].clip(min=0.0), vectors[:, ::-1]
+        delta = float(values[self.ell]) if len(values) > self.ell else 0.0
+        keep = values[: self.ell] > delta
+        scale = np.sqrt((values[: self.ell][keep] - delta) / values[: self.ell][keep])
+        rotate = torch.from_numpy((vectors[:, : self.ell][:, keep] * scale).T.astype(np.float32).copy())
+        kept = rotate.shape[0]
+        with torch.inference_mode():
+            for start in range(0, B.shape[1], _FD_COLUMNS):  # in place, one column block at a time
+                cols = slice(start, start + _FD_COLUMNS)
+                B[:kept, cols] = rotate @ B[:, cols]
+        B[kept:].zero_()
+        self.filled = kept
+        self.shrinkage += delta
+
+    def result(self):
+        """``(variances (r,), directions (2, P) float32 unit or None, total variance, shrinkage)``."""
+        T, n = self.count, self.filled
+        mean = self.sum / T
+        total = self.squares - T * float(mean @ mean)
+        gram = np.zeros((n + 1, n + 1))
+        for rows in self._rows64():
+            gram += (rows @ rows.T).numpy()
+        mu, V = np.linalg.eigh(gram)  # the span of the sketch's rows and the mean
+        good = mu > 1e-12 * max(float(mu.max()), 1e-300)
+        basis = V[:, good] / np.sqrt(mu[good])  # Q = basis.T @ rows, orthonormal rows
+        Z = basis.T @ gram[:, :n]  # Q B^T
+        q = basis.T @ gram[:, n]  # Q r̄
+        S = Z @ Z.T - T * np.outer(q, q)  # Q (B^T B - T r̄ r̄^T) Q^T
+        values, W = np.linalg.eigh(S)
+        values, W = values[::-1], W[:, ::-1]
+        if len(values) < 2 or values[1] <= 1e-12 * max(values[0], 1e-300):
+            return values.clip(min=0.0), None, total, self.shrinkage
+        coeffs = torch.from_numpy((basis @ W[:, :2]).T.copy())  # (2, n + 1)
+        directions = torch.empty((2, self.origin.numel()), dtype=torch.float64)
+        for start, rows in zip(range(0, self.origin.numel(), _FD_COLUMNS), self._rows64()):
+            directions[:, start : start + rows.shape[1]] = coeffs @ rows
+        directions /= torch.linalg.vector_norm(directions, dim=1, keepdim=True)
+        return values.clip(min=0.0), directions.float().numpy(), total, self.shrinkage
+
+    def _rows64(self):
+        """Column blocks of the sketch's rows and the mean offset r̄, stacked (n + 1, block), float64."""
+        mean = self.sum / self.count
+        for start in range(0, self.origin.numel(), _FD_COLUMNS):
+            cols = slice(start, start + _FD_COLUMNS)
+            yield torch.cat([self.buffer[: self.filled, cols].double(), mean[None, cols]])

@@ -51,3 +51,24 @@ def prefetch_rows(array: np.ndarray, start: int, stop: int) -> None:
     length = min(array.offset + min(stop, array.shape[0]) * row, len(mapped)) - first
     if length > 0:
         mapped.madvise(mmap.MADV_WILLNEED, first, length)
+
+
+class SketchedRows(np.memmap):
+    """The snapshot rows of a sketched path (in memory or memory-mapped), carrying its ``PathSketch``.
+
+    PCA of these rows (``losstrail._pca.principal_directions``) is then the sketch's PCA of
+    every step. Only the array the ``Trajectory`` holds carries it: a slice or a copy is rows only.
+    """
+
+    sketch = None
+
+    def __array_finalize__(self, obj):
+        super().__array_finalize__(obj)
+        self.sketch = None
+
+    @classmethod
+    def carrying(cls, rows: np.ndarray, sketch) -> SketchedRows:
+        """``rows`` (the same memory, on disk or not) with ``sketch`` attached."""
+        view = rows.view(cls)
+        view.sketch = sketch
+        return view

@@ -36,7 +36,7 @@ from losstrail.landscape import DecisionMaps, Surface
 from losstrail.plane import Plane
 from losstrail.projection import Projection
 from losstrail.results import Comparison
-from losstrail.trajectory import PARAMS_FILE, Trajectory
+from losstrail.trajectory import PARAMS_FILE, PathSketch, Trajectory
 
 __all__ = [
     "load_comparison",
@@ -93,7 +93,10 @@ def save_run_value(run_dir: str | os.PathLike, value) -> Path:
     """
     path = Path(run_dir) / VALUE_FILES[type(value)]
     arrays = _to_arrays(value)
-    if isinstance(value, Trajectory) and isinstance(value.params, np.memmap):
+    if isinstance(value, Trajectory) and value.sketch is not None:
+        del arrays["sketch"]
+        arrays.update(_sketch_arrays(value.sketch))
+    if isinstance(value, Trajectory) and isinstance(value.params, np.memmap) and value.params.filename is not None:
         del arrays["params"]
         _keep_on_disk(value.params, Path(run_dir) / PARAMS_FILE)
         arrays["params_shape"] = np.asarray(value.params.shape, dtype=np.int64)
@@ -101,6 +104,28 @@ def save_run_value(run_dir: str | os.PathLike, value) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return path
+
+
+_SKETCH = "sketch_"  # the arrays of a Trajectory's PathSketch, saved beside its own
+
+
+def _sketch_arrays(sketch: PathSketch) -> dict[str, np.ndarray]:
+    return {_SKETCH + name: np.asarray(item) for name, item in _to_arrays(sketch).items()}
+
+
+def _sketch_from(data) -> PathSketch | None:
+    """The ``PathSketch`` saved in an opened ``trajectory.npz``, or None (a path kept whole)."""
+    if _SKETCH + "step" not in data.files:
+        return None
+    fields = {}
+    for field in dataclasses.fields(PathSketch):
+        key = _SKETCH + field.name
+        if key not in data.files:
+            if field.default is dataclasses.MISSING:
+                raise ValueError(f"the saved trajectory's sketch has no array {key!r}")
+            continue
+        fields[field.name] = float(data[key]) if data[key].ndim == 0 else data[key]
+    return PathSketch(**fields)
 
 
 def _keep_on_disk(params: np.memmap, target: Path) -> None:
@@ -148,6 +173,8 @@ def _load(path: Path, run_dir, cls, linked: dict, files: dict | None):
             shape = tuple(int(n) for n in data["params_shape"])
             with open_regular(Path(run_dir) / PARAMS_FILE) as rows:  # the map keeps its own handle
                 kwargs["params"] = np.memmap(rows, dtype=str(data["params_dtype"]), mode="r", shape=shape)
+        if cls is Trajectory:
+            kwargs["sketch"] = _sketch_from(data)
         for field in dataclasses.fields(cls):
             if field.name in _LINKED or field.name in kwargs or not field.metadata.get("saved", True):
                 continue

@@ -11,8 +11,9 @@ import math
 
 import torch
 
-from losstrail.record import Recorder
-from losstrail.trajectory import Trajectory
+from losstrail._points import SNAPSHOTS
+from losstrail.record import Recorder, check_memory
+from losstrail.trajectory import Trajectory, check_dtype
 
 try:
     from transformers import TrainerCallback
@@ -131,17 +132,18 @@ class LosstrailCallback(TrainerCallback):
             just the adapter), ``'all'``, name patterns (``'transformer.h.0.*'``) or a
             predicate ``(name, param) -> bool``. Names are those of the Trainer's model
             (``trainer.model``), e.g. ``'base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight'``.
-        storage, dtype, memory_limit: as ``Recorder`` (disk-backed paths, ``'float16'`` rows).
+        storage, dtype, memory_limit, snapshots, quiet: as ``Recorder`` (paths past
+            ``memory_limit`` go to disk, long ones sketched; the size is said before training).
     """
 
-    def __init__(self, every: int = 1, *, params="trainable", storage=None, dtype: str = "float32",
-                 memory_limit: int = 1 << 30):  # fmt: skip
+    def __init__(self, every: int = 1, *, params="trainable", storage=None, dtype: str | None = None,
+                 memory_limit: int = 1 << 30, snapshots: int = SNAPSHOTS, quiet: bool = False):  # fmt: skip
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every={every!r} must be a positive integer, e.g. LosstrailCallback(every=1)")
-        if str(dtype) not in ("float32", "float16"):
-            raise ValueError(f"dtype={dtype!r} is not supported; expected one of 'float32', 'float16'")
         self.every, self.params = every, params
-        self._options = {"storage": storage, "dtype": dtype, "memory_limit": memory_limit}
+        memory_limit = check_memory(memory_limit, snapshots)
+        self._options = {"storage": storage, "dtype": check_dtype(dtype), "memory_limit": memory_limit,
+                         "snapshots": snapshots, "quiet": quiet}  # fmt: skip
         self._recorder: Recorder | None = None
         self._losses: _StepLosses | None = None
         self._epoch = 0
@@ -153,7 +155,8 @@ class LosstrailCallback(TrainerCallback):
             raise RuntimeError("LosstrailCallback needs the model; the Trainer passed none to on_train_begin")
         if self._recorder is not None:
             raise RuntimeError("this LosstrailCallback has recorded a training run already; make a new one per run")
-        self._recorder = Recorder(model, self.every, params=self.params, **self._options)
+        steps = state.max_steps if getattr(state, "max_steps", 0) and state.max_steps > 0 else None
+        self._recorder = Recorder(model, self.every, params=self.params, steps=steps, **self._options)
         self._losses = _StepLosses(model)
 
     def on_epoch_begin(self, args, state, control, **kwargs):

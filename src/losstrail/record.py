@@ -11,8 +11,8 @@ import math
 import torch
 
 from losstrail._functional import ParamLayout, choose_parameters
-from losstrail._points import Points, as_float
-from losstrail.trajectory import DTYPES, Trajectory
+from losstrail._points import SNAPSHOTS, Points, as_float
+from losstrail.trajectory import Trajectory, check_dtype
 
 __all__ = ["Recorder", "Trajectory"]
 
@@ -34,6 +34,24 @@ def recorded_layout(model: torch.nn.Module, params, argument: str = "params") ->
     return layout
 
 
+def path_rows(steps: int, every: int) -> int:
+    """Points a recording of ``steps`` optimizer steps keeps, one every ``every``, and the final one.
+
+    >>> path_rows(2000, 1), path_rows(10, 3)
+    (2001, 5)
+    """
+    return -(-steps // every) + 1
+
+
+def check_memory(memory_limit, snapshots) -> int:
+    """``memory_limit`` after checking it and ``snapshots`` (the most rows of a sketched path, at least 3)."""
+    if isinstance(memory_limit, bool) or not isinstance(memory_limit, int) or memory_limit < 0:
+        raise ValueError(f"memory_limit={memory_limit!r} must be a number of bytes, e.g. memory_limit=1 << 30")
+    if isinstance(snapshots, bool) or not isinstance(snapshots, int) or snapshots < 3:
+        raise ValueError(f"snapshots={snapshots!r} must be an integer of at least 3, e.g. snapshots=200")
+    return memory_limit
+
+
 class Recorder:
     """Record a trajectory from a training loop you wrote yourself: no Lightning, no base class.
 
@@ -43,12 +61,25 @@ class Recorder:
     exactly as ``fit`` records it. ``trajectory`` adds the final parameters and ends the
     recording.
 
+    A path that fits ``memory_limit`` keeps every point. Past it the rows go to ``storage`` (a
+    temporary folder, removed when the trajectory is, if none is given); a path of more than
+    ``snapshots`` points is then kept *sketched*: every step's loss, ``snapshots`` evenly spaced
+    rows and a sketch of every step for PCA (see ``Trajectory``), so recording never holds more
+    than the model and ``memory_limit``. Given ``steps``, a path that will not fit says its size
+    before training.
+
     Args:
         model: the ``nn.Module`` being trained.
         every: keep one point every this many steps (default 1).
         params: which parameters to record: ``'trainable'`` (default, those with
             ``requires_grad``), ``'all'``, name patterns or a predicate ``(name, param) -> bool``.
-        storage, dtype, memory_limit: as ``TrajectoryRecorder`` (disk-backed paths, float16).
+        storage: a folder for the rows of a path past ``memory_limit`` (default: a temporary one).
+        dtype: of the rows: ``'float32'`` or ``'float16'``; default float32 for every point of a
+            path, float16 for the snapshots of a sketched one.
+        memory_limit: bytes of path held in memory (1 GiB): rows, or the sketch of a longer path.
+        snapshots: the most rows a sketched path keeps (200).
+        steps: how many optimizer steps will be recorded, if known.
+        quiet: say nothing about the path's size.
 
     >>> model = torch.nn.Linear(2, 1)
     >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -63,14 +94,17 @@ class Recorder:
     """
 
     def __init__(self, model: torch.nn.Module, every: int = 1, *, params="trainable", storage=None,
-                 dtype: str = "float32", memory_limit: int = 1 << 30):  # fmt: skip
+                 dtype: str | None = None, memory_limit: int = 1 << 30, snapshots: int = SNAPSHOTS,
+                 steps: int | None = None, quiet: bool = False):  # fmt: skip
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every={every!r} must be a positive integer, e.g. every=1")
-        if str(dtype) not in DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {', '.join(map(repr, DTYPES))}")
         self.model, self.every = model, every
-        self._points = Points(storage, str(dtype), memory_limit)
+        self._points = Points(storage, check_dtype(dtype), check_memory(memory_limit, snapshots), snapshots, quiet)
         self._points.layout = self._layout = recorded_layout(model, params)
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+                raise ValueError(f"steps={steps!r} must be the number of optimizer steps to record, e.g. steps=2000")
+            self._points.plan(path_rows(steps, every))
         self._step, self._epoch = 0, 0
         self._start = self._layout.flatten(model)  # θ at the start of the next step
         self._final: tuple[float, float] = (math.nan, math.nan)

@@ -65,7 +65,7 @@ def fit(
     objective: Callable | None = None,
     params="trainable",
     storage=None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     memory_limit: int = 1 << 30,
     quiet: bool = False,
 ) -> Run:
@@ -96,7 +96,8 @@ def fit(
         params: which parameters the trajectory records: ``'trainable'`` (default), ``'all'``,
             name patterns (``'layer1.*'``) or a predicate ``(name, param) -> bool``.
         storage, dtype, memory_limit: where a path larger than ``memory_limit`` bytes (1 GiB)
-            is kept on disk, and its dtype (``'float32'`` or ``'float16'``); see ``TrajectoryRecorder``.
+            is kept on disk (default a temporary folder), and its dtype (``'float32'`` or
+            ``'float16'``); a long one is kept sketched, its size said before training; see ``Recorder``.
         quiet: no progress bar.
 
     Returns:
@@ -110,7 +111,7 @@ def fit(
     from losstrail.record import recorded_layout
 
     recorded_layout(model, params)  # a selection that does not fit fails here, before training
-    record = {"storage": storage, "dtype": dtype, "memory_limit": memory_limit, "params": params}
+    record = {"storage": storage, "dtype": dtype, "memory_limit": memory_limit, "params": params, "quiet": quiet}
     if needs_lightning(model, datamodule):
         from losstrail._lightning import fit_with_lightning
 
@@ -128,7 +129,8 @@ def fit(
     chosen = optimizer if optimizer is not None else getattr(model, "optimizer", None)
     chosen = chosen if isinstance(chosen, str) or callable(chosen) else "adam"
     lr = learning_rate if learning_rate is not None else getattr(model, "learning_rate", 1e-3)
-    recorder = Recorder(model, every, **record)
+    steps = epochs * len(loader) if hasattr(loader, "__len__") else None  # the path's size is said before training
+    recorder = Recorder(model, every, steps=steps, **record)
     _loop(model, loader, rule, make_optimizer(chosen, model.parameters(), lr), recorder, epochs,
           _device(accelerator), quiet)  # fmt: skip
     return Run(model=model, trajectory=recorder.trajectory)
