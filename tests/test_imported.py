@@ -54,6 +54,7 @@ def test_the_read_out_of_an_imported_path_is_a_surface_value(tmp_path, monkeypat
     text = readout(seen["projection"], 0)
     assert "surface value at the path point" in text
     assert "batch loss" not in text and "epoch" not in text and "acc" not in text
+    assert "step" not in text and text.startswith("point")  # Li et al.'s projection file has no steps
     assert (tmp_path / "theirs.png").is_file()
 
 

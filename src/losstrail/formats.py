@@ -557,6 +557,7 @@ def render_surface(
         true_loss=found.get("true_loss"),
         slice_loss=found.get("slice_loss"),
         loss_label=None if "loss" in found else str(extras.get("loss_label", "surface value at the path point")),
+        step_label="step" if "step" in found else "point",  # no steps in the file: the index along the path
     )
     if style.title is None:
         style = style.replace(title=str(extras.get("title", Path(surface).name)))

@@ -33,6 +33,7 @@ class Projection:
     true_loss: np.ndarray | None = None  # (T,) mean loss over the grid's data at θ_k itself; NaN where not measured
     slice_loss: np.ndarray | None = None  # (T,) the same at θ_k's projection onto the plane; NaN where not measured
     loss_label: str | None = None  # what ``loss`` holds when not a training batch's loss (a path read from a file)
+    step_label: str = "step"  # what ``step`` counts: "point" (the index along the path) where a file gives no steps
 
     __repr__ = short_repr
 

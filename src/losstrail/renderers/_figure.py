@@ -73,7 +73,9 @@ def readout(p: Projection, k: int) -> str:
     accuracy = f" acc {_format_value(float(p.accuracy[k]), percent=True)}"
     if label is not None and not np.isfinite(p.accuracy).any():
         accuracy = ""  # a surface read from a file: no batch, no accuracy
-    text = f"step  {int(p.step[k]):>6d}{epoch}\n{label or 'batch loss'} {_format_value(float(p.loss[k]))}{accuracy}"
+    counted = getattr(p, "step_label", "step")
+    value = _format_value(float(p.loss[k]))
+    text = f"{counted:<5s} {int(p.step[k]):>6d}{epoch}\n{label or 'batch loss'} {value}{accuracy}"
     if p.measured:
         # Between measured points: the latest truth there is, with the step it was measured at.
         m = int(held(p.true_loss)[k]) if np.isnan(p.true_loss[k]) else k
@@ -362,7 +364,7 @@ class PathFigure(CanvasFigure):
         if np.all(values[np.isfinite(values)] > 0):
             side.set_yscale("log")
             plain_log_ticks(side.yaxis)
-        side.set_xlabel("step")
+        side.set_xlabel(getattr(p, "step_label", "step"))
         side.set_ylabel("loss along the path")
         side.grid(alpha=0.3)
         handles, labels = side.get_legend_handles_labels()
