@@ -56,6 +56,9 @@ def test_the_read_out_of_an_imported_path_is_a_surface_value(tmp_path, monkeypat
     assert "batch loss" not in text and "epoch" not in text and "acc" not in text
     assert "step" not in text and text.startswith("point")  # Li et al.'s projection file has no steps
     assert (tmp_path / "theirs.png").is_file()
+    pytest.importorskip("plotly")
+    page = lt.render_surface(surface_file, tmp_path / "theirs.html", path=proj_file).path.read_text()
+    assert "surface value at the path point" in page
 
 
 def test_values_log_colours_cannot_show_switch_to_linear_with_one_warning(tmp_path, rng):

@@ -183,10 +183,12 @@ def _subsampled(projection: Projection, frames) -> Projection:
     """The projection at the chosen frames only (what the HTML page stores)."""
     import dataclasses
 
+    import numpy as np
+
     changes = {}
     for field in dataclasses.fields(projection):
         value = getattr(projection, field.name)
-        if field.name != "plane" and value is not None:
+        if isinstance(value, np.ndarray):  # the per-point arrays: not the plane, nor the labels
             changes[field.name] = value[frames]
     return dataclasses.replace(projection, **changes)
 

@@ -158,9 +158,10 @@ def _add_path(fig, name: str, p: Projection, surface: Surface, style: Style, col
     h = np.log(np.where(height > 0, height, np.nan)) if style.log_scale else height
     true = p.true_loss if p.true_loss is not None else np.full(len(p), np.nan)
     custom = np.stack([p.step, true, height, p.loss], axis=1)  # the slice loss: measured, else the grid's
+    counted, value = p.step_label, p.loss_label or "batch loss"  # a path read from a file: no steps, no batch
     hover = (
-        f"<b>{name}</b><br>step %{{customdata[0]}}<br>plane x %{{x:.4g}}, y %{{y:.4g}}<br>"
-        "true loss %{customdata[1]:.4g}<br>slice loss %{customdata[2]:.4g}<br>batch loss %{customdata[3]:.4g}"
+        f"<b>{name}</b><br>{counted} %{{customdata[0]}}<br>plane x %{{x:.4g}}, y %{{y:.4g}}<br>"
+        f"true loss %{{customdata[1]:.4g}}<br>slice loss %{{customdata[2]:.4g}}<br>{value} %{{customdata[3]:.4g}}"
         "<extra></extra>"
     )
     shown = name if captured is None else f"{name} (plane holds {captured:.0%} of its path)"
@@ -247,7 +248,8 @@ def _loss_panel(fig, runs, colours, by_step: bool) -> list[dict]:
         measured = p.true_loss is not None
         y = p.true_loss if measured else p.loss
         at = np.flatnonzero(~np.isnan(y)) if measured else np.arange(len(y))  # curves run through measured points
-        label = name if len(runs) > 1 else ("true loss at θ" if measured else "batch loss (training)")
+        own = "batch loss (training)" if p.loss_label is None else p.loss_label
+        label = name if len(runs) > 1 else ("true loss at θ" if measured else own)
         fig.add_trace(go.Scatter(x=_rounded(x[at]), y=_rounded(y[at]), mode="lines", name=label, legendgroup="panel",
                                  line={"color": colours[k] if len(runs) > 1 else "black", "width": 2},
                                  showlegend=len(runs) == 1, **panel))  # fmt: skip
