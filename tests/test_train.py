@@ -158,3 +158,14 @@ def test_a_lightning_model_still_trains_with_lightning(tmp_path):
     code = "import losstrail, torch\nlosstrail.fit(losstrail.MLP(2, 3), (torch.randn(8, 2), torch.arange(8) % 3), "
     code += "epochs=1, quiet=True)"
     assert "lightning" in _heavy_modules_after(code, tmp_path)
+
+
+def test_the_plain_loop_shows_its_loss_without_a_torch_warning(tiny_data):
+    """The progress bar's loss is read from a detached tensor: no 'requires_grad ... to a scalar' warning."""
+    import warnings
+
+    X, y = tiny_data
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r".*requires_grad=True to a scalar.*")
+        run = fit(torch.nn.Linear(2, 3), (X, y), optimizer="sgd", learning_rate=0.1, epochs=2, seed=0)
+    assert len(run.trajectory) == 3

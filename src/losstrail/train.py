@@ -193,6 +193,6 @@ def _loop(model, loader, rule: LossRule, optimizer, recorder: Recorder, epochs: 
                 recorder.record(loss.detach(), metrics.get("accuracy", math.nan), epoch=epoch)
                 progress.update(1)
                 if index % 20 == 0 and not quiet:
-                    progress.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+                    progress.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
     recorder.finish(*final_measure(model, first, rule))  # labelled with the last epoch trained, as every recorder
     model.cpu()
