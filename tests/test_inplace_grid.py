@@ -231,6 +231,14 @@ def test_a_plane_around_a_model_draws_without_a_path(net_and_data, tmp_path):
         assert made.frames == 1 and (tmp_path / name).stat().st_size > 1000
     centre = lt.animate.__globals__["centre_point"](plane, surface)
     assert centre.xy.tolist() == [[0.0, 0.0]] and centre.loss[0] == pytest.approx(surface.loss[2, 2])
+    # Read out as a model, not as a training run: no step, epoch, optimizer or end of training.
+    from losstrail.renderers._figure import PathFigure, readout
+
+    assert centre.alone and readout(centre, 0).startswith("the model (plane centre)\nloss ")
+    _, labels = PathFigure(centre, surface).ax.get_legend_handles_labels()
+    assert "the model (plane centre)" in labels and not {"optimizer", "end of training (plane centre)"} & set(labels)
+    page = (tmp_path / "page.html").read_text()
+    assert '"name":"model"' in page and "step %{customdata[0]}" not in page
     line = lt.loss_line(net, data, plane.origin, plane.u, [-1.0, 0.0, 1.0])
     assert line.loss[1] == pytest.approx(surface.loss[2, 2], rel=1e-5)
     with pytest.raises(ValueError, match=r"animate draws a Projection"):

@@ -33,12 +33,18 @@ class Projection:
     true_loss: np.ndarray | None = None  # (T,) mean loss over the grid's data at θ_k itself; NaN where not measured
     slice_loss: np.ndarray | None = None  # (T,) the same at θ_k's projection onto the plane; NaN where not measured
     loss_label: str | None = None  # what ``loss`` holds when not a training batch's loss (a path read from a file)
-    step_label: str = "step"  # what ``step`` counts: "point" (the index along the path) where a file gives no steps
+    step_label: str = "step"  # what ``step`` counts: "point" (the index along the path) where a file gives no steps,
+    # "" for a model drawn alone (a plane with no path: one point at the centre)
 
     __repr__ = short_repr
 
     def __len__(self) -> int:
         return self.xy.shape[0]
+
+    @property
+    def alone(self) -> bool:
+        """True for a model drawn alone at its plane's centre (no path): no steps, no optimizer to follow."""
+        return self.step_label == ""
 
     @property
     def measured(self) -> bool:
