@@ -200,8 +200,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
     for _ in range(depth):
         layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
-    plane = lt.make_plane(model, "filter", seed=0)
-    xs, ys = lt.plane_grid(plane, resolution=3)
+    plane = lt.make_plane(model, "filter", seed=0, store=sys.argv[1])
+    xs, ys = lt.plane_grid(plane, resolution=2)
     surface = lt.loss_surface(model, (X, y), plane, xs, ys, quiet=True)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     print(json.dumps({"params": params, "peak": peak() - base, "finite": bool(np.isfinite(surface.loss).all())}))
@@ -209,16 +209,26 @@ _MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_plane_and_its_grid_stay_within_three_times_the_model_plus_a_gib(tmp_path):
-    """Measured in a fresh process: its peak resident memory, less what it held before the model was built."""
+@pytest.mark.parametrize("store, copies", [("tensors", 3), ("seed", 2)])
+def test_a_plane_and_its_grid_stay_within_the_model_and_its_directions_plus_a_gib(tmp_path, store, copies):
+    """Measured in a fresh process: its peak resident memory, less what it held before the model was built.
+
+    The issue's bound is ``copies`` x the parameters' bytes + 1 GiB (the model and two stored directions, or
+    the model alone when they are drawn again from their seeds). With seeds the grid sets and draws one
+    module's parameters at a time, so the peak stays within 0.75 of a model above the model (measured 2.2x;
+    a whole working copy of the parameters, as before, measured 4.0x). With stored directions the heap's
+    reuse of freed blocks varies by +-0.4x from run to run here (3.4x to 4.0x measured), which hides the
+    difference the whole copy makes (4.2x), so only the issue's bound is asserted."""
     script = tmp_path / "memory.py"
     script.write_text(_MEMORY_SCRIPT)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(script), store], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["finite"]
     assert figures["params"] > 100e6
-    assert figures["peak"] < 3 * figures["params"] + (1 << 30), figures
+    assert figures["peak"] < copies * figures["params"] + (1 << 30), figures
+    if store == "seed":
+        assert figures["peak"] < (copies + 0.75) * figures["params"], figures
 
 
 def test_a_plane_around_a_model_draws_without_a_path(net_and_data, tmp_path):

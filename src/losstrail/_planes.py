@@ -26,9 +26,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from losstrail._memory import give_back_freed_memory
 from losstrail._progress import say
 
-__all__ = ["Draw", "InPlace", "PlaneTensors", "draw_direction", "points_in_place", "tensor_seeds"]
+__all__ = ["Draw", "InPlace", "PlaneTensors", "draw_direction", "points_in_place", "sizes_wanted", "tensor_seeds"]
 
 # How a random direction is scaled, tensor by tensor (Li et al., 2018 for 'filter' and 'layer').
 RULES = ("filter", "layer", "random")
@@ -64,20 +65,36 @@ class Draw:
         return g.mul_(scale.to(device) if isinstance(scale, torch.Tensor) else scale).to(dtype)
 
 
-def _scale(centre: torch.Tensor, g: torch.Tensor, rule: str, keep_biases: bool) -> tuple[object, float]:
-    """``(scale, squared length)``: what multiplies the Gaussian ``g`` so it has the size of ``centre`` filter
-    by filter or tensor by tensor (``'random'``: 1, normalized over the whole direction afterwards; None: a
-    zero tensor), and the squared length of the scaled tensor (known from ``centre``, no pass over it)."""
+def sizes_wanted(centre: Sequence[torch.Tensor], rule: str, keep_biases: bool = False) -> list:
+    """What each tensor of a direction scaled by ``rule`` must measure, from ``centre``: per-filter norms (a
+    column shaped ``(n_filters, 1, ...)``, ``'filter'``), one norm (a float, ``'layer'``, and biases when
+    ``keep_biases``), None for a zero tensor (biases otherwise), or ``'random'`` (normalized afterwards).
+    Computed once for both directions of a plane."""
     norm = torch.linalg.vector_norm
-    if rule == "random":
+    wanted = []
+    for c in centre:
+        c = c.detach()
+        if rule == "random":
+            wanted.append("random")
+        elif c.dim() >= 2 and rule == "filter":
+            wanted.append(norm(c, dim=tuple(range(1, c.dim())), keepdim=True, dtype=torch.float32))
+        elif c.dim() >= 2 or keep_biases:
+            wanted.append(float(norm(c, dtype=torch.float32)))
+        else:
+            wanted.append(None)
+    return wanted
+
+
+def _scale(g: torch.Tensor, wanted) -> tuple[object, float]:
+    """``(scale, squared length)``: what multiplies the Gaussian ``g`` so it measures ``wanted`` (see
+    ``sizes_wanted``; ``'random'``: 1) and the squared length of the scaled tensor (known, no pass over it)."""
+    norm = torch.linalg.vector_norm
+    if isinstance(wanted, str):
         return 1.0, float(norm(g)) ** 2
-    c = centre.detach()
-    if c.dim() >= 2 and rule == "filter":
-        axes = tuple(range(1, c.dim()))
-        wanted = norm(c, dim=axes, keepdim=True, dtype=torch.float32)
+    if isinstance(wanted, torch.Tensor):
+        axes = tuple(range(1, g.dim()))
         return wanted / norm(g, dim=axes, keepdim=True), float((wanted.double() ** 2).sum())
-    if c.dim() >= 2 or keep_biases:
-        wanted = float(norm(c, dtype=torch.float32))
+    if wanted is not None:
         return wanted / float(norm(g)), wanted**2
     return None, 0.0
 
@@ -90,29 +107,36 @@ def draw_direction(
     stream: int = 0,
     keep_biases: bool = False,
     store: bool = True,
+    wanted: list | None = None,
 ) -> tuple[list[torch.Tensor] | None, Draw]:
     """A random direction tensor by tensor, scaled to ``centre`` by ``rule`` (see ``RULES``).
 
     ``stream`` picks one of several independent directions of one ``seed`` (0 for u, 1 for v).
-    Returns ``(tensors, draw)``: the direction in each centre tensor's dtype and device (None
-    unless ``store``) and the ``Draw`` that makes it again. Raises ValueError when the direction
+    ``wanted``: ``sizes_wanted(centre, rule, keep_biases)`` when already computed (for the other
+    direction). Returns ``(tensors, draw)``: the direction in each centre tensor's dtype and device
+    (None unless ``store``) and the ``Draw`` that makes it again. Raises ValueError when the direction
     has zero length (every scaled tensor of the centre is zero).
     """
     n = len(centre)
     seeds = tensor_seeds(seed, n * (stream + 1))[n * stream :]
+    wanted = sizes_wanted(centre, rule, keep_biases) if wanted is None else wanted
 
     def one(k: int):
         c = centre[k]
+        if wanted[k] is None:  # a zero tensor: nothing to draw
+            return None, 0.0, (torch.zeros_like(c) if store else None)
         g = _gaussian(c.shape, seeds[k], c.device)
-        scale, squared = _scale(c, g, rule, keep_biases)
-        if not store:
-            return scale, squared, None
-        return scale, squared, (torch.zeros_like(c) if scale is None else g.mul_(scale).to(c.dtype))
+        scale, squared = _scale(g, wanted[k])
+        return scale, squared, (g.mul_(scale).to(c.dtype) if store else None)
 
-    # Tensor by tensor, each from its own seed: the draws (one core each on a CPU) run side by side.
-    workers = max(1, min(torch.get_num_threads(), 4)) if all(c.device.type == "cpu" for c in centre) else 1
+    # Tensor by tensor, each from its own seed: the draws (one core each on a CPU) run side by side (two at a time
+    # when only their scales are kept: each draw is a temporary as big as its tensor).
+    most = 4 if store else 2
+    workers = max(1, min(torch.get_num_threads(), most)) if all(c.device.type == "cpu" for c in centre) else 1
     with ThreadPoolExecutor(workers) as pool:
         drawn = list(pool.map(one, range(n)))
+    if not store:
+        give_back_freed_memory()  # the draws' freed blocks, kept by the workers' heaps
     scales, pieces = [d[0] for d in drawn], [d[2] for d in drawn]
     total = sum(d[1] for d in drawn)
     if not total > 0:
