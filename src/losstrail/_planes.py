@@ -226,10 +226,13 @@ def points_in_place(model: torch.nn.Module, plane: PlaneTensors, *, scheme: str 
             raise ValueError(f"the plane's tensor of shape {shape} does not fit the model's {tuple(p.shape)}")
     at = InPlace(model, plane, params)
     try:
+        if scheme == "modules":
+            try:
+                at.hook()
+            except RuntimeError:  # modules that take no hooks (TorchScript): one whole working copy
+                scheme = "copy"
         if scheme == "copy":
             at.whole_copy()
-        else:
-            at.hook()
         yield at
     finally:
         at.close()
