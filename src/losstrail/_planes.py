@@ -245,7 +245,8 @@ class InPlace:
     points them at fresh tensors holding ``origin + x*u + y*v`` (directions drawn there when
     kept as seeds), and its forward hook points them back and frees those tensors: the memory a
     point takes is one module's parameters at a time, beyond the model and its directions. A
-    parameter owned by several modules (tied weights) is set by each of them. The first forward
+    parameter owned by several modules (tied weights) is set by the first of them to run and kept
+    for the others until the point changes. The first forward
     pass run through ``checked`` watches every torch call: a plane parameter read outside the
     forward of a module that owns it (a parent doing ``F.linear(x, self.emb.weight)``) would
     read the centre's value, so on the first such read the points switch to ``'copy'``, with a
@@ -266,6 +267,8 @@ class InPlace:
         self.busy = False  # inside a hook: its own torch calls are not the model's reads
         self.watched = False
         self.pool = None
+        self.shared: set[int] = set()  # parameters owned by several modules (tied weights): set once per point
+        self.kept: dict[int, torch.Tensor] = {}
 
     def fill(self, k: int, out: torch.Tensor) -> torch.Tensor:
         """``out`` = tensor ``k`` of the point ``origin + x*u + y*v`` (directions stored or drawn again)."""
@@ -279,6 +282,7 @@ class InPlace:
     def __call__(self, x: float, y: float) -> None:
         self.point = (float(x), float(y))
         if self.scheme != "copy":
+            self.kept = {}
             return  # set module by module as the forward pass reaches them
         if self.pool is None:
             for k in range(len(self.params)):
@@ -289,13 +293,17 @@ class InPlace:
     def hook(self) -> None:
         """The ``'modules'`` scheme: hooks on every module owning plane parameters (each Parameter object once)."""
         self.scheme = "modules"
+        owners = [0] * len(self.params)
         for module in self.model.modules():
             ks = [self.index[id(p)] for p in module._parameters.values() if p is not None and id(p) in self.index]
+            for k in ks:
+                owners[k] += 1
             if ks:
                 self.handles.append(module.register_forward_pre_hook(lambda m, a, ks=ks: self.enter(ks)))
                 self.handles.append(
                     module.register_forward_hook(lambda m, a, o, ks=ks: self.leave(ks), always_call=True)
                 )
+        self.shared = {k for k, n in enumerate(owners) if n > 1}
 
     def enter(self, ks: list[int]) -> None:
         self.busy = True
@@ -303,9 +311,14 @@ class InPlace:
             for k in ks:
                 self.live[k] += 1
                 if self.live[k] == 1:
-                    with torch.no_grad():
-                        self.work[k] = self.fill(k, torch.empty_like(self.saved[k]))
-                    self.params[k].data = self.work[k]
+                    work = self.kept.get(k)
+                    if work is None:
+                        with torch.no_grad():
+                            work = self.fill(k, torch.empty_like(self.saved[k]))
+                        if k in self.shared:
+                            self.kept[k] = work  # for its other owners at this point
+                    self.work[k] = work
+                    self.params[k].data = work
         finally:
             self.busy = False
 
@@ -355,7 +368,7 @@ class InPlace:
         self.handles = []
         for k, p in enumerate(self.params):
             p.data = self.saved[k]
-        self.live, self.work = [0] * len(self.params), [None] * len(self.params)
+        self.live, self.work, self.kept = [0] * len(self.params), [None] * len(self.params), {}
 
     def close(self) -> None:
         """Hooks removed and the model's own tensors put back (exactly: they were never written)."""
