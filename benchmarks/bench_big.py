@@ -121,6 +121,8 @@ def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int
             model(**batch)
             forwards.append(time.perf_counter() - started)
     forward_s = min(forwards)
+    print(f"bench_big part {part}: one plain forward pass {forward_s:.1f} s, peak RSS {peak_rss() / 1e9:.2f} GB",
+          file=sys.stderr, flush=True)  # fmt: skip
 
     xs, ys = lt.plane_grid(plane, resolution=spec["resolution"])
     started = time.perf_counter()
