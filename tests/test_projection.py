@@ -151,3 +151,31 @@ def test_projection_onto_a_plane_held_per_tensor_makes_no_flat_copy(tiny_model, 
     want_xy, want_off = _lstsq_reference(params, plane.origin, plane.u, plane.v)  # reading them makes them
     np.testing.assert_allclose(got.xy, want_xy, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.off_plane, want_off, rtol=1e-5)
+
+
+def test_projecting_a_path_on_disk_holds_a_block_of_rows_not_the_path(rng, monkeypatch, tmp_path):
+    """NumPy's allocations while projecting (tracemalloc sees them) stay near one block of rows and the
+    plane's vectors, whatever the path's length: no float64 copy of the plane or of the path."""
+    import tracemalloc
+
+    from losstrail import _rows
+
+    monkeypatch.setattr(_rows, "_PLANE_BLOCK_BYTES", 1 << 20)
+    T, P = 400, 50_000  # 40 MB as float16 on disk, 80 MB in float32, 160 MB in float64
+    rows = np.memmap(tmp_path / "rows.bin", np.float16, "w+", shape=(T, P))
+    for start in range(0, T, 50):
+        rows[start : start + 50] = rng.normal(size=(50, P)).astype(np.float16)
+    rows.flush()
+    rows = np.memmap(tmp_path / "rows.bin", np.float16, "r", shape=(T, P))
+    plane = Plane(*rng.normal(size=(3, P)).astype(np.float32), "custom")
+    traj = Trajectory(rows, np.zeros(T), np.zeros(T), np.arange(T), np.zeros(T, np.int64))
+    tracemalloc.start()
+    try:
+        got = project(plane, traj)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < (1 << 20) + 3 * 4 * P + (1 << 20), f"projecting took {peak / 1e6:.1f} MB"
+    want_xy, want_off = _lstsq_reference(rows[:40], plane.origin, plane.u, plane.v)
+    np.testing.assert_allclose(got.xy[:40], want_xy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.off_plane[:40], want_off, rtol=1e-5)

@@ -78,6 +78,7 @@ class SketchedRows(np.memmap):
 # float32 (at least one), and works on them _PLANE_COLUMNS columns at a time, so the work stays in the cache.
 _PLANE_BLOCK_BYTES = 64 << 20
 _PLANE_COLUMNS = 1 << 14
+_RESIDUAL_ROWS = 16
 
 
 def plane_coordinates(rows: np.ndarray, pieces, distances: bool = False):
@@ -123,9 +124,12 @@ def plane_coordinates(rows: np.ndarray, pieces, distances: bool = False):
         if distances:
             for cols, origin, u, v in _plane_chunks(pieces, P):
                 dtype = np.result_type(np.float32, rows.dtype, origin.dtype, u.dtype, v.dtype)
-                part, x, y = buffers[dtype][: at.stop - at.start, cols], *xy[at, :, None].astype(dtype).swapaxes(0, 1)
-                residual = part - x * u.astype(dtype, copy=False) - y * v.astype(dtype, copy=False)
-                off[at] += np.einsum("ij,ij->i", residual, residual)
+                for first in range(0, at.stop - at.start, _RESIDUAL_ROWS):  # a few rows: small temporaries
+                    part = buffers[dtype][first : min(first + _RESIDUAL_ROWS, at.stop - at.start), cols]
+                    x, y = xy[at][first : first + len(part), :, None].astype(dtype).swapaxes(0, 1)
+                    part -= x * u.astype(dtype, copy=False)  # the buffer is not needed afterwards
+                    part -= y * v.astype(dtype, copy=False)
+                    off[at.start + first : at.start + first + len(part)] += np.einsum("ij,ij->i", part, part)
     return xy, None if off is None else np.sqrt(off)
 
 
