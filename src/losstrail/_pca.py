@@ -255,7 +255,7 @@ class FrequentDirections:
         self.ell, self.block = rows, block
         self.origin = first.detach().to("cpu", torch.float32).clone()
         P = self.origin.numel()
-        self.buffer = torch.zeros(((1 + _FILL) * rows, P))
+        self.buffer = torch.empty(((1 + _FILL) * rows, P))  # a row is written before it is read: pages come as used
         self.kept = 0  # leading rows of the buffer that are the sketch: orthogonal, squared norms ``norms``
         self.norms = np.zeros(0)
         self.filled = 0  # rows of the buffer in use: the sketch, then the rows added since the last shrink

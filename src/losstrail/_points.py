@@ -178,6 +178,9 @@ class Points:
         row = row.numpy().astype(self.dtype, copy=False)  # the row given is not changed afterwards: no copy
         # The rows held, this one and the one the recorder holds for the next step stay within memory_limit.
         if self._rows is None and (len(self.params) + 2) * row.nbytes > self.memory_limit:
+            if self._planned is None:  # a path of unknown length: its every row would not fit the disk either
+                self._sketch_held(row)
+                return
             self._rows = self._open_rows(self.dtype, row.shape[0])  # spill what is kept, then every row
             for kept in self.params:
                 self._rows.append(kept)
@@ -187,8 +190,7 @@ class Points:
             self.params.append(row)
             return
         self._rows.append(row)
-        # A path of unknown length is sketched from here on: its every row would not fit the disk either.
-        if self._rows.count > self.snapshots or self._planned is None:
+        if self._rows.count > self.snapshots:  # longer than planned: sketched from here on
             self._start_sketch()
 
     def measure(self, loss: float, accuracy: float) -> None:
@@ -219,15 +221,28 @@ class Points:
         self._sketch = FrequentDirections(first, width) if width and bool(torch.isfinite(first).all()) else None
         self._rows = self._open_rows(self.snapshot_dtype, P)
 
+    def _sketch_held(self, row: np.ndarray) -> None:
+        """A path of unknown length passed ``memory_limit`` in memory: sketch its rows, each let go once sketched."""
+        held, self.params = [*self.params, row], []
+        self._stride, self._sketched = 1, True
+        self._say_sketched(row.shape[0])
+        for index in range(len(held)):
+            self._add_sketched(torch.from_numpy(held[index].astype(np.float32, copy=False)), index)
+            held[index] = None
+        give_back_freed_memory()
+
+    def _say_sketched(self, n_params: int) -> None:
+        self._say(
+            f"the path passed memory_limit={_bytes(self.memory_limit)} at step {self.step[-1]} (its length unknown: "
+            f"pass steps= to plan it): from now on keeping every step's loss, at most {self.snapshots} evenly spaced "
+            f"{self.snapshot_dtype} snapshots in {self._where()} and {self._sketch_part(n_params)}"
+        )
+
     def _start_sketch(self) -> None:
         """Every row so far is on disk and there are more than ``snapshots``: from now on, keep a sketched path."""
         every, n = self._rows, self._rows.count
         self._stride, self._sketched = 1, True
-        self._say(
-            f"the path passed memory_limit={_bytes(self.memory_limit)} at step {self.step[-1]} (its length unknown: "
-            f"pass steps= to plan it): from now on keeping every step's loss, at most {self.snapshots} evenly spaced "
-            f"{self.snapshot_dtype} snapshots in {self._where()} and {self._sketch_part(every.width)}"
-        )
+        self._say_sketched(every.width)
         every.path = every.path.rename(every.path.with_name(PARAMS_FILE + ".every"))
         self._rows = None
         for index in range(n):
