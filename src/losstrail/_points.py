@@ -176,8 +176,10 @@ class Points:
             self._add_sketched(row, index)
             return
         row = row.numpy().astype(self.dtype, copy=False)  # the row given is not changed afterwards: no copy
-        # The rows held, this one and the one the recorder holds for the next step stay within memory_limit.
-        if self._rows is None and (len(self.params) + 2) * row.nbytes > self.memory_limit:
+        # The rows held, this one and the one the recorder holds for the next step stay within memory_limit,
+        # and for a path of unknown length, with room for the sketch's running sums it may turn into.
+        reserve = 2 * row.nbytes + (sketch_bytes(0, row.shape[0]) if self._planned is None else 0)
+        if self._rows is None and len(self.params) * row.nbytes + reserve > self.memory_limit:
             if self._planned is None:  # a path of unknown length: its every row would not fit the disk either
                 self._sketch_held(row)
                 return
