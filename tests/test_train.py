@@ -121,7 +121,8 @@ def test_saved_weights_of_either_network_load_into_the_other():
 
 
 def _heavy_modules_after(code: str, cwd) -> list[str]:
-    """Lightning's packages in ``sys.modules`` after ``code`` runs in a fresh interpreter with this losstrail."""
+    """Lightning's packages (and ``torch._dynamo``) in ``sys.modules`` after ``code`` runs in a fresh interpreter
+    with this losstrail."""
     import json
     import os
     import subprocess
@@ -131,7 +132,7 @@ def _heavy_modules_after(code: str, cwd) -> list[str]:
     import losstrail
 
     report = "\nimport json, sys; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
-    report += "{'lightning', 'pytorch_lightning', 'torch'})))"
+    report += "{'lightning', 'pytorch_lightning', 'torch'} | {'torch._dynamo'} & set(sys.modules))))"
     env = {**os.environ, "PYTHONPATH": str(Path(losstrail.__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", code + report], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
@@ -140,8 +141,9 @@ def _heavy_modules_after(code: str, cwd) -> list[str]:
 
 
 def test_the_default_job_never_imports_lightning(tmp_path):
-    """``loss_landscape_anim()`` and ``losstrail run`` with the built-in model and data: no Lightning loaded, but
-    torch (the check can see a loaded package) and the pictures written."""
+    """``loss_landscape_anim()`` and ``losstrail run`` with the built-in model and data: no Lightning loaded, nor
+    ``torch._dynamo`` (which any ``torch.optim`` optimizer imports), but torch (the check can see a loaded
+    package) and the pictures written."""
     api = "import losstrail\nlosstrail.loss_landscape_anim(n_epochs=5, resolution=6, n_frames=3, seed=0, quiet=True)"
     assert _heavy_modules_after(api, tmp_path) == ["torch"]
     assert (tmp_path / "sample.gif").stat().st_size > 1000
@@ -169,3 +171,30 @@ def test_the_plain_loop_shows_its_loss_without_a_torch_warning(tiny_data):
         warnings.filterwarnings("error", message=r".*requires_grad=True to a scalar.*")
         run = fit(torch.nn.Linear(2, 3), (X, y), optimizer="sgd", learning_rate=0.1, epochs=2, seed=0)
     assert len(run.trajectory) == 3
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "adam"])
+def test_the_loops_own_steps_equal_torch_optim_bit_for_bit(rule):
+    """``OwnStep`` against ``torch.optim`` itself: 40 steps of a small network and a parameter that has a gradient
+    in every other step only: every weight equal, bit for bit."""
+    from losstrail._optim import OwnStep, make_optimizer
+
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+
+    ours, theirs = net(), net()
+    extra = [torch.nn.Parameter(torch.ones(2)) for _ in range(2)]  # stepped only on even steps
+    opts = [OwnStep(rule, [*ours.parameters(), extra[0]], 3e-3),
+            make_optimizer(rule, [*theirs.parameters(), extra[1]], 3e-3)]  # fmt: skip
+    data = torch.Generator().manual_seed(1)
+    for step in range(40):
+        x, y = torch.randn(32, 3, generator=data), torch.randint(0, 4, (32,), generator=data)
+        for model, opt, e in zip((ours, theirs), opts, extra):
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(x), y) + (e.sum() * 0.1 if step % 2 == 0 else 0)
+            loss.backward()
+            opt.step()
+    for a, b in zip([*ours.parameters(), extra[0]], [*theirs.parameters(), extra[1]]):
+        assert torch.equal(a, b)
+    assert not torch.equal(extra[0], torch.ones(2))

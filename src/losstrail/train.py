@@ -24,7 +24,7 @@ from losstrail._batching import (
 from losstrail._loss import LossRule, final_measure
 from losstrail._optim import OPTIMIZER_BUILDERS as OPTIMIZER_BUILDERS
 from losstrail._optim import check_optimizer as check_optimizer
-from losstrail._optim import make_optimizer, seed_all
+from losstrail._optim import loop_optimizer, make_optimizer, seed_all
 from losstrail._progress import bar
 from losstrail.record import Recorder
 from losstrail.trajectory import Trajectory
@@ -131,7 +131,7 @@ def fit(
     lr = learning_rate if learning_rate is not None else getattr(model, "learning_rate", 1e-3)
     steps = epochs * len(loader) if hasattr(loader, "__len__") else None  # the path's size is said before training
     recorder = Recorder(model, every, steps=steps, **record)
-    _loop(model, loader, rule, make_optimizer(chosen, model.parameters(), lr), recorder, epochs,
+    _loop(model, loader, rule, loop_optimizer(chosen, model.parameters(), lr), recorder, epochs,
           _device(accelerator), quiet)  # fmt: skip
     return Run(model=model, trajectory=recorder.trajectory)
 
