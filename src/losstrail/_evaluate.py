@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from losstrail._batching import Batches, map_tree
+from losstrail._chain import LinearChain
 from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail._memory import reuse_freed_memory
@@ -265,6 +266,9 @@ class Evaluator:
         def at(row, b, out):
             return self._at(row, b, batch, out)
 
+        chain = getattr(self._first, "chain", None)
+        if isinstance(first_out, _Combined) and chain is not None and not per_point_buffers:  # see _chain
+            return chain.stats(first_out.outputs, first_out.coords, flat, batch[-1], self.spread)
         first_out = first_out.tensor() if isinstance(first_out, _Combined) else first_out
         dims = (0, 0 if per_point_buffers else None, None if first_out is None else 0)
         with math_attention():
@@ -488,7 +492,8 @@ class Evaluator:
             return None
         if self._first is False:
             self._first = FirstLayer.find(self)
-        if self._first is not None and self.first_layer == "auto" and self._first.fan_in < _MIN_FAN_IN:
+        small = self._first is not None and self._first.fan_in < _MIN_FAN_IN and self._first.chain is None
+        if small and self.first_layer == "auto":  # a chain (see _chain) takes its first layer factored
             return None
         return self._first
 
@@ -626,6 +631,7 @@ class FirstLayer:
         else:
             self.fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
         self.owners = [m for m in evaluator.model.modules() if next(m.parameters(recurse=False), None) is not None]
+        self.chain: LinearChain | None = None  # the whole model as a chain of linear layers, where it is one
 
     @classmethod
     def find(cls, evaluator: Evaluator) -> FirstLayer | None:
@@ -665,6 +671,16 @@ class FirstLayer:
         }  # fmt: skip
         if not torch.equal(layer.input(batch, moved), args[0]):
             return None  # something before the layer reads a parameter
+        if evaluator.fast_ce and not (evaluator.autocast or evaluator.bn_batches):
+            with torch.no_grad(), eval_mode(model):
+                layer.chain = LinearChain.find(
+                    model,
+                    module,
+                    prefixes,
+                    evaluator.layout,
+                    evaluator.own,
+                    lambda: torch.func.functional_call(evaluator.measure, (evaluator.own, evaluator.buffers), (batch,)),
+                )
         return layer
 
     def input(self, batch, tensors: dict | None = None) -> torch.Tensor:
