@@ -672,16 +672,33 @@ class FirstLayer:
         if not torch.equal(layer.input(batch, moved), args[0]):
             return None  # something before the layer reads a parameter
         if evaluator.fast_ce and not (evaluator.autocast or evaluator.bn_batches):
-            with torch.no_grad(), eval_mode(model):
-                layer.chain = LinearChain.find(
-                    model,
-                    module,
-                    prefixes,
-                    evaluator.layout,
-                    evaluator.own,
-                    lambda: torch.func.functional_call(evaluator.measure, (evaluator.own, evaluator.buffers), (batch,)),
-                )
+            layer.chain = layer._chain(batch, prefixes)
         return layer
+
+    def _chain(self, batch, prefixes: dict) -> LinearChain | None:
+        """The model as a chain of linear layers (see ``_chain``), checked: vmap runs the model as it is (so no
+        Python branch reads a tensor's value, and every point runs the same calls), and the chain's
+        numbers equal vmap's at two points of a random plane on ``batch``; else None."""
+        evaluator, model = self.evaluator, self.evaluator.model
+
+        def forward():
+            torch.func.functional_call(evaluator.measure, (evaluator.own, evaluator.buffers), (batch,))
+
+        with torch.no_grad(), eval_mode(model):
+            chain = LinearChain.find(model, self.module, prefixes, evaluator.layout, evaluator.own, forward)
+            if chain is None:
+                return None
+            origin = evaluator.layout.tensor(evaluator.layout.flatten(model), evaluator.device)
+            generator = torch.Generator().manual_seed(1)
+            basis = (torch.randn(2, len(origin), generator=generator) * (0.1 + origin.abs().mean())).to(origin)
+            coords = torch.tensor([[0.0, 0.0], [0.7, -0.4]], dtype=origin.dtype, device=origin.device)
+            flat = origin + coords @ basis
+            try:
+                expected = evaluator._run("vmap", flat, evaluator.buffers, batch, False)
+            except Exception:  # vmap cannot run the model (a branch on a value, ...): no chain
+                return None
+            got = chain.stats(self.outputs(batch, origin, basis), coords, flat, batch[-1], evaluator.spread)
+        return chain if torch.allclose(got, expected.to(got.dtype), rtol=1e-4, atol=1e-5) else None
 
     def input(self, batch, tensors: dict | None = None) -> torch.Tensor:
         """The layer's input on ``batch``: the forward pass run up to the layer, then stopped."""
