@@ -42,8 +42,8 @@ def reference_grid(directory: str | None):
         sys.modules.update({"torchvision": torchvision, "torchvision.transforms": torchvision.transforms,
                             "torchvision.datasets": torchvision.datasets})  # fmt: skip
         sys.modules.setdefault("importlib_resources", importlib.resources)
-        from loss_landscape_anim import LossGrid
         from loss_landscape_anim import MLP as ReferenceMLP
+        from loss_landscape_anim import LossGrid
 
         def grid(trained, X, y, origin, u, v, alpha, res):
             model = ReferenceMLP(input_dim=2, num_classes=3, learning_rate=5e-3)

@@ -5,8 +5,9 @@ Under ``vmap`` a linear layer with a weight per point becomes a batched matrix p
 runs at a few GFLOP/s. Kept hidden-major instead, (points, width, examples), every layer is a
 product of the point's (out × in) weight by (in × examples) activations: long rows, the rate a
 matrix product should have. The first layer's output comes from its three factored outputs
-(``_evaluate.FirstLayer``) as one product of the points' ``(1, x, y)`` by them, and the points
-are taken a cache's worth at a time (``_CACHE``), so each activation is written and read in cache.
+(``_evaluate.FirstLayer``), ``f(W0) + x·f(U) + y·f(V)`` point by point (so a point's numbers are
+the same bits whatever other points share its chunk), and the points are taken a cache's worth at
+a time (``_CACHE``), so each activation is written and read in cache.
 
 ``LinearChain.find`` accepts a model only where this is exactly its forward pass: the leaf
 modules it calls are the factored first layer followed by plain ``nn.Linear`` layers and the
@@ -100,16 +101,17 @@ class LinearChain:
               spread: bool) -> torch.Tensor:  # fmt: skip
         """``[mean loss, correct count, sum of squared losses]`` (C, 3) at the points ``coords`` (C, 2) with
         flat parameters ``flat`` (C, P), from the first layer's factored outputs (3, N, H) on a batch."""
-        n = outputs.shape[1]
-        hidden_major = outputs.transpose(1, 2).reshape(3, -1)  # (3, H * N)
+        n, width = outputs.shape[1], outputs.shape[2]
+        hidden_major = outputs.transpose(1, 2).contiguous()  # (3, H, N)
         weights = [(m, self._tensor(w, flat), self._tensor(b, flat)) for m, w, b in self.steps]
         step = max(1, _CACHE // (4 * n * max(self.width, 1)))
-        ones = torch.ones((len(coords), 1), dtype=coords.dtype, device=coords.device)
-        scale = torch.cat([ones, coords], dim=1).to(outputs.dtype)  # (C, 3): 1, x, y
+        xy = coords.tolist()
         rows = []
         for start in range(0, len(coords), step):
             sl = slice(start, start + step)
-            h = (scale[sl] @ hidden_major).view(-1, outputs.shape[2], n)  # (c, H, N)
+            h = torch.empty((len(xy[sl]), width, n), dtype=outputs.dtype, device=outputs.device)
+            for k, (x, y) in enumerate(xy[sl]):  # one point at a time, so its numbers never depend on the others
+                torch.add(hidden_major[0], hidden_major[1], alpha=x, out=h[k]).add_(hidden_major[2], alpha=y)
             for module, weight, bias in weights:
                 if weight is None:
                     h = h.relu_() if type(module) is nn.ReLU else module(h)

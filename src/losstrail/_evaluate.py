@@ -492,6 +492,10 @@ class Evaluator:
             return None
         if self._first is False:
             self._first = FirstLayer.find(self)
+            if self._first is not None and self._first.chain is not None and self.mode == "auto":
+                # the chain does point by point's arithmetic for many points at once: never slower, so
+                # nothing to time (and every point gets the same bits however the grid is cut into chunks)
+                self.ways = WayChooser(("vmap",), join=torch.cat, on_fail=self._failed)
         small = self._first is not None and self._first.fan_in < _MIN_FAN_IN and self._first.chain is None
         if small and self.first_layer == "auto":  # a chain (see _chain) takes its first layer factored
             return None
