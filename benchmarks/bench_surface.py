@@ -110,10 +110,13 @@ def main() -> None:
         start = time.perf_counter()
         reference = grid(run.model, X, y, plane.origin, plane.u, plane.v, alpha, res)
         times["reference"].append(time.perf_counter() - start)
+        print(f"  reference {times['reference'][-1]:.2f} s", end="", flush=True)
         for mode in ("auto", "vmap", "loop"):
             start = time.perf_counter()
             surfaces[mode] = loss_surface(run.model, dm, plane, xs, ys, mode=mode, quiet=True)
             times[mode].append(time.perf_counter() - start)
+            print(f", {mode} {times[mode][-1]:.2f} s", end="", flush=True)
+        print(flush=True)
     for mode, surface in surfaces.items():
         np.testing.assert_allclose(surface.loss, reference, rtol=1e-4, atol=1e-5, err_msg=mode)
     best = {name: min(seconds) for name, seconds in times.items()}
