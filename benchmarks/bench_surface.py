@@ -31,7 +31,7 @@ from losstrail.models import load_flat_params
 
 
 def reference_grid(directory: str | None):
-    """``grid(model, X, y, origin, u, v, alpha, res) -> loss (2 res, 2 res)``: the reference's ``LossGrid``
+    """``grid(model, X, y, origin, u, v, path_xy, res) -> loss (2 res, 2 res)``: the reference's ``LossGrid``
     from ``directory``, or a loop written as it is when there is none; and what it is, in words."""
     if directory:
         sys.path.insert(0, directory)
@@ -45,18 +45,19 @@ def reference_grid(directory: str | None):
         from loss_landscape_anim import MLP as ReferenceMLP
         from loss_landscape_anim import LossGrid
 
-        def grid(trained, X, y, origin, u, v, alpha, res):
+        def grid(trained, X, y, origin, u, v, xy, res):
             model = ReferenceMLP(input_dim=2, num_classes=3, learning_rate=5e-3)
             model.load_state_dict(trained.state_dict())
             path = [torch.from_numpy(origin)]  # the grid's centre is the path's last point
             with contextlib.redirect_stdout(io.StringIO()):  # it prints as it goes
-                made = LossGrid(path, model, (X, y), np.zeros((2, 2)), (torch.from_numpy(u), torch.from_numpy(v)),
+                made = LossGrid(path, model, (X, y), xy, (torch.from_numpy(u), torch.from_numpy(v)),
                                 res=res, tqdm_disable=True, save_grid=False)  # fmt: skip
             return made.loss_values_2d
 
         return grid, "the reference's LossGrid (loss-landscape-anim 0.1.10)"
 
-    def loop(trained, X, y, origin, u, v, alpha, res):  # LossGrid.compute_loss_2d as written
+    def loop(trained, X, y, origin, u, v, xy, res):  # LossGrid.compute_loss_2d as written
+        alpha = float(np.linalg.norm(xy[-1] - xy[0])) * (1 + 0.3) / res  # as LossGrid._compute_stepsize
         model = MLP(2, 3)
         loss = np.empty((2 * res, 2 * res))
         for i in range(-res, res):
@@ -108,7 +109,7 @@ def main() -> None:
     surfaces = {}
     for _ in range(args.repeats):  # interleaved, so all see the same machine load
         start = time.perf_counter()
-        reference = grid(run.model, X, y, plane.origin, plane.u, plane.v, alpha, res)
+        reference = grid(run.model, X, y, plane.origin, plane.u, plane.v, xy, res)
         times["reference"].append(time.perf_counter() - start)
         print(f"  reference {times['reference'][-1]:.2f} s", end="", flush=True)
         for mode in ("auto", "vmap", "loop"):
