@@ -43,6 +43,9 @@ print(f"  true + slice loss of the path: {(t4 - t3) / (t6 - t0):.1%} of the job 
 
 WHOLE = "import losstrail; losstrail.loss_landscape_anim(n_epochs=300, quiet=True)"
 BARE = "import torch, matplotlib"
+# What constructing any torch.optim optimizer adds (Optimizer.add_param_group is wrapped in torch._disable_dynamo,
+# which imports torch._dynamo, and sympy with it, on first call): the plain loop pays it too.
+DYNAMO = "import torch, matplotlib, torch._dynamo"
 LIGHTNING = "import sys, losstrail; losstrail.loss_landscape_anim(n_epochs=3, resolution=4, n_frames=2, quiet=True); "
 LIGHTNING += "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning'}))"
 
@@ -58,8 +61,9 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", PHASES], check=True, cwd=tmp)
         loaded = subprocess.run([sys.executable, "-c", LIGHTNING], check=True, cwd=tmp, capture_output=True, text=True)
         print(f"Lightning packages the default job loads: {loaded.stdout.strip()} (target [])")
-        walls = {"api": [], "cli": [], "bare": []}
-        runs = (("bare", [sys.executable, "-c", BARE]), ("api", [sys.executable, "-c", WHOLE]), ("cli", cli))
+        walls = {"api": [], "cli": [], "bare": [], "dynamo": []}
+        runs = (("bare", [sys.executable, "-c", BARE]), ("dynamo", [sys.executable, "-c", DYNAMO]),
+                ("api", [sys.executable, "-c", WHOLE]), ("cli", cli))  # fmt: skip
         for _ in range(3):  # interleaved, so all see the same machine load
             for name, command in runs:
                 shutil.rmtree(Path(tmp) / "checkpoints", ignore_errors=True)
@@ -70,6 +74,9 @@ def main() -> None:
     labels = {"api": "loss_landscape_anim(n_epochs=300) in python -c", "cli": "losstrail run (make demo)"}
     bare = min(walls["bare"])
     print(f"bare python -c {BARE!r}: best {bare:.2f} s of {', '.join(f'{w:.2f}' for w in walls['bare'])}")
+    dynamo = min(walls["dynamo"])
+    print(f"  with torch._dynamo (what any torch.optim optimizer imports): best {dynamo:.2f} s, "
+          f"{dynamo / bare:.2f}x the bare import")  # fmt: skip
     for name, label in labels.items():
         best = min(walls[name])
         runs = ", ".join(f"{w:.2f}" for w in walls[name])

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from losstrail._batching import Batches, map_tree
+from losstrail._chain import LinearChain
 from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail._memory import reuse_freed_memory
@@ -265,6 +266,9 @@ class Evaluator:
         def at(row, b, out):
             return self._at(row, b, batch, out)
 
+        chain = getattr(self._first, "chain", None)
+        if isinstance(first_out, _Combined) and chain is not None and not per_point_buffers:  # see _chain
+            return chain.stats(first_out.outputs, first_out.coords, flat, batch[-1], self.spread)
         first_out = first_out.tensor() if isinstance(first_out, _Combined) else first_out
         dims = (0, 0 if per_point_buffers else None, None if first_out is None else 0)
         with math_attention():
@@ -488,7 +492,12 @@ class Evaluator:
             return None
         if self._first is False:
             self._first = FirstLayer.find(self)
-        if self._first is not None and self.first_layer == "auto" and self._first.fan_in < _MIN_FAN_IN:
+            if self._first is not None and self._first.chain is not None and self.mode == "auto":
+                # the chain does point by point's arithmetic for many points at once: never slower, so
+                # nothing to time (and every point gets the same bits however the grid is cut into chunks)
+                self.ways = WayChooser(("vmap",), join=torch.cat, on_fail=self._failed)
+        small = self._first is not None and self._first.fan_in < _MIN_FAN_IN and self._first.chain is None
+        if small and self.first_layer == "auto":  # a chain (see _chain) takes its first layer factored
             return None
         return self._first
 
@@ -626,6 +635,7 @@ class FirstLayer:
         else:
             self.fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
         self.owners = [m for m in evaluator.model.modules() if next(m.parameters(recurse=False), None) is not None]
+        self.chain: LinearChain | None = None  # the whole model as a chain of linear layers, where it is one
 
     @classmethod
     def find(cls, evaluator: Evaluator) -> FirstLayer | None:
@@ -665,7 +675,34 @@ class FirstLayer:
         }  # fmt: skip
         if not torch.equal(layer.input(batch, moved), args[0]):
             return None  # something before the layer reads a parameter
+        if evaluator.fast_ce and not (evaluator.autocast or evaluator.bn_batches):
+            layer.chain = layer._chain(batch, prefixes)
         return layer
+
+    def _chain(self, batch, prefixes: dict) -> LinearChain | None:
+        """The model as a chain of linear layers (see ``_chain``), checked: vmap runs the model as it is (so no
+        Python branch reads a tensor's value, and every point runs the same calls), and the chain's
+        numbers equal vmap's at two points of a random plane on ``batch``; else None."""
+        evaluator, model = self.evaluator, self.evaluator.model
+
+        def forward():
+            torch.func.functional_call(evaluator.measure, (evaluator.own, evaluator.buffers), (batch,))
+
+        with torch.no_grad(), eval_mode(model):
+            chain = LinearChain.find(model, self.module, prefixes, evaluator.layout, evaluator.own, forward)
+            if chain is None:
+                return None
+            origin = evaluator.layout.tensor(evaluator.layout.flatten(model), evaluator.device)
+            generator = torch.Generator().manual_seed(1)
+            basis = (torch.randn(2, len(origin), generator=generator) * (0.1 + origin.abs().mean())).to(origin)
+            coords = torch.tensor([[0.0, 0.0], [0.7, -0.4]], dtype=origin.dtype, device=origin.device)
+            flat = origin + coords @ basis
+            try:
+                expected = evaluator._run("vmap", flat, evaluator.buffers, batch, False)
+            except Exception:  # vmap cannot run the model (a branch on a value, ...): no chain
+                return None
+            got = chain.stats(self.outputs(batch, origin, basis), coords, flat, batch[-1], evaluator.spread)
+        return chain if torch.allclose(got, expected.to(got.dtype), rtol=1e-4, atol=1e-5) else None
 
     def input(self, batch, tensors: dict | None = None) -> torch.Tensor:
         """The layer's input on ``batch``: the forward pass run up to the layer, then stopped."""
