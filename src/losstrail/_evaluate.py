@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -54,6 +55,20 @@ FACTOR_FIRST_LAYER = True
 # three outputs costs 2 (spirals' Linear(2, 50) has 2 and is left alone; LeNet's 5x5 convolution has 25).
 _MIN_FAN_IN = 8
 _SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
+# mode='auto' also times each way on one thread: beside other work on the cores, torch's threads wait on each
+# other (spirals 33x33 beside a CPU hog at load 5 on 2 cores: vmap 3.3-4.8 s on two threads, 0.6-0.8 s on one).
+_ONE = ", 1 thread"
+_ONE_THREAD_LOOP = "loop" + _ONE
+
+
+def _ways(mode: str) -> tuple[str, ...]:
+    """The ways ``mode`` may run points: ``'vmap'``, ``'loop'`` (on torch's threads) and, for ``'auto'`` when
+    torch has more than one thread and ``OMP_NUM_THREADS`` does not fix it, both again on one thread."""
+    if mode in ("vmap", "loop"):
+        return (mode,)
+    if torch.get_num_threads() > 1 and "OMP_NUM_THREADS" not in os.environ:
+        return ("vmap", "loop", "vmap" + _ONE, _ONE_THREAD_LOOP)
+    return ("vmap", "loop")
 
 
 def math_attention():
@@ -212,8 +227,9 @@ class Evaluator:
         self.measure = _Call(model, self._measure)
         # --- the way points are run (issue 23): chosen from interleaved timings, re-checked as units run
         # (flat copies only; mode='inplace' and in-place 'auto' points go through run_in_place)
-        ways = (mode,) if mode in ("vmap", "loop") else ("vmap", "loop")
-        self.ways = WayChooser(ways, sliceable="loop", join=torch.cat, on_switch=self._switched, on_fail=self._failed)
+        self.ways = WayChooser(_ways(mode), sliceable=("loop", _ONE_THREAD_LOOP), join=torch.cat,
+                               on_switch=self._switched, on_fail=self._failed)  # fmt: skip
+        self._threads = torch.get_num_threads()  # what 'vmap' and 'loop' run on; set again by each run()
         self.first_layer = first_layer
         self._activations: int = counted[0]
         self._first_length = self.batches.lengths[0]
@@ -286,15 +302,27 @@ class Evaluator:
 
     @property
     def _chosen_mode(self) -> str:
-        return self.ways.chosen
+        """``'vmap'`` or ``'loop'``: how the chosen way runs the points (on whatever threads)."""
+        return self.ways.chosen.split(",")[0]
+
+    def _way_threads(self, way: str) -> int:
+        return 1 if way.endswith(_ONE) else self._threads
+
+    def _said_way(self, way: str) -> str:
+        kind = "point by point" if way.startswith("loop") else "with vmap"
+        threads = self._way_threads(way)
+        return f"{kind} on {threads} thread{'s' if threads > 1 else ''}" if len(self.ways.timings) > 2 else kind
 
     def _switched(self, old: str, new: str, times: float) -> None:
         name = type(self.model).__name__
-        way = "point by point" if new == "loop" else "with vmap"
-        other = "vmap" if new == "loop" else "point by point"
-        note(f"evaluating {name} {way}: {times:.1f}x the rate of {other} here (both timed, interleaved)", self.quiet)
+        note(f"evaluating {name} {self._said_way(new)}: {times:.1f}x the rate of {self._said_way(old)} here "
+             "(both timed, interleaved)", self.quiet)  # fmt: skip
 
     def _failed(self, way: str, err: Exception) -> None:
+        if not way.startswith("vmap"):
+            raise err  # point by point is how the model runs at all
+        for other in [w for w in self.ways.ways if w.startswith("vmap")]:  # on one thread it fails alike
+            self.ways.drop(other)
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
         name = type(self.model).__name__
         note(f"vmap cannot run {name} ({type(err).__name__}: {first}); evaluating it point by point", self.quiet)
@@ -305,7 +333,10 @@ class Evaluator:
         def work(way: str, start: int, stop: int) -> torch.Tensor:
             b = {k: v[start:stop] for k, v in bufs.items()} if per_point_buffers else bufs
             out = None if first_out is None else first_out[start:stop]
-            return self._run(way, flat[start:stop], b, batch, per_point_buffers, out)
+            threads = self._way_threads(way)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            return self._run(way.split(",")[0], flat[start:stop], b, batch, per_point_buffers, out)
 
         return self.ways.run(work, flat.shape[0], n_b, timing=timing)
 
@@ -391,6 +422,7 @@ class Evaluator:
         )
         per_point_buffers = bool(self.bn_batches)
         pace = Pace()
+        self._threads = torch.get_num_threads()  # the ways' threads are set per unit and put back at the end
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
             worth = n_chunks * n_pieces > 1  # more calls follow: the choice matters
@@ -403,7 +435,8 @@ class Evaluator:
             totals[sl, 1:3] += stats[:, 1:3]
             totals[sl, 3:] += stats[:, 3:] * n_b
 
-        with eval_mode(self.model), reuse_freed_memory(), torch.inference_mode(), precision, progress as pbar:
+        with eval_mode(self.model), reuse_freed_memory(), torch.inference_mode(), precision, progress as pbar, \
+                _threads_kept():  # fmt: skip
             if first is None:
                 for sl in chunks:
                     flat = chunk_params(sl).to(device)
@@ -579,6 +612,17 @@ class Evaluator:
                 m.train(training)
                 m.momentum = momentum
         return {n: (totals[n] / used if n in totals else b) for n, b in state.items()}
+
+
+@contextlib.contextmanager
+def _threads_kept():
+    """Torch's thread count as it was before the block, after it."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 class _Combined:
