@@ -168,3 +168,37 @@ def test_auto_times_one_thread_too_and_puts_torchs_threads_back(tiny_model, tiny
     assert Evaluator(tiny_model, tiny_data, mode="vmap").ways.ways == ["vmap"]  # a fixed mode runs as set
     np.testing.assert_allclose(loss, Evaluator(tiny_model, tiny_data, mode="loop").run(lambda sl: rows[sl], 300).loss,
                                rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("flat_slow", [False, True])
+def test_auto_on_a_plane_times_points_set_in_place_and_takes_them_when_faster(tiny_model, tiny_data, monkeypatch,
+                                                                               capsys, flat_slow):  # fmt: skip
+    """200 plane points in mode auto: a few set in place, flat copies block by block, the rest the faster way;
+    every loss as a plain load_state_dict loop gives it, whichever way each point went."""
+    import copy
+    import time
+
+    import losstrail as lt
+    from losstrail import _evaluate
+    from losstrail.models import load_flat_params
+
+    if flat_slow:  # flat copies made slow, as a model whose copies cost more than its forward pass would be
+        looped, vmapped = _evaluate.Evaluator._looped, _evaluate.Evaluator._vmapped
+        monkeypatch.setattr(_evaluate.Evaluator, "_looped", lambda self, flat, *a: time.sleep(0.02 * len(flat))
+                            or looped(self, flat, *a))  # fmt: skip
+        monkeypatch.setattr(_evaluate.Evaluator, "_vmapped", lambda self, flat, *a: time.sleep(0.02 * len(flat))
+                            or vmapped(self, flat, *a))  # fmt: skip
+    rng = np.random.default_rng(3)
+    n = sum(p.numel() for p in tiny_model.parameters())
+    plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
+    xs, ys = np.linspace(-1, 1, 20), np.linspace(-1, 1, 10)
+    surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    said = capsys.readouterr().err
+    assert "set in place" in said or not flat_slow  # else either way may win: only the losses are checked
+    probe = copy.deepcopy(tiny_model)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            load_flat_params(probe, torch.from_numpy(plane.point(x, y)))
+            with torch.no_grad():
+                expected = torch.nn.functional.cross_entropy(probe(tiny_data[0]), tiny_data[1]).item()
+            assert surface.loss[i, j] == pytest.approx(expected, rel=1e-5)

@@ -59,6 +59,8 @@ _SLOW_VMAP = "There is a performance drop because we have not yet implemented th
 # other (spirals 33x33 beside a CPU hog at load 5 on 2 cores: vmap 3.3-4.8 s on two threads, 0.6-0.8 s on one).
 _ONE = ", 1 thread"
 _ONE_THREAD_LOOP = "loop" + _ONE
+# mode='auto' on this many plane points or more also times setting points in place, on this many points.
+_IN_PLACE_FROM, _IN_PLACE_TRIAL = 100, 4
 
 
 def _ways(mode: str) -> tuple[str, ...]:
@@ -455,6 +457,60 @@ class Evaluator:
                     del outputs
         return self._summary(totals)
 
+    def plane_points(self, origin: torch.Tensor, basis: torch.Tensor, coords: torch.Tensor, tensors: Callable,
+                     **options) -> Evaluated:  # fmt: skip
+        """The plane points ``origin + coords @ basis`` by flat copies (``run``) or, in mode ``'auto'`` on
+        ``_IN_PLACE_FROM`` points or more when setting them in place (``run_in_place`` on ``tensors()``, the
+        same plane per tensor) is timed faster per point, in place: a few points are set in place first (the
+        first carries warm-up), then flat copies run block by block until their pace after their own choice
+        is known, and the rest goes the faster way (ties to flat copies)."""
+        n = len(coords)
+
+        def flat(start: int, stop: int, **extra) -> Evaluated:
+            part = coords[start:stop]
+            return self.run(lambda sl: origin + part[sl] @ basis, stop - start, plane=(origin, basis, part),
+                            **{**options, **extra})  # fmt: skip
+
+        if self.mode != "auto" or n < _IN_PLACE_FROM or self.bn_batches or self.autocast:
+            return flat(0, n)
+        if not all(p.device == self.device for p in self.model.parameters()):
+            return flat(0, n)
+        plane, xy = tensors(), coords.detach().cpu().double().numpy()
+        kept = {k: v for k, v in options.items() if k in ("memory_budget", "desc", "quiet")}
+        paces: list[float] = []
+        said = options.get("on_first_chunk")
+
+        def pace(seconds: float, points: int) -> None:
+            paces.append(seconds / points)
+            if said is not None:
+                said(seconds, points)
+
+        done, start = [], 0
+        block = max(4 * (options.get("chunk_size") or self.chunk_size(options.get("memory_budget", 48 << 20))), n // 8)
+        while start < n - _IN_PLACE_TRIAL and not paces:  # flat copies until their pace after their choice is known
+            stop = min(n - _IN_PLACE_TRIAL, start + block)
+            done.append(flat(start, stop, on_first_chunk=pace))
+            start = stop
+        if not paces:
+            done.append(flat(start, n))
+            return _joined(done)
+        began = []  # when the second point starts: set-up and the first point (warm-up) left out
+        with _threads_kept():
+            torch.set_num_threads(self._way_threads(self.ways.chosen))  # on the threads flat copies chose
+            done.append(self.run_in_place(plane, xy[start : start + _IN_PLACE_TRIAL], **{**kept, "quiet": True},
+                                          on_first_chunk=lambda *_: began.append(time.perf_counter())))  # fmt: skip
+            in_place = (time.perf_counter() - began[0]) / (_IN_PLACE_TRIAL - 1)  # seconds a point
+            start += _IN_PLACE_TRIAL
+            if start < n and in_place * self.ways.tie < paces[-1]:
+                quiet = self.quiet if options.get("quiet") is None else options["quiet"]
+                note(f"evaluating {type(self.model).__name__} with each point set in place: "
+                     f"{paces[-1] / in_place:.1f}x the rate of flat copies here (both timed)", quiet)  # fmt: skip
+                done.append(self.run_in_place(plane, xy[start:], **{**kept, "on_first_chunk": said}))
+                return _joined(done)
+        if start < n:
+            done.append(flat(start, n))
+        return _joined(done)
+
     def in_place(self, per_tensor: bool) -> bool:
         """Whether points on a plane are evaluated in place (``run_in_place``) rather than as flat copies.
 
@@ -612,6 +668,14 @@ class Evaluator:
                 m.train(training)
                 m.momentum = momentum
         return {n: (totals[n] / used if n in totals else b) for n, b in state.items()}
+
+
+def _joined(parts: Sequence[Evaluated]) -> Evaluated:
+    """The ``Evaluated`` of consecutive runs, in order."""
+    joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("loss", "accuracy")}
+    se = None if parts[0].loss_se is None else np.concatenate([p.loss_se for p in parts])
+    metrics = {k: np.concatenate([p.metrics[k] for p in parts]) for k in parts[0].metrics}
+    return Evaluated(joined["loss"], joined["accuracy"], se, metrics)
 
 
 @contextlib.contextmanager
