@@ -402,8 +402,9 @@ class Evaluator:
         ``origin`` (K,), ``basis`` (2, K) and ``coords`` (n_points, 2), lets the model's first
         layer be computed once per batch (see ``FirstLayer``); the results are the same to
         float32 rounding. ``on_first_chunk(seconds, points)`` is called after every unit of work once
-        the timings leave warm-up out: the seconds ``points`` points take over all the data at the
-        rate measured now (to say what the grid will cost, and to revise it).
+        the timings leave warm-up out: ``seconds / points`` is this run's time per point, the time
+        spent so far (warm-up, the ways' trials) plus the rest at the rate measured now (to say what the
+        grid will cost, and to revise it).
         """
         quiet = self.quiet if quiet is None else quiet
         if chunk_size is None:
@@ -423,15 +424,16 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
-        pace = Pace()
+        pace, started, n_examples = Pace(), time.perf_counter(), self.batches.n_examples
         self._threads = torch.get_num_threads()  # the ways' threads are set per unit and put back at the end
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
             worth = n_chunks * n_pieces > 1  # more calls follow: the choice matters
             stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth)
             seconds = pace.done(flat.shape[0] * n_b, self.ways.decided)  # a (point x example), warm-up left out
-            if on_first_chunk is not None and seconds is not None:
-                on_first_chunk(chunk_size * self.batches.n_examples * seconds, chunk_size)
+            if on_first_chunk is not None and seconds is not None:  # the time spent so far (warm-up, trials)
+                total = time.perf_counter() - started + seconds * (n_points * n_examples - pace.work)  # + the rest
+                on_first_chunk(chunk_size * total / n_points, chunk_size)
             stats = stats.double().cpu().numpy()  # (C, n_stats)
             totals[sl, 0] += stats[:, 0] * n_b
             totals[sl, 1:3] += stats[:, 1:3]

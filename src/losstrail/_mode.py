@@ -213,6 +213,11 @@ class Pace:
         self._start: tuple[float, float] | None = None
         self._work = 0.0
 
+    @property
+    def work(self) -> float:
+        """The work noted so far."""
+        return self._work
+
     def done(self, work: float, settled: bool) -> float | None:
         """Note a finished unit of ``work``; the seconds per unit of work since counting began, or None yet."""
         now = self.clock()
