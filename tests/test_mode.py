@@ -182,7 +182,10 @@ def test_auto_on_a_plane_times_points_set_in_place_and_takes_them_when_faster(ti
     from losstrail import _evaluate
     from losstrail.models import load_flat_params
 
+    threads = torch.get_num_threads()
     if flat_slow:  # flat copies made slow, as a model whose copies cost more than its forward pass would be
+        torch.set_num_threads(1)  # one thread: small points in place are not slowed by threads waiting on load
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
         looped, vmapped = _evaluate.Evaluator._looped, _evaluate.Evaluator._vmapped
         monkeypatch.setattr(_evaluate.Evaluator, "_looped", lambda self, flat, *a: time.sleep(0.02 * len(flat))
                             or looped(self, flat, *a))  # fmt: skip
@@ -192,7 +195,10 @@ def test_auto_on_a_plane_times_points_set_in_place_and_takes_them_when_faster(ti
     n = sum(p.numel() for p in tiny_model.parameters())
     plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
     xs, ys = np.linspace(-1, 1, 20), np.linspace(-1, 1, 10)
-    surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    try:
+        surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    finally:
+        torch.set_num_threads(threads)
     said = capsys.readouterr().err
     assert "set in place" in said or not flat_slow  # else either way may win: only the losses are checked
     probe = copy.deepcopy(tiny_model)
