@@ -5,8 +5,8 @@ Parts (one per run; each prints its figures as one JSON line at the end):
      tokens, PNG; plane seconds, seconds per grid point against one plain forward pass on the same
      batch, peak RSS / model bytes
   b  a GPT-2 XL configuration (1.5B parameters, 6 GB float32): filter plane with its directions drawn
-     again tensor by tensor at each point (store='seed'), 3x3 grid on 1x32 tokens (--tokens to change),
-     PNG; peak RSS / model bytes
+     again tensor by tensor, module by module, at each point (store='seed'; --store tensors keeps them),
+     3x3 grid on 1x32 tokens (--tokens to change), PNG; peak RSS / model bytes
   c  the same in bfloat16 (half the memory)
   d  the 5.25M-parameter MLP x 2,000-step path: helper i21b's, in benchmarks/bench_big_path.py (run there)
 
@@ -89,15 +89,19 @@ def build_gpt2(overrides: dict, dtype: torch.dtype):
     return model.eval(), config
 
 
-def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int] | None = None) -> dict:
-    spec = PARTS[part]
+def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int] | None = None,
+             store: str | None = None) -> dict:  # fmt: skip
+    spec = {**PARTS[part], **({"store": store} if store else {})}
     tokens = tokens or spec["tokens"]
     torch.manual_seed(0)
     watchdog(int((limit_gb or spec["limit_gb"]) * 2**30))
+    import transformers  # noqa: F401 - imported before the start is measured: its own memory is not the model's
+
     base = rss()
     started = time.perf_counter()
     model, config = build_gpt2(spec["config"], spec["dtype"])
     build_s = time.perf_counter() - started
+    built = rss()
     n_params = sum(p.numel() for p in model.parameters())
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     ids = torch.randint(0, config.vocab_size, tuple(tokens), generator=torch.Generator().manual_seed(1))
@@ -117,6 +121,8 @@ def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int
             model(**batch)
             forwards.append(time.perf_counter() - started)
     forward_s = min(forwards)
+    print(f"bench_big part {part}: one plain forward pass {forward_s:.1f} s, peak RSS {peak_rss() / 1e9:.2f} GB",
+          file=sys.stderr, flush=True)  # fmt: skip
 
     xs, ys = lt.plane_grid(plane, resolution=spec["resolution"])
     started = time.perf_counter()
@@ -133,6 +139,7 @@ def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int
         "point_over_forward": round(grid_s / n_points / forward_s, 2),
         "peak_rss_gb": round(peak / 1e9, 2), "peak_over_model": round(peak / model_bytes, 2),
         "peak_above_start_over_model": round((peak - base) / model_bytes, 2),
+        "built_rss_gb": round(built / 1e9, 2), "peak_above_built_over_model": round((peak - built) / model_bytes, 2),
         "loss_range": [round(float(np.nanmin(surface.loss)), 4), round(float(np.nanmax(surface.loss)), 4)],
         "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 1), "png": out,
     }  # fmt: skip
@@ -143,12 +150,15 @@ def main(argv=None) -> None:
     parser.add_argument("--part", choices=[*PARTS, "d"], default="a")
     parser.add_argument("--out", default=None, help="the PNG to write (default /tmp/bench_big_<part>.png)")
     parser.add_argument("--limit-gb", type=float, default=None, help="resident memory at which to stop")
+    parser.add_argument(
+        "--store", choices=["tensors", "seed"], default=None, help="the plane's store= (default: the part's)"
+    )
     parser.add_argument("--tokens", default=None, help="BxL token batch (default 4x64 for a, 1x32 for the XL parts)")
     args = parser.parse_args(argv)
     if args.part == "d":
         sys.exit("part d (the 5.25M x 2,000-step path) is helper i21b's: run benchmarks/bench_big_path.py")
     tokens = None if args.tokens is None else tuple(int(n) for n in args.tokens.lower().split("x"))
-    figures = run_part(args.part, args.out or f"/tmp/bench_big_{args.part}.png", args.limit_gb, tokens)
+    figures = run_part(args.part, args.out or f"/tmp/bench_big_{args.part}.png", args.limit_gb, tokens, args.store)
     print(json.dumps(figures), flush=True)
 
 

@@ -8,7 +8,9 @@ Prints, measured side by side in one run:
   holds at most the model + 1 GiB more).
 
 The plain and the recorded loop train two copies of the model in turns of ``--block`` steps, so
-both see the same load on a shared machine.
+both see the same load on a shared machine. Torch runs one thread by default: on two cores shared
+with other jobs, two threads spin against each other and the plain step took 0.5–1.4 s instead
+of about 0.1 s (measured side by side at load 5–10), which hides what recording costs.
 
 A watchdog thread stops the run if the process passes ``--max-rss`` GB; run it under ``timeout``:
 
@@ -119,7 +121,9 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--block", type=int, default=25, help="steps each loop runs before the other's turn")
     parser.add_argument("--max-rss", type=float, default=6.0, help="GB of resident memory that stops the run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: see the docstring)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     watch = Watch(args.max_rss * GIB)
     watch.start()
     batches = make_batches(16, args.batch)

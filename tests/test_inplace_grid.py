@@ -200,8 +200,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
     for _ in range(depth):
         layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
-    plane = lt.make_plane(model, "filter", seed=0)
-    xs, ys = lt.plane_grid(plane, resolution=3)
+    plane = lt.make_plane(model, "filter", seed=0, store=sys.argv[1])
+    xs, ys = lt.plane_grid(plane, resolution=2)
     surface = lt.loss_surface(model, (X, y), plane, xs, ys, quiet=True)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     print(json.dumps({"params": params, "peak": peak() - base, "finite": bool(np.isfinite(surface.loss).all())}))
@@ -209,16 +209,26 @@ _MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_plane_and_its_grid_stay_within_three_times_the_model_plus_a_gib(tmp_path):
-    """Measured in a fresh process: its peak resident memory, less what it held before the model was built."""
+@pytest.mark.parametrize("store, copies", [("tensors", 3), ("seed", 2)])
+def test_a_plane_and_its_grid_stay_within_the_model_and_its_directions_plus_a_gib(tmp_path, store, copies):
+    """Measured in a fresh process: its peak resident memory, less what it held before the model was built.
+
+    The issue's bound is ``copies`` x the parameters' bytes + 1 GiB (the model and two stored directions, or
+    the model alone when they are drawn again from their seeds). With seeds the grid sets and draws one
+    module's parameters at a time, so the peak stays within 0.75 of a model above the model (measured 2.2x;
+    a whole working copy of the parameters, as before, measured 4.0x). With stored directions the heap's
+    reuse of freed blocks varies by +-0.4x from run to run here (3.4x to 4.0x measured), which hides the
+    difference the whole copy makes (4.2x), so only the issue's bound is asserted."""
     script = tmp_path / "memory.py"
     script.write_text(_MEMORY_SCRIPT)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(script), store], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["finite"]
     assert figures["params"] > 100e6
-    assert figures["peak"] < 3 * figures["params"] + (1 << 30), figures
+    assert figures["peak"] < copies * figures["params"] + (1 << 30), figures
+    if store == "seed":
+        assert figures["peak"] < (copies + 0.75) * figures["params"], figures
 
 
 def test_a_plane_around_a_model_draws_without_a_path(net_and_data, tmp_path):
@@ -231,6 +241,14 @@ def test_a_plane_around_a_model_draws_without_a_path(net_and_data, tmp_path):
         assert made.frames == 1 and (tmp_path / name).stat().st_size > 1000
     centre = lt.animate.__globals__["centre_point"](plane, surface)
     assert centre.xy.tolist() == [[0.0, 0.0]] and centre.loss[0] == pytest.approx(surface.loss[2, 2])
+    # Read out as a model, not as a training run: no step, epoch, optimizer or end of training.
+    from losstrail.renderers._figure import PathFigure, readout
+
+    assert centre.alone and readout(centre, 0).startswith("the model (plane centre)\nloss ")
+    _, labels = PathFigure(centre, surface).ax.get_legend_handles_labels()
+    assert "the model (plane centre)" in labels and not {"optimizer", "end of training (plane centre)"} & set(labels)
+    page = (tmp_path / "page.html").read_text()
+    assert '"name":"model"' in page and "step %{customdata[0]}" not in page
     line = lt.loss_line(net, data, plane.origin, plane.u, [-1.0, 0.0, 1.0])
     assert line.loss[1] == pytest.approx(surface.loss[2, 2], rel=1e-5)
     with pytest.raises(ValueError, match=r"animate draws a Projection"):
@@ -269,3 +287,115 @@ def test_path_points_of_a_big_model_set_in_place_equal_the_flat_evaluation(net_a
     np.testing.assert_array_equal(in_place[1], flat[1])
     for n, t in _weights(net).items():
         assert torch.equal(t, before[n]), n
+
+
+class _Tied(torch.nn.Module):
+    """A tiny language model whose head shares the embedding's Parameter (as GPT-2's lm_head shares wte's)."""
+
+    def __init__(self, outside: bool = False):
+        super().__init__()
+        self.emb = torch.nn.Embedding(11, 8)
+        self.mix = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 11, bias=False)
+        self.head.weight = self.emb.weight
+        self.gain = torch.nn.Parameter(torch.ones(8))  # owned by the root: live for its whole forward
+        self.outside = outside
+
+    def forward(self, ids):
+        h = torch.tanh(self.mix(self.emb(ids))) * self.gain
+        if self.outside:  # the embedding's weight read by its parent, outside the embedding's own forward
+            return torch.nn.functional.linear(h, self.emb.weight) + torch.nn.functional.linear(h, self.mix.weight).sum()
+        return self.head(h)
+
+
+def _plain_loop(model, ids, targets, plane, xs, ys) -> np.ndarray:
+    """Each point written into a fresh copy's parameters (named once each, so a tied weight is written once)."""
+    copy_ = copy.deepcopy(model)
+    params = [p for _, p in copy_.named_parameters()]
+    sizes = np.cumsum([p.numel() for p in params])[:-1]
+    out = np.zeros((len(ys), len(xs)))
+    for i, b in enumerate(ys):
+        for j, a in enumerate(xs):
+            flat = plane.origin + np.float32(a) * plane.u + np.float32(b) * plane.v
+            with torch.no_grad():
+                for p, piece in zip(params, np.split(flat, sizes)):
+                    p.copy_(torch.from_numpy(piece.reshape(p.shape).copy()))
+                logits = copy_.eval()(ids)
+            out[i, j] = float(torch.nn.functional.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1)))
+    return out
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_module_by_module_points_with_tied_weights_and_a_weight_read_outside_its_module(outside, capfd):
+    torch.manual_seed(1)
+    model = _Tied(outside)
+    ids, targets = torch.randint(0, 11, (6, 5)), torch.randint(0, 11, (6, 5))
+    plane = lt.make_plane(model, "filter", seed=3, keep_biases=True)
+    xs, ys = np.linspace(-1, 1, 3), np.linspace(-0.5, 1, 3)
+    before = _weights(model)
+
+    def loss_fn(logits, t):
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, 11), t.reshape(-1))
+
+    got = loss_surface(model, (ids, targets), plane, xs, ys, loss_fn=loss_fn, mode="inplace", quiet=True).loss
+    np.testing.assert_allclose(got, _plain_loop(model, ids, targets, plane, xs, ys), rtol=0, atol=1e-6)
+    note = capfd.readouterr().err
+    # a weight read outside the forward of the module owning it is caught at the first point: a whole copy, with a note
+    assert ("'emb.weight' is read outside the forward" in note) == outside, note
+    for n, t in _weights(model).items():
+        assert torch.equal(t, before[n]), n
+    assert model.head.weight is model.emb.weight
+
+
+def test_points_set_module_by_module_hold_one_module_at_a_time_and_equal_the_whole_copy(net_and_data):
+    from losstrail._planes import points_in_place
+
+    net, (X, _) = net_and_data
+    for store in ("tensors", "seed"):
+        plane = lt.make_plane(net, "layer", seed=7, keep_biases=True, store=store)
+        original = {n: p.data_ptr() for n, p in net.named_parameters()}
+        seen, spying = [], []
+
+        def spy(module, args, output):  # while fc1 runs, every other layer holds the model's own tensor
+            if spying:  # (not in the first, watched pass: reading .data there is a read outside the modules)
+                seen.append({n: p.data_ptr() == original[n] for n, p in net.named_parameters()})
+
+        handle = net.fc1.register_forward_hook(spy)
+        outputs = {}
+        try:
+            for scheme in ("modules", "copy"):
+                with points_in_place(net, plane.tensors, scheme=scheme) as at, torch.no_grad():
+                    at(0.7, -0.3)
+                    outputs[scheme] = at.checked(net, X)
+                    spying.append(1)
+                    at(-0.2, 0.4)
+                    outputs[scheme + "2"] = at.checked(net, X)
+                    spying.clear()
+        finally:
+            handle.remove()
+        assert seen[0] == {"conv.weight": True, "conv.bias": True, "fc1.weight": False, "fc1.bias": False,
+                           "fc2.weight": True, "fc2.bias": True}  # fmt: skip
+        assert not any(seen[1].values())  # the whole copy: every parameter points at it
+        for key in ("modules", "modules2"):
+            assert torch.equal(outputs[key], outputs[key.replace("modules", "copy")])  # bit for bit
+        assert all(net.get_parameter(n).data_ptr() == ptr for n, ptr in original.items())
+
+
+def test_an_exception_inside_a_module_mid_grid_restores_the_weights_exactly(net_and_data):
+    net, data = net_and_data
+    plane = lt.make_plane(net, "filter", seed=2, store="seed")
+    before = _weights(net)
+    calls = []
+
+    def fail(module, args, output):
+        calls.append(1)
+        if len(calls) == 4:  # the 3rd grid point (call 1 is the evaluator's check), inside fc1's set weights
+            raise RuntimeError("fc1 failed")
+
+    handle = net.fc1.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="fc1 failed"):
+        loss_surface(net, data, plane, np.linspace(-1, 1, 3), [0.0], mode="inplace", quiet=True)
+    handle.remove()
+    for n, t in _weights(net).items():
+        assert torch.equal(t, before[n]), n
+    assert not net.fc1._forward_hooks and not net.fc1._forward_pre_hooks  # the grid's hooks are gone

@@ -94,3 +94,88 @@ def test_true_and_slice_loss_only_at_the_points_asked_for(tiny_model, tiny_data,
         project(plane, traj, model=tiny_model, data=tiny_data, at=[0, 7])
     with pytest.raises(ValueError, match=r"at=.* must be a 1-D sequence of indices"):
         project(plane, traj, model=tiny_model, data=tiny_data, at=[0.5])
+
+
+def _lstsq_reference(params, origin, u, v):
+    """Plain NumPy: least squares in float64 on the whole (T, P) path, and the residual's norm."""
+    basis = np.stack([u, v]).astype(np.float64).T  # (P, 2)
+    centred = (np.asarray(params, np.float64) - origin.astype(np.float64)).T  # (P, T)
+    xy = np.linalg.lstsq(basis, centred, rcond=None)[0]
+    return xy.T, np.linalg.norm(centred - basis @ xy, axis=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_projection_in_slabs_equals_plain_least_squares(dtype, rng, monkeypatch, tmp_path):
+    """Blocks of rows and runs of columns (made small here, so a path has several of each) give the same
+    coordinates and distances as one least-squares solve on the whole path, from memory or a memory map."""
+    from losstrail import _rows
+
+    monkeypatch.setattr(_rows, "_PLANE_COLUMNS", 1000)
+    monkeypatch.setattr(_rows, "_PLANE_BLOCK_BYTES", 7 * 4 * 4500)  # 7 rows of 4,500 float32 values at once
+    T, P = 23, 4500
+    origin = rng.normal(size=P).astype(np.float32)
+    u, v = (rng.normal(size=(2, P)) * [[0.01], [0.03]]).astype(np.float32)
+    steps = rng.normal(size=(T, 2)) * 5 + np.linspace(0, 40, T)[:, None]
+    params = origin + steps @ np.stack([u, v]) + rng.normal(size=(T, P)) * 0.002 * np.arange(T)[:, None]
+    params[3] = origin + 2.5 * u - 1.5 * v  # in the plane
+    params = params.astype(dtype)
+    mapped = np.memmap(tmp_path / "rows.bin", dtype, "w+", shape=(T, P))
+    mapped[:] = params
+    mapped.flush()
+    want_xy, want_off = _lstsq_reference(params, origin, u, v)
+    plane = Plane(origin, u, v, "custom")
+    for rows in (params, np.memmap(tmp_path / "rows.bin", dtype, "r", shape=(T, P))):
+        traj = Trajectory(rows, np.zeros(T), np.zeros(T), np.arange(T), np.zeros(T, np.int64))
+        got = project(plane, traj)
+        np.testing.assert_allclose(got.xy, want_xy, rtol=1e-5, atol=1e-5 * np.abs(want_xy).max())
+        np.testing.assert_allclose(got.off_plane, want_off, rtol=1e-5, atol=1e-6 * want_off.max())
+        np.testing.assert_allclose(plane.project(rows), want_xy, rtol=1e-5, atol=1e-5 * np.abs(want_xy).max())
+    if dtype == "float32":  # float16 rounds the point off the plane, as the reference sees too
+        assert got.off_plane[3] < 1e-6 * want_off.max()
+    np.testing.assert_allclose(plane.project(params[5]), want_xy[5], rtol=1e-5)
+
+
+def test_projection_onto_a_plane_held_per_tensor_makes_no_flat_copy(tiny_model, rng):
+    """A plane made around a model is read tensor by tensor: the same coordinates as its flat vectors give,
+    and the plane is not left holding flat copies of itself."""
+    from losstrail import make_plane
+    from losstrail.models import flat_params
+
+    plane = make_plane(tiny_model, "random", seed=0)
+    assert plane.tensors is not None and plane.__dict__.get("u") is None
+    end = flat_params(tiny_model).numpy()
+    params = (end + rng.normal(size=(6, 27)) * 0.3).astype(np.float32)
+    traj = Trajectory(params, np.zeros(6), np.zeros(6), np.arange(6), np.zeros(6, dtype=np.int64))
+    got = project(plane, traj)
+    assert all(plane.__dict__.get(name) is None for name in ("origin", "u", "v"))
+    want_xy, want_off = _lstsq_reference(params, plane.origin, plane.u, plane.v)  # reading them makes them
+    np.testing.assert_allclose(got.xy, want_xy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.off_plane, want_off, rtol=1e-5)
+
+
+def test_projecting_a_path_on_disk_holds_a_block_of_rows_not_the_path(rng, monkeypatch, tmp_path):
+    """NumPy's allocations while projecting (tracemalloc sees them) stay near one block of rows and the
+    plane's vectors, whatever the path's length: no float64 copy of the plane or of the path."""
+    import tracemalloc
+
+    from losstrail import _rows
+
+    monkeypatch.setattr(_rows, "_PLANE_BLOCK_BYTES", 1 << 20)
+    T, P = 400, 50_000  # 40 MB as float16 on disk, 80 MB in float32, 160 MB in float64
+    rows = np.memmap(tmp_path / "rows.bin", np.float16, "w+", shape=(T, P))
+    for start in range(0, T, 50):
+        rows[start : start + 50] = rng.normal(size=(50, P)).astype(np.float16)
+    rows.flush()
+    rows = np.memmap(tmp_path / "rows.bin", np.float16, "r", shape=(T, P))
+    plane = Plane(*rng.normal(size=(3, P)).astype(np.float32), "custom")
+    traj = Trajectory(rows, np.zeros(T), np.zeros(T), np.arange(T), np.zeros(T, np.int64))
+    tracemalloc.start()
+    try:
+        got = project(plane, traj)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < (1 << 20) + 3 * 4 * P + (1 << 20), f"projecting took {peak / 1e6:.1f} MB"
+    want_xy, want_off = _lstsq_reference(rows[:40], plane.origin, plane.u, plane.v)
+    np.testing.assert_allclose(got.xy[:40], want_xy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.off_plane[:40], want_off, rtol=1e-5)

@@ -154,7 +154,7 @@ def test_a_sketched_path_is_saved_and_loaded(tmp_path, tiny_model, tiny_data):
     from losstrail.trajectory import Trajectory
 
     X, y = tiny_data
-    t, rows, _ = train_recorded(tiny_model, [(X, y)] * 100, {"memory_limit": 2000, "snapshots": 20, "quiet": True})
+    t, rows, _ = train_recorded(tiny_model, [(X, y)] * 100, {"memory_limit": 2400, "snapshots": 20, "quiet": True})
     assert t.sketch is not None and t.sketch.directions is not None
     save_run_value(tmp_path, t)
     again = load_run_value(tmp_path, Trajectory)

@@ -557,14 +557,14 @@ class Evaluator:
         )
         started = time.perf_counter()
         progress = bar(len(coords) * n_pieces, desc, quiet, unit="batch")
-        with points_in_place(self.model, plane) as set_point, eval_mode(self.model), torch.inference_mode(), \
-                precision, progress as pbar:  # fmt: skip
+        with points_in_place(self.model, plane) as at, eval_mode(self.model), torch.inference_mode(), \
+                reuse_freed_memory(), precision, progress as pbar:  # fmt: skip
             for i, (x, y) in enumerate(np.asarray(coords, dtype=np.float64).tolist()):
                 if i == 1 and on_first_chunk is not None:
                     on_first_chunk(time.perf_counter() - started, 1)
-                set_point(x, y)
+                at(x, y)
                 for batch, n_b in self._pieces(piece):
-                    stats = self.measure(batch).double().cpu().numpy()
+                    stats = at.checked(self.measure, batch).double().cpu().numpy()
                     totals[i, 0] += stats[0] * n_b
                     totals[i, 1:3] += stats[1:3]
                     totals[i, 3:] += stats[3:] * n_b

@@ -7,6 +7,8 @@ direction methods (``losstrail.directions``) build on these.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -189,9 +191,13 @@ def _centred_product(AtY: np.ndarray, Y: np.ndarray, mean: np.ndarray) -> np.nda
     return AtY - Y.shape[0] * np.outer(mean, Y.mean(axis=0))
 
 
-# Frequent Directions keeps at most this many rows (and as many again while it fills): its
-# work per recorded step is about 6 * rows * P multiply-adds, its memory 8 * rows * P bytes.
+# Frequent Directions keeps at most this many rows, and _FILL times as many again while it fills;
+# each row entering it is the mean of SKETCH_BLOCK steps. Its work per recorded step is one pass
+# over the row and about 4 * rows * P / SKETCH_BLOCK multiply-adds in the shrinks; its memory
+# 4 * (1 + _FILL) * rows * P bytes and 28 * P more (see sketch_rows_within).
 SKETCH_ROWS = 12
+_FILL = 1  # rows added between shrinks, per row kept: more reads the buffer less often, but takes more memory
+SKETCH_BLOCK = 4  # consecutive rows of a path that enter the sketch as one (their mean)
 _SKETCH_MIN_ROWS = 6  # below this many rows a sketch of a path is too coarse to be worth its cost
 _FD_COLUMNS = 1 << 16  # columns rotated at once when the sketch shrinks
 
@@ -199,69 +205,146 @@ _FD_COLUMNS = 1 << 16  # columns rotated at once when the sketch shrinks
 def sketch_rows_within(n_params: int, budget: int) -> int:
     """Rows of a Frequent Directions sketch of a path of ``n_params`` that fit ``budget`` bytes (0: none fit).
 
-    The sketch holds twice its rows in float32, plus θ_0, the float64 running sum and one row.
+    The sketch holds 1 + _FILL times its rows in float32, plus θ_0, the block being gathered, a
+    scratch row, the float32 and float64 running sums, and the row given: 28 bytes a parameter.
 
     >>> [sketch_rows_within(n, 1 << 30) for n in (1000, 5_250_000, 124_000_000)]
     [12, 12, 0]
     """
-    rows = (budget - 16 * n_params) // (8 * max(n_params, 1))
+    rows = (budget - 28 * n_params) // (4 * (1 + _FILL) * max(n_params, 1))
     return int(min(SKETCH_ROWS, rows)) if rows >= _SKETCH_MIN_ROWS else 0
+
+
+def sketch_bytes(rows: int, n_params: int) -> int:
+    """Bytes a Frequent Directions sketch of ``rows`` rows of ``n_params`` holds (see sketch_rows_within)."""
+    return (4 * (1 + _FILL) * rows + 28) * n_params
+
+
+def squared_norm(x: torch.Tensor) -> float:
+    """``x · x`` of a float32 vector, summed in float32 over runs of _FD_COLUMNS values and in float64 across them.
+
+    As fast as one dot product, and accurate to about 1e-7 where one float32 dot product of
+    millions of values loses five digits or more.
+    """
+    whole = x.numel() // _FD_COLUMNS * _FD_COLUMNS
+    runs = x[:whole].view(-1, 1, _FD_COLUMNS)
+    head = torch.bmm(runs, runs.transpose(1, 2)).double().sum() if whole else 0.0
+    tail = x[whole:]
+    return float(head) + float(torch.dot(tail, tail).double())
 
 
 class FrequentDirections:
     """A streaming sketch of the principal directions of every row of a path (Liberty, 2013).
 
-    ``add`` takes one row (θ_k, a float32 tensor) at a time. Rows are sketched relative to the
-    first one, r_k = θ_k − θ_0, in a (2ℓ, P) float32 buffer; when it is full its rows are
-    rotated onto their principal axes and every squared singular value lowered by the
-    (ℓ+1)-th, leaving at most ℓ rows (the sum of those amounts is ``shrinkage``). Alongside,
-    the exact float64 sum of the r_k and of their squared norms give the mean and the total
-    variance. ``result`` turns B^T B − T r̄ r̄^T, the sketch of the centred covariance, into its
-    top principal directions. Work per row: about 6ℓP multiply-adds, spread over the shrinks.
+    ``add`` takes one row (θ_k, a float32 tensor) at a time, relative to the first one:
+    r_k = θ_k − θ_0. Every ``block`` consecutive rows are summed and enter the sketch as one
+    row, √n·(their mean), whose outer product is their n·r̄r̄ᵀ; the scatter of the rows about
+    their block's mean (W, its trace exact) is what that leaves out. Sketch rows gather in a
+    ((1 + _FILL)ℓ, P) float32 buffer; when it is full its rows are rotated onto their
+    principal axes and every squared singular value lowered by the (ℓ+1)-th, leaving at most ℓ
+    rows (the sum of those amounts is the Frequent Directions shrinkage). The ℓ rows left are
+    orthogonal with known squared norms, so a shrink needs only the products of the new rows
+    with all of them (a column block at a time in float32, summed in float64). Alongside,
+    float64 sums of the r_k and of their squared norms give the mean and the total variance.
+    ``result`` turns B^T B − T r̄ r̄^T, the sketch of the centred covariance C, into its top
+    principal directions; 0 ≼ C − sketch ≼ (shrinkage + trace W)·I. Work per row: one pass
+    over it and about 4.5ℓP/``block`` multiply-adds in the shrinks.
     """
 
-    def __init__(self, first: torch.Tensor, rows: int):
-        self.ell = rows
+    def __init__(self, first: torch.Tensor, rows: int, block: int = SKETCH_BLOCK):
+        self.ell, self.block = rows, block
         self.origin = first.detach().to("cpu", torch.float32).clone()
         P = self.origin.numel()
-        self.buffer = torch.zeros((2 * rows, P))
-        self.filled = 0
-        self.sum = torch.zeros(P, dtype=torch.float64)
-        self.squares = 0.0
+        self.buffer = torch.empty(((1 + _FILL) * rows, P))  # a row is written before it is read: pages come as used
+        self.kept = 0  # leading rows of the buffer that are the sketch: orthogonal, squared norms ``norms``
+        self.norms = np.zeros(0)
+        self.filled = 0  # rows of the buffer in use: the sketch, then the rows added since the last shrink
+        self.gathering = torch.zeros(P)  # the sum of the r_k of the block being gathered
+        self.scratch = torch.zeros(P)
+        self.gathered = 0
+        self.sum = torch.zeros(P, dtype=torch.float64)  # of the r_k, but those in ``recent``
+        self.recent = torch.zeros(P)
+        self.squares = 0.0  # of every r_k
+        self.sketched = 0.0  # of every row that entered the buffer
         self.count = 0
         self.shrinkage = 0.0
+        self.finite = True  # False once a row with a NaN or infinity was added (training diverged)
 
-    def add(self, row: torch.Tensor) -> None:
-        """Sketch one more row of the path (θ_k, any float tensor of P values)."""
+    def add(self, row: torch.Tensor) -> bool:
+        """Sketch one more row of the path (θ_k, any float tensor of P values); False once a row was not finite."""
+        if not self.finite:
+            return False
+        first = not self.gathered
+        r = self.gathering if first else self.scratch
+        torch.sub(row.detach().to("cpu", torch.float32), self.origin, out=r)
+        squares = squared_norm(r)
+        if not math.isfinite(squares):
+            self.finite = False
+            return False
+        self.squares += squares
+        self.count += 1
+        if not first:
+            self.gathering += r
+        self.gathered += 1
+        if self.gathered == self.block:
+            self._enter()
+        return True
+
+    def _enter(self) -> None:
+        """The block gathered enters the buffer as one row, √n·(its mean − θ_0); a full buffer shrinks."""
+        n, target = self.gathered, self.buffer[self.filled]
+        self.recent += self.gathering  # the sum of the block's r_k, in float32 until the next shrink
+        torch.mul(self.gathering, 1.0 / math.sqrt(n), out=target)
+        self.gathered = 0
+        self.filled += 1
         if self.filled == self.buffer.shape[0]:
             self._shrink()
-        target = self.buffer[self.filled]
-        torch.sub(row.detach().to("cpu", torch.float32), self.origin, out=target)
-        self.sum += target
-        self.squares += float(torch.dot(target, target))
-        self.filled += 1
-        self.count += 1
+
+    def _take_new(self) -> np.ndarray:
+        """Products (filled, new) of every row of the buffer with the rows entered since the last shrink."""
+        new = self.buffer[self.kept : self.filled]
+        products = np.zeros((self.filled, new.shape[0]))
+        with torch.inference_mode():
+            for start in range(0, new.shape[1], _FD_COLUMNS):
+                cols = slice(start, start + _FD_COLUMNS)
+                products += (self.buffer[: self.filled, cols] @ new[:, cols].T).double().numpy()
+        self.sketched += float(np.trace(products[self.kept :]))
+        self.sum += self.recent  # at most _FILL * ℓ block sums summed in float32, then in float64
+        self.recent.zero_()
+        return products
 
     def _shrink(self) -> None:
-        B = self.buffer[: self.filled]
-        gram = (B @ B.T).double().numpy()
+        products = self._take_new()
+        n, kept = self.filled, self.kept
+        gram = np.zeros((n, n))
+        gram[:kept, :kept] = np.diag(self.norms)
+        gram[:, kept:] = products
+        gram[kept:, :kept] = products[:kept].T
         values, vectors = np.linalg.eigh(gram)  # ascending
         values, vectors = values[::-1].clip(min=0.0), vectors[:, ::-1]
         delta = float(values[self.ell]) if len(values) > self.ell else 0.0
         keep = values[: self.ell] > delta
         scale = np.sqrt((values[: self.ell][keep] - delta) / values[: self.ell][keep])
         rotate = torch.from_numpy((vectors[:, : self.ell][:, keep] * scale).T.astype(np.float32).copy())
-        kept = rotate.shape[0]
+        B = self.buffer[:n]
         with torch.inference_mode():
             for start in range(0, B.shape[1], _FD_COLUMNS):  # in place, one column block at a time
                 cols = slice(start, start + _FD_COLUMNS)
-                B[:kept, cols] = rotate @ B[:, cols]
-        B[kept:].zero_()
-        self.filled = kept
+                B[: rotate.shape[0], cols] = rotate @ B[:, cols]
+        self.kept = self.filled = rotate.shape[0]
+        self.norms = values[: self.ell][keep] - delta
         self.shrinkage += delta
 
     def result(self):
         """``(variances (r,), directions (2, P) float32 unit or None, total variance, shrinkage)``."""
+        if not self.finite:
+            return np.zeros(0), None, math.nan, math.inf
+        if self.gathered:
+            self._enter()  # the last block, however short
+        if self.filled > self.kept:
+            self._take_new()  # the rows since the last shrink (they stay in the buffer)
+        within = max(0.0, self.squares - self.sketched) if self.block > 1 else 0.0  # trace W, rounding aside
+        shrinkage = self.shrinkage + within
         T, n = self.count, self.filled
         mean = self.sum / T
         total = self.squares - T * float(mean @ mean)
@@ -277,13 +360,13 @@ class FrequentDirections:
         values, W = np.linalg.eigh(S)
         values, W = values[::-1], W[:, ::-1]
         if len(values) < 2 or values[1] <= 1e-12 * max(values[0], 1e-300):
-            return values.clip(min=0.0), None, total, self.shrinkage
+            return values.clip(min=0.0), None, total, shrinkage
         coeffs = torch.from_numpy((basis @ W[:, :2]).T.copy())  # (2, n + 1)
         directions = torch.empty((2, self.origin.numel()), dtype=torch.float64)
         for start, rows in zip(range(0, self.origin.numel(), _FD_COLUMNS), self._rows64()):
             directions[:, start : start + rows.shape[1]] = coeffs @ rows
         directions /= torch.linalg.vector_norm(directions, dim=1, keepdim=True)
-        return values.clip(min=0.0), directions.float().numpy(), total, self.shrinkage
+        return values.clip(min=0.0), directions.float().numpy(), total, shrinkage
 
     def _rows64(self):
         """Column blocks of the sketch's rows and the mean offset r̄, stacked (n + 1, block), float64."""

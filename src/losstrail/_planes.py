@@ -3,15 +3,16 @@
 A plane of a big model is never a flat vector of all P parameters: its origin is the model's own
 tensors (or views of a recorded row), and each direction is a list of tensors shaped like the
 parameters, in their dtype (bfloat16 weights get bfloat16 directions), or only the seeds and
-scales that draw it again, tensor by tensor. A grid point is evaluated by writing
-``origin + x*u + y*v`` into a working copy that the model's parameters point at for the duration;
-the model's own tensors are never written, so they are exactly what they were afterwards, also
-after an exception.
+scales that draw it again, tensor by tensor. A grid point is evaluated by pointing the
+parameters at tensors that hold ``origin + x*u + y*v``, module by module as the forward pass
+reaches them (``InPlace``); the model's own tensors are never written, so they are exactly what
+they were afterwards, also after an exception.
 
 Memory, in units of the chosen parameters' bytes: a plane with stored directions is the model
-plus two (3x), and its grid adds the working copy (4x); with ``store='seed'`` the directions are
-drawn again at each point (one random draw over P per direction and point), so the grid costs
-the model plus the working copy (2x) plus one tensor's temporaries.
+plus two (3x), and its grid adds one module's parameters at a time; with ``store='seed'`` the
+directions are drawn again, tensor by tensor, inside each module's hook, so the grid costs the
+model plus one module's parameters and one tensor's temporaries (2x and a little). A model that
+reads a parameter outside the forward of the module owning it gets one whole working copy (+1x).
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
-__all__ = ["Draw", "PlaneTensors", "draw_direction", "points_in_place", "tensor_seeds"]
+from losstrail._memory import give_back_freed_memory
+from losstrail._progress import say
+
+__all__ = ["Draw", "InPlace", "PlaneTensors", "draw_direction", "points_in_place", "sizes_wanted", "tensor_seeds"]
 
 # How a random direction is scaled, tensor by tensor (Li et al., 2018 for 'filter' and 'layer').
 RULES = ("filter", "layer", "random")
@@ -59,20 +65,36 @@ class Draw:
         return g.mul_(scale.to(device) if isinstance(scale, torch.Tensor) else scale).to(dtype)
 
 
-def _scale(centre: torch.Tensor, g: torch.Tensor, rule: str, keep_biases: bool) -> tuple[object, float]:
-    """``(scale, squared length)``: what multiplies the Gaussian ``g`` so it has the size of ``centre`` filter
-    by filter or tensor by tensor (``'random'``: 1, normalized over the whole direction afterwards; None: a
-    zero tensor), and the squared length of the scaled tensor (known from ``centre``, no pass over it)."""
+def sizes_wanted(centre: Sequence[torch.Tensor], rule: str, keep_biases: bool = False) -> list:
+    """What each tensor of a direction scaled by ``rule`` must measure, from ``centre``: per-filter norms (a
+    column shaped ``(n_filters, 1, ...)``, ``'filter'``), one norm (a float, ``'layer'``, and biases when
+    ``keep_biases``), None for a zero tensor (biases otherwise), or ``'random'`` (normalized afterwards).
+    Computed once for both directions of a plane."""
     norm = torch.linalg.vector_norm
-    if rule == "random":
+    wanted = []
+    for c in centre:
+        c = c.detach()
+        if rule == "random":
+            wanted.append("random")
+        elif c.dim() >= 2 and rule == "filter":
+            wanted.append(norm(c, dim=tuple(range(1, c.dim())), keepdim=True, dtype=torch.float32))
+        elif c.dim() >= 2 or keep_biases:
+            wanted.append(float(norm(c, dtype=torch.float32)))
+        else:
+            wanted.append(None)
+    return wanted
+
+
+def _scale(g: torch.Tensor, wanted) -> tuple[object, float]:
+    """``(scale, squared length)``: what multiplies the Gaussian ``g`` so it measures ``wanted`` (see
+    ``sizes_wanted``; ``'random'``: 1) and the squared length of the scaled tensor (known, no pass over it)."""
+    norm = torch.linalg.vector_norm
+    if isinstance(wanted, str):
         return 1.0, float(norm(g)) ** 2
-    c = centre.detach()
-    if c.dim() >= 2 and rule == "filter":
-        axes = tuple(range(1, c.dim()))
-        wanted = norm(c, dim=axes, keepdim=True, dtype=torch.float32)
+    if isinstance(wanted, torch.Tensor):
+        axes = tuple(range(1, g.dim()))
         return wanted / norm(g, dim=axes, keepdim=True), float((wanted.double() ** 2).sum())
-    if c.dim() >= 2 or keep_biases:
-        wanted = float(norm(c, dtype=torch.float32))
+    if wanted is not None:
         return wanted / float(norm(g)), wanted**2
     return None, 0.0
 
@@ -85,29 +107,36 @@ def draw_direction(
     stream: int = 0,
     keep_biases: bool = False,
     store: bool = True,
+    wanted: list | None = None,
 ) -> tuple[list[torch.Tensor] | None, Draw]:
     """A random direction tensor by tensor, scaled to ``centre`` by ``rule`` (see ``RULES``).
 
     ``stream`` picks one of several independent directions of one ``seed`` (0 for u, 1 for v).
-    Returns ``(tensors, draw)``: the direction in each centre tensor's dtype and device (None
-    unless ``store``) and the ``Draw`` that makes it again. Raises ValueError when the direction
+    ``wanted``: ``sizes_wanted(centre, rule, keep_biases)`` when already computed (for the other
+    direction). Returns ``(tensors, draw)``: the direction in each centre tensor's dtype and device
+    (None unless ``store``) and the ``Draw`` that makes it again. Raises ValueError when the direction
     has zero length (every scaled tensor of the centre is zero).
     """
     n = len(centre)
     seeds = tensor_seeds(seed, n * (stream + 1))[n * stream :]
+    wanted = sizes_wanted(centre, rule, keep_biases) if wanted is None else wanted
 
     def one(k: int):
         c = centre[k]
+        if wanted[k] is None:  # a zero tensor: nothing to draw
+            return None, 0.0, (torch.zeros_like(c) if store else None)
         g = _gaussian(c.shape, seeds[k], c.device)
-        scale, squared = _scale(c, g, rule, keep_biases)
-        if not store:
-            return scale, squared, None
-        return scale, squared, (torch.zeros_like(c) if scale is None else g.mul_(scale).to(c.dtype))
+        scale, squared = _scale(g, wanted[k])
+        return scale, squared, (g.mul_(scale).to(c.dtype) if store else None)
 
-    # Tensor by tensor, each from its own seed: the draws (one core each on a CPU) run side by side.
-    workers = max(1, min(torch.get_num_threads(), 4)) if all(c.device.type == "cpu" for c in centre) else 1
+    # Tensor by tensor, each from its own seed: the draws (one core each on a CPU) run side by side (two at a time
+    # when only their scales are kept: each draw is a temporary as big as its tensor).
+    most = 4 if store else 2
+    workers = max(1, min(torch.get_num_threads(), most)) if all(c.device.type == "cpu" for c in centre) else 1
     with ThreadPoolExecutor(workers) as pool:
         drawn = list(pool.map(one, range(n)))
+    if not store:
+        give_back_freed_memory()  # the draws' freed blocks, kept by the workers' heaps
     scales, pieces = [d[0] for d in drawn], [d[2] for d in drawn]
     total = sum(d[1] for d in drawn)
     if not total > 0:
@@ -182,13 +211,10 @@ class PlaneTensors:
 
 
 @contextlib.contextmanager
-def points_in_place(model: torch.nn.Module, plane: PlaneTensors) -> Callable[[float, float], None]:
-    """``set_point(x, y)``: the model's chosen parameters become ``origin + x*u + y*v`` until the block ends.
-
-    The parameters point at one working copy for the duration (in their dtype, on their
-    device); the model's own tensors are put back, untouched, when the block ends, whatever
-    raised inside it.
-    """
+def points_in_place(model: torch.nn.Module, plane: PlaneTensors, *, scheme: str = "modules"):
+    """An ``InPlace`` ``at``: ``at(x, y)`` makes the model's chosen parameters ``origin + x*u + y*v`` until the
+    block ends (see ``InPlace`` for the two schemes); the model's own tensors are put back, untouched, when the
+    block ends, whatever raised inside it."""
     plane.check_unchanged()
     named = dict(model.named_parameters())
     missing = [n for n in plane.names if n not in named]
@@ -198,38 +224,187 @@ def points_in_place(model: torch.nn.Module, plane: PlaneTensors) -> Callable[[fl
     for p, shape in zip(params, plane.shapes):
         if tuple(p.shape) != shape:
             raise ValueError(f"the plane's tensor of shape {shape} does not fit the model's {tuple(p.shape)}")
-    saved = [p.data for p in params]
-    with torch.no_grad():
-        work = [torch.empty_like(p) for p in params]
-    drawn = plane.u is None or plane.v is None  # directions drawn again: tensors side by side on a CPU
-    workers = max(1, min(torch.get_num_threads(), 4)) if drawn and all(w.device.type == "cpu" for w in work) else 1
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-
-    def one(k: int, x: float, y: float) -> None:
-        w = work[k]
-        origin = plane.origin[k]
-        if origin.device != w.device:
-            origin = origin.to(w.device)
-        with torch.no_grad():
-            torch.add(origin, _on(plane.direction("u", k), w), alpha=x, out=w)
-            w.add_(_on(plane.direction("v", k), w), alpha=y)
-
-    def set_point(x: float, y: float) -> None:
-        if pool is None:
-            for k in range(len(work)):
-                one(k, float(x), float(y))
-        else:
-            list(pool.map(lambda k: one(k, float(x), float(y)), range(len(work))))
-
+    at = InPlace(model, plane, params)
     try:
-        for p, w in zip(params, work):
-            p.data = w
-        yield set_point
+        if scheme == "modules":
+            try:
+                at.hook()
+            except RuntimeError:  # modules that take no hooks (TorchScript): one whole working copy
+                scheme = "copy"
+        if scheme == "copy":
+            at.whole_copy()
+        yield at
     finally:
-        for p, s in zip(params, saved):
-            p.data = s
-        if pool is not None:
-            pool.shutdown()
+        at.close()
+
+
+class InPlace:
+    """Grid points set in the model's parameters, by one of two schemes.
+
+    ``'modules'`` (the default): a forward pre-hook on each module that owns plane parameters
+    points them at fresh tensors holding ``origin + x*u + y*v`` (directions drawn there when
+    kept as seeds), and its forward hook points them back and frees those tensors: the memory a
+    point takes is one module's parameters at a time, beyond the model and its directions. A
+    parameter owned by several modules (tied weights) is set by the first of them to run and kept
+    for the others until the point changes. The first forward
+    pass run through ``checked`` watches every torch call: a plane parameter read outside the
+    forward of a module that owns it (a parent doing ``F.linear(x, self.emb.weight)``) would
+    read the centre's value, so on the first such read the points switch to ``'copy'``, with a
+    note, and that pass runs again.
+
+    ``'copy'``: the parameters point at one working copy of all of them for the duration.
+    """
+
+    def __init__(self, model: torch.nn.Module, plane: PlaneTensors, params: list):
+        self.model, self.plane, self.params = model, plane, params
+        self.saved = [p.data for p in params]
+        self.index = {id(p): k for k, p in enumerate(params)}
+        self.point = (0.0, 0.0)
+        self.scheme = None
+        self.live = [0] * len(params)
+        self.work: list = [None] * len(params)
+        self.handles: list = []
+        self.busy = False  # inside a hook: its own torch calls are not the model's reads
+        self.watched = False
+        self.pool = None
+        self.shared: set[int] = set()  # parameters owned by several modules (tied weights): set once per point
+        self.kept: dict[int, torch.Tensor] = {}
+
+    def fill(self, k: int, out: torch.Tensor) -> torch.Tensor:
+        """``out`` = tensor ``k`` of the point ``origin + x*u + y*v`` (directions stored or drawn again)."""
+        x, y = self.point
+        origin = _on(self.plane.origin[k], out)
+        with torch.no_grad():
+            torch.add(origin, _on(self.plane.direction("u", k), out), alpha=x, out=out)
+            out.add_(_on(self.plane.direction("v", k), out), alpha=y)
+        return out
+
+    def __call__(self, x: float, y: float) -> None:
+        self.point = (float(x), float(y))
+        if self.scheme != "copy":
+            self.kept = {}
+            return  # set module by module as the forward pass reaches them
+        if self.pool is None:
+            for k in range(len(self.params)):
+                self.fill(k, self.work[k])
+        else:
+            list(self.pool.map(lambda k: self.fill(k, self.work[k]), range(len(self.params))))
+
+    def hook(self) -> None:
+        """The ``'modules'`` scheme: hooks on every module owning plane parameters (each Parameter object once)."""
+        self.scheme = "modules"
+        owners = [0] * len(self.params)
+        for module in self.model.modules():
+            ks = [self.index[id(p)] for p in module._parameters.values() if p is not None and id(p) in self.index]
+            for k in ks:
+                owners[k] += 1
+            if ks:
+                self.handles.append(module.register_forward_pre_hook(lambda m, a, ks=ks: self.enter(ks)))
+                self.handles.append(
+                    module.register_forward_hook(lambda m, a, o, ks=ks: self.leave(ks), always_call=True)
+                )
+        self.shared = {k for k, n in enumerate(owners) if n > 1}
+
+    def enter(self, ks: list[int]) -> None:
+        self.busy = True
+        try:
+            for k in ks:
+                self.live[k] += 1
+                if self.live[k] == 1:
+                    work = self.kept.get(k)
+                    if work is None:
+                        with torch.no_grad():
+                            work = self.fill(k, torch.empty_like(self.saved[k]))
+                        if k in self.shared:
+                            self.kept[k] = work  # for its other owners at this point
+                    self.work[k] = work
+                    self.params[k].data = work
+        finally:
+            self.busy = False
+
+    def leave(self, ks: list[int]) -> None:
+        self.busy = True
+        try:
+            for k in ks:
+                self.live[k] -= 1
+                if self.live[k] == 0:
+                    self.params[k].data = self.saved[k]
+                    self.work[k] = None
+        finally:
+            self.busy = False
+
+    def whole_copy(self) -> None:
+        """The ``'copy'`` scheme: the parameters point at one working copy of them all, set at each point."""
+        self.unhook()
+        self.scheme = "copy"
+        with torch.no_grad():
+            self.work = [torch.empty_like(s) for s in self.saved]
+        drawn = self.plane.u is None or self.plane.v is None  # drawn again: tensors side by side on a CPU
+        on_cpu = all(w.device.type == "cpu" for w in self.work)
+        workers = max(1, min(torch.get_num_threads(), 4)) if drawn and on_cpu else 1
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        for p, w in zip(self.params, self.work):
+            p.data = w
+        self(*self.point)
+
+    def checked(self, fn: Callable, *args):
+        """``fn(*args)`` (one forward pass at the current point); the first time, watched for plane parameters
+        read outside their modules' forward (then the points switch to ``'copy'`` and ``fn`` runs again)."""
+        if self.watched or self.scheme != "modules":
+            return fn(*args)
+        self.watched = True
+        with _Watch(self) as watch:
+            out = fn(*args)
+        if watch.outside is None:
+            return out
+        say(f"{watch.outside!r} is read outside the forward of the module that owns it, so grid points set a whole "
+            "working copy of the plane's parameters (one more copy of them in memory)", False)  # fmt: skip
+        self.whole_copy()
+        return fn(*args)
+
+    def unhook(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        for k, p in enumerate(self.params):
+            p.data = self.saved[k]
+        self.live, self.work, self.kept = [0] * len(self.params), [None] * len(self.params), {}
+
+    def close(self) -> None:
+        """Hooks removed and the model's own tensors put back (exactly: they were never written)."""
+        self.unhook()
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+
+# Torch calls that read a tensor's metadata, never its values: harmless on a parameter outside its module.
+_METADATA = frozenset(("shape", "dtype", "device", "requires_grad", "ndim", "is_cuda", "is_meta", "layout", "size",
+                       "dim", "numel", "nelement", "is_floating_point", "is_complex", "element_size", "stride",
+                       "is_contiguous", "is_sparse", "grad_fn", "is_leaf", "__hash__", "__len__", "names"))  # fmt: skip
+
+
+class _Watch(TorchFunctionMode):
+    """Notes (``outside``: its name) the first plane parameter a torch call reads outside its owners' forward."""
+
+    def __init__(self, at: InPlace):
+        super().__init__()
+        self.at, self.outside = at, None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        at = self.at
+        if self.outside is None and not at.busy and at.scheme == "modules":
+            name = getattr(func, "__name__", "")
+            if name in ("__get__", "__set__"):
+                name = getattr(getattr(func, "__self__", None), "__name__", name)
+            if name not in _METADATA:
+                for leaf in tree_leaves((args, kwargs)):
+                    k = at.index.get(id(leaf))
+                    if k is not None and at.live[k] == 0 and leaf is at.params[k]:
+                        self.outside = at.plane.names[k]
+                        break
+        return func(*args, **kwargs)
 
 
 def _on(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from losstrail._functional import ParamLayout
 from losstrail._memory import give_back_freed_memory
-from losstrail._pca import FrequentDirections, sketch_rows_within
+from losstrail._pca import FrequentDirections, sketch_bytes, sketch_rows_within
 from losstrail.trajectory import PARAMS_FILE, PathSketch, Trajectory
 
 # The most rows a path longer than its memory keeps: enough for a smooth animation (at most 300
@@ -48,7 +48,7 @@ class RowFile:
         return self.width * self.dtype.itemsize
 
     def append(self, row: np.ndarray) -> None:
-        self._file.write(np.ascontiguousarray(row, dtype=self.dtype).tobytes())
+        self._file.write(np.ascontiguousarray(row, dtype=self.dtype).data)  # the bytes, not a copy of them
         self.count += 1
 
     def read(self, index: int) -> np.ndarray:
@@ -103,7 +103,7 @@ class Points:
         self._stride = 1
         self._sketched = False
         self._sketch: FrequentDirections | None = None
-        self._newest: np.ndarray | None = None  # a sketched path: the last row, kept even if no snapshot
+        self._newest: torch.Tensor | None = None  # a sketched path: the last row, kept even if no snapshot
         self._folder: Path | None = None  # the temporary folder, when no storage was given
         self._cleanup = None
         self._planned: int | None = None  # the rows ``plan`` was told of
@@ -153,7 +153,7 @@ class Points:
         width = sketch_rows_within(P, self.memory_limit)
         if not width:
             return "no PCA sketch (memory_limit holds none: PCA will use the snapshots)"
-        return f"a sketch of every step for PCA ({width} rows, {_bytes(8 * width * P + 16 * P)} of memory)"
+        return f"a sketch of every step for PCA ({width} rows, {_bytes(sketch_bytes(width, P))} of memory)"
 
     def _where(self) -> str:
         return str(self.storage) if self.storage is not None else "a temporary folder"
@@ -175,8 +175,14 @@ class Points:
         if self._sketched:
             self._add_sketched(row, index)
             return
-        row = row.numpy().astype(self.dtype)
-        if self._rows is None and (len(self.params) + 1) * row.nbytes > self.memory_limit:
+        row = row.numpy().astype(self.dtype, copy=False)  # the row given is not changed afterwards: no copy
+        # The rows held, this one and the one the recorder holds for the next step stay within memory_limit,
+        # and for a path of unknown length, with room for the sketch's running sums it may turn into.
+        reserve = 2 * row.nbytes + (sketch_bytes(0, row.shape[0]) if self._planned is None else 0)
+        if self._rows is None and len(self.params) * row.nbytes + reserve > self.memory_limit:
+            if self._planned is None:  # a path of unknown length: its every row would not fit the disk either
+                self._sketch_held(row)
+                return
             self._rows = self._open_rows(self.dtype, row.shape[0])  # spill what is kept, then every row
             for kept in self.params:
                 self._rows.append(kept)
@@ -186,8 +192,7 @@ class Points:
             self.params.append(row)
             return
         self._rows.append(row)
-        # A path of unknown length is sketched from here on: its every row would not fit the disk either.
-        if self._rows.count > self.snapshots or self._planned is None:
+        if self._rows.count > self.snapshots:  # longer than planned: sketched from here on
             self._start_sketch()
 
     def measure(self, loss: float, accuracy: float) -> None:
@@ -197,19 +202,20 @@ class Points:
     def _add_sketched(self, row: torch.Tensor, index: int) -> None:
         if self._rows is None:
             self._begin_sketch(row)
-        if self._sketch is not None:
-            if bool(torch.isfinite(row).all()):
-                self._sketch.add(row)
-            else:  # training diverged: PCA of the finite snapshots (finite_prefix) is all that is left
-                self._sketch = None
-        self._newest = row.numpy().copy()
+        if self._sketch is not None and not self._sketch.add(row):
+            self._sketch = None  # training diverged: PCA of the finite snapshots (finite_prefix) is all that is left
+        self._newest = row  # not a copy: a row given to ``add`` is not changed afterwards
         if index % self._stride == 0:
-            self._rows.append(self._newest)
+            self._rows.append(self._snapshot(row))
             self._kept.append(index)
             if len(self._kept) > self.snapshots:
                 self._rows.keep(range(0, len(self._kept), 2))
                 self._kept = self._kept[::2]
                 self._stride *= 2
+
+    def _snapshot(self, row: torch.Tensor) -> np.ndarray:
+        """The row in the snapshots' dtype, converted by torch (NumPy's float16 conversion is several times slower)."""
+        return row.to(getattr(torch, self.snapshot_dtype.name)).numpy()
 
     def _begin_sketch(self, first: torch.Tensor) -> None:
         P = first.numel()
@@ -217,15 +223,28 @@ class Points:
         self._sketch = FrequentDirections(first, width) if width and bool(torch.isfinite(first).all()) else None
         self._rows = self._open_rows(self.snapshot_dtype, P)
 
+    def _sketch_held(self, row: np.ndarray) -> None:
+        """A path of unknown length passed ``memory_limit`` in memory: sketch its rows, each let go once sketched."""
+        held, self.params = [*self.params, row], []
+        self._stride, self._sketched = 1, True
+        self._say_sketched(row.shape[0])
+        for index in range(len(held)):
+            self._add_sketched(torch.from_numpy(held[index].astype(np.float32, copy=False)), index)
+            held[index] = None
+        give_back_freed_memory()
+
+    def _say_sketched(self, n_params: int) -> None:
+        self._say(
+            f"the path passed memory_limit={_bytes(self.memory_limit)} at step {self.step[-1]} (its length unknown: "
+            f"pass steps= to plan it): from now on keeping every step's loss, at most {self.snapshots} evenly spaced "
+            f"{self.snapshot_dtype} snapshots in {self._where()} and {self._sketch_part(n_params)}"
+        )
+
     def _start_sketch(self) -> None:
         """Every row so far is on disk and there are more than ``snapshots``: from now on, keep a sketched path."""
         every, n = self._rows, self._rows.count
         self._stride, self._sketched = 1, True
-        self._say(
-            f"the path passed memory_limit={_bytes(self.memory_limit)} at step {self.step[-1]} (its length unknown: "
-            f"pass steps= to plan it): from now on keeping every step's loss, at most {self.snapshots} evenly spaced "
-            f"{self.snapshot_dtype} snapshots in {self._where()} and {self._sketch_part(every.width)}"
-        )
+        self._say_sketched(every.width)
         every.path = every.path.rename(every.path.with_name(PARAMS_FILE + ".every"))
         self._rows = None
         for index in range(n):
@@ -251,7 +270,7 @@ class Points:
             return Trajectory(params=params, **every, names=names, shapes=shapes)
         last = len(self.step) - 1
         if self._kept[-1] != last:
-            self._rows.append(self._newest)
+            self._rows.append(self._snapshot(self._newest))
             self._kept.append(last)
         sketch = self._sketch_value(every)
         kept = np.asarray(self._kept)

@@ -389,7 +389,7 @@ def plane_around(source, method: str = "filter", *, directions=None, seed=None, 
                  objective=None, loss_fn=None, keep_biases=False, negative_curvature=False, hessian_examples=None,
                  device="cpu", quiet=True, params=None, store="tensors") -> Plane:  # fmt: skip
     """The plane centred on a model or a state dict as it is, held per tensor (see ``make_plane``)."""
-    from losstrail._planes import PlaneTensors, draw_direction
+    from losstrail._planes import PlaneTensors, draw_direction, sizes_wanted
 
     check_choice("reduction_method", method, DIRECTIONS)
     check_choice("store", store, STORES)
@@ -410,7 +410,8 @@ def plane_around(source, method: str = "filter", *, directions=None, seed=None, 
     else:
         if method == "filter":
             _check_filters([t.shape for t in centre])
-        drawn = [draw_direction(centre, method, seed, stream=k, keep_biases=keep_biases, store=store == "tensors")
+        wanted = sizes_wanted(centre, method, keep_biases)  # the centre's norms, once for both directions
+        drawn = [draw_direction(centre, method, seed, stream=k, store=store == "tensors", wanted=wanted)
                  for k in range(2)]  # fmt: skip
         tensors = PlaneTensors(names, centre, drawn[0][0], drawn[1][0], draws=(drawn[0][1], drawn[1][1]), own=True)
     return Plane(None, None, None, method, names=plane_names, tensors=tensors)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from losstrail._repr import short_repr
-from losstrail._rows import release_pages, row_block
+from losstrail._rows import plane_coordinates
 
 __all__ = ["Plane"]
 
@@ -93,16 +93,23 @@ class Plane:
         """
         params = np.asarray(params) if not isinstance(params, np.memmap) else params
         single = params.ndim == 1
-        rows = params[None, :] if single else params
-        basis = np.stack([self.u, self.v]).astype(np.float64)  # (2, P)
-        gram = basis @ basis.T  # (2, 2)
-        out = np.empty((rows.shape[0], 2))
-        step = row_block(rows.shape[1])
-        for start in range(0, rows.shape[0], step):
-            block = rows[start : start + step].astype(np.float64) - self.origin
-            out[start : start + step] = np.linalg.solve(gram, basis @ block.T).T
-            release_pages(rows)
-        return out[0] if single else out
+        xy, _ = plane_coordinates(params[None, :] if single else params, self.pieces)
+        return xy[0] if single else xy
+
+    def pieces(self):
+        """``(start, origin, u, v)``: the plane as NumPy vectors over the parameters from ``start`` on, in order.
+
+        The flat vectors whole, or for a plane held per tensor, one tensor at a time (float32,
+        on the CPU), so reading the plane never makes flat copies of it.
+        """
+        if self.tensors is None or all(self.__dict__.get(name) is not None for name in _FLAT):
+            yield 0, self.origin, self.u, self.v
+            return
+        tensors, start = self.tensors, 0
+        for k, origin in enumerate(tensors.origin):
+            parts = (origin, tensors.direction("u", k), tensors.direction("v", k))
+            yield (start, *(part.detach().reshape(-1).float().cpu().numpy() for part in parts))
+            start += origin.numel()
 
 
 def _few(names) -> str:

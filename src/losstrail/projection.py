@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from losstrail._repr import short_repr
-from losstrail._rows import release_pages, row_block
+from losstrail._rows import plane_coordinates
 from losstrail.plane import Plane
 from losstrail.trajectory import Trajectory
 
@@ -33,12 +33,18 @@ class Projection:
     true_loss: np.ndarray | None = None  # (T,) mean loss over the grid's data at θ_k itself; NaN where not measured
     slice_loss: np.ndarray | None = None  # (T,) the same at θ_k's projection onto the plane; NaN where not measured
     loss_label: str | None = None  # what ``loss`` holds when not a training batch's loss (a path read from a file)
-    step_label: str = "step"  # what ``step`` counts: "point" (the index along the path) where a file gives no steps
+    step_label: str = "step"  # what ``step`` counts: "point" (the index along the path) where a file gives no steps,
+    # "" for a model drawn alone (a plane with no path: one point at the centre)
 
     __repr__ = short_repr
 
     def __len__(self) -> int:
         return self.xy.shape[0]
+
+    @property
+    def alone(self) -> bool:
+        """True for a model drawn alone at its plane's centre (no path): no steps, no optimizer to follow."""
+        return self.step_label == ""
 
     @property
     def measured(self) -> bool:
@@ -91,14 +97,7 @@ def project(
             f"the trajectory has P={trajectory.n_params} parameters but the plane has P={plane.n_params}; "
             "make the plane from this trajectory"
         )
-    xy = plane.project(trajectory.params)
-    basis = np.stack([plane.u, plane.v]).astype(np.float64)  # (2, P)
-    off = np.empty(len(trajectory))
-    step = row_block(trajectory.n_params)
-    for start in range(0, len(trajectory), step):
-        block = trajectory.params[start : start + step].astype(np.float64) - plane.origin  # (B, P)
-        off[start : start + step] = np.linalg.norm(block - xy[start : start + step] @ basis, axis=1)
-        release_pages(trajectory.params)
+    xy, off = plane_coordinates(trajectory.params, plane.pieces, distances=True)
     true_loss = slice_loss = None
     if (model is None) != (data is None):
         raise ValueError("pass both model and data to measure the true and slice losses along the path, or neither")

@@ -43,10 +43,12 @@ class PathSketch:
     A recorder keeps this when the path would pass its ``memory_limit`` and has more steps than
     snapshots: every recorded step's loss, accuracy, step and epoch, and the path's top two
     principal directions over *every* step, from a Frequent Directions sketch (Liberty, 2013;
-    Ghashami et al., 2016) of the rows minus θ_0, streamed during training with the exact
-    running mean. The sketch's covariance Ĉ sits below the true centred covariance C of every
-    step by at most ``shrinkage`` in every direction (0 ≼ C − Ĉ ≼ shrinkage·I), so the angle of
-    its principal plane to the exact one is at most ``angle_bound`` degrees (Davis–Kahan).
+    Ghashami et al., 2016) of the rows minus θ_0 (each sketch row the mean of a few consecutive
+    steps), streamed during training with the exact running mean. The sketch's covariance Ĉ sits
+    below the true centred covariance C of every step by at most ``shrinkage`` in every direction
+    (0 ≼ C − Ĉ ≼ shrinkage·I; it counts Frequent Directions' shrinkage and the scatter of the
+    steps about those means), so the angle of its principal plane to the exact one is at most
+    ``angle_bound`` degrees (Davis–Kahan).
     """
 
     step: np.ndarray  # (T,) int64, every recorded step
@@ -55,7 +57,7 @@ class PathSketch:
     accuracy: np.ndarray  # (T,) float64
     variances: np.ndarray  # (r,) float64, the sketch's principal variances, largest first (r >= 2 with directions)
     total_variance: float  # of every step, exact (float64 sums)
-    shrinkage: float  # Frequent Directions' total shrinkage: every variance is low by at most this
+    shrinkage: float  # every variance is low by at most this (Frequent Directions' shrinkage and the scatter left out)
     directions: np.ndarray | None = None  # (2, P) float32 unit vectors; None: no sketch fitted the memory
 
     __repr__ = short_repr

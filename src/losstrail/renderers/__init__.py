@@ -112,7 +112,8 @@ def animate(
     if kind == "html":
         from losstrail.renderers.html import write_html
 
-        path = write_html([("path", _subsampled(projection, frames))], surface, out, style=style,
+        name = "model" if projection.alone else "path"
+        path = write_html([(name, _subsampled(projection, frames))], surface, out, style=style,
                           colours=[style.path_color])  # fmt: skip
         return Animation(path, kind, len(frames))
     if kind == "mp4":
@@ -151,7 +152,7 @@ def centre_point(plane, surface: Surface) -> Projection:
     if surface.accuracy is not None:
         accuracy = grid_value(dataclasses.replace(surface, loss=surface.accuracy), xy)
     zero = np.zeros(1, np.int64)
-    return Projection(plane, xy, np.zeros(1), loss, accuracy, zero, zero)
+    return Projection(plane, xy, np.zeros(1), loss, accuracy, zero, zero, loss_label="loss", step_label="")
 
 
 def _path_figure(projection: Projection, surface: Surface, style: Style, n_frames: int, panel, decision):

@@ -75,7 +75,8 @@ def readout(p: Projection, k: int) -> str:
         accuracy = ""  # a surface read from a file: no batch, no accuracy
     counted = getattr(p, "step_label", "step")
     value = _format_value(float(p.loss[k]))
-    text = f"{counted:<5s} {int(p.step[k]):>6d}{epoch}\n{label or 'batch loss'} {value}{accuracy}"
+    first = "the model (plane centre)" if not counted else f"{counted:<5s} {int(p.step[k]):>6d}{epoch}"
+    text = f"{first}\n{label or 'batch loss'} {value}{accuracy}"
     if p.measured:
         # Between measured points: the latest truth there is, with the step it was measured at.
         m = int(held(p.true_loss)[k]) if np.isnan(p.true_loss[k]) else k
@@ -325,11 +326,13 @@ class PathFigure(CanvasFigure):
         side = axes[1] if self.panel else None
         draw_contour(self.fig, ax, surface, projection.plane, levels=levels, cmap=cmap, log_scale=log_scale)
         if getattr(projection.plane, "marks", None) is None:  # a 'through' plane's centre is its first mark
-            ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label="end of training (plane centre)")
+            centre = "the model (plane centre)" if projection.alone else "end of training (plane centre)"
+            ax.plot([0.0], [0.0], "o", mfc="none", mec="k", ms=9, label=centre)
         self.fig.suptitle(faithfulness_title(title, projection, surface), fontsize=11)
 
         (self.line,) = ax.plot([], [], color=path_color, lw=1.5, animated=True)
-        (self.point,) = ax.plot([], [], "o", color=path_color, ms=7, animated=True, label="optimizer")
+        mover = "_nolegend_" if projection.alone else "optimizer"  # a model alone: nothing moves
+        (self.point,) = ax.plot([], [], "o", color=path_color, ms=7, animated=True, label=mover)
         legend_above(ax, ncol=3)  # outside the axes, so it never covers the path
         self._moving = [(ax, self.line), (ax, self.point)]
         if self.panel:

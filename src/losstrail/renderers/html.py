@@ -159,8 +159,9 @@ def _add_path(fig, name: str, p: Projection, surface: Surface, style: Style, col
     true = p.true_loss if p.true_loss is not None else np.full(len(p), np.nan)
     custom = np.stack([p.step, true, height, p.loss], axis=1)  # the slice loss: measured, else the grid's
     counted, value = p.step_label, p.loss_label or "batch loss"  # a path read from a file: no steps, no batch
+    counted = "" if p.alone else f"{counted} %{{customdata[0]}}<br>"  # a model alone: no steps to count
     hover = (
-        f"<b>{name}</b><br>{counted} %{{customdata[0]}}<br>plane x %{{x:.4g}}, y %{{y:.4g}}<br>"
+        f"<b>{name}</b><br>{counted}plane x %{{x:.4g}}, y %{{y:.4g}}<br>"
         f"true loss %{{customdata[1]:.4g}}<br>slice loss %{{customdata[2]:.4g}}<br>{value} %{{customdata[3]:.4g}}"
         "<extra></extra>"
     )
