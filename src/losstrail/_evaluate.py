@@ -499,18 +499,18 @@ class Evaluator:
         began = []  # when the second point starts: set-up and the first point (warm-up) left out
         with _threads_kept():
             torch.set_num_threads(self._way_threads(self.ways.chosen))  # on the threads flat copies chose
-            done.append(self.run_in_place(plane, xy[start : start + _IN_PLACE_TRIAL], **{**kept, "quiet": True},
-                                          on_first_chunk=lambda *_: began.append(time.perf_counter())))  # fmt: skip
+            trial = self.run_in_place(plane, xy[start : start + _IN_PLACE_TRIAL], **{**kept, "quiet": True},
+                                      on_first_chunk=lambda *_: began.append(time.perf_counter()))  # fmt: skip
             in_place = (time.perf_counter() - began[0]) / (_IN_PLACE_TRIAL - 1)  # seconds a point
-            start += _IN_PLACE_TRIAL
-            if start < n and in_place * self.ways.tie < paces[-1]:
+            if start + _IN_PLACE_TRIAL < n and in_place * self.ways.tie < paces[-1]:
+                done.append(trial)
+                start += _IN_PLACE_TRIAL
                 quiet = self.quiet if options.get("quiet") is None else options["quiet"]
                 note(f"evaluating {type(self.model).__name__} with each point set in place: "
                      f"{paces[-1] / in_place:.1f}x the rate of flat copies here (both timed)", quiet)  # fmt: skip
                 done.append(self.run_in_place(plane, xy[start:], **{**kept, "on_first_chunk": said}))
                 return _joined(done)
-        if start < n:
-            done.append(flat(start, n))
+        done.append(flat(start, n))  # the trial's points again: a grid by flat copies is the same bit for bit
         return _joined(done)
 
     def in_place(self, per_tensor: bool) -> bool:
