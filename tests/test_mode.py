@@ -133,3 +133,78 @@ def test_the_cost_is_said_in_python_keywords_or_cli_flags_and_revised_when_the_p
         _say_the_cost(100, 100, 3000, "adaptive", 0.01, None)(36 * 3000 * 1e-5, 36)
     flags = capsys.readouterr().err
     assert "; --grid full about 5 min; --subset 500 about" in flags and "grid=" not in flags
+
+
+def test_of_four_ways_the_fastest_is_chosen_and_one_slow_timing_does_not_move_it():
+    """vmap and point by point on all threads or one (what mode='auto' times): each is timed, sliced ways on slices."""
+    ways = ("vmap", "loop", "vmap, 1 thread", "loop, 1 thread")
+    costs = {"vmap": 2.0, "loop": 6.0, "vmap, 1 thread": 1.0, "loop, 1 thread": 3.0}
+    now, log = [0.0], []
+
+    def work(way, start, stop):
+        now[0] += costs[way] * (stop - start) * (5.0 if len(log) == 20 else 1.0)  # one unit hit by a burst of load
+        log.append((way, stop - start))
+        return list(range(start, stop))
+
+    chooser = WayChooser(ways, sliceable=("loop", "loop, 1 thread"), clock=lambda: now[0])
+    for _ in range(40):
+        assert chooser.run(work, 32, 1) == list(range(32))
+    assert chooser.decided and chooser.chosen == "vmap, 1 thread" and len(chooser.switches) == 1
+    assert {n for way, n in log if way.startswith("loop")} == {SLICE}  # point by point only ever on a slice
+    assert all(len(chooser.timings[w]) >= 2 for w in ways)
+
+
+def test_auto_times_one_thread_too_and_puts_torchs_threads_back(tiny_model, tiny_data):
+    from losstrail._evaluate import Evaluator
+
+    threads = torch.get_num_threads()
+    if threads < 2:
+        pytest.skip("torch runs one thread here: there is no other count to time")
+    rows = torch.randn(300, sum(p.numel() for p in tiny_model.parameters()), generator=torch.Generator().manual_seed(1))
+    auto = Evaluator(tiny_model, tiny_data, mode="auto")
+    assert "vmap, 1 thread" in auto.ways.ways and "loop, 1 thread" in auto.ways.ways
+    loss = auto.run(lambda sl: rows[sl], len(rows), chunk_size=16).loss
+    assert torch.get_num_threads() == threads and auto.ways.decided
+    assert Evaluator(tiny_model, tiny_data, mode="vmap").ways.ways == ["vmap"]  # a fixed mode runs as set
+    np.testing.assert_allclose(loss, Evaluator(tiny_model, tiny_data, mode="loop").run(lambda sl: rows[sl], 300).loss,
+                               rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("flat_slow", [False, True])
+def test_auto_on_a_plane_times_points_set_in_place_and_takes_them_when_faster(tiny_model, tiny_data, monkeypatch,
+                                                                               capsys, flat_slow):  # fmt: skip
+    """200 plane points in mode auto: a few set in place, flat copies block by block, the rest the faster way;
+    every loss as a plain load_state_dict loop gives it, whichever way each point went."""
+    import copy
+    import time
+
+    import losstrail as lt
+    from losstrail import _evaluate
+    from losstrail.models import load_flat_params
+
+    threads = torch.get_num_threads()
+    if flat_slow:  # flat copies made slow, as a model whose copies cost more than its forward pass would be
+        torch.set_num_threads(1)  # one thread: small points in place are not slowed by threads waiting on load
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+        looped, vmapped = _evaluate.Evaluator._looped, _evaluate.Evaluator._vmapped
+        monkeypatch.setattr(_evaluate.Evaluator, "_looped", lambda self, flat, *a: time.sleep(0.02 * len(flat))
+                            or looped(self, flat, *a))  # fmt: skip
+        monkeypatch.setattr(_evaluate.Evaluator, "_vmapped", lambda self, flat, *a: time.sleep(0.02 * len(flat))
+                            or vmapped(self, flat, *a))  # fmt: skip
+    rng = np.random.default_rng(3)
+    n = sum(p.numel() for p in tiny_model.parameters())
+    plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
+    xs, ys = np.linspace(-1, 1, 20), np.linspace(-1, 1, 10)
+    try:
+        surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    finally:
+        torch.set_num_threads(threads)
+    said = capsys.readouterr().err
+    assert "set in place" in said or not flat_slow  # else either way may win: only the losses are checked
+    probe = copy.deepcopy(tiny_model)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            load_flat_params(probe, torch.from_numpy(plane.point(x, y)))
+            with torch.no_grad():
+                expected = torch.nn.functional.cross_entropy(probe(tiny_data[0]), tiny_data[1]).item()
+            assert surface.loss[i, j] == pytest.approx(expected, rel=1e-5)

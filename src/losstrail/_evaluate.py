@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -55,6 +56,22 @@ FACTOR_FIRST_LAYER = True
 # three outputs costs 2 (spirals' Linear(2, 50) has 2 and is left alone; LeNet's 5x5 convolution has 25).
 _MIN_FAN_IN = 8
 _SLOW_VMAP = "There is a performance drop because we have not yet implemented the batching rule"
+# mode='auto' also times each way on one thread: beside other work on the cores, torch's threads wait on each
+# other (spirals 33x33 beside a CPU hog at load 5 on 2 cores: vmap 3.3-4.8 s on two threads, 0.6-0.8 s on one).
+_ONE = ", 1 thread"
+_ONE_THREAD_LOOP = "loop" + _ONE
+# mode='auto' on this many plane points or more also times setting points in place, on this many points.
+_IN_PLACE_FROM, _IN_PLACE_TRIAL = 100, 4
+
+
+def _ways(mode: str) -> tuple[str, ...]:
+    """The ways ``mode`` may run points: ``'vmap'``, ``'loop'`` (on torch's threads) and, for ``'auto'`` when
+    torch has more than one thread and ``OMP_NUM_THREADS`` does not fix it, both again on one thread."""
+    if mode in ("vmap", "loop"):
+        return (mode,)
+    if torch.get_num_threads() > 1 and "OMP_NUM_THREADS" not in os.environ:
+        return ("vmap", "loop", "vmap" + _ONE, _ONE_THREAD_LOOP)
+    return ("vmap", "loop")
 
 
 def math_attention():
@@ -213,8 +230,9 @@ class Evaluator:
         self.measure = _Call(model, self._measure)
         # --- the way points are run (issue 23): chosen from interleaved timings, re-checked as units run
         # (flat copies only; mode='inplace' and in-place 'auto' points go through run_in_place)
-        ways = (mode,) if mode in ("vmap", "loop") else ("vmap", "loop")
-        self.ways = WayChooser(ways, sliceable="loop", join=torch.cat, on_switch=self._switched, on_fail=self._failed)
+        self.ways = WayChooser(_ways(mode), sliceable=("loop", _ONE_THREAD_LOOP), join=torch.cat,
+                               on_switch=self._switched, on_fail=self._failed)  # fmt: skip
+        self._threads = torch.get_num_threads()  # what 'vmap' and 'loop' run on; set again by each run()
         self.first_layer = first_layer
         self._activations: int = counted[0]
         self._first_length = self.batches.lengths[0]
@@ -290,15 +308,27 @@ class Evaluator:
 
     @property
     def _chosen_mode(self) -> str:
-        return self.ways.chosen
+        """``'vmap'`` or ``'loop'``: how the chosen way runs the points (on whatever threads)."""
+        return self.ways.chosen.split(",")[0]
+
+    def _way_threads(self, way: str) -> int:
+        return 1 if way.endswith(_ONE) else self._threads
+
+    def _said_way(self, way: str) -> str:
+        kind = "point by point" if way.startswith("loop") else "with vmap"
+        threads = self._way_threads(way)
+        return f"{kind} on {threads} thread{'s' if threads > 1 else ''}" if len(self.ways.timings) > 2 else kind
 
     def _switched(self, old: str, new: str, times: float) -> None:
         name = type(self.model).__name__
-        way = "point by point" if new == "loop" else "with vmap"
-        other = "vmap" if new == "loop" else "point by point"
-        note(f"evaluating {name} {way}: {times:.1f}x the rate of {other} here (both timed, interleaved)", self.quiet)
+        note(f"evaluating {name} {self._said_way(new)}: {times:.1f}x the rate of {self._said_way(old)} here "
+             "(both timed, interleaved)", self.quiet)  # fmt: skip
 
     def _failed(self, way: str, err: Exception) -> None:
+        if not way.startswith("vmap"):
+            raise err  # point by point is how the model runs at all
+        for other in [w for w in self.ways.ways if w.startswith("vmap")]:  # on one thread it fails alike
+            self.ways.drop(other)
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
         name = type(self.model).__name__
         note(f"vmap cannot run {name} ({type(err).__name__}: {first}); evaluating it point by point", self.quiet)
@@ -309,7 +339,10 @@ class Evaluator:
         def work(way: str, start: int, stop: int) -> torch.Tensor:
             b = {k: v[start:stop] for k, v in bufs.items()} if per_point_buffers else bufs
             out = None if first_out is None else first_out[start:stop]
-            return self._run(way, flat[start:stop], b, batch, per_point_buffers, out)
+            threads = self._way_threads(way)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            return self._run(way.split(",")[0], flat[start:stop], b, batch, per_point_buffers, out)
 
         return self.ways.run(work, flat.shape[0], n_b, timing=timing)
 
@@ -373,8 +406,9 @@ class Evaluator:
         ``origin`` (K,), ``basis`` (2, K) and ``coords`` (n_points, 2), lets the model's first
         layer be computed once per batch (see ``FirstLayer``); the results are the same to
         float32 rounding. ``on_first_chunk(seconds, points)`` is called after every unit of work once
-        the timings leave warm-up out: the seconds ``points`` points take over all the data at the
-        rate measured now (to say what the grid will cost, and to revise it).
+        the timings leave warm-up out: ``seconds / points`` is this run's time per point, the time
+        spent so far (warm-up, the ways' trials) plus the rest at the rate measured now (to say what the
+        grid will cost, and to revise it).
         """
         quiet = self.quiet if quiet is None else quiet
         if chunk_size is None:
@@ -394,20 +428,23 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
-        pace = Pace()
+        pace, started, n_examples = Pace(), time.perf_counter(), self.batches.n_examples
+        self._threads = torch.get_num_threads()  # the ways' threads are set per unit and put back at the end
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
             worth = n_chunks * n_pieces > 1  # more calls follow: the choice matters
             stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth)
             seconds = pace.done(flat.shape[0] * n_b, self.ways.decided)  # a (point x example), warm-up left out
-            if on_first_chunk is not None and seconds is not None:
-                on_first_chunk(chunk_size * self.batches.n_examples * seconds, chunk_size)
+            if on_first_chunk is not None and seconds is not None:  # the time spent so far (warm-up, trials)
+                total = time.perf_counter() - started + seconds * (n_points * n_examples - pace.work)  # + the rest
+                on_first_chunk(chunk_size * total / n_points, chunk_size)
             stats = stats.double().cpu().numpy()  # (C, n_stats)
             totals[sl, 0] += stats[:, 0] * n_b
             totals[sl, 1:3] += stats[:, 1:3]
             totals[sl, 3:] += stats[:, 3:] * n_b
 
-        with eval_mode(self.model), reuse_freed_memory(), torch.inference_mode(), precision, progress as pbar:
+        with eval_mode(self.model), reuse_freed_memory(), torch.inference_mode(), precision, progress as pbar, \
+                _threads_kept():  # fmt: skip
             if first is None:
                 for sl in chunks:
                     flat = chunk_params(sl).to(device)
@@ -425,6 +462,60 @@ class Evaluator:
                         pbar.update(1)
                     del outputs
         return self._summary(totals)
+
+    def plane_points(self, origin: torch.Tensor, basis: torch.Tensor, coords: torch.Tensor, tensors: Callable,
+                     **options) -> Evaluated:  # fmt: skip
+        """The plane points ``origin + coords @ basis`` by flat copies (``run``) or, in mode ``'auto'`` on
+        ``_IN_PLACE_FROM`` points or more when setting them in place (``run_in_place`` on ``tensors()``, the
+        same plane per tensor) is timed faster per point, in place: a few points are set in place first (the
+        first carries warm-up), then flat copies run block by block until their pace after their own choice
+        is known, and the rest goes the faster way (ties to flat copies)."""
+        n = len(coords)
+
+        def flat(start: int, stop: int, **extra) -> Evaluated:
+            part = coords[start:stop]
+            return self.run(lambda sl: origin + part[sl] @ basis, stop - start, plane=(origin, basis, part),
+                            **{**options, **extra})  # fmt: skip
+
+        if self.mode != "auto" or n < _IN_PLACE_FROM or self.bn_batches or self.autocast:
+            return flat(0, n)
+        if not all(p.device == self.device for p in self.model.parameters()):
+            return flat(0, n)
+        plane, xy = tensors(), coords.detach().cpu().double().numpy()
+        kept = {k: v for k, v in options.items() if k in ("memory_budget", "desc", "quiet")}
+        paces: list[float] = []
+        said = options.get("on_first_chunk")
+
+        def pace(seconds: float, points: int) -> None:
+            paces.append(seconds / points)
+            if said is not None:
+                said(seconds, points)
+
+        done, start = [], 0
+        block = max(4 * (options.get("chunk_size") or self.chunk_size(options.get("memory_budget", 48 << 20))), n // 8)
+        while start < n - _IN_PLACE_TRIAL and not paces:  # flat copies until their pace after their choice is known
+            stop = min(n - _IN_PLACE_TRIAL, start + block)
+            done.append(flat(start, stop, on_first_chunk=pace))
+            start = stop
+        if not paces:
+            done.append(flat(start, n))
+            return _joined(done)
+        began = []  # when the second point starts: set-up and the first point (warm-up) left out
+        with _threads_kept():
+            torch.set_num_threads(self._way_threads(self.ways.chosen))  # on the threads flat copies chose
+            trial = self.run_in_place(plane, xy[start : start + _IN_PLACE_TRIAL], **{**kept, "quiet": True},
+                                      on_first_chunk=lambda *_: began.append(time.perf_counter()))  # fmt: skip
+            in_place = (time.perf_counter() - began[0]) / (_IN_PLACE_TRIAL - 1)  # seconds a point
+            if start + _IN_PLACE_TRIAL < n and in_place * self.ways.tie < paces[-1]:
+                done.append(trial)
+                start += _IN_PLACE_TRIAL
+                quiet = self.quiet if options.get("quiet") is None else options["quiet"]
+                note(f"evaluating {type(self.model).__name__} with each point set in place: "
+                     f"{paces[-1] / in_place:.1f}x the rate of flat copies here (both timed)", quiet)  # fmt: skip
+                done.append(self.run_in_place(plane, xy[start:], **{**kept, "on_first_chunk": said}))
+                return _joined(done)
+        done.append(flat(start, n))  # the trial's points again: a grid by flat copies is the same bit for bit
+        return _joined(done)
 
     def in_place(self, per_tensor: bool) -> bool:
         """Whether points on a plane are evaluated in place (``run_in_place``) rather than as flat copies.
@@ -588,6 +679,25 @@ class Evaluator:
                 m.train(training)
                 m.momentum = momentum
         return {n: (totals[n] / used if n in totals else b) for n, b in state.items()}
+
+
+def _joined(parts: Sequence[Evaluated]) -> Evaluated:
+    """The ``Evaluated`` of consecutive runs, in order."""
+    joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("loss", "accuracy")}
+    se = None if parts[0].loss_se is None else np.concatenate([p.loss_se for p in parts])
+    metrics = {k: np.concatenate([p.metrics[k] for p in parts]) for k in parts[0].metrics}
+    return Evaluated(joined["loss"], joined["accuracy"], se, metrics)
+
+
+@contextlib.contextmanager
+def _threads_kept():
+    """Torch's thread count as it was before the block, after it."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 class _Combined:

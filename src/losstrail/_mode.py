@@ -1,24 +1,26 @@
-"""Choosing between ways of doing the same work (``vmap`` or point by point) from timings taken as it runs.
+"""Choosing between ways of doing the same work (``vmap`` or point by point, on all threads or one) from
+timings taken as it runs.
 
 One timing of one chunk is a poor witness on a busy machine: a browser or a training job
 beside the grid can slow either way by 2-5x for a second. ``WayChooser`` therefore
 
-- times both ways interleaved, on real units of the work (no result is thrown away), and
+- times the ways interleaved, on real units of the work (no result is thrown away), and
   decides only once each has ``samples`` timings after its first (which carries warm-up);
-- keeps timing the way it chose on every unit, and times the other again now and then (more
-  rarely the further behind it was) and at once when the chosen way's recent rate falls
-  below the other's last one; when the other is then faster by more than ``tie``, it switches;
+- rates a way by the best of its last ``samples`` timings: load beside the work only ever
+  slows a timing, so one slow unit does not move the choice, a lasting slowdown does;
+- keeps timing the way it chose on every unit, and times each other way again now and then
+  (more rarely the further behind it was) and at once when the chosen way's recent rate
+  falls below that way's last one; when another is then faster by more than ``tie``, it switches;
 - treats rates within ``tie`` of each other as a tie: it keeps the first way and says nothing.
 
-Rates are in (points × examples) per second, so units of different sizes compare. The way
-named ``sliceable`` runs at the same rate on few points as on many (point by point), so it
-is timed on a slice of a unit and the rest of the unit goes to the other way. No torch here:
+Rates are in (points × examples) per second, so units of different sizes compare. The ways
+named ``sliceable`` run at the same rate on few points as on many (point by point), so they
+are timed on a slice of a unit and the rest of the unit goes to another way. No torch here:
 the work is any callable.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -35,7 +37,7 @@ PROBE_EVERY = 8
 
 
 class WayChooser:
-    """Run units of work by the faster of ``ways``, chosen from interleaved timings and re-checked as it runs.
+    """Run units of work by the fastest of ``ways``, chosen from interleaved timings and re-checked as it runs.
 
     ``run(work, n, examples)`` does one unit of ``n`` points over ``examples`` examples:
     ``work(way, start, stop)`` computes points ``start:stop`` of the unit by ``way`` and returns
@@ -53,13 +55,14 @@ class WayChooser:
     ('batched', True)
     """
 
-    def __init__(self, ways: Sequence[str], *, sliceable: str | None = None, samples: int = SAMPLES,
+    def __init__(self, ways: Sequence[str], *, sliceable: str | Sequence[str] | None = None, samples: int = SAMPLES,
                  tie: float = TIE, join: Callable[[list], object] | None = None,
                  on_switch: Callable[[str, str, float], None] | None = None,
                  on_fail: Callable[[str, Exception], None] | None = None,
                  clock: Callable[[], float] = time.perf_counter):  # fmt: skip
         self.ways = list(ways)
-        self.sliceable, self.samples, self.tie = sliceable, samples, tie
+        self.sliceable = {sliceable} if isinstance(sliceable, str) else set(sliceable or ())
+        self.samples, self.tie = samples, tie
         self.join = join if join is not None else (lambda parts: [x for part in parts for x in part])
         self.on_switch, self.on_fail, self.clock = on_switch, on_fail, clock
         self.timings: dict[str, list[float]] = {w: [] for w in self.ways}  # rates after each way's first
@@ -67,45 +70,58 @@ class WayChooser:
         self.chosen = self.ways[0]
         self.decided = len(self.ways) == 1
         self.switches: list[tuple[str, str, float]] = []  # (from, to, how many times faster)
-        self._since_probe, self._splits = 0, 0
-        self._probe: str | None = None  # the other way, to be timed on the next unit
+        self._since: dict[str, int] = dict.fromkeys(self.ways, 0)  # units of the chosen way since each was timed
+        self._splits = 0
+        self._probe: str | None = None  # another way, to be timed on the next unit
 
     # -- what the timings say ------------------------------------------------------------------
     def rate(self, way: str | None = None) -> float | None:
-        """The recent rate of ``way`` (default the chosen one): the median of its last ``samples`` timings."""
+        """The recent rate of ``way`` (default the chosen one): the best of its last ``samples`` timings.
+
+        Load beside the work only ever slows a timing down, so the best of a few is the way's rate
+        now; a lasting slowdown shows once all of them are slow."""
         recent = self.timings[way or self.chosen][-self.samples :]
-        return statistics.median(recent) if recent else None
+        return max(recent) if recent else None
 
-    def _other(self) -> str | None:
-        others = [w for w in self.ways if w != self.chosen]
-        return others[0] if others else None
+    def _others(self) -> list[str]:
+        return [w for w in self.ways if w != self.chosen]
 
-    def _needs_samples(self) -> str | None:
-        for way in self.ways:
-            if len(self.timings[way]) < self.samples:
-                return way
-        return None
+    def _count(self, way: str) -> int:
+        return len(self.timings[way]) + (way in self.warmed)
+
+    def _fastest(self, ways) -> str:
+        return max(ways, key=lambda w: (self.rate(w) or 0.0, -self.ways.index(w)))
 
     # -- one unit --------------------------------------------------------------------------------
     def plan(self, n: int) -> list[tuple[str, int]]:
         """How the next unit of ``n`` points is split: ``[(way, points), ...]`` in the order they run."""
-        other = self._other()
-        if other is None:
+        if len(self.ways) == 1:
             return [(self.chosen, n)]
-        if not self.decided:  # both ways timed on this unit where it splits; else the one timed less so far
-            timed = min(self.ways, key=lambda w: len(self.timings[w]) + (w in self.warmed))
-            if self.sliceable is not None and n > SLICE:
-                timed = self.sliceable
-        elif self._probe is not None:
-            timed = self._probe
-        else:
+        if not self.decided:  # the ways timed least so far: a sliceable one on a slice, another on the rest
+            wanting = [w for w in self.ways if len(self.timings[w]) < self.samples]
+            whole = [w for w in wanting if w not in self.sliceable]
+            sliced = [w for w in wanting if w in self.sliceable]
+            side = min(sliced, key=self._count) if sliced and n > SLICE else None
+            if whole:
+                main = min(whole, key=self._count)
+            elif side is not None:
+                rest = [w for w in self.ways if w not in self.sliceable] or [w for w in self.ways if w != side]
+                main = self._fastest(rest)
+            else:
+                main = min(wanting, key=self._count)
+            if side is None:
+                return [(main, n)]
+            return self._split(side, main, n)
+        if self._probe is None:
             return [(self.chosen, n)]
-        rest = next(w for w in self.ways if w != timed)
-        if timed == self.sliceable and n > SLICE:
-            parts = [(timed, SLICE), (rest, n - SLICE)]
-            self._splits += 1
-            return parts if self._splits % 2 == 0 else parts[::-1]  # interleaved: the order alternates
-        return [(timed, n)]
+        if self._probe in self.sliceable and n > SLICE:
+            return self._split(self._probe, self.chosen, n)
+        return [(self._probe, n)]
+
+    def _split(self, side: str, main: str, n: int) -> list[tuple[str, int]]:
+        parts = [(side, SLICE), (main, n - SLICE)]
+        self._splits += 1
+        return parts if self._splits % 2 == 0 else parts[::-1]  # interleaved: the order alternates
 
     def record(self, way: str, seconds: float, work: float) -> None:
         """Note that ``way`` did ``work`` (points × examples) in ``seconds``, then decide or re-check."""
@@ -113,32 +129,34 @@ class WayChooser:
             self.warmed.add(way)
             return
         self.timings[way].append(work / max(seconds, 1e-9))
+        self._since[way] = 0
         if way == self._probe:
             self._probe = None
-            self._since_probe = 0
         if not self.decided:
-            if self._needs_samples() is None:
+            if all(len(self.timings[w]) >= self.samples for w in self.ways):
                 self.decided = True
                 self._compare()
             return
         if way != self.chosen:
             self._compare()
             return
-        self._since_probe += 1
-        other = self._other()
-        mine, theirs = self.rate(), self.rate(other)
-        behind = max(1.0, mine / theirs) if theirs else 1.0
-        if theirs is not None and (theirs > mine or self._since_probe >= PROBE_EVERY * behind):
-            self._probe = other  # time the other way again on the next unit, under the same conditions
+        mine = self.rate()
+        for other in self._others():
+            self._since[other] += 1
+            theirs = self.rate(other)
+            behind = max(1.0, mine / theirs) if theirs else 1.0
+            if theirs is not None and (theirs > mine or self._since[other] >= PROBE_EVERY * behind):
+                self._probe = other  # time it again on the next unit, under the same conditions
+                return
 
     def _compare(self) -> None:
-        other = self._other()
-        mine, theirs = self.rate(), self.rate(other)
-        if mine is not None and theirs is not None and theirs > mine * self.tie:
-            self.switches.append((self.chosen, other, theirs / mine))
+        best = self._fastest(self.ways)
+        mine, theirs = self.rate(), self.rate(best)
+        if best != self.chosen and mine is not None and theirs is not None and theirs > mine * self.tie:
+            self.switches.append((self.chosen, best, theirs / mine))
             if self.on_switch is not None:
-                self.on_switch(self.chosen, other, theirs / mine)
-            self.chosen = other
+                self.on_switch(self.chosen, best, theirs / mine)
+            self.chosen = best
 
     def run(self, work: Callable[[str, int, int], object], n: int, examples: int, *, timing: bool = True):
         """One unit of ``n`` points over ``examples`` examples, by the plan; the joined results in point order.
@@ -152,6 +170,17 @@ class WayChooser:
             start += count
         return results[0] if len(results) == 1 else self.join([results[s] for s in sorted(results)])
 
+    def drop(self, way: str) -> None:
+        """Run no more work by ``way`` (it cannot do it); the first way left is chosen until timings say otherwise."""
+        if way not in self.ways or len(self.ways) == 1:
+            return
+        self.ways.remove(way)
+        self.timings.pop(way)
+        self._since.pop(way)
+        if self.chosen not in self.ways or self._probe == way:
+            self.chosen, self._probe = self.ways[0], None
+        self.decided = len(self.ways) == 1 or all(len(self.timings[w]) >= self.samples for w in self.ways)
+
     def _timed(self, work, way: str, start: int, stop: int, examples: int):
         began = self.clock()
         try:
@@ -159,9 +188,7 @@ class WayChooser:
         except Exception as err:  # this way cannot do the work: drop it, and the other does the part
             if len(self.ways) == 1:
                 raise
-            self.ways.remove(way)
-            self.timings.pop(way)
-            self.chosen, self.decided, self._probe = self.ways[0], True, None
+            self.drop(way)
             if self.on_fail is not None:
                 self.on_fail(way, err)
             return self._timed(work, self.chosen, start, stop, examples)
@@ -185,6 +212,11 @@ class Pace:
         self.clock = clock
         self._start: tuple[float, float] | None = None
         self._work = 0.0
+
+    @property
+    def work(self) -> float:
+        """The work noted so far."""
+        return self._work
 
     def done(self, work: float, settled: bool) -> float | None:
         """Note a finished unit of ``work``; the seconds per unit of work since counting began, or None yet."""

@@ -337,8 +337,12 @@ def evaluate_on_plane(evaluator: Evaluator, plane: Plane, coords: np.ndarray, **
     coords = layout.tensor(coords, device)  # (N, 2)
     origin = layout.tensor(plane.origin, device)
     basis = layout.tensor(np.stack([plane.u, plane.v]), device)  # (2, P)
-    return evaluator.run(lambda sl: origin + coords[sl] @ basis, len(coords), plane=(origin, basis, coords),
-                         **options)  # fmt: skip
+    from losstrail._planes import PlaneTensors
+
+    def tensors():
+        return PlaneTensors.from_flat(evaluator.layout, plane.origin, plane.u, plane.v)
+
+    return evaluator.plane_points(origin, basis, coords, tensors, **options)
 
 
 def evaluate_points(
