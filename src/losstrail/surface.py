@@ -188,8 +188,10 @@ def loss_surface(
         device: where to evaluate (default ``'cpu'``).
         autocast: evaluate in mixed precision (float16 on CUDA, bfloat16 on CPU): faster on
             GPUs, less exact.
-        mode: ``'auto'`` (default: ``vmap`` over grid points unless point by point is faster
-            for this model, measured on the first chunk), ``'vmap'`` or ``'loop'``.
+        mode: ``'auto'`` (default: the faster of ``vmap`` over grid points and point by point, each
+            on torch's threads and on one, timed on interleaved chunks and re-checked as chunks run; on
+            100 plane points or more, points set in place are timed too), ``'vmap'``, ``'loop'`` or
+            ``'inplace'`` (each point set in the model's own parameters, module by module).
         grid: ``'full'`` (default: every value returned is measured, as a pipeline that exports or
             compares surfaces needs; the picture jobs default to adaptive) or ``'adaptive'``: a coarse lattice
             exact, cubic interpolation (of ``ln(loss)`` when the loss is positive, so the error is
