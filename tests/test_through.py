@@ -39,6 +39,18 @@ def _loss_of(model, X, y):
         return float(torch.nn.functional.cross_entropy(model(X), y))
 
 
+def _through_with_path(tiny_data, end: int, resolution: int):
+    """The plane through the three models, its grid, and a two-point path from the base to model ``end`` (1 or 2)."""
+    X, y = tiny_data
+    models = _three(tiny_data)
+    plane = lt.make_plane(list(models), "through", labels=("base", "A", "B"))
+    xs, ys = lt.path_grid(plane.marks_xy, resolution=resolution)
+    surface = lt.loss_surface(models[0], (X, y), plane, xs, ys, quiet=True)
+    traj = lt.Trajectory(np.stack([_flat(models[0]), _flat(models[end])]).astype(np.float32), np.zeros(2),
+                         np.full(2, np.nan), np.arange(2), np.zeros(2, np.int64))  # fmt: skip
+    return plane, surface, traj
+
+
 def test_plane_through_three_models_is_the_hand_computation(tiny_data):
     a, b, c = _three(tiny_data)
     plane = lt.make_plane([a, b.state_dict(), c], "through", labels=("base", "tune A", "tune B"))
@@ -85,13 +97,7 @@ def test_every_picture_marks_and_names_the_three(tiny_data, tmp_path):
 
     from losstrail.renderers._figure import PathFigure
 
-    X, y = tiny_data
-    a, b, c = _three(tiny_data)
-    plane = lt.make_plane([a, b, c], "through", labels=("base", "A", "B"))
-    xs, ys = lt.path_grid(plane.marks_xy, resolution=6)
-    surface = lt.loss_surface(a, (X, y), plane, xs, ys, quiet=True)
-    traj = lt.Trajectory(np.stack([_flat(a), _flat(b)]).astype(np.float32), np.zeros(2), np.full(2, np.nan),
-                         np.arange(2), np.zeros(2, np.int64))  # fmt: skip
+    plane, surface, traj = _through_with_path(tiny_data, 1, resolution=6)
     path = lt.project(plane, traj)
     figure = PathFigure(path, surface)
     texts = [t.get_text() for t in figure.ax.get_legend().get_texts()]
@@ -145,13 +151,7 @@ def test_bad_lists_of_models(tiny_data):
 @pytest.mark.parametrize("view", ["2d", "3d"])
 def test_the_html_page_marks_and_names_the_three(tiny_data, tmp_path, view):
     pytest.importorskip("plotly")
-    X, y = tiny_data
-    a, b, c = _three(tiny_data)
-    plane = lt.make_plane([a, b, c], "through", labels=("base", "A", "B"))
-    xs, ys = lt.path_grid(plane.marks_xy, resolution=5)
-    surface = lt.loss_surface(a, (X, y), plane, xs, ys, quiet=True)
-    traj = lt.Trajectory(np.stack([_flat(a), _flat(c)]).astype(np.float32), np.zeros(2), np.full(2, np.nan),
-                         np.arange(2), np.zeros(2, np.int64))  # fmt: skip
+    plane, surface, traj = _through_with_path(tiny_data, 2, resolution=5)
     page = lt.animate(lt.project(plane, traj), surface, tmp_path / "through.html", view=view)
     text = Path(page).read_text(encoding="utf-8")
     for name, loss in zip(("base", "A", "B"), surface.marks_loss):
