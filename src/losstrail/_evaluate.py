@@ -35,7 +35,7 @@ from losstrail._functional import ParamLayout
 from losstrail._loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail._memory import reuse_freed_memory
 from losstrail._mode import Pace, WayChooser
-from losstrail._planes import PlaneTensors, points_in_place
+from losstrail._planes import PlaneTensors, is_sharded, points_in_place, resharded
 from losstrail._progress import bar, say
 from losstrail._repr import short_repr
 
@@ -213,6 +213,13 @@ class Evaluator:
         check_choice("mode", mode, MODES)
         check_choice("first_layer", first_layer, FIRST_LAYER_CHOICES)
         check_bn_batches(model, bn_batches)
+        self.sharded = bool(resharded(model)) or any(is_sharded(p) for p in model.parameters())
+        if self.sharded and (mode in ("vmap", "loop") or bn_batches):
+            raise ValueError(
+                "this model's parameters are sharded across ranks (DTensors, e.g. FSDP2's fully_shard), so each "
+                f"point is set in this rank's shards, in place: pass mode='auto' or 'inplace' (not {mode!r}) and "
+                "bn_batches=0"
+            )
         self.model, self.mode, self.quiet = model, mode, quiet
         self.device = torch.device(device)
         self.layout = ParamLayout(model, names)
@@ -224,7 +231,12 @@ class Evaluator:
         self.buffers = {f"model.{n}": b.to(self.device) for n, b in model.named_buffers()}
         self.rule = LossRule(model, objective, loss_fn)
         with eval_mode(model), _counting_activations(model) as counted:  # one forward pass checks and counts
-            torch.func.functional_call(_Call(model, self.rule.check), (self.own, self.buffers), (self.batches.first(),))
+            check = _Call(model, self.rule.check)
+            if self.sharded:  # its own tensors: a sharding framework keeps the ones it was given in a first call
+                with torch.no_grad():
+                    check(self.batches.first())
+            else:
+                torch.func.functional_call(check, (self.own, self.buffers), (self.batches.first(),))
         self.fast_ce = self.rule.fused and self._labels_in_range()
         self.per_example = spread and self.rule.kind == "pair"
         self.measure = _Call(model, self._measure)
@@ -525,6 +537,8 @@ class Evaluator:
         ``_MIN_CHUNK_MEMORY`` (the smallest chunk vmap is worth running). Never with ``bn_batches``
         (per-point statistics run functionally) or when the model is not on the evaluation device.
         """
+        if self.sharded:
+            return True
         if self.mode in ("vmap", "loop"):
             return False
         on_device = all(p.device == self.device for p in self.model.parameters())

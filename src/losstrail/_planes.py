@@ -18,6 +18,7 @@ reads a parameter outside the forward of the module owning it gets one whole wor
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,7 +30,10 @@ from torch.utils._pytree import tree_leaves
 from losstrail._memory import give_back_freed_memory
 from losstrail._progress import say
 
-__all__ = ["Draw", "InPlace", "PlaneTensors", "draw_direction", "points_in_place", "sizes_wanted", "tensor_seeds"]
+__all__ = [
+    "Draw", "InPlace", "PlaneTensors", "draw_direction", "is_sharded", "points_in_place", "resharded",
+    "sharded_like", "sizes_wanted", "tensor_seeds", "whole",
+]  # fmt: skip
 
 # How a random direction is scaled, tensor by tensor (Li et al., 2018 for 'filter' and 'layer').
 RULES = ("filter", "layer", "random")
@@ -39,6 +43,42 @@ def tensor_seeds(seed: int | None, n: int) -> list[int]:
     """``n`` independent 63-bit seeds from ``seed`` (fresh entropy for None), one per tensor and direction."""
     state = np.random.SeedSequence(seed).generate_state(2 * n, np.uint32).astype(np.uint64)
     return [int((state[2 * k] << np.uint64(31)) ^ state[2 * k + 1]) & ((1 << 63) - 1) for k in range(n)]
+
+
+def is_sharded(t) -> bool:
+    """True for a ``DTensor``: a parameter sharded across ranks (FSDP2's ``fully_shard``, tensor parallelism)."""
+    if "torch.distributed.tensor" not in sys.modules:  # nothing can be one: keep its import off other paths
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def resharded(model: torch.nn.Module) -> list:
+    """The FSDP2 modules of ``model``, each put back in its shards (a root module keeps its parameters whole
+    after a forward pass, and would not gather them again from shards written since); [] for other models."""
+    if "torch.distributed.fsdp" not in sys.modules:
+        return []
+    from torch.distributed.fsdp import FSDPModule
+
+    found = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in found:
+        m.reshard()
+    return found
+
+
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or the whole of a sharded tensor (gathered from every rank: a collective call)."""
+    return t.full_tensor() if is_sharded(t) else t
+
+
+def sharded_like(full: torch.Tensor, like) -> torch.Tensor:
+    """``full`` (the same on every rank) laid out as the sharded tensor ``like``: each rank keeps only its own
+    part, in its own memory (no communication)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    part = distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None).to_local().clone()
+    return DTensor.from_local(part, like.device_mesh, like.placements, shape=like.shape, stride=like.stride())
 
 
 def _gaussian(shape, seed: int, device) -> torch.Tensor:
@@ -73,7 +113,7 @@ def sizes_wanted(centre: Sequence[torch.Tensor], rule: str, keep_biases: bool = 
     norm = torch.linalg.vector_norm
     wanted = []
     for c in centre:
-        c = c.detach()
+        c = whole(c.detach())  # a sharded tensor's norms are its whole tensor's, as in one process
         if rule == "random":
             wanted.append("random")
         elif c.dim() >= 2 and rule == "filter":
@@ -127,7 +167,10 @@ def draw_direction(
             return None, 0.0, (torch.zeros_like(c) if store else None)
         g = _gaussian(c.shape, seeds[k], c.device)
         scale, squared = _scale(g, wanted[k])
-        return scale, squared, (g.mul_(scale).to(c.dtype) if store else None)
+        if not store:
+            return scale, squared, None
+        piece = g.mul_(scale).to(c.dtype)
+        return scale, squared, (sharded_like(piece, c) if is_sharded(c) else piece)
 
     # Tensor by tensor, each from its own seed: the draws (one core each on a CPU) run side by side (two at a time
     # when only their scales are kept: each draw is a temporary as big as its tensor).
@@ -189,14 +232,15 @@ class PlaneTensors:
         if stored is not None:
             return stored[k]
         t = self.origin[k]
-        return self.draws[0 if which == "u" else 1].tensor(k, t.shape, t.dtype, t.device)
+        drawn = self.draws[0 if which == "u" else 1].tensor(k, t.shape, t.dtype, t.device)
+        return sharded_like(drawn, t) if is_sharded(t) else drawn
 
     def flat(self, which: str) -> np.ndarray:
         """``'origin'``, ``'u'`` or ``'v'`` as one float32 NumPy vector (P,), in the tensors' order."""
         out = np.empty(self.n_params, np.float32)
         offset = 0
         for k, t in enumerate(self.origin):
-            piece = t if which == "origin" else self.direction(which, k)
+            piece = whole(t if which == "origin" else self.direction(which, k))
             out[offset : offset + t.numel()] = piece.detach().reshape(-1).float().cpu().numpy()
             offset += t.numel()
         return out
@@ -216,6 +260,7 @@ def points_in_place(model: torch.nn.Module, plane: PlaneTensors, *, scheme: str 
     block ends (see ``InPlace`` for the two schemes); the model's own tensors are put back, untouched, when the
     block ends, whatever raised inside it."""
     plane.check_unchanged()
+    fsdp = resharded(model)
     named = dict(model.named_parameters())
     missing = [n for n in plane.names if n not in named]
     if missing:
@@ -226,6 +271,9 @@ def points_in_place(model: torch.nn.Module, plane: PlaneTensors, *, scheme: str 
             raise ValueError(f"the plane's tensor of shape {shape} does not fit the model's {tuple(p.shape)}")
     at = InPlace(model, plane, params)
     try:
+        if any(is_sharded(p) for p in params):
+            scheme = ""
+            at.in_shards(fsdp)
         if scheme == "modules":
             try:
                 at.hook()
@@ -253,6 +301,11 @@ class InPlace:
     note, and that pass runs again.
 
     ``'copy'``: the parameters point at one working copy of all of them for the duration.
+
+    ``'shards'``, for parameters sharded across ranks (``DTensor``s, as FSDP2's ``fully_shard`` makes
+    them): each rank writes its own part of every point into its shards, in place (the sharding
+    framework gathers them for each forward pass, as it does after an optimizer step), from a copy of
+    its shards kept to put them back exactly when the points end, also after an exception.
     """
 
     def __init__(self, model: torch.nn.Module, plane: PlaneTensors, params: list):
@@ -269,6 +322,8 @@ class InPlace:
         self.pool = None
         self.shared: set[int] = set()  # parameters owned by several modules (tied weights): set once per point
         self.kept: dict[int, torch.Tensor] = {}
+        self.shards: list[torch.Tensor] = []  # the 'shards' scheme: views of this rank's shards, and their copies
+        self.base: list[torch.Tensor] = []
 
     def fill(self, k: int, out: torch.Tensor) -> torch.Tensor:
         """``out`` = tensor ``k`` of the point ``origin + x*u + y*v`` (directions stored or drawn again)."""
@@ -281,6 +336,9 @@ class InPlace:
 
     def __call__(self, x: float, y: float) -> None:
         self.point = (float(x), float(y))
+        if self.scheme == "shards":
+            self._set_shards()
+            return
         if self.scheme != "copy":
             self.kept = {}
             return  # set module by module as the forward pass reaches them
@@ -347,6 +405,33 @@ class InPlace:
             p.data = w
         self(*self.point)
 
+    def in_shards(self, fsdp: list) -> None:
+        """The ``'shards'`` scheme: this rank's shards, written in place at each point (see the class);
+        ``fsdp``: the model's FSDP2 modules, put back in their shards before each point."""
+        self.scheme, self.fsdp = "shards", fsdp
+        plane = self.plane
+        with torch.no_grad():
+            self.shards = [p.detach().to_local() for p in self.params]  # views of this rank's own memory
+            self.base = [t.clone() for t in self.shards]
+            self.parts = []  # (origin, u, v) of this rank's part, once; a direction drawn again at each point: None
+            for k, param in enumerate(self.params):
+                origin = _part(plane.origin[k], param)
+                if origin.data_ptr() == self.shards[k].data_ptr():  # a plane around this model: its centre is the copy
+                    origin = self.base[k]
+                u, v = ((None if d is None else _part(d[k], param)) for d in (plane.u, plane.v))
+                self.parts.append((origin, u, v))
+
+    def _set_shards(self) -> None:
+        x, y = self.point
+        for module in self.fsdp:
+            module.reshard()
+        with torch.no_grad():
+            for k, (shard, (origin, u, v)) in enumerate(zip(self.shards, self.parts)):
+                u = _part(self.plane.direction("u", k), self.params[k]) if u is None else u
+                v = _part(self.plane.direction("v", k), self.params[k]) if v is None else v
+                torch.add(origin, u, alpha=x, out=shard)
+                shard.add_(v, alpha=y)
+
     def checked(self, fn: Callable, *args):
         """``fn(*args)`` (one forward pass at the current point); the first time, watched for plane parameters
         read outside their modules' forward (then the points switch to ``'copy'`` and ``fn`` runs again)."""
@@ -371,7 +456,13 @@ class InPlace:
         self.live, self.work, self.kept = [0] * len(self.params), [None] * len(self.params), {}
 
     def close(self) -> None:
-        """Hooks removed and the model's own tensors put back (exactly: they were never written)."""
+        """Hooks removed and the model's own tensors put back (exactly: never written, or copied back)."""
+        if self.scheme == "shards":
+            with torch.no_grad():
+                for shard, base in zip(self.shards, self.base):
+                    shard.copy_(base)
+            self.shards = self.base = []
+            return
         self.unhook()
         if self.pool is not None:
             self.pool.shutdown()
@@ -405,6 +496,12 @@ class _Watch(TorchFunctionMode):
                         self.outside = at.plane.names[k]
                         break
         return func(*args, **kwargs)
+
+
+def _part(t: torch.Tensor, param) -> torch.Tensor:
+    """This rank's part of ``t``, a tensor shaped like the sharded parameter ``param``: a view of a sharded
+    tensor's own part, or cut from a whole one."""
+    return (t if is_sharded(t) else sharded_like(t.to(param.dtype), param)).to_local()
 
 
 def _on(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -31,11 +31,22 @@ def spoken(words: Callable[[str], str]):
         _WORDS.remove(words)
 
 
+def other_rank() -> bool:
+    """True in a process of a ``torch.distributed`` group other than its first (rank 0 shows the progress)."""
+    if "torch.distributed" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
 def bar(total: int, desc: str, quiet: bool, unit: str = "it"):
-    """A ``tqdm.auto`` bar (a widget in Jupyter, text elsewhere); disabled when ``quiet``."""
+    """A ``tqdm.auto`` bar (a widget in Jupyter, text elsewhere); disabled when ``quiet``, and on every rank of a
+    process group but the first."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, leave=False, dynamic_ncols=True)
+    disable = quiet or other_rank()
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False, dynamic_ncols=True)
 
 
 def track(items: Iterable[T], total: int, desc: str, quiet: bool, unit: str = "it") -> Iterator[T]:

@@ -366,8 +366,10 @@ def _centre_tensors(source, model, params) -> tuple[tuple[str, ...], list, bool]
     import torch
 
     from losstrail._functional import choose_parameters
+    from losstrail._planes import resharded
 
     if isinstance(source, torch.nn.Module):
+        resharded(source)  # a model sharded with FSDP2: its parameters as shards, even after a forward pass
         names = choose_parameters(source, "trainable" if params is None else params)
         named = dict(source.named_parameters())
         return names, [named[n].detach() for n in names], len(names) == len(named)
@@ -424,6 +426,8 @@ def _custom_tensors(directions, names, centre) -> tuple[list, list]:
     of tensors in the plane's order."""
     import torch
 
+    from losstrail._planes import is_sharded, sharded_like
+
     n_params = sum(t.numel() for t in centre)
     per_tensor = isinstance(directions, (tuple, list)) and len(directions) == 2 and all(
         isinstance(d, Mapping) or (isinstance(d, (list, tuple)) and all(torch.is_tensor(t) for t in d))
@@ -450,8 +454,9 @@ def _custom_tensors(directions, names, centre) -> tuple[list, list]:
         if not np.isfinite(norm) or norm == 0:
             raise ValueError(f"custom_directions {which} has zero length (or NaN/inf values); pass a non-zero "
                              "finite vector")  # fmt: skip
-        pair.append([(t.detach().double().reshape(c.shape) / norm).to(dtype=c.dtype, device=c.device)
-                     for t, c in zip(pieces, centre)])  # fmt: skip
+        scaled = [(t.detach().double().reshape(c.shape) / norm).to(dtype=c.dtype, device=c.device)
+                  for t, c in zip(pieces, centre)]  # fmt: skip
+        pair.append([sharded_like(t, c) if is_sharded(c) else t for t, c in zip(scaled, centre)])  # this rank's part
     return pair[0], pair[1]
 
 
