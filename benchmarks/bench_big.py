@@ -89,6 +89,17 @@ def build_gpt2(overrides: dict, dtype: torch.dtype):
     return model.eval(), config
 
 
+def forward_seconds(model, batch: dict, times: int = 2) -> float:
+    """The best of ``times`` plain forward passes of ``model`` on ``batch`` (no grad), in seconds."""
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(times):
+            started = time.perf_counter()
+            model(**batch)
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
 def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int] | None = None,
              store: str | None = None) -> dict:  # fmt: skip
     spec = {**PARTS[part], **({"store": store} if store else {})}
@@ -114,13 +125,7 @@ def run_part(part: str, out: str, limit_gb: float | None, tokens: tuple[int, int
     print(f"bench_big part {part}: plane in {plane_s:.1f} s, peak RSS {peak_rss() / 1e9:.2f} GB "
           f"({peak_rss() / model_bytes:.2f}x the model)", file=sys.stderr, flush=True)  # fmt: skip
 
-    forwards = []
-    with torch.no_grad():
-        for _ in range(2):
-            started = time.perf_counter()
-            model(**batch)
-            forwards.append(time.perf_counter() - started)
-    forward_s = min(forwards)
+    forward_s = forward_seconds(model, batch)
     print(f"bench_big part {part}: one plain forward pass {forward_s:.1f} s, peak RSS {peak_rss() / 1e9:.2f} GB",
           file=sys.stderr, flush=True)  # fmt: skip
 
