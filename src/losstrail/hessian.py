@@ -88,7 +88,7 @@ for _name in ("vectors", "lowest_vector"):
     setattr(HessianEigen, _name, _Flat(_name))
 
 
-def work_dtype(dtype: torch.dtype) -> torch.dtype:
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     """What a parameter of ``dtype`` is differentiated and its vectors held in: its own dtype, at least float32."""
     return torch.promote_types(dtype, torch.float32)
 
@@ -191,7 +191,7 @@ def _centre(model, params, names, device: torch.device) -> list[torch.Tensor]:
             )
     else:
         pieces = layout.split(layout.tensor(params.detach() if isinstance(params, torch.Tensor) else params))
-    return [p.to(device=device, dtype=work_dtype(d)) for p, d in zip(pieces, layout.dtypes)]
+    return [p.to(device=device, dtype=_work_dtype(d)) for p, d in zip(pieces, layout.dtypes)]
 
 
 def hessian_eigenpairs(
