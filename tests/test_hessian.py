@@ -333,3 +333,16 @@ def test_the_hessian_plane_of_a_big_model_stays_within_the_model_its_basis_and_o
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["params"] > 100e6 and figures["eigenvalues"][0] >= figures["eigenvalues"][1] > 0
     assert figures["peak"] < (1 + 8) * figures["params"] + (1 << 30), figures
+
+
+def test_the_plane_around_a_model_spans_the_path_fitted_hessian_plane_at_the_same_point(tiny_model, tiny_data):
+    theta = flat_params(tiny_model).numpy()
+    t = 3
+    params = np.stack([theta + 0.05 * (t - 1 - k) for k in range(t)])  # ends at the model
+    traj = Trajectory(params, np.zeros(t), np.zeros(t), np.arange(t), np.zeros(t, dtype=np.int64))
+    fitted = make_plane(traj, "hessian", model=tiny_model, data=tiny_data, seed=0)
+    around = make_plane(tiny_model, "hessian", data=tiny_data, seed=0)
+    assert around.tensors is not None and fitted.tensors is None
+    np.testing.assert_allclose(around.eigenvalues, fitted.eigenvalues, rtol=1e-6)
+    for a, b in ((around.u, fitted.u), (around.v, fitted.v)):  # the same directions, up to the path's orientation
+        assert abs(float(a @ b)) == pytest.approx(1.0, abs=1e-5)
