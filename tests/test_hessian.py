@@ -1,4 +1,8 @@
 import copy
+import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -160,3 +164,185 @@ def test_hessian_over_a_parameter_subset_equals_the_dense_block(tiny_data):
     eig = hessian_eigenpairs(model, tiny_data, theta, names=["2.*"], iterations=60, quiet=True)
     assert eig.vectors.shape == (2, 15)
     np.testing.assert_allclose(eig.values, np.linalg.eigvalsh(block)[::-1][:2], atol=1e-4)
+
+
+# -- products, basis and planes per tensor (issue 21) ----------------------------------------------------------------
+
+
+def _block(hessian: np.ndarray, model, names) -> np.ndarray:
+    """The rows and columns of the dense Hessian (over all of ``model``'s parameters) that ``names`` span."""
+    offsets, start = {}, 0
+    for n, p in model.named_parameters():
+        offsets[n] = np.arange(start, start + p.numel())
+        start += p.numel()
+    index = np.concatenate([offsets[n] for n in names])
+    return hessian[np.ix_(index, index)]
+
+
+@pytest.mark.parametrize("kind", ["forward-over-reverse", "reverse-over-reverse"])
+@pytest.mark.parametrize("names", [None, ("0.weight", "2.bias")])
+def test_products_per_tensor_equal_the_dense_hessian_times_the_vector(tiny_data, kind, names):
+    from losstrail._batching import Batches
+    from losstrail._loss import LossRule
+    from losstrail.hessian import _centre, _HessianOperator
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+    X, y = tiny_data
+    names = names or tuple(n for n, _ in model.named_parameters())
+    block = _block(_dense_hessian(model, X, y), model, names)
+    centre = _centre(model, None, names, torch.device("cpu"))
+    named = dict(model.named_parameters())
+    assert all(c.data_ptr() == named[n].data_ptr() for c, n in zip(centre, names))  # the model's own, not a copy
+    batches = Batches((X.double(), y), 24)  # 24 + 24 + 16 examples: weighted by size
+    operator = _HessianOperator(model, batches, centre, LossRule(model, None, None), names, kind)
+    with torch.no_grad():
+        operator.check()
+    v = [torch.randn(named[n].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+         for k, n in enumerate(names)]  # fmt: skip
+    product = operator.hvp(v)
+    assert [(t.shape, t.dtype) for t in product] == [(named[n].shape, torch.float64) for n in names]
+    expected = block @ torch.cat([t.reshape(-1) for t in v]).numpy()
+    np.testing.assert_allclose(torch.cat([t.reshape(-1) for t in product]).numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_eigenvectors_are_held_per_tensor_and_flat_when_read(tiny_data):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    X, y = tiny_data
+    eig = hessian_eigenpairs(model, tiny_data, names=["2.*"], iterations=60)
+    assert eig.names == ("2.weight", "2.bias") and len(eig.tensors) == 3
+    assert [tuple(t.shape) for t in eig.tensors[0]] == [(3, 4), (3,)]
+    assert eig.__dict__["vectors"] is None and "per tensor" in repr(eig)  # flat arrays only when read
+    np.testing.assert_array_equal(eig.vectors[1], torch.cat([t.reshape(-1) for t in eig.tensors[1]]).double())
+    np.testing.assert_array_equal(eig.lowest_vector, torch.cat([t.reshape(-1) for t in eig.tensors[2]]).double())
+    block = _block(_dense_hessian(model, X, y), model, eig.names)
+    np.testing.assert_allclose(eig.vectors @ block @ eig.vectors.T, np.diag(eig.values), atol=1e-4)
+    flat = hessian_eigenpairs(model, tiny_data, flat_params(model, ["2.weight", "2.bias"]), names=["2.*"],
+                              iterations=60)  # fmt: skip
+    np.testing.assert_allclose(flat.values, eig.values, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"params must give one tensor for each of the 2 chosen parameters"):
+        hessian_eigenpairs(model, tiny_data, [model[2].weight], names=["2.*"])
+
+
+def _net(dtype):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).to(dtype)
+
+
+def _weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_a_float64_models_hessian_plane_is_held_per_tensor_in_float64_and_leaves_the_model_as_it_was(
+    tiny_data, negative
+):
+    from losstrail.surface import loss_surface
+
+    model = _net(torch.float64)
+    X, y = tiny_data
+    before = _weights(model)
+    plane = make_plane(model, "hessian", data=(X.double(), y), seed=0, negative_curvature=negative)
+    for n, p in model.named_parameters():
+        assert p.dtype == torch.float64 and torch.equal(p.detach(), before[n]), n  # bit for bit
+    t = plane.tensors
+    assert {x.dtype for x in t.u + t.v} == {torch.float64} and plane.explained is None
+    assert all(o is p or o.data_ptr() == p.data_ptr() for o, p in zip(t.origin, model.parameters()))
+    values, vectors = np.linalg.eigh(_dense_hessian(model, X, y))
+    second = 0 if negative else -2
+    np.testing.assert_allclose(plane.eigenvalues, [values[-1], values[second]], rtol=1e-5)  # Lanczos' tol=1e-3
+    for d, column in ((plane.u, -1), (plane.v, second)):
+        assert abs(float(d.astype(np.float64) @ vectors[:, column])) == pytest.approx(1.0, abs=1e-4)
+    surface = loss_surface(model, (X.double(), y), plane, [-0.5, 0.0], [0.0, 0.5], quiet=True)  # the model unchanged
+    with torch.no_grad():
+        centre_loss = float(F.cross_entropy(model(X.double()), y))
+    assert surface.loss[0, 1] == pytest.approx(centre_loss, rel=1e-12)
+
+
+def test_a_bfloat16_models_hessian_plane_is_bfloat16_and_near_the_float32_ones(tiny_data):
+    X, y = tiny_data
+    model32, model16 = _net(torch.float32), _net(torch.bfloat16)
+    before = _weights(model16)
+    plane16 = make_plane(model16, "hessian", data=(X.bfloat16(), y), seed=0)
+    assert all(torch.equal(p.detach(), before[n]) for n, p in model16.named_parameters())
+    assert {x.dtype for x in plane16.tensors.u + plane16.tensors.v} == {torch.bfloat16}
+    # float32 products of the bfloat16 model: its own Hessian, near the float32 model's
+    plane32 = make_plane(model32, "hessian", data=(X, y), seed=0)
+    np.testing.assert_allclose(plane16.eigenvalues, plane32.eigenvalues, rtol=0.05)
+    assert abs(float(plane16.u @ plane32.u)) == pytest.approx(1.0, abs=0.02)
+
+
+def test_the_lanczos_basis_is_bounded_with_a_note_and_a_given_iterations_is_kept(tiny_data, monkeypatch, capsys):
+    import losstrail.hessian as hessian
+
+    model = _net(torch.float32)
+    monkeypatch.setattr(hessian, "BASIS_BUDGET", 10 * 39 * 4)  # ten vectors of P=39 float32
+    bounded = hessian_eigenpairs(model, tiny_data, quiet=False, tol=1e-12)
+    err = capsys.readouterr().err
+    assert "basis of 39 vectors of P=39 (float32) takes 5.9 KiB, more than 1.5 KiB" in err
+    assert "taking at most 10 steps (1.5 KiB). Pass iterations=39 to hessian_eigenpairs" in err
+    exact = hessian_eigenpairs(model, tiny_data, iterations=39, quiet=False)
+    assert "a smaller iterations= bounds it" in capsys.readouterr().err
+    assert not np.allclose(bounded.lowest_value, exact.lowest_value, rtol=1e-3)  # ten steps of 39 taken, no more
+    np.testing.assert_allclose(bounded.values[0], exact.values[0], rtol=1e-3)
+    with pytest.raises(ValueError, match=r"iterations=0 must be a positive whole number of Lanczos steps"):
+        hessian_eigenpairs(model, tiny_data, iterations=0)
+
+
+_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, sys
+    import torch
+    torch.set_num_threads(2)
+    import losstrail as lt
+
+    def peak():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    torch.manual_seed(0)
+    width, depth = 2048, 7  # 7 layers of 2048 x 2048: 29.4M parameters, 117 MB in float32
+    X, y = torch.randn(16, width), torch.randint(0, 10, (16,))
+    base = peak()  # torch, losstrail and the data loaded; no model yet
+    layers = []
+    for _ in range(depth):
+        layers += [torch.nn.Linear(width, width), torch.nn.Tanh()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
+    plane = lt.make_plane(model, "hessian", data=(X, y), seed=0, quiet=False)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    print(json.dumps({"params": params, "peak": peak() - base, "eigenvalues": plane.eigenvalues}))
+    """
+)
+
+
+def test_the_hessian_plane_of_a_big_model_stays_within_the_model_its_basis_and_one_product(tmp_path):
+    """Measured in a fresh process: its peak resident memory, less what it held before the model was built.
+
+    A 29.4M-parameter MLP (117 MB): 40 Lanczos vectors would take 4.7 GB, so the default takes the 9 that fit
+    in 1 GiB, said in a note. The bound is the model, that basis, and 8 copies of the model for one product's work
+    (torch.func's forward-over-reverse product peaked at 6-7 copies here) and the heap. Measured 1.71-1.92 GB
+    (14.5-16.3x the model; the bound is 18.1x). Before, with a flat float64 basis and float64 Ritz vectors of all
+    the steps: 3.84 GB for only 10 steps of a 12.6M-parameter MLP (76x its 50 MB), and for this model 40 x 235 MB
+    twice (19 GB), far past the bound.
+    """
+    script = tmp_path / "memory.py"
+    script.write_text(_MEMORY_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "taking at most 9 steps" in done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["params"] > 100e6 and figures["eigenvalues"][0] >= figures["eigenvalues"][1] > 0
+    assert figures["peak"] < (1 + 8) * figures["params"] + (1 << 30), figures
+
+
+def test_the_plane_around_a_model_spans_the_path_fitted_hessian_plane_at_the_same_point(tiny_model, tiny_data):
+    theta = flat_params(tiny_model).numpy()
+    t = 3
+    params = np.stack([theta + 0.05 * (t - 1 - k) for k in range(t)])  # ends at the model
+    traj = Trajectory(params, np.zeros(t), np.zeros(t), np.arange(t), np.zeros(t, dtype=np.int64))
+    fitted = make_plane(traj, "hessian", model=tiny_model, data=tiny_data, seed=0)
+    around = make_plane(tiny_model, "hessian", data=tiny_data, seed=0)
+    assert around.tensors is not None and fitted.tensors is None
+    np.testing.assert_allclose(around.eigenvalues, fitted.eigenvalues, rtol=1e-6)
+    for a, b in ((around.u, fitted.u), (around.v, fitted.v)):  # the same directions, up to the path's orientation
+        assert abs(float(a @ b)) == pytest.approx(1.0, abs=1e-5)

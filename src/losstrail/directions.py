@@ -8,7 +8,6 @@ on the final parameters by default, as in the reference package.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
@@ -91,6 +90,13 @@ def _layer(params, origin, *, layout=None, seed=None, keep_biases=False) -> _Mad
 def _hessian(params, origin, *, model=None, data=None, loss_fn=None, objective=None, names=None, seed=None,
              options=None) -> _Made:  # fmt: skip
     """The Hessian's two largest-curvature eigenvectors at the centre (or largest and most negative)."""
+    eig = _hessian_eigen(model, data, origin, "all" if names is None else names, seed, loss_fn, objective, options)
+    second = eig.lowest_vector if (options or {}).get("negative_curvature") else eig.vectors[1]
+    return _Made(eig.vectors[0], second, eigenvalues=_curvatures(eig, options))
+
+
+def _hessian_eigen(model, data, params, names, seed, loss_fn, objective, options):
+    """``hessian_eigenpairs`` with a plane's options (a seeded subset of ``hessian_examples``, device, quiet)."""
     from losstrail._batching import take_subset
     from losstrail.hessian import hessian_eigenpairs
 
@@ -98,21 +104,15 @@ def _hessian(params, origin, *, model=None, data=None, loss_fn=None, objective=N
     examples = options.get("hessian_examples")
     if examples is not None:
         data = take_subset(data, examples, seed, argument="hessian_examples")
-    eig = hessian_eigenpairs(
-        model,
-        data,
-        origin,
-        2,
-        loss_fn=loss_fn,
-        objective=objective,
-        names="all" if names is None else names,
-        seed=seed,
-        device=options.get("device", "cpu"),
-        quiet=options.get("quiet", True),
-    )
-    if options.get("negative_curvature"):
-        return _Made(eig.vectors[0], eig.lowest_vector, eigenvalues=(float(eig.values[0]), eig.lowest_value))
-    return _Made(eig.vectors[0], eig.vectors[1], eigenvalues=(float(eig.values[0]), float(eig.values[1])))
+    return hessian_eigenpairs(model, data, params, 2, loss_fn=loss_fn, objective=objective, names=names, seed=seed,
+                              device=options.get("device", "cpu"), quiet=options.get("quiet", True))  # fmt: skip
+
+
+def _curvatures(eig, options) -> tuple[float, float]:
+    """The curvatures along a Hessian plane's ``u`` and ``v``: the top two, or the top and the most negative."""
+    if (options or {}).get("negative_curvature"):
+        return float(eig.values[0]), eig.lowest_value
+    return float(eig.values[0]), float(eig.values[1])
 
 
 def _interpolation(params, origin, *, seed=None, options=None) -> _Made:
@@ -460,17 +460,27 @@ def _custom_tensors(directions, names, centre) -> tuple[list, list]:
     return pair[0], pair[1]
 
 
-def _hessian_around(source, names, centre, plane_names, **options) -> Plane:
-    """The Hessian plane at a model as it is (flat float32 vectors: the Hessian's products need them)."""
+def _hessian_around(source, names, centre, plane_names, *, seed=None, data=None, objective=None, loss_fn=None,
+                    **options) -> Plane:  # fmt: skip
+    """The Hessian plane at a model as it is, held per tensor: its products and Lanczos basis are per tensor too
+    (see ``losstrail.hessian``), and ``u``, ``v`` are the eigenvectors in the centre's dtype and on its device."""
     import torch
+
+    from losstrail._planes import PlaneTensors
 
     if not isinstance(source, torch.nn.Module):
         raise ValueError(
             "reduction_method='hessian' evaluates the loss, so it needs the model itself, not a state dict"
         )
-    origin = torch.cat([t.reshape(-1).float() for t in centre]).cpu().numpy()
-    plane = plane_through(origin[None, :], origin, "hessian", model=source, names=plane_names, **options)
-    return dataclasses.replace(plane, explained=None)
+    _check_data("hessian", data)
+    chosen = set(names)  # exactly these (a name is not read as a pattern)
+    eig = _hessian_eigen(source, data, centre, lambda n, p: n in chosen, seed, loss_fn, objective, options)
+    second = eig.tensors[-1] if options.get("negative_curvature") else eig.tensors[1]
+    u, v = ([t.to(device=c.device, dtype=c.dtype) for t, c in zip(d, centre)] for d in (eig.tensors[0], second))
+    eigenvalues = _curvatures(eig, options)
+    del eig, second  # the vector the plane does not use
+    tensors = PlaneTensors(names, centre, u, v, own=True)
+    return Plane(None, None, None, "hessian", eigenvalues=eigenvalues, names=plane_names, tensors=tensors)
 
 
 def _checked_centre(trajectory: Trajectory, method: str, centre: str | int) -> int:
@@ -514,8 +524,7 @@ def plane_through(
     check_choice("reduction_method", method, DIRECTIONS)
     check_choice("second", second, ("pca", "random"))
     layout = _check_model(method, model, params.shape[1], names) if method in _NEEDS_MODEL else None
-    if method in _NEEDS_DATA and data is None:
-        raise ValueError(f"reduction_method={method!r} evaluates the loss; pass the data: make_plane(..., data=...)")
+    _check_data(method, data)
     origin = np.asarray(centre).astype(np.float64)
     start = params[0] if start is None else start
     options = {
@@ -547,6 +556,11 @@ def plane_through(
         eigenvalues=made.eigenvalues,
         names=None if names is None else tuple(names),
     )
+
+
+def _check_data(method: str, data) -> None:
+    if method in _NEEDS_DATA and data is None:
+        raise ValueError(f"reduction_method={method!r} evaluates the loss; pass the data: make_plane(..., data=...)")
 
 
 def _check_model(method: str, model, n_params: int, names):
