@@ -94,6 +94,11 @@ WORKER = textwrap.dedent(
         results["vmap"] = ""
     except ValueError as err:
         results["vmap"] = str(err)
+    try:
+        lt.make_plane(model, "hessian", data=(X, y))
+        results["hessian"] = ""
+    except ValueError as err:
+        results["hessian"] = str(err)
     if rank == 0:
         json.dump(results, open(sys.argv[1], "w"))
     dist.destroy_process_group()
@@ -127,6 +132,11 @@ def test_the_shards_are_put_back_exactly_after_an_exception_mid_grid(sharded):
 def test_flat_copies_of_a_sharded_model_are_refused_with_the_fix(sharded):
     results, _ = sharded
     assert "sharded across ranks" in results["vmap"] and "mode='auto' or 'inplace'" in results["vmap"]
+
+
+def test_a_hessian_plane_of_a_sharded_model_is_refused_with_the_fix(sharded):
+    results, _ = sharded
+    assert "sharded across ranks" in results["hessian"] and "'filter'" in results["hessian"]
 
 
 def test_only_the_first_rank_shows_progress(sharded):
