@@ -194,7 +194,7 @@ def _centred_product(AtY: np.ndarray, Y: np.ndarray, mean: np.ndarray) -> np.nda
 # Frequent Directions keeps at most this many rows, and _FILL times as many again while it fills;
 # each row entering it is the mean of SKETCH_BLOCK steps. Its work per recorded step is one pass
 # over the row and about 4 * rows * P / SKETCH_BLOCK multiply-adds in the shrinks; its memory
-# 4 * (1 + _FILL) * rows * P bytes and 28 * P more (see sketch_rows_within).
+# 4 * (1 + _FILL) * rows * P bytes and 30 * P more (see sketch_rows_within).
 SKETCH_ROWS = 12
 _FILL = 1  # rows added between shrinks, per row kept: more reads the buffer less often, but takes more memory
 SKETCH_BLOCK = 4  # consecutive rows of a path that enter the sketch as one (their mean)
@@ -205,32 +205,20 @@ _FD_COLUMNS = 1 << 16  # columns rotated at once when the sketch shrinks
 def sketch_rows_within(n_params: int, budget: int) -> int:
     """Rows of a Frequent Directions sketch of a path of ``n_params`` that fit ``budget`` bytes (0: none fit).
 
-    The sketch holds 1 + _FILL times its rows in float32, plus θ_0, the block being gathered, a
-    scratch row, the float32 and float64 running sums, and the row given: 28 bytes a parameter.
+    The sketch holds 1 + _FILL times its rows in float32, plus θ_0, the block being gathered, the
+    float32 and float64 running sums, the two float32 rows a recorder fills in turn and a float16
+    snapshot: 30 bytes a parameter.
 
     >>> [sketch_rows_within(n, 1 << 30) for n in (1000, 5_250_000, 124_000_000)]
     [12, 12, 0]
     """
-    rows = (budget - 28 * n_params) // (4 * (1 + _FILL) * max(n_params, 1))
+    rows = (budget - 30 * n_params) // (4 * (1 + _FILL) * max(n_params, 1))
     return int(min(SKETCH_ROWS, rows)) if rows >= _SKETCH_MIN_ROWS else 0
 
 
 def sketch_bytes(rows: int, n_params: int) -> int:
     """Bytes a Frequent Directions sketch of ``rows`` rows of ``n_params`` holds (see sketch_rows_within)."""
-    return (4 * (1 + _FILL) * rows + 28) * n_params
-
-
-def squared_norm(x: torch.Tensor) -> float:
-    """``x · x`` of a float32 vector, summed in float32 over runs of _FD_COLUMNS values and in float64 across them.
-
-    As fast as one dot product, and accurate to about 1e-7 where one float32 dot product of
-    millions of values loses five digits or more.
-    """
-    whole = x.numel() // _FD_COLUMNS * _FD_COLUMNS
-    runs = x[:whole].view(-1, 1, _FD_COLUMNS)
-    head = torch.bmm(runs, runs.transpose(1, 2)).double().sum() if whole else 0.0
-    tail = x[whole:]
-    return float(head) + float(torch.dot(tail, tail).double())
+    return (4 * (1 + _FILL) * rows + 30) * n_params
 
 
 class FrequentDirections:
@@ -260,7 +248,8 @@ class FrequentDirections:
         self.norms = np.zeros(0)
         self.filled = 0  # rows of the buffer in use: the sketch, then the rows added since the last shrink
         self.gathering = torch.zeros(P)  # the sum of the r_k of the block being gathered
-        self.scratch = torch.zeros(P)
+        self.scratch = torch.zeros(min(P, _FD_COLUMNS))  # one run of r_k
+        self.dots = torch.zeros(-(-P // _FD_COLUMNS))  # r_k · r_k of each run
         self.gathered = 0
         self.sum = torch.zeros(P, dtype=torch.float64)  # of the r_k, but those in ``recent``
         self.recent = torch.zeros(P)
@@ -274,21 +263,35 @@ class FrequentDirections:
         """Sketch one more row of the path (θ_k, any float tensor of P values); False once a row was not finite."""
         if not self.finite:
             return False
-        first = not self.gathered
-        r = self.gathering if first else self.scratch
-        torch.sub(row.detach().to("cpu", torch.float32), self.origin, out=r)
-        squares = squared_norm(r)
+        squares = self._gather(row.detach().to("cpu", torch.float32))
         if not math.isfinite(squares):
             self.finite = False
             return False
         self.squares += squares
         self.count += 1
-        if not first:
-            self.gathering += r
         self.gathered += 1
         if self.gathered == self.block:
             self._enter()
         return True
+
+    def _gather(self, row: torch.Tensor) -> float:
+        """Add r = row − θ_0 to the block's sum (the first row of a block starts it) and return r · r.
+
+        One sweep over the row, _FD_COLUMNS values at a time, so each run of r is summed and
+        squared while it is in the cache. r · r is summed in float32 within a run and in float64
+        across runs: accurate to about 1e-7, where one float32 dot product of millions of values
+        loses five digits or more.
+        """
+        first = not self.gathered
+        for i, start in enumerate(range(0, self.origin.numel(), _FD_COLUMNS)):
+            cols = slice(start, start + _FD_COLUMNS)
+            if first:
+                r = torch.sub(row[cols], self.origin[cols], out=self.gathering[cols])
+            else:
+                r = torch.sub(row[cols], self.origin[cols], out=self.scratch[: self.gathering[cols].numel()])
+                self.gathering[cols] += r
+            torch.dot(r, r, out=self.dots[i])
+        return float(self.dots.double().sum())
 
     def _enter(self) -> None:
         """The block gathered enters the buffer as one row, √n·(its mean − θ_0); a full buffer shrinks."""
@@ -326,11 +329,13 @@ class FrequentDirections:
         keep = values[: self.ell] > delta
         scale = np.sqrt((values[: self.ell][keep] - delta) / values[: self.ell][keep])
         rotate = torch.from_numpy((vectors[:, : self.ell][:, keep] * scale).T.astype(np.float32).copy())
-        B = self.buffer[:n]
+        B, rotated = self.buffer[:n], torch.empty((rotate.shape[0], min(_FD_COLUMNS, self.buffer.shape[1])))
         with torch.inference_mode():
             for start in range(0, B.shape[1], _FD_COLUMNS):  # in place, one column block at a time
                 cols = slice(start, start + _FD_COLUMNS)
-                B[: rotate.shape[0], cols] = rotate @ B[:, cols]
+                part = rotated[:, : B[0, cols].numel()]  # one scratch block: no new memory each time
+                torch.mm(rotate, B[:, cols], out=part)
+                B[: rotate.shape[0], cols] = part
         self.kept = self.filled = rotate.shape[0]
         self.norms = values[: self.ell][keep] - delta
         self.shrinkage += delta
