@@ -200,6 +200,10 @@ _FILL = 1  # rows added between shrinks, per row kept: more reads the buffer les
 SKETCH_BLOCK = 4  # consecutive rows of a path that enter the sketch as one (their mean)
 _SKETCH_MIN_ROWS = 6  # below this many rows a sketch of a path is too coarse to be worth its cost
 _FD_COLUMNS = 1 << 16  # columns rotated at once when the sketch shrinks
+# Values of a row summed into the sketch at once: large enough that the few torch calls per run
+# cost little next to its memory traffic (a quarter less time than runs of 1 << 16), small enough
+# that a run of r_k stays in the cache between being computed, squared and added.
+_GATHER_COLUMNS = 1 << 18
 
 
 def sketch_rows_within(n_params: int, budget: int) -> int:
@@ -251,8 +255,8 @@ class FrequentDirections:
         self.norms = np.zeros(0)
         self.filled = 0  # rows of the buffer in use: the sketch, then the rows added since the last shrink
         self.scales = np.ones(self.buffer.shape[0])  # each buffer row's factor: 1/√n for a block's sum, 1 once rotated
-        self.scratch = torch.zeros(min(P, _FD_COLUMNS))  # one run of r_k
-        self.dots = torch.zeros(-(-P // _FD_COLUMNS))  # r_k · r_k of each run
+        self.scratch = torch.zeros(min(P, _GATHER_COLUMNS))  # one run of r_k
+        self.dots = torch.zeros(-(-P // _GATHER_COLUMNS))  # r_k · r_k of each run
         self.gathered = 0  # rows summed into the buffer's next row (``buffer[filled]``)
         self.sum = torch.zeros(P, dtype=torch.float64)  # of the r_k, but those in rows entered since the last shrink
         self.squares = 0.0  # of every r_k
@@ -279,14 +283,14 @@ class FrequentDirections:
     def _gather(self, row: torch.Tensor) -> float:
         """Add r = row − θ_0 to the block's sum, ``buffer[filled]`` (the first row of a block starts it); return r · r.
 
-        One sweep over the row, _FD_COLUMNS values at a time, so each run of r is summed and
+        One sweep over the row, _GATHER_COLUMNS values at a time, so each run of r is summed and
         squared while it is in the cache. r · r is summed in float32 within a run and in float64
         across runs: accurate to about 1e-7, where one float32 dot product of millions of values
         loses five digits or more.
         """
         first, target = not self.gathered, self.buffer[self.filled]
-        for i, start in enumerate(range(0, self.origin.numel(), _FD_COLUMNS)):
-            cols = slice(start, start + _FD_COLUMNS)
+        for i, start in enumerate(range(0, self.origin.numel(), _GATHER_COLUMNS)):
+            cols = slice(start, start + _GATHER_COLUMNS)
             if first:
                 r = torch.sub(row[cols], self.origin[cols], out=target[cols])
             else:
@@ -318,7 +322,8 @@ class FrequentDirections:
         with torch.inference_mode():
             for start in range(0, new.shape[1], _FD_COLUMNS):
                 cols = slice(start, start + _FD_COLUMNS)
-                products += (self.buffer[: self.filled, cols] @ new[:, cols].T).double().numpy()
+                # (new, filled) then transposed: MKL takes a third less time this way round than (filled, new)
+                products += (new[:, cols] @ self.buffer[: self.filled, cols].T).T.double().numpy()
                 self.sum[cols] += new[:, cols].sum(dim=0, dtype=torch.float64)
         products *= np.outer(self.scales[: self.filled], self.scales[self.kept : self.filled])
         self.sketched += float(np.trace(products[self.kept :]))
