@@ -174,3 +174,37 @@ def test_bad_recorder_settings_are_named():
         Recorder(model, memory_limit=-1)
     with pytest.raises(ValueError, match=r"steps='many' must be the number of optimizer steps"):
         Recorder(model, steps="many")
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_sketched_rows_read_from_parameters_of_mixed_dtypes_equal_their_flat_copy(every):
+    """A sketched path's rows are copied into reused tensors: each snapshot is still its own step's parameters."""
+
+    class Mixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            for name, dtype, shape in [("a", torch.float16, (7, 5)), ("b", torch.bfloat16, (9,)),
+                                       ("c", torch.float32, (4, 6)), ("d", torch.float64, (11,))]:  # fmt: skip
+                setattr(self, name, torch.nn.Parameter(torch.randn(shape, generator=g).to(dtype)))
+
+    model = Mixed()
+    g = torch.Generator().manual_seed(1)
+    P = sum(p.numel() for p in model.parameters())
+    rec = Recorder(model, every=every, memory_limit=(16 + 8 * 24) * P, snapshots=12, quiet=True)  # a sketch fits
+    rows = []  # the reference: every recorded step's parameters, flattened by the test itself
+    for k in range(240):
+        if k % every == 0:
+            rows.append(torch.cat([p.detach().reshape(-1).float() for p in model.parameters()]).numpy().copy())
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_((0.01 * torch.randn(p.shape, generator=g) + 0.003).to(p.dtype))
+        rec.record(loss=float(k))
+    rows.append(torch.cat([p.detach().reshape(-1).float() for p in model.parameters()]).numpy().copy())
+    t = rec.trajectory
+    assert t.sketch is not None and len(t.sketch) == len(rows)
+    index = np.asarray(t.step) // every
+    index[-1] = len(rows) - 1  # the final point
+    np.testing.assert_array_equal(np.asarray(t.params), np.stack(rows)[index].astype(np.float16))
+    centred = np.stack(rows).astype(np.float64) - np.stack(rows).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(t.sketch.total_variance, (centred**2).sum(), rtol=1e-5)

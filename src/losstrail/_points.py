@@ -11,7 +11,6 @@ projections, every step's loss, and a Frequent Directions sketch of every row fo
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 import weakref
@@ -35,7 +34,9 @@ class RowFile:
     """Rows of one width appended to a file in ``dtype``; ``keep`` drops rows in place, ``finish`` maps them.
 
     The row storage a checkpoint loader can reuse: ``append`` one (P,) row at a time, then
-    ``finish`` gives a read-only (rows, P) memory map of the file.
+    ``finish`` gives a read-only (rows, P) memory map of the file. The file keeps its length
+    when ``keep`` drops rows (it is cut to the rows kept by ``finish``): a row appended
+    afterwards overwrites pages the file already has, several times faster than growing it.
     """
 
     def __init__(self, path: Path, dtype, width: int):
@@ -48,15 +49,14 @@ class RowFile:
         return self.width * self.dtype.itemsize
 
     def append(self, row: np.ndarray) -> None:
+        self._file.seek(self.count * self.row_bytes)
         self._file.write(np.ascontiguousarray(row, dtype=self.dtype).data)  # the bytes, not a copy of them
         self.count += 1
 
     def read(self, index: int) -> np.ndarray:
         self._file.flush()
         self._file.seek(index * self.row_bytes)
-        row = np.frombuffer(self._file.read(self.row_bytes), dtype=self.dtype)
-        self._file.seek(0, os.SEEK_END)
-        return row
+        return np.frombuffer(self._file.read(self.row_bytes), dtype=self.dtype)
 
     def keep(self, positions) -> None:
         """Keep only the rows at ``positions`` (increasing), moved to the front in order."""
@@ -64,12 +64,11 @@ class RowFile:
             if slot != position:
                 row = self.read(position)
                 self._file.seek(slot * self.row_bytes)
-                self._file.write(row.tobytes())
+                self._file.write(row.data)
         self.count = len(positions)
-        self._file.truncate(self.count * self.row_bytes)
-        self._file.seek(0, os.SEEK_END)
 
     def finish(self) -> np.memmap:
+        self._file.truncate(self.count * self.row_bytes)  # the rows dropped by ``keep`` go
         self._file.close()
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.count, self.width))
 
@@ -104,6 +103,8 @@ class Points:
         self._sketched = False
         self._sketch: FrequentDirections | None = None
         self._newest: torch.Tensor | None = None  # a sketched path: the last row, kept even if no snapshot
+        self._spares: tuple[torch.Tensor, torch.Tensor] | None = None  # a sketched path: see spare_row
+        self._snapshot_row: torch.Tensor | None = None  # a sketched path: a snapshot before it is written
         self._folder: Path | None = None  # the temporary folder, when no storage was given
         self._cleanup = None
         self._planned: int | None = None  # the rows ``plan`` was told of
@@ -204,7 +205,7 @@ class Points:
             self._begin_sketch(row)
         if self._sketch is not None and not self._sketch.add(row):
             self._sketch = None  # training diverged: PCA of the finite snapshots (finite_prefix) is all that is left
-        self._newest = row  # not a copy: a row given to ``add`` is not changed afterwards
+        self._newest = row  # not a copy: a row given to ``add`` is not changed until the next is given
         if index % self._stride == 0:
             self._rows.append(self._snapshot(row))
             self._kept.append(index)
@@ -214,8 +215,32 @@ class Points:
                 self._stride *= 2
 
     def _snapshot(self, row: torch.Tensor) -> np.ndarray:
-        """The row in the snapshots' dtype, converted by torch (NumPy's float16 conversion is several times slower)."""
-        return row.to(getattr(torch, self.snapshot_dtype.name)).numpy()
+        """The row in the snapshots' dtype, converted by torch (NumPy's float16 conversion is several times slower).
+
+        Converted into the same tensor each time, written to disk before the next: a new one
+        would have its pages zeroed by the kernel first, as long again as the conversion.
+        """
+        dtype = getattr(torch, self.snapshot_dtype.name)
+        if row.dtype == dtype:
+            return row.numpy()
+        if self._snapshot_row is None:
+            self._snapshot_row = torch.empty(row.shape, dtype=dtype)
+        return self._snapshot_row.copy_(row).numpy()
+
+    def spare_row(self) -> torch.Tensor | None:
+        """A float32 (P,) tensor a recorder may fill with the row it gives next, or None: a new one is needed.
+
+        Rows given to a sketched path are sketched and let go, but the newest (kept for the final
+        snapshot): the recorder's rows take turns in two tensors, so a step allocates nothing (a
+        new 20 MB tensor has its pages zeroed by the kernel, several times the cost of the copy).
+        Before the path is sketched every row given is kept, so None.
+        """
+        if not self._sketched or self.layout is None:
+            return None
+        if self._spares is None:
+            self._spares = (torch.empty(self.layout.n_params), torch.empty(self.layout.n_params))
+        newest = self._newest.data_ptr() if self._newest is not None else None
+        return self._spares[1] if self._spares[0].data_ptr() == newest else self._spares[0]
 
     def _begin_sketch(self, first: torch.Tensor) -> None:
         P = first.numel()

@@ -106,7 +106,7 @@ class Recorder:
                 raise ValueError(f"steps={steps!r} must be the number of optimizer steps to record, e.g. steps=2000")
             self._points.plan(path_rows(steps, every))
         self._step, self._epoch = 0, 0
-        self._start = self._layout.flatten(model)  # θ at the start of the next step
+        self._start = self._flatten()  # θ at the start of the next step
         self._final: tuple[float, float] = (math.nan, math.nan)
         self._trajectory: Trajectory | None = None
 
@@ -119,7 +119,17 @@ class Recorder:
             self._points.measure(as_float(loss), as_float(accuracy))
         self._step += 1
         self._epoch = epoch
-        self._start = self._layout.flatten(self.model)
+        self._start = self._flatten()
+
+    def _flatten(self) -> torch.Tensor:
+        """θ now as one float32 vector (P,): a new one, or the one the path has room for (``Points.spare_row``)."""
+        out = self._points.spare_row()
+        if out is None:
+            return self._layout.flatten(self.model)
+        named = dict(self.model.named_parameters())
+        for name, piece in zip(self._layout.names, self._layout.split(out)):
+            piece.copy_(named[name].detach())  # cast to float32 and brought to the CPU in one copy
+        return out
 
     def finish(self, loss=math.nan, accuracy=math.nan, *, epoch: int | None = None) -> None:
         """Optionally give the loss (and accuracy) at the final parameters, and the epoch they end (default: the
