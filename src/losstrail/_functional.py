@@ -153,10 +153,15 @@ class ParamLayout:
             offset += numel
         return pieces
 
-    def flatten(self, model: torch.nn.Module) -> torch.Tensor:
-        """The chosen parameters of ``model`` now, as one float32 vector (P,)."""
+    def flatten(self, model: torch.nn.Module, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The chosen parameters of ``model`` now, as one float32 vector (P,): a new one, or written into ``out``
+        (each tensor cast to float32 and brought to the CPU in one copy)."""
         named = dict(model.named_parameters())
-        return torch.cat([named[n].detach().reshape(-1).float() for n in self.names])
+        if out is None:
+            return torch.cat([named[n].detach().reshape(-1).float() for n in self.names])
+        for name, piece in zip(self.names, self.split(out)):
+            piece.copy_(named[name].detach())
+        return out
 
 
 def flat_params(model: torch.nn.Module, names: Sequence[str] | None = None) -> torch.Tensor:

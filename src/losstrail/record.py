@@ -123,13 +123,7 @@ class Recorder:
 
     def _flatten(self) -> torch.Tensor:
         """θ now as one float32 vector (P,): a new one, or the one the path has room for (``Points.spare_row``)."""
-        out = self._points.spare_row()
-        if out is None:
-            return self._layout.flatten(self.model)
-        named = dict(self.model.named_parameters())
-        for name, piece in zip(self._layout.names, self._layout.split(out)):
-            piece.copy_(named[name].detach())  # cast to float32 and brought to the CPU in one copy
-        return out
+        return self._layout.flatten(self.model, out=self._points.spare_row())
 
     def finish(self, loss=math.nan, accuracy=math.nan, *, epoch: int | None = None) -> None:
         """Optionally give the loss (and accuracy) at the final parameters, and the epoch they end (default: the
