@@ -12,9 +12,10 @@ beside the grid can slow either way by 2-5x for a second. ``WayChooser`` therefo
   (more rarely the further behind it was) and at once when the chosen way's recent rate
   falls below that way's last one; when another is then faster by more than ``tie``, it switches;
 - treats rates within ``tie`` of each other as a tie: it keeps the first way and says nothing;
-- bounds what the trials may cost when told the work left (``run(..., left=)``): a trial is run only while
-  the excess of all trials (their time beyond the best rate's) could stay within ``regret`` of the time the
-  rest takes at the best rate; a way never run counts as twice the best way's time (its warm-up). Trials
+- bounds what the trials and re-checks may cost when told the work left (``run(..., left=)``): one is run
+  only while the excess of all of them (their time beyond the best rate's) could stay within ``regret`` of
+  the time the rest takes at the best rate, so the whole job takes at most ``1 + regret`` times the best
+  way's time, plus the first units' warm-up; a way never run counts as twice the best way's time (its warm-up). Trials
   left out are never run, so a job too short to repay them runs by the first way (``ways[0]``: put the
   way most likely best first).
 
@@ -84,6 +85,7 @@ class WayChooser:
         self.excess = 0.0  # seconds the trials took beyond the best rate's time for their work
         self._warm: dict[str, float] = {}  # each way's first rate (warm-up in it: slower than its rate)
         self._left: float | None = None  # work (points x examples) left in the job, this unit's included
+        self._examples = 1  # examples in the unit running
 
     # -- what the timings say ------------------------------------------------------------------
     def rate(self, way: str | None = None) -> float | None:
@@ -146,16 +148,23 @@ class WayChooser:
     def _affordable(self, way: str, n: int, examples: int) -> bool:
         """Whether a trial of ``way`` on its part of the next unit keeps the trials' excess within ``regret`` of
         the rest of the job at the best rate (always, when the work left is not known)."""
-        best = self._best_rate()
-        if self._left is None or best is None or way in self.skipped:
-            return way not in self.skipped
-        work = (SLICE if way in self.sliceable and n > SLICE else n) * examples
-        mine = self.rate(way) or self._warm.get(way)
-        cost = 2 * work / best if mine is None else work * max(0.0, 1 / mine - 1 / best)
-        if self.excess + cost <= self.regret * self._left / best:
+        if way in self.skipped:
+            return False
+        if self._within(way, (SLICE if way in self.sliceable and n > SLICE else n) * examples):
             return True
         self.skipped.add(way)  # the work left only shrinks: it will not be repaid later either
         return False
+
+    def _within(self, way: str, work: float) -> bool:
+        """Whether running ``way`` on ``work`` keeps the excess within ``regret`` of the rest at the best rate: it
+        costs its time beyond the best rate's, by its rate (of its first unit, if no other), or twice the best
+        rate's time if it never ran (its warm-up and a rate up to 2x slower)."""
+        best = self._best_rate()
+        if self._left is None or best is None:
+            return True
+        mine = self.rate(way) or self._warm.get(way)
+        cost = 2 * work / best if mine is None else work * max(0.0, 1 / mine - 1 / best)
+        return self.excess + cost <= self.regret * self._left / best
 
     def _decide(self) -> None:
         self.decided = True
@@ -172,10 +181,9 @@ class WayChooser:
 
     def record(self, way: str, seconds: float, work: float) -> None:
         """Note that ``way`` did ``work`` (points × examples) in ``seconds``, then decide or re-check."""
-        if not self.decided:  # a trial: what it took beyond the best rate known counts against the regret
-            best = max(self._best_rate() or 0.0, work / max(seconds, 1e-9))
-            if self._fastest(self._live()) != way:
-                self.excess += max(0.0, seconds - work / best)
+        if way != (self.chosen if self.decided else self._fastest(self._live())):  # a trial or a probe: what it
+            best = max(self._best_rate() or 0.0, work / max(seconds, 1e-9))  # took beyond the best rate's counts
+            self.excess += max(0.0, seconds - work / best)
         if way not in self.warmed:  # the first timing carries warm-up
             self.warmed.add(way)
             self._warm[way] = work / max(seconds, 1e-9)
@@ -196,7 +204,8 @@ class WayChooser:
             self._since[other] += 1
             theirs = self.rate(other)
             behind = max(1.0, mine / theirs) if theirs else 1.0
-            if theirs is not None and (theirs > mine or self._since[other] >= PROBE_EVERY * behind):
+            due = theirs is not None and (theirs > mine or self._since[other] >= PROBE_EVERY * behind)
+            if due and self._within(other, min(work, SLICE * self._examples) if other in self.sliceable else work):
                 self._probe = other  # time it again on the next unit, under the same conditions
                 return
 
@@ -217,7 +226,7 @@ class WayChooser:
         ``left``: the work (points × examples) left in the job, this unit's included; it bounds the trials
         (see the class). None: no bound.
         """
-        self._left = left
+        self._left, self._examples = left, examples
         parts = self.plan(n, examples) if timing else [(self.chosen, n)]
         results, start = {}, 0
         for way, count in parts:
