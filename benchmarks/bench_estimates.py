@@ -1,6 +1,6 @@
 """The grid's cost as first stated, against the time the grid took: four kinds of model, quiet and beside a CPU hog.
 
-Run: .venv/bin/python benchmarks/bench_estimates.py [--runs 2] [--busy both|yes|no]
+Run: .venv/bin/python benchmarks/bench_estimates.py [--runs 2] [--busy both|yes|no] [--jobs spirals,gpt]
 Target (issue 23): the first statement within 2x of the actual time (0.5-2.0 below), on the
 spirals MLP, LeNet on the 8x8 digits, a small GPT-2 (2 layers of width 32, random init from a
 GPT2Config, 64 windows of 32 characters) and a BatchNorm CNN (two conv+BatchNorm blocks on the
@@ -89,9 +89,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--busy", choices=("both", "yes", "no"), default="both")
+    parser.add_argument("--jobs", default="", help="only the jobs whose names contain one of these words (commas)")
     args = parser.parse_args()
     conditions = {"both": (False, True), "yes": (True,), "no": (False,)}[args.busy]
-    prepared = list(jobs())
+    words = [w.strip().lower() for w in args.jobs.split(",") if w.strip()]
+    prepared = [j for j in jobs() if not words or any(w in j[0].lower() for w in words)]
     print(f"{'job':<28} {'grid':>6} {'load':>5} {'hog':>4} {'actual':>8} {'first said':>10} {'first/actual':>12}"
           f" {'last said/actual':>16}  way")  # fmt: skip
     firsts = []

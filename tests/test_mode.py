@@ -326,3 +326,36 @@ def test_the_in_place_trial_is_made_only_where_the_rest_of_the_grid_repays_it(ti
         assert trials == [] and runs[0] == 100
     else:
         assert trials[0] == 4 and sum(runs[:-1]) + sum(trials[1:]) + runs[-1] >= 400 - 4
+
+
+def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tiny_model, tiny_data, monkeypatch,
+                                                                              capsys):  # fmt: skip
+    """The in-place trial wins, then load slows points set in place (made slow here after the trial): after one
+    block the rest goes back to flat copies, and every loss is what a plain loop gives."""
+    import time
+
+    import losstrail as lt
+    from losstrail import _evaluate
+
+    calls = []
+    in_place, vmapped = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator._vmapped
+
+    def slowed_in_place(self, plane, coords, **k):
+        calls.append(len(coords))
+        if len(calls) > 1:  # after the trial
+            time.sleep(0.03 * len(coords))
+        return in_place(self, plane, coords, **k)
+
+    monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", slowed_in_place)
+    monkeypatch.setattr(_evaluate.Evaluator, "_vmapped", lambda self, flat, *a: time.sleep(0.01 * len(flat))
+                        or vmapped(self, flat, *a))  # fmt: skip
+    rng = np.random.default_rng(3)
+    n = sum(p.numel() for p in tiny_model.parameters())
+    plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
+    xs, ys = np.linspace(-1, 1, 20), np.linspace(-1, 1, 10)
+    surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    said = capsys.readouterr().err
+    assert "set in place" in said and "by flat copies again" in said and calls == [4, 32]
+    monkeypatch.undo()
+    reference = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True, mode="loop")
+    np.testing.assert_allclose(surface.loss, reference.loss, rtol=1e-5)

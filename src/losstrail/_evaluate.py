@@ -486,7 +486,8 @@ class Evaluator:
         faster way (ties to flat copies). That trial is made only where the rest of the grid repays it: it
         costs at most twice its points' time (its points again by flat copies if those stay, its set-up and
         warm-up), which must stay within ``WayChooser.regret`` of the rest's time; else flat copies run the
-        whole grid in one go."""
+        whole grid in one go. Points set in place after the trial run block by block, and flat copies take the
+        rest back when a block runs slower than their pace."""
         n = len(coords)
 
         def flat(start: int, stop: int, **extra) -> Evaluated:
@@ -512,6 +513,7 @@ class Evaluator:
             return flat(0, n)
         plane, xy = tensors(), coords.detach().cpu().double().numpy()
         paces: list[float] = []
+        started = time.perf_counter()
         said = options.get("on_first_chunk")
 
         def pace(seconds: float, points: int) -> None:
@@ -538,8 +540,19 @@ class Evaluator:
                 quiet = self.quiet if options.get("quiet") is None else options["quiet"]
                 note(f"evaluating {type(self.model).__name__} with each point set in place: "
                      f"{paces[-1] / in_place:.1f}x the rate of flat copies here (both timed)", quiet)  # fmt: skip
-                done.append(self.run_in_place(plane, xy[start:], **{**kept, "on_first_chunk": said}))
-                return _joined(done)
+                while start < n:  # block by block, re-checked: three points timed on a busy machine may mislead
+                    stop, began_block = min(n, start + block), time.perf_counter()
+                    done.append(self.run_in_place(plane, xy[start:stop], **kept))
+                    per_point = (time.perf_counter() - began_block) / (stop - start)
+                    start = stop
+                    if said is not None:  # the time so far and the rest at this block's pace, as seconds a point
+                        said((time.perf_counter() - started + per_point * (n - start)) / n, 1)
+                    if start < n and per_point > paces[-1] * self.ways.tie:  # flat copies are faster after all
+                        note(f"evaluating {type(self.model).__name__} by flat copies again: points set in place "
+                             f"ran at {paces[-1] / per_point:.2f}x their rate", quiet)  # fmt: skip
+                        break
+                if start == n:
+                    return _joined(done)
         done.append(flat(start, n))  # the trial's points again: a grid by flat copies is the same bit for bit
         return _joined(done)
 
