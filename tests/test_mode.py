@@ -268,11 +268,20 @@ def test_the_first_way_left_untimed_gives_way_to_the_fastest_that_ran():
     assert chooser.chosen == "vmap" and chooser.decided
 
 
-def test_auto_tries_point_by_point_first_where_a_points_activations_fill_a_chunk():
+def test_auto_tries_point_by_point_first_where_a_points_activations_fill_a_chunk_and_one_thread_when_busy(
+        monkeypatch):  # fmt: skip
+    import os
+
     from losstrail._evaluate import _ways
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 1.0, 1.0))  # no more than torch's own threads
     assert _ways("auto", loop_first=True)[0] == "loop" and _ways("auto")[0] == "vmap"
     assert set(_ways("auto", loop_first=True)) == set(_ways("auto")) and _ways("loop", loop_first=True) == ("loop",)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 1.0, 1.0))  # another process on the cores
+    assert _ways("auto", loop_first=True)[0] == "loop, 1 thread" and _ways("auto")[0] == "vmap, 1 thread"
+    assert len(_ways("auto")) == 4 and _ways("vmap") == ("vmap",)
 
 
 def test_auto_sets_points_in_place_at_once_when_a_points_parameters_outnumber_its_activations(monkeypatch):
@@ -343,17 +352,23 @@ def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tin
     def slowed_in_place(self, plane, coords, **k):
         calls.append(len(coords))
         if len(calls) > 1:  # after the trial
-            time.sleep(0.03 * len(coords))
+            time.sleep(0.05 * len(coords))
         return in_place(self, plane, coords, **k)
 
     monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", slowed_in_place)
-    monkeypatch.setattr(_evaluate.Evaluator, "_vmapped", lambda self, flat, *a: time.sleep(0.01 * len(flat))
+    monkeypatch.setattr(_evaluate.Evaluator, "_vmapped", lambda self, flat, *a: time.sleep(0.02 * len(flat))
                         or vmapped(self, flat, *a))  # fmt: skip
     rng = np.random.default_rng(3)
     n = sum(p.numel() for p in tiny_model.parameters())
     plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
     xs, ys = np.linspace(-1, 1, 20), np.linspace(-1, 1, 10)
-    surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: small points in place are not slowed by threads waiting on load
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    try:
+        surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    finally:
+        torch.set_num_threads(threads)
     said = capsys.readouterr().err
     assert "set in place" in said and "by flat copies again" in said and calls == [4, 32]
     monkeypatch.undo()
