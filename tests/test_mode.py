@@ -374,3 +374,11 @@ def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tin
     monkeypatch.undo()
     reference = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True, mode="loop")
     np.testing.assert_allclose(surface.loss, reference.loss, rtol=1e-5)
+
+
+def test_when_only_sliceable_ways_are_left_the_side_way_runs_the_whole_unit():
+    """Trials of the whole-unit ways not repaid (skipped): the point-by-point ways still get their units."""
+    machine = Machine(vmap=1.0, loop=1.0)
+    chooser = WayChooser(("loop", "vmap"), sliceable="loop", clock=machine.clock)
+    chooser.skipped.add("vmap")
+    assert chooser.run(machine.work, 32, 1) == list(range(32)) and machine.log == [("loop", 32)]

@@ -125,6 +125,8 @@ class WayChooser:
                 main = min(whole, key=order)
             else:
                 rest = [w for w in self._live() if w not in self.sliceable] or [w for w in self._live() if w != side]
+                if not rest:  # no other way left to run the rest of the unit: the side way runs all of it
+                    return [(side, n)]
                 main = self._fastest(rest)
             return self._split(side, main, n)
         if self._probe is None:
@@ -181,8 +183,8 @@ class WayChooser:
 
     def record(self, way: str, seconds: float, work: float) -> None:
         """Note that ``way`` did ``work`` (points × examples) in ``seconds``, then decide or re-check."""
-        if way != (self.chosen if self.decided else self._fastest(self._live())):  # a trial or a probe: what it
-            best = max(self._best_rate() or 0.0, work / max(seconds, 1e-9))  # took beyond the best rate's counts
+        if way != (self.chosen if self.decided else self._fastest(self._live() or self.ways)):  # a trial or probe:
+            best = max(self._best_rate() or 0.0, work / max(seconds, 1e-9))  # what it took beyond the best rate's
             self.excess += max(0.0, seconds - work / best)
         if way not in self.warmed:  # the first timing carries warm-up
             self.warmed.add(way)
