@@ -7,10 +7,10 @@ the data, by the one ``LossRule``. Two ways run the model at those points, both 
 - ``vmap``: one call per data batch for a whole chunk of points;
 - point by point: one call per point and batch.
 
-``mode='auto'`` (the default) uses ``vmap`` unless it cannot run the model, or timings of
-both ways, interleaved on the first units of work and re-checked as the rest runs
-(``losstrail._mode.WayChooser``), show point by point faster (models whose kernels have no
-batching rule, or whose activations are too large to batch) — and then says so in one line.
+``mode='auto'`` (the default) times the ways, interleaved on the first units of work and
+re-checked as the rest runs (``losstrail._mode.WayChooser``), as far as the rest of the job repays
+the trials; the way tried first (point by point where a point's activations fill a chunk, else
+``vmap``) runs a job too short for them. A switch after the first way is said in one line.
 Every stage that measures a loss at given parameters calls this: the grid, the path's true
 and slice losses, lines, decision regions and the grid job.
 """
