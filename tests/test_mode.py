@@ -382,3 +382,30 @@ def test_when_only_sliceable_ways_are_left_the_side_way_runs_the_whole_unit():
     chooser = WayChooser(("loop", "vmap"), sliceable="loop", clock=machine.clock)
     chooser.skipped.add("vmap")
     assert chooser.run(machine.work, 32, 1) == list(range(32)) and machine.log == [("loop", 32)]
+
+
+def test_points_set_in_place_at_once_run_on_one_thread_while_the_cores_are_busy(monkeypatch):
+    """The in-place rule needs no trial; it runs on the threads of the way most likely best: one while other
+    processes keep the cores busy, torch's own (put back afterwards) otherwise."""
+    import os
+
+    import losstrail as lt
+    from losstrail import _evaluate
+
+    threads = torch.get_num_threads()
+    if threads < 2:
+        pytest.skip("torch runs one thread here: there is no other count")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen = []
+    in_place = _evaluate.Evaluator.run_in_place
+    monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", lambda self, *a, **k: seen.append(
+        torch.get_num_threads()) or in_place(self, *a, **k))  # fmt: skip
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.ReLU(), torch.nn.Linear(40, 3))
+    data = (torch.randn(4, 40), torch.tensor([0, 1, 2, 1]))
+    n = sum(p.numel() for p in model.parameters())
+    plane = lt.Plane(*(np.random.default_rng(0).normal(size=(3, n)).astype(np.float32) * 0.1), "custom")
+    for load in (0.0, threads + 1.5):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        lt.loss_surface(model, data, plane, [0.0, 1.0], [0.0], quiet=True)
+    assert seen == [threads, 1] and torch.get_num_threads() == threads

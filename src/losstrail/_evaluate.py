@@ -508,8 +508,10 @@ class Evaluator:
             return flat(0, n)
         kept = {k: v for k, v in options.items() if k in ("memory_budget", "desc", "quiet", "on_first_chunk")}
         activations = self._activations * self.batches.n_examples / self._first_length  # a point's, all data
-        if self.layout.n_params >= activations:
-            return self.run_in_place(tensors(), coords.detach().cpu().double().numpy(), **kept)
+        if self.layout.n_params >= activations:  # on the threads of the way most likely best (see _ways)
+            with _threads_kept():
+                torch.set_num_threads(self._way_threads(self.ways.chosen))
+                return self.run_in_place(tensors(), coords.detach().cpu().double().numpy(), **kept)
         kept.pop("on_first_chunk", None)
 
         def repaid(start: int) -> bool:  # an in-place trial from point ``start`` on: repaid by the rest?
