@@ -445,7 +445,8 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
-        pace, started, n_examples = Pace(), time.perf_counter(), self.batches.n_examples
+        # the pace is said once it covers 3 units or 2 s (one short unit on a busy machine misleads)
+        pace, started, n_examples = Pace(units=3, seconds=2.0), time.perf_counter(), self.batches.n_examples
         self._threads = torch.get_num_threads()  # the ways' threads are set per unit and put back at the end
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
