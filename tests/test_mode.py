@@ -208,3 +208,204 @@ def test_auto_on_a_plane_times_points_set_in_place_and_takes_them_when_faster(ti
             with torch.no_grad():
                 expected = torch.nn.functional.cross_entropy(probe(tiny_data[0]), tiny_data[1]).item()
             assert surface.loss[i, j] == pytest.approx(expected, rel=1e-5)
+
+
+def _job(chooser, machine, units: int, points: int = 8, examples: int = 1, *, bounded: bool = True):
+    """``units`` units of ``points`` points, each told the work left (``bounded``); every result in order."""
+    for unit in range(units):
+        left = (units - unit) * points * examples if bounded else None
+        assert chooser.run(machine.work, points, examples, left=left) == list(range(points))
+
+
+def test_a_job_too_short_to_repay_a_trial_runs_by_the_first_way_and_a_long_one_tries_them_all():
+    """The trials' excess is bounded by ``regret`` of the rest at the best rate; a way never run counts as two
+    units, so 13 units of 8 points (a 100-point grid of a big model) try nothing beyond the first way."""
+    short = Machine(vmap=2.0, loop=1.0)
+    chooser = WayChooser(("loop", "vmap"), sliceable="loop", clock=short.clock)
+    _job(chooser, short, 13)
+    assert {way for way, _ in short.log} == {"loop"} and chooser.decided and chooser.chosen == "loop"
+    assert chooser.skipped == {"vmap"} and short.now == 13 * 8  # as a plain loop: not a second more
+    long = Machine(vmap=0.5, loop=1.0)  # vmap twice as fast: a long job finds it
+    chooser = WayChooser(("loop", "vmap"), sliceable="loop", clock=long.clock)
+    _job(chooser, long, 200)
+    assert chooser.chosen == "vmap" and not chooser.skipped and len(chooser.timings["vmap"]) >= 2
+    unbounded = Machine(vmap=2.0, loop=1.0)  # the work left not told: every way is tried, as before
+    chooser = WayChooser(("loop", "vmap"), sliceable="loop", clock=unbounded.clock)
+    _job(chooser, unbounded, 13, bounded=False)
+    assert chooser.chosen == "loop" and len(chooser.timings["vmap"]) == 2
+
+
+@pytest.mark.parametrize("units", [20, 40, 80, 400])
+def test_what_the_trials_cost_stays_within_the_regret_of_the_job(units):
+    """Four ways, three of them 3x slower than the first: the whole job takes at most ``regret`` more than the
+    best way alone would (every trial does real work: only the slower ways' extra time is lost)."""
+    costs = {"loop": 1.0, "loop, 1 thread": 3.0, "vmap": 3.0, "vmap, 1 thread": 3.0}
+    now, log = [0.0], []
+
+    def work(way, start, stop):
+        now[0] += costs[way] * (stop - start)
+        log.append(way)
+        return list(range(start, stop))
+
+    machine = type("M", (), {"work": staticmethod(work)})
+    chooser = WayChooser(tuple(costs), sliceable=("loop", "loop, 1 thread"), clock=lambda: now[0])
+    _job(chooser, machine, units)
+    best = units * 8 * 1.0
+    assert now[0] <= best * (1 + chooser.regret) and chooser.chosen == "loop"
+    assert chooser.excess == pytest.approx(now[0] - best)  # what it counted is what the trials cost
+    assert (len(set(log)) == 4) == (units >= 80)  # short jobs skip the trials they cannot repay
+
+
+def test_the_first_way_left_untimed_gives_way_to_the_fastest_that_ran():
+    """A job that ends its trials before the first way has a timing after its warm-up takes the fastest of the
+    ways that ran, by their first units."""
+    machine = Machine(vmap=1.0, loop=4.0)
+    chooser = WayChooser(("loop", "vmap"), sliceable="loop", clock=machine.clock)
+    chooser._left = 10**6  # a long job: the first units of both ways are affordable
+    for way in ("loop", "vmap"):
+        chooser._timed(machine.work, way, 0, 8, 1)
+    chooser._decide()
+    assert chooser.chosen == "vmap" and chooser.decided
+
+
+def test_auto_tries_point_by_point_first_where_a_points_activations_fill_a_chunk_and_one_thread_when_busy(
+        monkeypatch):  # fmt: skip
+    import os
+
+    from losstrail._evaluate import _ways
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 1.0, 1.0))  # no more than torch's own threads
+    assert _ways("auto", loop_first=True)[0] == "loop" and _ways("auto")[0] == "vmap"
+    assert set(_ways("auto", loop_first=True)) == set(_ways("auto")) and _ways("loop", loop_first=True) == ("loop",)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 1.0, 1.0))  # another process on the cores
+    assert _ways("auto", loop_first=True)[0] == "loop, 1 thread" and _ways("auto")[0] == "vmap, 1 thread"
+    assert len(_ways("auto")) == 4 and _ways("vmap") == ("vmap",)
+
+
+def test_auto_sets_points_in_place_at_once_when_a_points_parameters_outnumber_its_activations(monkeypatch):
+    """A wide layer on four examples: copying a point's parameters costs more than its forward pass, so no flat
+    copy is made (``run`` is never called); the grid equals a load_state_dict loop."""
+    import copy
+
+    import losstrail as lt
+    from losstrail import _evaluate
+    from losstrail.models import load_flat_params
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.ReLU(), torch.nn.Linear(40, 3))
+    data = (torch.randn(4, 40), torch.tensor([0, 1, 2, 1]))
+    monkeypatch.setattr(_evaluate.Evaluator, "run", lambda *a, **k: pytest.fail("flat copies were made"))
+    n = sum(p.numel() for p in model.parameters())
+    rng = np.random.default_rng(0)
+    plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.1, 0.1)), "custom")
+    xs, ys = np.linspace(-1, 1, 5), np.linspace(-1, 1, 3)
+    surface = lt.loss_surface(model, data, plane, xs, ys, quiet=True)
+    probe = copy.deepcopy(model)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            load_flat_params(probe, torch.from_numpy(plane.point(x, y)))
+            with torch.no_grad():
+                expected = torch.nn.functional.cross_entropy(probe(data[0]), data[1]).item()
+            assert surface.loss[i, j] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("side", [10, 20])
+def test_the_in_place_trial_is_made_only_where_the_rest_of_the_grid_repays_it(tiny_model, tiny_data, monkeypatch,
+                                                                               side):  # fmt: skip
+    """100 points in chunks of 8: after the flat copies' first block too few are left to repay a trial of 4
+    points (it may cost 8 points' time), so flat copies run the whole grid in one go; 400 points make it."""
+    import losstrail as lt
+    from losstrail import _evaluate
+
+    trials, runs = [], []
+    in_place, run = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator.run
+    monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", lambda self, plane, coords, **k: trials.append(
+        len(coords)) or in_place(self, plane, coords, **k))  # fmt: skip
+    monkeypatch.setattr(_evaluate.Evaluator, "run", lambda self, f, n, **k: runs.append(n) or run(self, f, n, **k))
+    rng = np.random.default_rng(3)
+    n = sum(p.numel() for p in tiny_model.parameters())
+    plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
+    xs = ys = np.linspace(-1, 1, side)
+    surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True, chunk_size=8)
+    reference = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True, chunk_size=8, mode="loop")
+    np.testing.assert_allclose(surface.loss, reference.loss, rtol=1e-5)
+    if side == 10:
+        assert trials == [] and runs[0] == 100
+    else:
+        assert trials[0] == 4 and sum(runs[:-1]) + sum(trials[1:]) + runs[-1] >= 400 - 4
+
+
+def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tiny_model, tiny_data, monkeypatch,
+                                                                              capsys):  # fmt: skip
+    """The in-place trial wins, then load slows points set in place (made slow here after the trial): after one
+    block the rest goes back to flat copies, and every loss is what a plain loop gives."""
+    import time
+
+    import losstrail as lt
+    from losstrail import _evaluate
+
+    calls = []
+    in_place, vmapped = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator._vmapped
+
+    def slowed_in_place(self, plane, coords, **k):
+        calls.append(len(coords))
+        if len(calls) > 1:  # after the trial
+            time.sleep(0.05 * len(coords))
+        return in_place(self, plane, coords, **k)
+
+    monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", slowed_in_place)
+    monkeypatch.setattr(_evaluate.Evaluator, "_vmapped", lambda self, flat, *a: time.sleep(0.02 * len(flat))
+                        or vmapped(self, flat, *a))  # fmt: skip
+    rng = np.random.default_rng(3)
+    n = sum(p.numel() for p in tiny_model.parameters())
+    plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
+    xs, ys = np.linspace(-1, 1, 20), np.linspace(-1, 1, 10)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: small points in place are not slowed by threads waiting on load
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    try:
+        surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    finally:
+        torch.set_num_threads(threads)
+    said = capsys.readouterr().err
+    assert "set in place" in said and "by flat copies again" in said and calls == [4, 32]
+    monkeypatch.undo()
+    reference = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True, mode="loop")
+    np.testing.assert_allclose(surface.loss, reference.loss, rtol=1e-5)
+
+
+def test_when_only_sliceable_ways_are_left_the_side_way_runs_the_whole_unit():
+    """Trials of the whole-unit ways not repaid (skipped): the point-by-point ways still get their units."""
+    machine = Machine(vmap=1.0, loop=1.0)
+    chooser = WayChooser(("loop", "vmap"), sliceable="loop", clock=machine.clock)
+    chooser.skipped.add("vmap")
+    assert chooser.run(machine.work, 32, 1) == list(range(32)) and machine.log == [("loop", 32)]
+
+
+def test_points_set_in_place_at_once_run_on_one_thread_while_the_cores_are_busy(monkeypatch):
+    """The in-place rule needs no trial; it runs on the threads of the way most likely best: one while other
+    processes keep the cores busy, torch's own (put back afterwards) otherwise."""
+    import os
+
+    import losstrail as lt
+    from losstrail import _evaluate
+
+    threads = torch.get_num_threads()
+    if threads < 2:
+        pytest.skip("torch runs one thread here: there is no other count")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen = []
+    in_place = _evaluate.Evaluator.run_in_place
+    monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", lambda self, *a, **k: seen.append(
+        torch.get_num_threads()) or in_place(self, *a, **k))  # fmt: skip
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.ReLU(), torch.nn.Linear(40, 3))
+    data = (torch.randn(4, 40), torch.tensor([0, 1, 2, 1]))
+    n = sum(p.numel() for p in model.parameters())
+    plane = lt.Plane(*(np.random.default_rng(0).normal(size=(3, n)).astype(np.float32) * 0.1), "custom")
+    for load in (0.0, threads + 1.5):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        lt.loss_surface(model, data, plane, [0.0, 1.0], [0.0], quiet=True)
+    assert seen == [threads, 1] and torch.get_num_threads() == threads

@@ -7,10 +7,10 @@ the data, by the one ``LossRule``. Two ways run the model at those points, both 
 - ``vmap``: one call per data batch for a whole chunk of points;
 - point by point: one call per point and batch.
 
-``mode='auto'`` (the default) uses ``vmap`` unless it cannot run the model, or timings of
-both ways, interleaved on the first units of work and re-checked as the rest runs
-(``losstrail._mode.WayChooser``), show point by point faster (models whose kernels have no
-batching rule, or whose activations are too large to batch) — and then says so in one line.
+``mode='auto'`` (the default) times the ways, interleaved on the first units of work and
+re-checked as the rest runs (``losstrail._mode.WayChooser``), as far as the rest of the job repays
+the trials; the way tried first (point by point where a point's activations fill a chunk, else
+``vmap``) runs a job too short for them. A switch after the first way is said in one line.
 Every stage that measures a loss at given parameters calls this: the grid, the path's true
 and slice losses, lines, decision regions and the grid job.
 """
@@ -64,14 +64,23 @@ _ONE_THREAD_LOOP = "loop" + _ONE
 _IN_PLACE_FROM, _IN_PLACE_TRIAL = 100, 4
 
 
-def _ways(mode: str) -> tuple[str, ...]:
+def _ways(mode: str, loop_first: bool = False) -> tuple[str, ...]:
     """The ways ``mode`` may run points: ``'vmap'``, ``'loop'`` (on torch's threads) and, for ``'auto'`` when
-    torch has more than one thread and ``OMP_NUM_THREADS`` does not fix it, both again on one thread."""
+    torch has more than one thread and ``OMP_NUM_THREADS`` does not fix it, both again on one thread.
+
+    The way most likely best comes first (a grid too short to repay trials runs by it): point by point with
+    ``loop_first``, and on one thread while other processes keep the cores busy (the load average beyond
+    torch's own threads is 1 or more: there torch's threads wait on each other; a small MLP's forward pass
+    beside two other engineers' test runs took 0.6-12.7 ms on two threads, 0.2-0.7 ms on one)."""
     if mode in ("vmap", "loop"):
         return (mode,)
-    if torch.get_num_threads() > 1 and "OMP_NUM_THREADS" not in os.environ:
-        return ("vmap", "loop", "vmap" + _ONE, _ONE_THREAD_LOOP)
-    return ("vmap", "loop")
+    ways = ("vmap", "loop")
+    threads = torch.get_num_threads()
+    if threads > 1 and "OMP_NUM_THREADS" not in os.environ:
+        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] - threads >= 1
+        ways = ("vmap", "loop", "vmap" + _ONE, _ONE_THREAD_LOOP)
+        ways = tuple(sorted(ways, key=lambda w: not w.endswith(_ONE))) if busy else ways
+    return tuple(sorted(ways, key=lambda w: not w.startswith("loop"))) if loop_first else ways
 
 
 def math_attention():
@@ -240,15 +249,19 @@ class Evaluator:
         self.fast_ce = self.rule.fused and self._labels_in_range()
         self.per_example = spread and self.rule.kind == "pair"
         self.measure = _Call(model, self._measure)
-        # --- the way points are run (issue 23): chosen from interleaved timings, re-checked as units run
-        # (flat copies only; mode='inplace' and in-place 'auto' points go through run_in_place)
-        self.ways = WayChooser(_ways(mode), sliceable=("loop", _ONE_THREAD_LOOP), join=torch.cat,
-                               on_switch=self._switched, on_fail=self._failed)  # fmt: skip
         self._threads = torch.get_num_threads()  # what 'vmap' and 'loop' run on; set again by each run()
         self.first_layer = first_layer
         self._activations: int = counted[0]
         self._first_length = self.batches.lengths[0]
         self._first: FirstLayer | None | bool = False  # False: not looked for yet
+        # --- the way points are run (issue 23): chosen from interleaved timings, re-checked as units run
+        # (flat copies only; mode='inplace' and in-place 'auto' points go through run_in_place). Where a
+        # point's activations alone fill a chunk's budget, batching points gains least: point by point first,
+        # so a grid too short to repay the trials runs as a plain loop would (GPT-2 2x32 on 64x32 tokens:
+        # loop 150 points/s, vmap 111)
+        loop_first = self.chunk_size(48 << 20) <= _MIN_CHUNK
+        self.ways = WayChooser(_ways(mode, loop_first), sliceable=("loop", _ONE_THREAD_LOOP), join=torch.cat,
+                               on_switch=self._switched, on_fail=self._failed)  # fmt: skip
 
     # -- one batch at one point ------------------------------------------------------------
     def _labels_in_range(self) -> bool:
@@ -345,8 +358,10 @@ class Evaluator:
         name = type(self.model).__name__
         note(f"vmap cannot run {name} ({type(err).__name__}: {first}); evaluating it point by point", self.quiet)
 
-    def _unit(self, flat, bufs, batch, n_b: int, per_point_buffers: bool, first_out, timing: bool) -> torch.Tensor:
-        """One unit of work (a chunk of points on one batch), by the way ``self.ways`` picks."""
+    def _unit(self, flat, bufs, batch, n_b: int, per_point_buffers: bool, first_out, timing: bool,
+              left: float | None = None) -> torch.Tensor:  # fmt: skip
+        """One unit of work (a chunk of points on one batch), by the way ``self.ways`` picks; ``left``: the work
+        (points × examples) left in the job, this unit's included (it bounds the trials of the ways)."""
 
         def work(way: str, start: int, stop: int) -> torch.Tensor:
             b = {k: v[start:stop] for k, v in bufs.items()} if per_point_buffers else bufs
@@ -356,7 +371,7 @@ class Evaluator:
                 torch.set_num_threads(threads)
             return self._run(way.split(",")[0], flat[start:stop], b, batch, per_point_buffers, out)
 
-        return self.ways.run(work, flat.shape[0], n_b, timing=timing)
+        return self.ways.run(work, flat.shape[0], n_b, timing=timing, left=left)
 
     # --- end of the way's choice
 
@@ -411,6 +426,7 @@ class Evaluator:
         desc: str = "grid",
         quiet: bool | None = None,
         on_first_chunk: Callable[[float, int], None] | None = None,
+        more: int = 0,
     ) -> Evaluated:
         """Loss, accuracy (and standard error) at the ``n_points`` vectors ``chunk_params(slice) -> (C, K)``.
 
@@ -420,7 +436,8 @@ class Evaluator:
         float32 rounding. ``on_first_chunk(seconds, points)`` is called after every unit of work once
         the timings leave warm-up out: ``seconds / points`` is this run's time per point, the time
         spent so far (warm-up, the ways' trials) plus the rest at the rate measured now (to say what the
-        grid will cost, and to revise it).
+        grid will cost, and to revise it). ``more``: points that follow in the same job (the trials of the ways
+        are bounded by what the whole job can repay).
         """
         quiet = self.quiet if quiet is None else quiet
         if chunk_size is None:
@@ -440,12 +457,14 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
-        pace, started, n_examples = Pace(), time.perf_counter(), self.batches.n_examples
+        # the pace is said once it covers 3 units or 2 s (one short unit on a busy machine misleads)
+        pace, started, n_examples = Pace(units=3, seconds=2.0), time.perf_counter(), self.batches.n_examples
         self._threads = torch.get_num_threads()  # the ways' threads are set per unit and put back at the end
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
-            worth = n_chunks * n_pieces > 1  # more calls follow: the choice matters
-            stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth)
+            worth = n_chunks * n_pieces > 1 or more > 0  # more calls follow: the choice matters
+            left = (n_points + more) * n_examples - pace.work  # this unit's included
+            stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth, left)
             seconds = pace.done(flat.shape[0] * n_b, self.ways.decided)  # a (point x example), warm-up left out
             if on_first_chunk is not None and seconds is not None:  # the time spent so far (warm-up, trials)
                 total = time.perf_counter() - started + seconds * (n_points * n_examples - pace.work)  # + the rest
@@ -477,11 +496,18 @@ class Evaluator:
 
     def plane_points(self, origin: torch.Tensor, basis: torch.Tensor, coords: torch.Tensor, tensors: Callable,
                      **options) -> Evaluated:  # fmt: skip
-        """The plane points ``origin + coords @ basis`` by flat copies (``run``) or, in mode ``'auto'`` on
-        ``_IN_PLACE_FROM`` points or more when setting them in place (``run_in_place`` on ``tensors()``, the
-        same plane per tensor) is timed faster per point, in place: a few points are set in place first (the
-        first carries warm-up), then flat copies run block by block until their pace after their own choice
-        is known, and the rest goes the faster way (ties to flat copies)."""
+        """The plane points ``origin + coords @ basis`` by flat copies (``run``) or set in place (``run_in_place``
+        on ``tensors()``, the same plane per tensor).
+
+        In mode ``'auto'``: in place at once when a point's parameters are at least as many as its activations
+        over the data (copying them costs as much as the forward pass: ResNet-18 on 32 images); else, on
+        ``_IN_PLACE_FROM`` points or more, flat copies run block by block until their pace after their own
+        choice is known, then a few points are set in place (the first carries warm-up) and the rest goes the
+        faster way (ties to flat copies). That trial is made only where the rest of the grid repays it: it
+        costs at most twice its points' time (its points again by flat copies if those stay, its set-up and
+        warm-up), which must stay within ``WayChooser.regret`` of the rest's time; else flat copies run the
+        whole grid in one go. Points set in place after the trial run block by block, and flat copies take the
+        rest back when a block runs slower than their pace."""
         n = len(coords)
 
         def flat(start: int, stop: int, **extra) -> Evaluated:
@@ -489,13 +515,27 @@ class Evaluator:
             return self.run(lambda sl: origin + part[sl] @ basis, stop - start, plane=(origin, basis, part),
                             **{**options, **extra})  # fmt: skip
 
-        if self.mode != "auto" or n < _IN_PLACE_FROM or self.bn_batches or self.autocast:
+        if self.mode != "auto" or self.bn_batches or self.autocast:
             return flat(0, n)
         if not all(p.device == self.device for p in self.model.parameters()):
             return flat(0, n)
+        kept = {k: v for k, v in options.items() if k in ("memory_budget", "desc", "quiet", "on_first_chunk")}
+        activations = self._activations * self.batches.n_examples / self._first_length  # a point's, all data
+        if self.layout.n_params >= activations:  # on the threads of the way most likely best (see _ways)
+            with _threads_kept():
+                torch.set_num_threads(self._way_threads(self.ways.chosen))
+                return self.run_in_place(tensors(), coords.detach().cpu().double().numpy(), **kept)
+        kept.pop("on_first_chunk", None)
+
+        def repaid(start: int) -> bool:  # an in-place trial from point ``start`` on: repaid by the rest?
+            return self.ways.regret * (n - start - _IN_PLACE_TRIAL) >= 2 * _IN_PLACE_TRIAL
+
+        block = max(4 * (options.get("chunk_size") or self.chunk_size(options.get("memory_budget", 48 << 20))), n // 8)
+        if n < _IN_PLACE_FROM or not repaid(block):
+            return flat(0, n)
         plane, xy = tensors(), coords.detach().cpu().double().numpy()
-        kept = {k: v for k, v in options.items() if k in ("memory_budget", "desc", "quiet")}
         paces: list[float] = []
+        started = time.perf_counter()
         said = options.get("on_first_chunk")
 
         def pace(seconds: float, points: int) -> None:
@@ -504,28 +544,37 @@ class Evaluator:
                 said(seconds, points)
 
         done, start = [], 0
-        block = max(4 * (options.get("chunk_size") or self.chunk_size(options.get("memory_budget", 48 << 20))), n // 8)
-        while start < n - _IN_PLACE_TRIAL and not paces:  # flat copies until their pace after their choice is known
-            stop = min(n - _IN_PLACE_TRIAL, start + block)
-            done.append(flat(start, stop, on_first_chunk=pace))
-            start = stop
-        if not paces:
-            done.append(flat(start, n))
-            return _joined(done)
+        while not paces:  # flat copies until their pace after their choice is known
+            if not repaid(start + block):  # no trial the rest repays: the rest by flat copies, in one run
+                done.append(flat(start, n, more=0))
+                return _joined(done)
+            done.append(flat(start, start + block, on_first_chunk=pace, more=n - start - block))
+            start += block
         began = []  # when the second point starts: set-up and the first point (warm-up) left out
         with _threads_kept():
             torch.set_num_threads(self._way_threads(self.ways.chosen))  # on the threads flat copies chose
             trial = self.run_in_place(plane, xy[start : start + _IN_PLACE_TRIAL], **{**kept, "quiet": True},
                                       on_first_chunk=lambda *_: began.append(time.perf_counter()))  # fmt: skip
             in_place = (time.perf_counter() - began[0]) / (_IN_PLACE_TRIAL - 1)  # seconds a point
-            if start + _IN_PLACE_TRIAL < n and in_place * self.ways.tie < paces[-1]:
+            if in_place * self.ways.tie < paces[-1]:
                 done.append(trial)
                 start += _IN_PLACE_TRIAL
                 quiet = self.quiet if options.get("quiet") is None else options["quiet"]
                 note(f"evaluating {type(self.model).__name__} with each point set in place: "
                      f"{paces[-1] / in_place:.1f}x the rate of flat copies here (both timed)", quiet)  # fmt: skip
-                done.append(self.run_in_place(plane, xy[start:], **{**kept, "on_first_chunk": said}))
-                return _joined(done)
+                while start < n:  # block by block, re-checked: three points timed on a busy machine may mislead
+                    stop, began_block = min(n, start + block), time.perf_counter()
+                    done.append(self.run_in_place(plane, xy[start:stop], **kept))
+                    per_point = (time.perf_counter() - began_block) / (stop - start)
+                    start = stop
+                    if said is not None:  # the time so far and the rest at this block's pace, as seconds a point
+                        said((time.perf_counter() - started + per_point * (n - start)) / n, 1)
+                    if start < n and per_point > paces[-1] * self.ways.tie:  # flat copies are faster after all
+                        note(f"evaluating {type(self.model).__name__} by flat copies again: points set in place "
+                             f"ran at {paces[-1] / per_point:.2f}x their rate", quiet)  # fmt: skip
+                        break
+                if start == n:
+                    return _joined(done)
         done.append(flat(start, n))  # the trial's points again: a grid by flat copies is the same bit for bit
         return _joined(done)
 

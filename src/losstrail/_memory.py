@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 
@@ -40,6 +41,7 @@ def reuse_freed_memory():
         libc.malloc_trim(0)
 
 
+@functools.cache  # find_library runs ldconfig in a subprocess: 2 ms a grid, more on a busy machine
 def _glibc():
     if not sys.platform.startswith("linux"):
         return None

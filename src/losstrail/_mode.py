@@ -11,7 +11,13 @@ beside the grid can slow either way by 2-5x for a second. ``WayChooser`` therefo
 - keeps timing the way it chose on every unit, and times each other way again now and then
   (more rarely the further behind it was) and at once when the chosen way's recent rate
   falls below that way's last one; when another is then faster by more than ``tie``, it switches;
-- treats rates within ``tie`` of each other as a tie: it keeps the first way and says nothing.
+- treats rates within ``tie`` of each other as a tie: it keeps the first way and says nothing;
+- bounds what the trials and re-checks may cost when told the work left (``run(..., left=)``): one is run
+  only while the excess of all of them (their time beyond the best rate's) could stay within ``regret`` of
+  the time the rest takes at the best rate, so the whole job takes at most ``1 + regret`` times the best
+  way's time, plus the first units' warm-up; a way never run counts as twice the best way's time (its warm-up). Trials
+  left out are never run, so a job too short to repay them runs by the first way (``ways[0]``: put the
+  way most likely best first).
 
 Rates are in (points × examples) per second, so units of different sizes compare. The ways
 named ``sliceable`` run at the same rate on few points as on many (point by point), so they
@@ -34,6 +40,8 @@ SAMPLES = 2
 SLICE = 8
 # While one way runs, the other is timed again every this many units, times how far behind it was.
 PROBE_EVERY = 8
+# The trials' excess time may be at most this fraction of what the rest of the job takes at the best rate.
+REGRET = 0.1
 
 
 class WayChooser:
@@ -56,13 +64,13 @@ class WayChooser:
     """
 
     def __init__(self, ways: Sequence[str], *, sliceable: str | Sequence[str] | None = None, samples: int = SAMPLES,
-                 tie: float = TIE, join: Callable[[list], object] | None = None,
+                 tie: float = TIE, regret: float = REGRET, join: Callable[[list], object] | None = None,
                  on_switch: Callable[[str, str, float], None] | None = None,
                  on_fail: Callable[[str, Exception], None] | None = None,
                  clock: Callable[[], float] = time.perf_counter):  # fmt: skip
         self.ways = list(ways)
         self.sliceable = {sliceable} if isinstance(sliceable, str) else set(sliceable or ())
-        self.samples, self.tie = samples, tie
+        self.samples, self.tie, self.regret = samples, tie, regret
         self.join = join if join is not None else (lambda parts: [x for part in parts for x in part])
         self.on_switch, self.on_fail, self.clock = on_switch, on_fail, clock
         self.timings: dict[str, list[float]] = {w: [] for w in self.ways}  # rates after each way's first
@@ -73,6 +81,11 @@ class WayChooser:
         self._since: dict[str, int] = dict.fromkeys(self.ways, 0)  # units of the chosen way since each was timed
         self._splits = 0
         self._probe: str | None = None  # another way, to be timed on the next unit
+        self.skipped: set[str] = set()  # ways whose trial the work left could not repay: never run
+        self.excess = 0.0  # seconds the trials took beyond the best rate's time for their work
+        self._warm: dict[str, float] = {}  # each way's first rate (warm-up in it: slower than its rate)
+        self._left: float | None = None  # work (points x examples) left in the job, this unit's included
+        self._examples = 1  # examples in the unit running
 
     # -- what the timings say ------------------------------------------------------------------
     def rate(self, way: str | None = None) -> float | None:
@@ -93,30 +106,75 @@ class WayChooser:
         return max(ways, key=lambda w: (self.rate(w) or 0.0, -self.ways.index(w)))
 
     # -- one unit --------------------------------------------------------------------------------
-    def plan(self, n: int) -> list[tuple[str, int]]:
+    def plan(self, n: int, examples: int = 1) -> list[tuple[str, int]]:
         """How the next unit of ``n`` points is split: ``[(way, points), ...]`` in the order they run."""
         if len(self.ways) == 1:
             return [(self.chosen, n)]
         if not self.decided:  # the ways timed least so far: a sliceable one on a slice, another on the rest
-            wanting = [w for w in self.ways if len(self.timings[w]) < self.samples]
+            wanting = [w for w in self._wanting() if self._affordable(w, n, examples)]
+            if not wanting:  # no trial left that the rest of the job repays: choose from what was timed
+                self._decide()
+                return [(self.chosen, n)]
+            order = lambda w: (self._count(w), self.ways.index(w))  # noqa: E731 - ties: the first way first
             whole = [w for w in wanting if w not in self.sliceable]
             sliced = [w for w in wanting if w in self.sliceable]
-            side = min(sliced, key=self._count) if sliced and n > SLICE else None
-            if whole:
-                main = min(whole, key=self._count)
-            elif side is not None:
-                rest = [w for w in self.ways if w not in self.sliceable] or [w for w in self.ways if w != side]
-                main = self._fastest(rest)
-            else:
-                main = min(wanting, key=self._count)
+            side = min(sliced, key=order) if sliced and n > SLICE else None
             if side is None:
-                return [(main, n)]
+                return [(min(wanting, key=order), n)]
+            if whole:
+                main = min(whole, key=order)
+            else:
+                rest = [w for w in self._live() if w not in self.sliceable] or [w for w in self._live() if w != side]
+                if not rest:  # no other way left to run the rest of the unit: the side way runs all of it
+                    return [(side, n)]
+                main = self._fastest(rest)
             return self._split(side, main, n)
         if self._probe is None:
             return [(self.chosen, n)]
         if self._probe in self.sliceable and n > SLICE:
             return self._split(self._probe, self.chosen, n)
         return [(self._probe, n)]
+
+    # -- what the trials may cost ------------------------------------------------------------------
+    def _live(self) -> list[str]:
+        return [w for w in self.ways if w not in self.skipped]
+
+    def _wanting(self) -> list[str]:
+        return [w for w in self._live() if len(self.timings[w]) < self.samples]
+
+    def _best_rate(self) -> float | None:
+        """The best rate known: of the recent timings, else of the first units (warm-up in them)."""
+        rates = [r for r in (self.rate(w) for w in self.ways) if r] or list(self._warm.values())
+        return max(rates) if rates else None
+
+    def _affordable(self, way: str, n: int, examples: int) -> bool:
+        """Whether a trial of ``way`` on its part of the next unit keeps the trials' excess within ``regret`` of
+        the rest of the job at the best rate (always, when the work left is not known)."""
+        if way in self.skipped:
+            return False
+        if self._within(way, (SLICE if way in self.sliceable and n > SLICE else n) * examples):
+            return True
+        self.skipped.add(way)  # the work left only shrinks: it will not be repaid later either
+        return False
+
+    def _within(self, way: str, work: float) -> bool:
+        """Whether running ``way`` on ``work`` keeps the excess within ``regret`` of the rest at the best rate: it
+        costs its time beyond the best rate's, by its rate (of its first unit, if no other), or twice the best
+        rate's time if it never ran (its warm-up and a rate up to 2x slower)."""
+        best = self._best_rate()
+        if self._left is None or best is None:
+            return True
+        mine = self.rate(way) or self._warm.get(way)
+        cost = 2 * work / best if mine is None else work * max(0.0, 1 / mine - 1 / best)
+        return self.excess + cost <= self.regret * self._left / best
+
+    def _decide(self) -> None:
+        self.decided = True
+        if self.rate() is None:  # the first way was left untimed: the fastest of those that ran, warm-up and all
+            ran = [w for w in self._live() if self.rate(w) or w in self._warm]
+            if ran:
+                self.chosen = max(ran, key=lambda w: (self.rate(w) or self._warm[w], -self.ways.index(w)))
+        self._compare()
 
     def _split(self, side: str, main: str, n: int) -> list[tuple[str, int]]:
         parts = [(side, SLICE), (main, n - SLICE)]
@@ -125,17 +183,20 @@ class WayChooser:
 
     def record(self, way: str, seconds: float, work: float) -> None:
         """Note that ``way`` did ``work`` (points × examples) in ``seconds``, then decide or re-check."""
+        if way != (self.chosen if self.decided else self._fastest(self._live() or self.ways)):  # a trial or probe:
+            best = max(self._best_rate() or 0.0, work / max(seconds, 1e-9))  # what it took beyond the best rate's
+            self.excess += max(0.0, seconds - work / best)
         if way not in self.warmed:  # the first timing carries warm-up
             self.warmed.add(way)
+            self._warm[way] = work / max(seconds, 1e-9)
             return
         self.timings[way].append(work / max(seconds, 1e-9))
         self._since[way] = 0
         if way == self._probe:
             self._probe = None
         if not self.decided:
-            if all(len(self.timings[w]) >= self.samples for w in self.ways):
-                self.decided = True
-                self._compare()
+            if not self._wanting():
+                self._decide()
             return
         if way != self.chosen:
             self._compare()
@@ -145,7 +206,8 @@ class WayChooser:
             self._since[other] += 1
             theirs = self.rate(other)
             behind = max(1.0, mine / theirs) if theirs else 1.0
-            if theirs is not None and (theirs > mine or self._since[other] >= PROBE_EVERY * behind):
+            due = theirs is not None and (theirs > mine or self._since[other] >= PROBE_EVERY * behind)
+            if due and self._within(other, min(work, SLICE * self._examples) if other in self.sliceable else work):
                 self._probe = other  # time it again on the next unit, under the same conditions
                 return
 
@@ -158,12 +220,16 @@ class WayChooser:
                 self.on_switch(self.chosen, best, theirs / mine)
             self.chosen = best
 
-    def run(self, work: Callable[[str, int, int], object], n: int, examples: int, *, timing: bool = True):
+    def run(self, work: Callable[[str, int, int], object], n: int, examples: int, *, timing: bool = True,
+            left: float | None = None):  # fmt: skip
         """One unit of ``n`` points over ``examples`` examples, by the plan; the joined results in point order.
 
         ``timing=False`` (a single unit: nothing follows that a choice would speed up) runs the chosen way.
+        ``left``: the work (points × examples) left in the job, this unit's included; it bounds the trials
+        (see the class). None: no bound.
         """
-        parts = self.plan(n) if timing else [(self.chosen, n)]
+        self._left, self._examples = left, examples
+        parts = self.plan(n, examples) if timing else [(self.chosen, n)]
         results, start = {}, 0
         for way, count in parts:
             results[start] = self._timed(work, way, start, start + count, examples)
@@ -177,9 +243,11 @@ class WayChooser:
         self.ways.remove(way)
         self.timings.pop(way)
         self._since.pop(way)
+        self._warm.pop(way, None)
+        self.skipped.discard(way)
         if self.chosen not in self.ways or self._probe == way:
             self.chosen, self._probe = self.ways[0], None
-        self.decided = len(self.ways) == 1 or all(len(self.timings[w]) >= self.samples for w in self.ways)
+        self.decided = len(self.ways) == 1 or not self._wanting()
 
     def _timed(self, work, way: str, start: int, stop: int, examples: int):
         began = self.clock()
@@ -201,17 +269,26 @@ class Pace:
 
     It starts counting at the end of the first unit after ``settled`` turns true (the way chosen, so
     neither warm-up nor the trial of both ways is in it), and counts everything from there, the work
-    between the timed calls too.
+    between the timed calls too. It answers once it covers ``units`` units or ``seconds`` seconds: one
+    short unit is a poor witness on a busy machine (a spirals grid's first unit beside other work ran 4x
+    slower than the grid's mean, and the cost said from it was 3.8x the actual time).
 
     >>> pace = Pace(clock=iter([1.0, 2.0, 4.0]).__next__)
     >>> pace.done(10, settled=True), pace.done(10, settled=True), pace.done(20, settled=True)
     (None, 0.1, 0.1)
+    >>> pace = Pace(clock=iter([0.0, 0.5, 1.0, 1.5, 2.0, 6.0]).__next__, units=4, seconds=3.0)
+    >>> [pace.done(1, settled=True) for _ in range(4)]  # three short units after the first: not yet
+    [None, None, None, None]
+    >>> pace.done(1, settled=True), pace.done(1, settled=True)  # four units; then a long one, counted whole
+    (0.5, 1.2)
     """
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, clock: Callable[[], float] = time.perf_counter, units: int = 1, seconds: float = 0.0):
         self.clock = clock
+        self.units, self.seconds = units, seconds
         self._start: tuple[float, float] | None = None
         self._work = 0.0
+        self._count = 0
 
     @property
     def work(self) -> float:
@@ -227,4 +304,7 @@ class Pace:
                 self._start = (now, self._work)
             return None
         began, before = self._start
+        self._count += 1
+        if self._count < self.units and now - began < self.seconds:
+            return None
         return (now - began) / (self._work - before)

@@ -189,8 +189,10 @@ def loss_surface(
         autocast: evaluate in mixed precision (float16 on CUDA, bfloat16 on CPU): faster on
             GPUs, less exact.
         mode: ``'auto'`` (default: the faster of ``vmap`` over grid points and point by point, each
-            on torch's threads and on one, timed on interleaved chunks and re-checked as chunks run; on
-            100 plane points or more, points set in place are timed too), ``'vmap'``, ``'loop'`` or
+            on torch's threads and on one, timed on interleaved chunks and re-checked as chunks run, the
+            trials costing at most 10% of the rest: a grid too short to repay them runs by the way tried
+            first; points set in place at once where a point's parameters outnumber its activations, and
+            timed too on 100 plane points or more where the rest repays it), ``'vmap'``, ``'loop'`` or
             ``'inplace'`` (each point set in the model's own parameters, module by module).
         grid: ``'full'`` (default: every value returned is measured, as a pipeline that exports or
             compares surfaces needs; the picture jobs default to adaptive) or ``'adaptive'``: a coarse lattice
