@@ -147,6 +147,18 @@ def test_regression_hessian_with_mse_equals_the_dense_hessian():
     assert eig.lowest_value == pytest.approx(values[0], abs=1e-4)
 
 
+def test_params_as_a_row_or_a_list_of_floats_are_the_flat_vector():
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1))
+    X = torch.randn(32, 3)
+    y = X[:, :1] ** 2
+    flat = flat_params(model).numpy()
+    eig = hessian_eigenpairs(model, (X, y), flat, loss_fn=F.mse_loss, iterations=20)
+    for given in (flat[None, :], flat.tolist()):  # a path's last row, traj.params[-1:]; plain Python floats
+        again = hessian_eigenpairs(model, (X, y), given, loss_fn=F.mse_loss, iterations=20)
+        np.testing.assert_allclose(again.values, eig.values, rtol=1e-6)
+
+
 def test_regression_without_a_loss_is_refused_with_the_fix():
     model = torch.nn.Linear(3, 1)
     with pytest.raises(ValueError, match=r"not class logits and labels.*loss_fn=torch.nn.functional.mse_loss"):

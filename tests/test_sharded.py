@@ -34,8 +34,8 @@ WORKER = textwrap.dedent(
     whole = build()
     before = {n: p.detach().clone() for n, p in whole.named_parameters()}
     model = build()
-    for layer in model:
-        if any(True for _ in layer.parameters()):
+    for layer in list(model)[:-1]:  # the last layer's parameters belong to the root, which keeps them whole
+        if any(True for _ in layer.parameters()):  # after a forward pass
             fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     xs, ys = np.linspace(-1, 1, 4), np.linspace(-0.5, 0.5, 3)
@@ -89,6 +89,8 @@ WORKER = textwrap.dedent(
         results["raised"] = True
     after = {n: p.full_tensor() for n, p in model.named_parameters()}
     results["restored"] = all(torch.equal(after[n], before[n]) for n in before)
+    with torch.no_grad():  # the model computes at its own weights again, the root's included
+        results["same_outputs"] = bool(torch.allclose(model(X), whole(X), atol=1e-6))
     try:
         lt.loss_surface(model, (X, y), plane, xs, ys, mode="vmap")
         results["vmap"] = ""
@@ -99,6 +101,11 @@ WORKER = textwrap.dedent(
         results["hessian"] = ""
     except ValueError as err:
         results["hessian"] = str(err)
+    try:
+        lt.Recorder(model)
+        results["recorder"] = ""
+    except ValueError as err:
+        results["recorder"] = str(err)
     if rank == 0:
         json.dump(results, open(sys.argv[1], "w"))
     dist.destroy_process_group()
@@ -126,7 +133,7 @@ def test_a_sharded_grid_equals_a_plain_loop_over_the_whole_model(sharded, method
 
 def test_the_shards_are_put_back_exactly_after_an_exception_mid_grid(sharded):
     results, _ = sharded
-    assert results["raised"] and results["restored"]
+    assert results["raised"] and results["restored"] and results["same_outputs"]
 
 
 def test_flat_copies_of_a_sharded_model_are_refused_with_the_fix(sharded):
@@ -137,6 +144,11 @@ def test_flat_copies_of_a_sharded_model_are_refused_with_the_fix(sharded):
 def test_a_hessian_plane_of_a_sharded_model_is_refused_with_the_fix(sharded):
     results, _ = sharded
     assert "sharded across ranks" in results["hessian"] and "'filter'" in results["hessian"]
+
+
+def test_recording_a_sharded_models_path_is_refused_with_the_fix(sharded):
+    results, _ = sharded
+    assert "sharded across ranks" in results["recorder"] and "make_plane(model, 'filter')" in results["recorder"]
 
 
 def test_only_the_first_rank_shows_progress(sharded):

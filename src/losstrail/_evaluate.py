@@ -223,11 +223,15 @@ class Evaluator:
         check_choice("first_layer", first_layer, FIRST_LAYER_CHOICES)
         check_bn_batches(model, bn_batches)
         self.sharded = bool(resharded(model)) or any(is_sharded(p) for p in model.parameters())
-        if self.sharded and (mode in ("vmap", "loop") or bn_batches):
+        if self.sharded and mode in ("vmap", "loop"):
             raise ValueError(
-                "this model's parameters are sharded across ranks (DTensors, e.g. FSDP2's fully_shard), so each "
-                f"point is set in this rank's shards, in place: pass mode='auto' or 'inplace' (not {mode!r}) and "
-                "bn_batches=0"
+                f"mode={mode!r} makes flat copies of every parameter, and this model's are sharded across ranks "
+                "(DTensors, e.g. FSDP2's fully_shard): pass mode='auto' or 'inplace' (points set in each rank's shards)"
+            )
+        if self.sharded and bn_batches:
+            raise ValueError(
+                f"bn_batches={bn_batches} recomputes BatchNorm statistics functionally, which a model sharded across "
+                "ranks (FSDP2) cannot run: pass bn_batches=0"
             )
         self.model, self.mode, self.quiet = model, mode, quiet
         self.device = torch.device(device)
@@ -244,6 +248,7 @@ class Evaluator:
             if self.sharded:  # its own tensors: a sharding framework keeps the ones it was given in a first call
                 with torch.no_grad():
                     check(self.batches.first())
+                resharded(model)  # not the root's gathered parameters kept in memory beside the grid
             else:
                 torch.func.functional_call(check, (self.own, self.buffers), (self.batches.first(),))
         self.fast_ce = self.rule.fused and self._labels_in_range()

@@ -49,8 +49,10 @@ def is_sharded(t) -> bool:
     """True for a ``DTensor``: a parameter sharded across ranks (FSDP2's ``fully_shard``, tensor parallelism)."""
     if "torch.distributed.tensor" not in sys.modules:  # nothing can be one: keep its import off other paths
         return False
-    from torch.distributed.tensor import DTensor
-
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch without the public DTensor
+        return False
     return isinstance(t, DTensor)
 
 
@@ -59,7 +61,10 @@ def resharded(model: torch.nn.Module) -> list:
     after a forward pass, and would not gather them again from shards written since); [] for other models."""
     if "torch.distributed.fsdp" not in sys.modules:
         return []
-    from torch.distributed.fsdp import FSDPModule
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch with FSDP1 only
+        return []
 
     found = [m for m in model.modules() if isinstance(m, FSDPModule)]
     for m in found:
@@ -75,8 +80,15 @@ def whole(t: torch.Tensor) -> torch.Tensor:
 def sharded_like(full: torch.Tensor, like) -> torch.Tensor:
     """``full`` (the same on every rank) laid out as the sharded tensor ``like``: each rank keeps only its own
     part, in its own memory (no communication)."""
+    import inspect
+
     from torch.distributed.tensor import DTensor, distribute_tensor
 
+    if "src_data_rank" not in inspect.signature(distribute_tensor).parameters:
+        raise RuntimeError(
+            f"planes of a sharded model need torch 2.7 or later (distribute_tensor(src_data_rank=None)); this is "
+            f"torch {torch.__version__}: upgrade torch"
+        )
     part = distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None).to_local().clone()
     return DTensor.from_local(part, like.device_mesh, like.placements, shape=like.shape, stride=like.stride())
 
@@ -235,13 +247,18 @@ class PlaneTensors:
         drawn = self.draws[0 if which == "u" else 1].tensor(k, t.shape, t.dtype, t.device)
         return sharded_like(drawn, t) if is_sharded(t) else drawn
 
+    def piece(self, which: str, k: int) -> np.ndarray:
+        """Tensor ``k`` of ``'origin'``, ``'u'`` or ``'v'`` as a flat float32 NumPy vector (the whole tensor of a
+        sharded one: a collective call, so every rank reads it)."""
+        t = self.origin[k] if which == "origin" else self.direction(which, k)
+        return whole(t).detach().reshape(-1).float().cpu().numpy()
+
     def flat(self, which: str) -> np.ndarray:
         """``'origin'``, ``'u'`` or ``'v'`` as one float32 NumPy vector (P,), in the tensors' order."""
         out = np.empty(self.n_params, np.float32)
         offset = 0
         for k, t in enumerate(self.origin):
-            piece = whole(t if which == "origin" else self.direction(which, k))
-            out[offset : offset + t.numel()] = piece.detach().reshape(-1).float().cpu().numpy()
+            out[offset : offset + t.numel()] = self.piece(which, k)
             offset += t.numel()
         return out
 
@@ -322,6 +339,7 @@ class InPlace:
         self.pool = None
         self.shared: set[int] = set()  # parameters owned by several modules (tied weights): set once per point
         self.kept: dict[int, torch.Tensor] = {}
+        self.fsdp: list = []  # the 'shards' scheme: the model's FSDP2 modules
         self.shards: list[torch.Tensor] = []  # the 'shards' scheme: views of this rank's shards, and their copies
         self.base: list[torch.Tensor] = []
 
@@ -461,6 +479,8 @@ class InPlace:
             with torch.no_grad():
                 for shard, base in zip(self.shards, self.base):
                     shard.copy_(base)
+            for module in self.fsdp:  # a root keeps the last point's whole parameters after its forward: drop them
+                module.reshard()
             self.shards = self.base = []
             return
         self.unhook()
@@ -501,7 +521,7 @@ class _Watch(TorchFunctionMode):
 def _part(t: torch.Tensor, param) -> torch.Tensor:
     """This rank's part of ``t``, a tensor shaped like the sharded parameter ``param``: a view of a sharded
     tensor's own part, or cut from a whole one."""
-    return (t if is_sharded(t) else sharded_like(t.to(param.dtype), param)).to_local()
+    return (t if is_sharded(t) else sharded_like(t.float() if t.is_floating_point() else t, param)).to_local()
 
 
 def _on(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

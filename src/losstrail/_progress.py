@@ -16,8 +16,9 @@ _WORDS: list[Callable[[str], str]] = [lambda message: message]
 
 def say(message: str, quiet: bool = False) -> None:
     """One plain line on stderr (not a warning with a source line), unless ``quiet``; options named as the
-    caller spells them (Python keywords, or the command line's flags inside ``spoken``)."""
-    if not quiet:
+    caller spells them (Python keywords, or the command line's flags inside ``spoken``); said by the first rank
+    of a process group only."""
+    if not quiet and not other_rank():
         print(f"losstrail: {_WORDS[-1](message)}", file=sys.stderr, flush=True)
 
 

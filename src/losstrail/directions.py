@@ -98,8 +98,14 @@ def _hessian(params, origin, *, model=None, data=None, loss_fn=None, objective=N
 def _hessian_eigen(model, data, params, names, seed, loss_fn, objective, options):
     """``hessian_eigenpairs`` with a plane's options (a seeded subset of ``hessian_examples``, device, quiet)."""
     from losstrail._batching import take_subset
+    from losstrail._planes import is_sharded, resharded
     from losstrail.hessian import hessian_eigenpairs
 
+    if resharded(model) or any(is_sharded(p) for p in model.parameters()):
+        raise ValueError(
+            "reduction_method='hessian' takes its products on whole tensors, and this model's parameters are sharded "
+            "across ranks (FSDP2/DTensor); use 'filter', 'layer', 'random' or 'custom' for a sharded model"
+        )
     options = options or {}
     examples = options.get("hessian_examples")
     if examples is not None:
@@ -466,18 +472,13 @@ def _hessian_around(source, names, centre, plane_names, *, seed=None, data=None,
     (see ``losstrail.hessian``), and ``u``, ``v`` are the eigenvectors in the centre's dtype and on its device."""
     import torch
 
-    from losstrail._planes import PlaneTensors, is_sharded
+    from losstrail._planes import PlaneTensors
 
     if not isinstance(source, torch.nn.Module):
         raise ValueError(
             "reduction_method='hessian' evaluates the loss, so it needs the model itself, not a state dict"
         )
     _check_data("hessian", data)
-    if any(is_sharded(t) for t in centre):
-        raise ValueError(
-            "reduction_method='hessian' takes its products on whole tensors, and this model's parameters are sharded "
-            "across ranks (FSDP2/DTensor); use 'filter', 'layer', 'random' or 'custom' for a sharded model"
-        )
     chosen = set(names)  # exactly these (a name is not read as a pattern)
     eig = _hessian_eigen(source, data, centre, lambda n, p: n in chosen, seed, loss_fn, objective, options)
     second = eig.tensors[-1] if options.get("negative_curvature") else eig.tensors[1]

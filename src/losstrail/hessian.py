@@ -178,7 +178,7 @@ def _centre(model, params, names, device: torch.device) -> list[torch.Tensor]:
     if params is None:
         named = dict(model.named_parameters())
         pieces = [named[n].detach() for n in layout.names]
-    elif isinstance(params, (list, tuple)):
+    elif isinstance(params, (list, tuple)) and all(isinstance(p, (torch.Tensor, np.ndarray)) for p in params):
         pieces = [torch.as_tensor(p).detach() for p in params]
         if len(pieces) != len(layout.names) or any(
             p.shape != s for p, s in zip(pieces, layout.shapes)
@@ -190,7 +190,8 @@ def _centre(model, params, names, device: torch.device) -> list[torch.Tensor]:
                 "to take the model's own"
             )
     else:
-        pieces = layout.split(layout.tensor(params.detach() if isinstance(params, torch.Tensor) else params))
+        flat = params.detach().reshape(-1) if isinstance(params, torch.Tensor) else np.asarray(params).reshape(-1)
+        pieces = layout.split(layout.tensor(flat))  # a flat vector, also given as (1, P) or a list of floats
     return [p.to(device=device, dtype=_work_dtype(d)) for p, d in zip(pieces, layout.dtypes)]
 
 

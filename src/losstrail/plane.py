@@ -107,8 +107,7 @@ class Plane:
             return
         tensors, start = self.tensors, 0
         for k, origin in enumerate(tensors.origin):
-            parts = (origin, tensors.direction("u", k), tensors.direction("v", k))
-            yield (start, *(part.detach().reshape(-1).float().cpu().numpy() for part in parts))
+            yield (start, *(tensors.piece(which, k) for which in ("origin", "u", "v")))
             start += origin.numel()
 
 

@@ -23,6 +23,14 @@ def recorded_layout(model: torch.nn.Module, params, argument: str = "params") ->
     Any mix of float16, bfloat16, float32 and float64 is recorded (as float32 rows) and evaluated
     in each parameter's own dtype; a complex or integer parameter has no place on a real path.
     """
+    from losstrail._planes import is_sharded, resharded
+
+    if resharded(model) or any(is_sharded(p) for p in model.parameters()):
+        raise ValueError(
+            "a recorded path keeps whole rows of the parameters, and this model's are sharded across ranks "
+            "(FSDP2/DTensor): record the path of a model on one device, or draw a plane around the sharded model "
+            "with make_plane(model, 'filter') instead"
+        )
     layout = ParamLayout(model, choose_parameters(model, params, argument=argument))
     for name, dtype in zip(layout.names, layout.dtypes):
         if not dtype.is_floating_point:
