@@ -399,3 +399,34 @@ def test_an_exception_inside_a_module_mid_grid_restores_the_weights_exactly(net_
     for n, t in _weights(net).items():
         assert torch.equal(t, before[n]), n
     assert not net.fc1._forward_hooks and not net.fc1._forward_pre_hooks  # the grid's hooks are gone
+
+
+def test_points_set_in_place_state_their_cost_from_the_points_after_the_first():
+    """The first point carries the warm-up (here a 0.5 s stall); the cost is said from the pace after it."""
+    import time
+
+    from losstrail._evaluate import Evaluator
+
+    class StallsOnce(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.stall = torch.nn.Linear(2, 3), False
+
+        def forward(self, x):
+            if self.stall:
+                self.stall = False
+                time.sleep(0.5)
+            return self.layer(x)
+
+    torch.manual_seed(0)
+    model = StallsOnce()
+    data = (torch.randn(16, 2), torch.randint(0, 3, (16,)))
+    evaluator = Evaluator(model, data, mode="inplace")
+    plane = lt.make_plane(model, "filter", seed=0)
+    said: list[float] = []
+    model.stall = True
+    coords = np.stack([np.linspace(-1, 1, 12), np.zeros(12)], axis=1)
+    result = evaluator.run_in_place(plane.tensors, coords, on_first_chunk=lambda seconds, points: said.append(seconds))
+    assert said and said[0] < 0.5 / 2  # 0.5 s + 11 fast points over 12; the first point's 0.5 s alone was said before
+    reference = lt.loss_surface(model, data, plane, coords[:, 0], [0.0], mode="loop")
+    np.testing.assert_allclose(result.loss, reference.loss[0], rtol=1e-6)

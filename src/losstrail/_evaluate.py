@@ -617,7 +617,9 @@ class Evaluator:
         each set in place in the model's own parameters (see ``_planes.points_in_place``): one forward pass
         over the data per point plus O(P) work, in the model's dtype; the model's tensors are put back
         exactly afterwards, also when something raises. ``chunk_size`` is accepted for the flat path's
-        callers and has no effect: points are one at a time."""
+        callers and has no effect: points are one at a time. ``on_first_chunk(seconds, 1)``, as ``run``'s: after
+        each point once three points past the first (or 2 s) have been timed, the time per point this call
+        will have taken (the time so far and the rest at that pace)."""
         quiet = self.quiet if quiet is None else quiet
         piece = self.piece_size(memory_budget)
         n_pieces = sum(math.ceil(n / piece) for n in self.batches.lengths)
@@ -627,13 +629,11 @@ class Evaluator:
             if self.autocast
             else contextlib.nullcontext()
         )
-        started = time.perf_counter()
-        progress = bar(len(coords) * n_pieces, desc, quiet, unit="batch")
+        started, pace, n = time.perf_counter(), Pace(units=3, seconds=2.0), len(coords)
+        progress = bar(n * n_pieces, desc, quiet, unit="batch")
         with points_in_place(self.model, plane) as at, eval_mode(self.model), torch.inference_mode(), \
                 reuse_freed_memory(), precision, progress as pbar:  # fmt: skip
             for i, (x, y) in enumerate(np.asarray(coords, dtype=np.float64).tolist()):
-                if i == 1 and on_first_chunk is not None:
-                    on_first_chunk(time.perf_counter() - started, 1)
                 at(x, y)
                 for batch, n_b in self._pieces(piece):
                     stats = at.checked(self.measure, batch).double().cpu().numpy()
@@ -641,6 +641,9 @@ class Evaluator:
                     totals[i, 1:3] += stats[1:3]
                     totals[i, 3:] += stats[3:] * n_b
                     pbar.update(1)
+                seconds = pace.done(1, settled=True)  # a point's time once past the first (warm-up, the check)
+                if on_first_chunk is not None and seconds is not None:  # the time so far + the rest at that pace
+                    on_first_chunk((time.perf_counter() - started + seconds * (n - i - 1)) / n, 1)
         return self._summary(totals)
 
     def _first_layer(self) -> FirstLayer | None:
