@@ -57,8 +57,8 @@ def full_surfaces() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def main() -> None:
-    from losstrail._adaptive import adaptive_grid, relative_difference
-    from losstrail._plan import expected_exact
+    from losstrail.evaluation.adaptive import adaptive_grid, relative_difference
+    from losstrail.evaluation.plan import expected_exact
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, help="an .npz to keep the full surfaces in between runs")

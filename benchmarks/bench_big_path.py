@@ -31,9 +31,9 @@ import time
 
 import torch
 
-from losstrail.directions import make_plane
-from losstrail.projection import project
-from losstrail.record import Recorder
+from losstrail.planes.directions import make_plane
+from losstrail.planes.projection import project
+from losstrail.training.record import Recorder
 
 GIB = 1 << 30
 

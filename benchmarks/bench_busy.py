@@ -23,13 +23,13 @@ import time
 
 import torch
 
-from losstrail._evaluate import Evaluator
-from losstrail.data import DigitsDataModule, SpiralsDataModule
-from losstrail.directions import make_plane
-from losstrail.nets import MLP, LeNet
-from losstrail.projection import project
-from losstrail.surface import evaluate_grid, path_grid
-from losstrail.train import fit
+from losstrail.builtin.data import DigitsDataModule, SpiralsDataModule
+from losstrail.builtin.nets import MLP, LeNet
+from losstrail.evaluation.evaluator import Evaluator
+from losstrail.evaluation.grids import evaluate_grid, path_grid
+from losstrail.planes.directions import make_plane
+from losstrail.planes.projection import project
+from losstrail.training.fit import fit
 
 HOG = "import itertools\nfor _ in itertools.count(): pass"
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from losstrail import MLP, Plane
-from losstrail._evaluate import Evaluator
-from losstrail.data import DigitsDataModule, SpiralsDataModule
-from losstrail.nets import LeNet
-from losstrail.surface import evaluate_grid
-from losstrail.train import fit
+from losstrail.builtin.data import DigitsDataModule, SpiralsDataModule
+from losstrail.builtin.nets import LeNet
+from losstrail.evaluation.evaluator import Evaluator
+from losstrail.evaluation.grids import evaluate_grid
+from losstrail.training.fit import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 HOG = "import itertools\nfor _ in itertools.count(): pass"

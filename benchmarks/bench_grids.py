@@ -87,10 +87,10 @@ loss_landscape_anim(n_epochs=300, model_dirpath=run_dir, output_filename=out, gr
 THROUGHPUT = r"""
 import sys, time
 import numpy as np, torch
-import losstrail._evaluate as ev
+import losstrail.evaluation.evaluator as ev
 from losstrail import LeNet, MNISTDataModule, Plane
-from losstrail.artifacts import load_weights
-from losstrail.surface import evaluate_grid
+from losstrail.store.artifacts import load_weights
+from losstrail.evaluation.grids import evaluate_grid
 data_dir, run_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from losstrail._threads import free_cores
 torch.set_num_threads(free_cores())  # one thread per free core, as the jobs run (see losstrail._threads)

@@ -95,7 +95,7 @@ def _length(batch) -> int:
 
 def ours(model, data, plane, xs, ys, batch_size, mode="auto"):
     """loss_surface in ``mode``; with the way it ended on and whether vmap warned of a slow fallback."""
-    from losstrail._evaluate import Evaluator
+    from losstrail.evaluation.evaluator import Evaluator
 
     err, ended, placed = io.StringIO(), [], []
     init, in_place = Evaluator.__init__, Evaluator.run_in_place

@@ -26,7 +26,7 @@ def peak_rss_gb() -> float:
 
 def record_big_path(steps: int, folder: Path) -> None:
     from losstrail import Recorder
-    from losstrail.directions import make_plane
+    from losstrail.planes.directions import make_plane
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(1000, 1000), torch.nn.Tanh(), torch.nn.Linear(1000, 10))
@@ -87,7 +87,7 @@ def matmul_peak_gflops() -> float:
 
 def lenet_grid() -> None:
     from losstrail import LeNet, Plane, loss_surface
-    from losstrail.models import flat_params, load_flat_params
+    from losstrail.builtin.models import flat_params, load_flat_params
 
     torch.manual_seed(0)
     model = LeNet().eval()

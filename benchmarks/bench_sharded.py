@@ -40,7 +40,7 @@ def work(args) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     import losstrail as lt
-    from losstrail._planes import sharded_like
+    from losstrail.evaluation.inplace import sharded_like
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

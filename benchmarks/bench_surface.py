@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from losstrail import MLP, Plane, SpiralsDataModule, fit, loss_surface, make_plane, project
-from losstrail.models import load_flat_params
+from losstrail.builtin.models import load_flat_params
 
 
 def reference_grid(directory: str | None):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import losstrail
-from losstrail.data import make_spirals
+from losstrail.builtin.data import make_spirals
 
 
 def tune(model, X, y, steps: int, lr: float, record: bool = False):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from losstrail.models import MLP
+from losstrail.builtin.models import MLP
 
 
 @pytest.fixture

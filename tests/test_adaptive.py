@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from losstrail._adaptive import COARSE, FLOOR, adaptive_grid, coarse_shape, minimum_points, relative_difference
-from losstrail._plan import expected_exact
+from losstrail.evaluation.adaptive import (
+    COARSE,
+    FLOOR,
+    adaptive_grid,
+    coarse_shape,
+    minimum_points,
+    relative_difference,
+)
+from losstrail.evaluation.plan import expected_exact
 
 
 class Lookup:

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 import losstrail
-from losstrail.data import SpiralsDataModule
+from losstrail.builtin.data import SpiralsDataModule
 
 
 def _frames(path):
@@ -65,8 +65,8 @@ def test_load_model_reuses_the_run_and_recomputes_nothing(tmp_path, monkeypatch)
     def forbidden(*args, **kwargs):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr("losstrail.train.fit", forbidden)
-    monkeypatch.setattr("losstrail.surface.loss_surface", forbidden)
+    monkeypatch.setattr("losstrail.training.fit.fit", forbidden)
+    monkeypatch.setattr("losstrail.evaluation.grids.loss_surface", forbidden)
     again = _small(tmp_path, load_model=True)
     assert _frames(tmp_path / "a.gif")[0] == 9
     assert all(torch.equal(x, y) for x, y in zip(first[0], again[0])) and first[1] == again[1]
@@ -74,7 +74,9 @@ def test_load_model_reuses_the_run_and_recomputes_nothing(tmp_path, monkeypatch)
 
 def test_load_model_with_another_method_recomputes_only_the_plane_and_grid(tmp_path, monkeypatch):
     _small(tmp_path)
-    monkeypatch.setattr("losstrail.train.fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    monkeypatch.setattr(
+        "losstrail.training.fit.fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
+    )
     _small(tmp_path, load_model=True, reduction_method="random")
     with np.load(tmp_path / "run" / "plane.npz") as plane:
         assert str(plane["method"]) == "random"
@@ -95,7 +97,9 @@ def test_output_to_file_false_writes_no_animation(tmp_path):
 
 def test_render_redraws_a_saved_run(tmp_path, monkeypatch):
     _small(tmp_path)
-    monkeypatch.setattr("losstrail.surface.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(
+        "losstrail.evaluation.grids.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
+    )
     out = losstrail.render(tmp_path / "run", tmp_path / "again.gif", max_frames=4, quiet=True)
     assert _frames(out) == (4, (1280, 600))  # the saved path carries its true and slice losses
 
@@ -132,7 +136,7 @@ def test_render_redraws_a_saved_run(tmp_path, monkeypatch):
 def test_bad_arguments_fail_before_training(tmp_path, monkeypatch, kwargs, error, message):
     if kwargs.get("gpus") and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    monkeypatch.setattr("losstrail.train.fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr("losstrail.training.fit.fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     with pytest.raises(error, match=message):
         _small(tmp_path, **kwargs)
     assert not (tmp_path / "a.gif").exists()
@@ -211,13 +215,13 @@ def test_grid_control_through_the_one_call_api(tmp_path):
 def test_a_datamodule_that_yields_no_tensors_is_refused_before_training(tmp_path, monkeypatch):
     import lightning.pytorch as pl
 
-    import losstrail.train
+    import losstrail.training.fit
 
     class Words(pl.LightningDataModule):
         def train_dataloader(self):
             return torch.utils.data.DataLoader(["a", "b", "c"], batch_size=2)
 
-    monkeypatch.setattr(losstrail.train, "fit", lambda *a, **k: pytest.fail("trained before checking the data"))
+    monkeypatch.setattr(losstrail.training.fit, "fit", lambda *a, **k: pytest.fail("trained before checking the data"))
     with pytest.raises(ValueError, match=r"datamodule holds no tensors \(got a list\)"):
         losstrail.loss_landscape_anim(
             datamodule=Words(), model_dirpath=tmp_path / "r", output_filename=tmp_path / "x.gif"
@@ -226,8 +230,8 @@ def test_a_datamodule_that_yields_no_tensors_is_refused_before_training(tmp_path
 
 def test_a_saved_full_grid_serves_a_later_adaptive_request(tmp_path, monkeypatch):
     _small(tmp_path, grid="full")
-    monkeypatch.setattr("losstrail.train.fit", lambda *a, **k: pytest.fail("retrained"))
-    monkeypatch.setattr("losstrail.surface.loss_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
+    monkeypatch.setattr("losstrail.training.fit.fit", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("losstrail.evaluation.grids.loss_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
     _small(tmp_path, load_model=True, grid="adaptive")
 
 
@@ -241,7 +245,9 @@ def test_the_truth_is_measured_at_the_frames_and_redrawn_with_other_frames(tmp_p
     assert np.isfinite(data.slice_loss[measured]).all() and np.isnan(data.slice_loss[1:-1][~np.isin(
         np.arange(1, len(data.steps) - 1), measured)]).all()  # fmt: skip
     assert measured[0] == 0 and measured[-1] == len(data.steps) - 1  # first and last always in
-    monkeypatch.setattr("losstrail.surface.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(
+        "losstrail.evaluation.grids.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
+    )
     for frames, out in ((7, "few.gif"), (181, "all.gif")):  # other frames than measured
         animation = losstrail.render(tmp_path / "run", tmp_path / out, max_frames=frames, quiet=True)
         assert animation.path.is_file() and animation.frames == frames

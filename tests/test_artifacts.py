@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from losstrail.artifacts import (
+from losstrail.evaluation.grids import Surface
+from losstrail.planes.directions import Plane
+from losstrail.store.artifacts import (
     load_run_value,
     load_weights,
     read_settings,
@@ -12,9 +14,7 @@ from losstrail.artifacts import (
     save_weights,
     write_settings,
 )
-from losstrail.directions import Plane
-from losstrail.record import Trajectory
-from losstrail.surface import Surface
+from losstrail.training.record import Trajectory
 
 
 def test_values_round_trip_without_pickle(tmp_path, rng):

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import losstrail as lt
-from losstrail._evaluate import Evaluator
-from losstrail._functional import ParamLayout
-from losstrail.directions import Plane
-from losstrail.surface import evaluate_grid
+from losstrail.evaluation.evaluator import Evaluator
+from losstrail.evaluation.grids import evaluate_grid
+from losstrail.evaluation.layout import ParamLayout
+from losstrail.planes.directions import Plane
 
 
 def _loop(model, names, plane, xs, ys, X, y):

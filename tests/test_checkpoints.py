@@ -70,7 +70,7 @@ def test_safetensors_load_bit_for_bit_and_every(tmp_path):
 def test_lightning_model_checkpoint_loads_bit_for_bit(tmp_path):
     import lightning.pytorch as pl
 
-    from losstrail.models import MLP
+    from losstrail.builtin.models import MLP
 
     pl.seed_everything(0, verbose=False)
     model = MLP(input_dim=2, num_classes=3, hidden_dim=4, learning_rate=0.05, optimizer="sgd")
@@ -247,7 +247,7 @@ def test_bad_arguments(tmp_path):
 
 def _mlp_run(folder, seed, X, y, steps=8):
     """An MLP trained by hand from the same start; its weights saved by torch.save at every step."""
-    from losstrail.models import MLP
+    from losstrail.builtin.models import MLP
 
     torch.manual_seed(0)
     model = MLP(input_dim=2, num_classes=3, hidden_dim=4)

@@ -5,11 +5,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import losstrail
+from losstrail.builtin.data import SpiralsDataModule
+from losstrail.builtin.models import MLP, flat_params
 from losstrail.cli import app
 from losstrail.comparison import check_runs, load_comparison
-from losstrail.data import SpiralsDataModule
-from losstrail.models import MLP, flat_params
-from losstrail.train import fit
+from losstrail.training.fit import fit
 
 
 def _small(tmp_path, **kwargs):
@@ -89,7 +89,9 @@ def test_runs_the_user_trained_and_mean_centre(tmp_path):
 
 def test_rerender_recomputes_nothing(tmp_path, monkeypatch):
     _small(tmp_path)
-    monkeypatch.setattr("losstrail.surface.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(
+        "losstrail.evaluation.grids.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
+    )
     out = losstrail.render(tmp_path / "cmp", tmp_path / "again.gif", max_frames=3, quiet=True)
     with Image.open(out) as im:
         assert im.n_frames == 3

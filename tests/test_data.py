@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from losstrail.data import SpiralsDataModule, batch_loader, make_datamodule, make_spirals
+from losstrail.builtin.data import SpiralsDataModule, make_datamodule, make_spirals
+from losstrail.evaluation.batches import batch_loader
 
 
 def test_spirals_are_deterministic_balanced_and_bounded():

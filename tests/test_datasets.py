@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from losstrail.data import DigitsDataModule, MNISTDataModule, MoonsDataModule, make_datamodule
-from losstrail.mnist import load_mnist, read_idx
-from losstrail.models import make_model
+from losstrail.builtin.data import DigitsDataModule, MNISTDataModule, MoonsDataModule, make_datamodule
+from losstrail.builtin.mnist import load_mnist, read_idx
+from losstrail.builtin.models import make_model
 
 
 def _write_idx(path, array, magic, compress):

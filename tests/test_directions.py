@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from losstrail.directions import Plane, captured_fraction, make_plane
-from losstrail.record import Trajectory
+from losstrail.planes.directions import Plane, captured_fraction, make_plane
+from losstrail.training.record import Trajectory
 
 
 def _trajectory(params):
@@ -17,7 +17,7 @@ def _path(rng, t=40, p=30):
 
 def test_gram_pca_equals_svd_of_the_full_matrix(rng, monkeypatch):
     params = _path(rng).astype(np.float32)
-    monkeypatch.setattr("losstrail._pca._COL_BLOCK", 7)  # stream the Gram matrix in several blocks
+    monkeypatch.setattr("losstrail.planes.pca._COL_BLOCK", 7)  # stream the Gram matrix in several blocks
     plane = make_plane(_trajectory(params), "pca")
     centred = params.astype(np.float64) - params.astype(np.float64).mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
@@ -114,7 +114,7 @@ def test_diverged_trajectory_is_refused_with_the_fix(rng):
 
 def _model_trajectory(model, rng, t=12):
     """A path of ``t`` points around the model's own weights (the last one is the model)."""
-    from losstrail.models import flat_params
+    from losstrail.builtin.models import flat_params
 
     end = flat_params(model).numpy().astype(np.float64)
     params = end + np.cumsum(rng.normal(size=(t, end.size)) * 0.05, axis=0)[::-1]
@@ -123,7 +123,7 @@ def _model_trajectory(model, rng, t=12):
 
 
 def _pieces(model, flat):
-    from losstrail._functional import ParamLayout
+    from losstrail.evaluation.layout import ParamLayout
 
     return dict(zip(ParamLayout(model).names, ParamLayout(model).split(np.asarray(flat, dtype=np.float64))))
 
@@ -248,7 +248,7 @@ def _settling(rng, t, p):
 @pytest.mark.parametrize("make_path", [_random_walk, _settling])
 def test_long_paths_are_sketched_and_agree_with_the_svd(rng, monkeypatch, tmp_path, make_path):
     """Past the exact method's budget, the randomized range finder matches an SVD of the whole path."""
-    import losstrail._pca as pca
+    import losstrail.planes.pca as pca
 
     t, p = 400, 3000
     params = make_path(rng, t, p).astype(np.float32)

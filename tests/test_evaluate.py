@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import losstrail as lt
-from losstrail._functional import ParamLayout, choose_parameters, flat_params
-from losstrail.directions import Plane
+from losstrail.evaluation.layout import ParamLayout, choose_parameters, flat_params
+from losstrail.planes.directions import Plane
 
 
 def _plain_loop(model, names, plane, xs, ys, loss_of):
@@ -114,7 +114,7 @@ def test_an_objective_on_dataclass_batches_with_extra_metrics():
     np.testing.assert_allclose(surface.loss, expected, rtol=1e-5)
     assert np.isnan(surface.accuracy).all()
     points = np.stack([plane.point(0.5, -0.5)])
-    from losstrail._evaluate import Evaluator
+    from losstrail.evaluation.evaluator import Evaluator
 
     result = Evaluator(model, data, objective=objective).at_vectors(points)
     net = copy.deepcopy(model)
@@ -250,8 +250,8 @@ def test_fit_trains_a_plain_module_on_dict_batches_and_records_a_subset():
 
 def _grid_both_ways(model, data, plane, xs, ys, names=None, **options):
     """The grid with the first layer factored and with the plain vmap path, and the factored evaluator."""
-    from losstrail._evaluate import Evaluator
-    from losstrail.surface import evaluate_grid
+    from losstrail.evaluation.evaluator import Evaluator
+    from losstrail.evaluation.grids import evaluate_grid
 
     factored = Evaluator(model, data, names=names, first_layer="factor", mode="vmap", **options)
     plain = Evaluator(model, data, names=names, first_layer="plain", mode="vmap", **options)
@@ -337,9 +337,11 @@ def test_a_frozen_first_layer_is_factored_with_the_fixed_weights():
 
 
 def test_large_batches_are_cut_into_pieces_that_fit_the_memory_budget(monkeypatch):
-    from losstrail._evaluate import Evaluator
+    from losstrail.evaluation.evaluator import Evaluator
 
-    monkeypatch.setattr("losstrail._evaluate._PIECE_MEMORY", 1 << 20)  # cut where a call's activations pass 1 MiB
+    monkeypatch.setattr(
+        "losstrail.evaluation.evaluator._PIECE_MEMORY", 1 << 20
+    )  # cut where a call's activations pass 1 MiB
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 256), torch.nn.ReLU(), torch.nn.Linear(256, 3))
     g = torch.Generator().manual_seed(0)
@@ -347,7 +349,7 @@ def test_large_batches_are_cut_into_pieces_that_fit_the_memory_budget(monkeypatc
     plane = _random_plane(sum(p.numel() for p in model.parameters()), seed=5)
     small = Evaluator(model, data)
     assert small.piece_size(1 << 20) < 1000  # 256 activations per example: a 1 MiB budget cuts the batch
-    from losstrail.surface import evaluate_grid
+    from losstrail.evaluation.grids import evaluate_grid
 
     xs, ys = np.linspace(-1, 1, 3), np.linspace(-1, 1, 2)
     cut = evaluate_grid(small, plane, xs, ys, memory_budget=1 << 20)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import losstrail as lt
-from losstrail.formats import EXPORT_FORMATS
+from losstrail.store.formats import EXPORT_FORMATS
 
 
 @pytest.fixture

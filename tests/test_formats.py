@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 from vtk.util.numpy_support import vtk_to_numpy
 
 import losstrail
-from losstrail.artifacts import load_run_value
+from losstrail.builtin.models import MLP
 from losstrail.cli import app
-from losstrail.directions import Plane
-from losstrail.models import MLP
-from losstrail.projection import Projection
-from losstrail.record import Trajectory
-from losstrail.surface import Surface
+from losstrail.evaluation.grids import Surface
+from losstrail.planes.directions import Plane
+from losstrail.store.artifacts import load_run_value
+from losstrail.training.record import Trajectory
+from losstrail.values.projection import Projection
 
 NX, NY = 7, 5  # not square, so a transposition cannot hide
 
@@ -378,8 +378,8 @@ def test_cli_bad_input_is_one_line_and_status_2(run, tmp_path):
 def test_a_path_measured_at_some_points_exports_on_the_surface_everywhere(run):
     import dataclasses
 
-    from losstrail.formats import _path_columns, _path_points
-    from losstrail.renderers.surface3d import grid_value
+    from losstrail.store.formats import _path_columns, _path_points
+    from losstrail.values.surface import grid_value
 
     p, s = run["path"], run["surface"]
     sparse = dataclasses.replace(p, true_loss=p.true_loss.copy(), slice_loss=p.slice_loss.copy())

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from losstrail.api import loss_landscape_anim
-from losstrail.directions import Plane
-from losstrail.surface import loss_surface
+from losstrail.evaluation.grids import loss_surface
+from losstrail.planes.directions import Plane
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

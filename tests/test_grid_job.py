@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from losstrail.cli import app
-from losstrail.grid_job import compute_surface
+from losstrail.jobs.grid import compute_surface
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_the_surface_job_equals_the_run_surface(run_dir):
 
 
 def test_a_killed_job_restarted_computes_only_the_missing_chunks(run_dir, monkeypatch):
-    import losstrail.surface as surface_module
+    import losstrail.evaluation.grids as surface_module
 
     path, reference = run_dir
     real, seen = surface_module.evaluate_grid, []
@@ -95,8 +95,8 @@ def test_surface_grid_full_upgrades_an_adaptive_run(tmp_path):
     result = CliRunner().invoke(app, [*args, "--grid", "adaptive", "--out", str(tmp_path / "a.gif"),
                                       "--run-dir", str(out), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    from losstrail.artifacts import load_run_value
-    from losstrail.surface import Surface
+    from losstrail.evaluation.grids import Surface
+    from losstrail.store.artifacts import load_run_value
 
     adaptive = load_run_value(out, Surface)
     assert adaptive.adaptive and adaptive.max_error <= 0.01

@@ -9,17 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losstrail.directions import make_plane
-from losstrail.hessian import hessian_eigenpairs
-from losstrail.models import flat_params
-from losstrail.record import Trajectory
+from losstrail.builtin.models import flat_params
+from losstrail.planes.directions import make_plane
+from losstrail.planes.hessian import hessian_eigenpairs
+from losstrail.training.record import Trajectory
 
 
 def _dense_hessian(model, X, y):
     """The full Hessian of the mean cross-entropy, by autograd, in float64."""
     from torch.func import functional_call
 
-    from losstrail._functional import ParamLayout
+    from losstrail.evaluation.layout import ParamLayout
 
     model = copy.deepcopy(model).double().eval()  # a copy: the model under test stays float32
     layout = ParamLayout(model)  # of the float64 model: unflatten casts to the dtypes it finds
@@ -126,7 +126,7 @@ def test_a_loss_that_is_not_twice_differentiable_is_refused(tiny_data):
 def _dense_mse_hessian(model, X, y):
     from torch.func import functional_call, hessian
 
-    from losstrail._functional import ParamLayout
+    from losstrail.evaluation.layout import ParamLayout
 
     model = copy.deepcopy(model).double().eval()  # a copy: the model under test stays float32
     layout = ParamLayout(model)
@@ -194,9 +194,9 @@ def _block(hessian: np.ndarray, model, names) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["forward-over-reverse", "reverse-over-reverse"])
 @pytest.mark.parametrize("names", [None, ("0.weight", "2.bias")])
 def test_products_per_tensor_equal_the_dense_hessian_times_the_vector(tiny_data, kind, names):
-    from losstrail._batching import Batches
-    from losstrail._loss import LossRule
-    from losstrail.hessian import _centre, _HessianOperator
+    from losstrail.evaluation.batches import Batches
+    from losstrail.evaluation.loss import LossRule
+    from losstrail.planes.hessian import _centre, _HessianOperator
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
@@ -250,7 +250,7 @@ def _weights(model):
 def test_a_float64_models_hessian_plane_is_held_per_tensor_in_float64_and_leaves_the_model_as_it_was(
     tiny_data, negative
 ):
-    from losstrail.surface import loss_surface
+    from losstrail.evaluation.grids import loss_surface
 
     model = _net(torch.float64)
     X, y = tiny_data
@@ -286,7 +286,7 @@ def test_a_bfloat16_models_hessian_plane_is_bfloat16_and_near_the_float32_ones(t
 
 
 def test_the_lanczos_basis_is_bounded_with_a_note_and_a_given_iterations_is_kept(tiny_data, monkeypatch, capsys):
-    import losstrail.hessian as hessian
+    import losstrail.planes.hessian as hessian
 
     model = _net(torch.float32)
     monkeypatch.setattr(hessian, "BASIS_BUDGET", 10 * 39 * 4)  # ten vectors of P=39 float32

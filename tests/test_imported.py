@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import losstrail as lt
-from losstrail.landscape import Surface
 from losstrail.renderers._figure import readout
+from losstrail.values.surface import Surface
 
 h5py = pytest.importorskip("h5py")
 

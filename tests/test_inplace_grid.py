@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import losstrail as lt
-from losstrail.surface import loss_surface, plane_grid
+from losstrail.evaluation.grids import loss_surface, plane_grid
 
 
 class _Net(torch.nn.Module):
@@ -157,7 +157,7 @@ def test_planes_around_a_model_and_a_state_dict(net_and_data, tmp_path):
                                rtol=1e-5)  # fmt: skip
     assert not plane.tensors.u[1].any()
     # saved as flat arrays: the run directory format is unchanged, and loads back
-    from losstrail.artifacts import load_run_value, save_run_value
+    from losstrail.store.artifacts import load_run_value, save_run_value
 
     save_run_value(tmp_path, plane)
     loaded = load_run_value(tmp_path, lt.Plane)
@@ -256,7 +256,7 @@ def test_a_plane_around_a_model_draws_without_a_path(net_and_data, tmp_path):
 
 
 def test_a_line_along_a_plane_or_flat_vectors_set_in_place_equals_the_flat_points(net_and_data, monkeypatch):
-    import losstrail._evaluate as evaluate
+    import losstrail.evaluation.evaluator as evaluate
 
     net, data = net_and_data
     plane = lt.make_plane(net, "filter", seed=3)
@@ -272,8 +272,8 @@ def test_a_line_along_a_plane_or_flat_vectors_set_in_place_equals_the_flat_point
 
 
 def test_path_points_of_a_big_model_set_in_place_equal_the_flat_evaluation(net_and_data, monkeypatch):
-    import losstrail._evaluate as evaluate
-    from losstrail.surface import evaluate_points
+    import losstrail.evaluation.evaluator as evaluate
+    from losstrail.evaluation.grids import evaluate_points
 
     net, data = net_and_data
     rng = np.random.default_rng(1)
@@ -348,7 +348,7 @@ def test_module_by_module_points_with_tied_weights_and_a_weight_read_outside_its
 
 
 def test_points_set_module_by_module_hold_one_module_at_a_time_and_equal_the_whole_copy(net_and_data):
-    from losstrail._planes import points_in_place
+    from losstrail.evaluation.inplace import points_in_place
 
     net, (X, _) = net_and_data
     for store in ("tensors", "seed"):
@@ -405,7 +405,7 @@ def test_points_set_in_place_state_their_cost_from_the_points_after_the_first():
     """The first point carries the warm-up (here a 0.5 s stall); the cost is said from the pace after it."""
     import time
 
-    from losstrail._evaluate import Evaluator
+    from losstrail.evaluation.evaluator import Evaluator
 
     class StallsOnce(torch.nn.Module):
         def __init__(self):

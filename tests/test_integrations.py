@@ -11,7 +11,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from losstrail import LosstrailCallback, make_plane, project  # noqa: E402
-from losstrail._functional import ParamLayout  # noqa: E402
+from losstrail.evaluation.layout import ParamLayout  # noqa: E402
 
 N, T, VOCAB = 8, 12, 32
 

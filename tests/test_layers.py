@@ -97,7 +97,7 @@ def graph(root: Path, package: str = "losstrail"):
 
 def test_no_module_imports_one_that_imports_it_back():
     edges, _ = graph(SOURCE)
-    assert "losstrail.renderers" in edges["losstrail.redraw"]  # the graph sees the package's imports
+    assert "losstrail.renderers" in edges["losstrail.renderers.redraw"]  # the graph sees the package's imports
     found = cycles(edges)
     assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
 
@@ -105,6 +105,71 @@ def test_no_module_imports_one_that_imports_it_back():
 def test_no_module_takes_another_modules_private_names():
     _, private = graph(SOURCE)
     assert not private, "\n".join(private)
+
+
+# The stages, bottom first (``ARCHITECTURE.md``): a module imports only from its own stage or those below it.
+STAGES = ("helpers", "values", "evaluation", "planes", "training", "store", "builtin", "renderers", "faces")
+# The stages that draw and store what a run made: NumPy and matplotlib, no torch at import.
+TORCH_FREE = ("values", "renderers", "store")
+
+
+def stage(module: str) -> str:
+    """The stage of a module: its folder's; ``_name`` modules at the top are the small helpers every stage
+    shares, and the package's lazy table of names is one too; the rest at the top (``api``, ``cli``,
+    ``comparison``, ``jobs``, the reference's ``model``/``datamodule``) are the faces.
+
+    >>> stage("losstrail.values.plane"), stage("losstrail._checks"), stage("losstrail.api"), stage("losstrail")
+    ('values', 'helpers', 'faces', 'helpers')
+    """
+    parts = module.split(".")
+    if len(parts) == 1 or (parts[1].startswith("_") and not parts[1].startswith("__")):
+        return "helpers"
+    return parts[1] if parts[1] in STAGES else "faces"
+
+
+def against_the_stages(root: Path, package: str = "losstrail") -> list[str]:
+    """Every import that points up the stage order: ``file:line importer (stage) -> module (stage)``."""
+    modules = package_modules(root, package)
+    rank = {name: i for i, name in enumerate(STAGES)}
+    return [
+        f"{modules[importer].relative_to(root)}:{line} {importer} ({stage(importer)}) imports {module} "
+        f"({stage(module)})"
+        for importer, module, _, line in imports(modules, package)
+        if rank[stage(module)] > rank[stage(importer)]
+    ]
+
+
+def test_imports_point_down_the_stages():
+    assert stage("losstrail.renderers.redraw") == "renderers" and stage("losstrail.jobs.grid") == "faces"
+    found = against_the_stages(SOURCE)
+    assert not found, "imports against the stage order:\n" + "\n".join(found)
+
+
+def test_the_stage_check_sees_an_import_up_the_order(tmp_path):
+    pkg = tmp_path / "losstrail"
+    for folder in ("values", "renderers"):
+        (pkg / folder).mkdir(parents=True)
+        (pkg / folder / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("_EXPORTS = {}\n")
+    (pkg / "values" / "plane.py").write_text("def f():\n    from losstrail.renderers import gif\n")
+    (pkg / "renderers" / "gif.py").write_text("from losstrail.values import plane\n")
+    assert against_the_stages(tmp_path) == [
+        f"{Path('losstrail/values/plane.py')}:2 losstrail.values.plane (values) imports losstrail.renderers.gif "
+        "(renderers)"
+    ]
+
+
+def test_values_renderers_and_the_store_import_no_torch_at_import_time():
+    """A saved run loads and draws without torch: torch only inside the functions that load weights."""
+    found = []
+    for path in sorted(SOURCE.glob("losstrail/*/*.py")):
+        if path.parent.name not in TORCH_FREE:
+            continue
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.relative_to(SOURCE)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "torch"]
+    assert not found, found
 
 
 def test_the_checks_see_lazy_imports_relative_imports_and_private_names(tmp_path):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from losstrail import Recorder, fit
-from losstrail.models import MLP
+from losstrail.builtin.models import MLP
 
 
 def _net():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from losstrail._mode import SLICE, WayChooser
 from losstrail._progress import spoken
+from losstrail.evaluation.mode import SLICE, WayChooser
 
 
 class Machine:
@@ -98,8 +98,8 @@ def test_a_way_that_fails_is_dropped_and_its_part_done_by_the_other():
 
 def test_the_evaluator_gives_the_same_grid_whichever_way_runs(tiny_model, tiny_data):
     """auto (both ways timed on parts of units, joined) against each way alone, and a load_state_dict loop."""
-    from losstrail._evaluate import Evaluator
-    from losstrail.models import load_flat_params
+    from losstrail.builtin.models import load_flat_params
+    from losstrail.evaluation.evaluator import Evaluator
 
     rows = torch.randn(200, sum(p.numel() for p in tiny_model.parameters()), generator=torch.Generator().manual_seed(0))
     results = {}
@@ -118,7 +118,7 @@ def test_the_evaluator_gives_the_same_grid_whichever_way_runs(tiny_model, tiny_d
 
 def test_the_cost_is_said_in_python_keywords_or_cli_flags_and_revised_when_the_pace_changes(capsys):
     from losstrail.cli import cli_note_words
-    from losstrail.surface import _say_the_cost
+    from losstrail.evaluation.grids import _say_the_cost
 
     say = _say_the_cost(100, 100, 3000, "full", 0.01, None)
     say(36 * 3000 * 1e-5, 36)  # 10,000 points x 3,000 examples at 1e-5 s each: 5 min
@@ -155,7 +155,7 @@ def test_of_four_ways_the_fastest_is_chosen_and_one_slow_timing_does_not_move_it
 
 
 def test_auto_times_one_thread_too_and_puts_torchs_threads_back(tiny_model, tiny_data):
-    from losstrail._evaluate import Evaluator
+    from losstrail.evaluation.evaluator import Evaluator
 
     threads = torch.get_num_threads()
     if threads < 2:
@@ -179,8 +179,8 @@ def test_auto_on_a_plane_times_points_set_in_place_and_takes_them_when_faster(ti
     import time
 
     import losstrail as lt
-    from losstrail import _evaluate
-    from losstrail.models import load_flat_params
+    from losstrail.builtin.models import load_flat_params
+    from losstrail.evaluation import evaluator as _evaluate
 
     threads = torch.get_num_threads()
     if flat_slow:  # flat copies made slow, as a model whose copies cost more than its forward pass would be
@@ -272,7 +272,7 @@ def test_auto_tries_point_by_point_first_where_a_points_activations_fill_a_chunk
         monkeypatch):  # fmt: skip
     import os
 
-    from losstrail._evaluate import _ways
+    from losstrail.evaluation.evaluator import _ways
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
@@ -290,8 +290,8 @@ def test_auto_sets_points_in_place_at_once_when_a_points_parameters_outnumber_it
     import copy
 
     import losstrail as lt
-    from losstrail import _evaluate
-    from losstrail.models import load_flat_params
+    from losstrail.builtin.models import load_flat_params
+    from losstrail.evaluation import evaluator as _evaluate
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.ReLU(), torch.nn.Linear(40, 3))
@@ -317,7 +317,7 @@ def test_the_in_place_trial_is_made_only_where_the_rest_of_the_grid_repays_it(ti
     """100 points in chunks of 8: after the flat copies' first block too few are left to repay a trial of 4
     points (it may cost 8 points' time), so flat copies run the whole grid in one go; 400 points make it."""
     import losstrail as lt
-    from losstrail import _evaluate
+    from losstrail.evaluation import evaluator as _evaluate
 
     trials, runs = [], []
     in_place, run = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator.run
@@ -344,7 +344,7 @@ def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tin
     import time
 
     import losstrail as lt
-    from losstrail import _evaluate
+    from losstrail.evaluation import evaluator as _evaluate
 
     calls = []
     in_place, vmapped = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator._vmapped
@@ -390,7 +390,7 @@ def test_points_set_in_place_at_once_run_on_one_thread_while_the_cores_are_busy(
     import os
 
     import losstrail as lt
-    from losstrail import _evaluate
+    from losstrail.evaluation import evaluator as _evaluate
 
     threads = torch.get_num_threads()
     if threads < 2:

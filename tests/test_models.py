@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from losstrail.models import LeNet, flat_params, load_flat_params
-from losstrail.train import fit
+from losstrail.builtin.models import LeNet, flat_params, load_flat_params
+from losstrail.training.fit import fit
 
 
 def test_flat_params_follow_parameters_order(tiny_model):
@@ -62,7 +62,7 @@ def test_lenet_equals_the_textbook_conv_relu_maxpool_stack(size):
 
 
 def test_mlp_shape_is_checked():
-    from losstrail.models import MLP
+    from losstrail.builtin.models import MLP
 
     assert len(MLP(2, 3, num_hidden_layers=0).layers) == 1  # a linear classifier
     with pytest.raises(ValueError, match=r"hidden_dim=0, num_hidden_layers=1: the MLP needs at least one unit"):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from losstrail import Recorder, animate, fit, loss_surface, make_plane, project
-from losstrail._functional import ParamLayout
+from losstrail.evaluation.layout import ParamLayout
 
 transformers = pytest.importorskip("transformers")
 
@@ -152,7 +152,7 @@ def test_gpt2_with_dict_batches(tmp_path, attention, methods):
 def test_hessian_of_gpt2_with_default_sdpa_attention_equals_eager_attention():
     """Fused attention has no forward-mode or second derivative; the products run it as plain ops."""
     from losstrail import hessian_eigenpairs
-    from losstrail._functional import flat_params
+    from losstrail.evaluation.layout import flat_params
 
     data = corpus()
     sdpa = tiny_gpt2("sdpa")

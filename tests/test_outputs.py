@@ -12,10 +12,10 @@ from losstrail.renderers import animate
 
 @pytest.fixture
 def scene(rng):
-    from losstrail.directions import Plane
-    from losstrail.projection import project
-    from losstrail.record import Trajectory
-    from losstrail.surface import Surface
+    from losstrail.evaluation.grids import Surface
+    from losstrail.planes.directions import Plane
+    from losstrail.planes.projection import project
+    from losstrail.training.record import Trajectory
 
     t = 30
     s = np.linspace(0, 1, t)
@@ -100,8 +100,8 @@ def test_three_d_view_turns(scene, tmp_path):
 
 
 def test_decision_regions_panel_follows_the_steps(tmp_path, tiny_model, tiny_data, scene):
-    from losstrail.models import flat_params
-    from losstrail.surface import decision_regions
+    from losstrail.builtin.models import flat_params
+    from losstrail.evaluation.grids import decision_regions
 
     proj, surface = scene
     theta = flat_params(tiny_model).numpy()

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from losstrail._adaptive import coarse_shape, minimum_points
-from losstrail._plan import (
+from losstrail.evaluation.adaptive import coarse_shape, minimum_points
+from losstrail.evaluation.plan import (
     MIN_SUBSET,
     SUBSET,
     TYPICAL_EXACT,

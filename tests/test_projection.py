@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from losstrail.directions import Plane
-from losstrail.projection import project
-from losstrail.record import Trajectory
+from losstrail.planes.directions import Plane
+from losstrail.planes.projection import project
+from losstrail.training.record import Trajectory
 
 
 def test_coordinates_and_distance_from_the_plane(rng):
@@ -30,7 +30,7 @@ def test_true_loss_and_slice_loss_equal_the_model_loaded_with_those_weights(tiny
     import torch
     import torch.nn.functional as F
 
-    from losstrail.models import flat_params, load_flat_params
+    from losstrail.builtin.models import flat_params, load_flat_params
 
     end = flat_params(tiny_model).numpy()
     params = (end + rng.normal(size=(5, 27)) * 0.3).astype(np.float32)
@@ -75,7 +75,7 @@ def test_batchnorm_without_recomputed_statistics_warns_and_with_them_does_not():
 
 
 def test_true_and_slice_loss_only_at_the_points_asked_for(tiny_model, tiny_data, rng):
-    from losstrail.models import flat_params
+    from losstrail.builtin.models import flat_params
 
     end = flat_params(tiny_model).numpy()
     params = (end + rng.normal(size=(7, 27)) * 0.3).astype(np.float32)
@@ -108,7 +108,7 @@ def _lstsq_reference(params, origin, u, v):
 def test_projection_in_slabs_equals_plain_least_squares(dtype, rng, monkeypatch, tmp_path):
     """Blocks of rows and runs of columns (made small here, so a path has several of each) give the same
     coordinates and distances as one least-squares solve on the whole path, from memory or a memory map."""
-    from losstrail import _rows
+    from losstrail.values import rows as _rows
 
     monkeypatch.setattr(_rows, "_PLANE_COLUMNS", 1000)
     monkeypatch.setattr(_rows, "_PLANE_BLOCK_BYTES", 7 * 4 * 4500)  # 7 rows of 4,500 float32 values at once
@@ -139,7 +139,7 @@ def test_projection_onto_a_plane_held_per_tensor_makes_no_flat_copy(tiny_model, 
     """A plane made around a model is read tensor by tensor: the same coordinates as its flat vectors give,
     and the plane is not left holding flat copies of itself."""
     from losstrail import make_plane
-    from losstrail.models import flat_params
+    from losstrail.builtin.models import flat_params
 
     plane = make_plane(tiny_model, "random", seed=0)
     assert plane.tensors is not None and plane.__dict__.get("u") is None
@@ -158,7 +158,7 @@ def test_projecting_a_path_on_disk_holds_a_block_of_rows_not_the_path(rng, monke
     plane's vectors, whatever the path's length: no float64 copy of the plane or of the path."""
     import tracemalloc
 
-    from losstrail import _rows
+    from losstrail.values import rows as _rows
 
     monkeypatch.setattr(_rows, "_PLANE_BLOCK_BYTES", 1 << 20)
     T, P = 400, 50_000  # 40 MB as float16 on disk, 80 MB in float32, 160 MB in float64

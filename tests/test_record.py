@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from losstrail import TrajectoryRecorder
-from losstrail.models import load_flat_params
-from losstrail.record import Trajectory
-from losstrail.train import fit
+from losstrail.builtin.models import load_flat_params
+from losstrail.training.fit import fit
+from losstrail.training.record import Trajectory
 
 
 class Plain(pl.LightningModule):
@@ -86,10 +86,10 @@ def test_a_path_larger_than_the_memory_limit_is_kept_on_disk(tmp_path, tiny_mode
 
     import numpy as np
 
-    from losstrail.artifacts import load_run_value, save_run_value
-    from losstrail.directions import make_plane
-    from losstrail.record import Trajectory
-    from losstrail.train import fit
+    from losstrail.planes.directions import make_plane
+    from losstrail.store.artifacts import load_run_value, save_run_value
+    from losstrail.training.fit import fit
+    from losstrail.training.record import Trajectory
 
     in_memory = fit(copy.deepcopy(tiny_model), tiny_data, epochs=12, seed=0, quiet=True).trajectory
     on_disk = fit(
@@ -97,7 +97,7 @@ def test_a_path_larger_than_the_memory_limit_is_kept_on_disk(tmp_path, tiny_mode
     ).trajectory
     assert isinstance(on_disk.params, np.memmap) and (tmp_path / "params.bin").stat().st_size == 13 * 27 * 4
     np.testing.assert_array_equal(np.asarray(on_disk.params), in_memory.params)
-    monkey_blocks = __import__("losstrail._pca", fromlist=["x"])
+    monkey_blocks = __import__("losstrail.planes.pca", fromlist=["x"])
     monkey_blocks._COL_BLOCK, old = 5, monkey_blocks._COL_BLOCK  # stream the Gram matrix in many column blocks
     try:
         a, b = make_plane(in_memory, "pca"), make_plane(on_disk, "pca")
@@ -114,7 +114,7 @@ def test_a_path_larger_than_the_memory_limit_is_kept_on_disk(tmp_path, tiny_mode
 def test_half_precision_paths(tmp_path, tiny_model, tiny_data):
     import numpy as np
 
-    from losstrail.train import fit
+    from losstrail.training.fit import fit
 
     t = fit(tiny_model, tiny_data, epochs=3, storage=tmp_path, memory_limit=0, dtype="float16", quiet=True).trajectory
     assert t.params.dtype == np.float16 and (tmp_path / "params.bin").stat().st_size == 4 * 27 * 2

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from losstrail.directions import make_plane
-from losstrail.record import Recorder
+from losstrail.planes.directions import make_plane
+from losstrail.training.record import Recorder
 
 MAX_DEGREES = 2.0
 
@@ -73,7 +73,7 @@ def check_sketched(trajectory, rows: np.ndarray, snapshots: int) -> float:
 
 
 def test_spirals_mlp_sketched_matches_the_exact_pca_of_every_step():
-    from losstrail.data import SpiralsDataModule
+    from losstrail.builtin.data import SpiralsDataModule
     from losstrail.model import MLP
 
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def test_spirals_mlp_sketched_matches_the_exact_pca_of_every_step():
 def test_fit_plans_a_sketched_path_and_says_its_size(capsys, tiny_model, tiny_data):
     from torch.utils.data import DataLoader, TensorDataset
 
-    from losstrail.train import fit
+    from losstrail.training.fit import fit
 
     loader = DataLoader(TensorDataset(*tiny_data), batch_size=1)  # 64 steps an epoch
     whole = fit(copy.deepcopy(tiny_model), loader, epochs=4, seed=0, quiet=True).trajectory
@@ -105,7 +105,7 @@ def test_fit_plans_a_sketched_path_and_says_its_size(capsys, tiny_model, tiny_da
 
 def test_digits_lenet_sketched_without_a_step_count():
     pytest.importorskip("sklearn")
-    from losstrail.data import DigitsDataModule
+    from losstrail.builtin.data import DigitsDataModule
     from losstrail.model import LeNet
 
     torch.manual_seed(0)
@@ -150,8 +150,8 @@ def test_a_path_that_fits_keeps_every_step_and_says_nothing(capsys, tiny_model, 
 
 
 def test_a_sketched_path_is_saved_and_loaded(tmp_path, tiny_model, tiny_data):
-    from losstrail.artifacts import load_run_value, save_run_value
-    from losstrail.trajectory import Trajectory
+    from losstrail.store.artifacts import load_run_value, save_run_value
+    from losstrail.values.trajectory import Trajectory
 
     X, y = tiny_data
     t, rows, _ = train_recorded(tiny_model, [(X, y)] * 100, {"memory_limit": 2400, "snapshots": 20, "quiet": True})

@@ -59,7 +59,7 @@ def test_fit_measures_the_final_loss_and_labels_the_last_epoch(tiny_data, batch)
 def test_lightning_recorder_labels_the_last_epoch_trained(tiny_data):
     import lightning.pytorch as pl
 
-    from losstrail.models import MLP
+    from losstrail.builtin.models import MLP
 
     X, y = tiny_data
     pl.seed_everything(0, verbose=False)

@@ -1,10 +1,10 @@
 import pytest
 
 from losstrail import _registry
-from losstrail.data import DATAMODULES
-from losstrail.directions import DIRECTION_BUILDERS
-from losstrail.models import MODEL_BUILDERS
-from losstrail.train import OPTIMIZER_BUILDERS
+from losstrail.builtin.data import DATAMODULES
+from losstrail.builtin.models import MODEL_BUILDERS
+from losstrail.planes.directions import DIRECTION_BUILDERS
+from losstrail.training.fit import OPTIMIZER_BUILDERS
 
 
 @pytest.mark.parametrize(

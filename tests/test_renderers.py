@@ -3,12 +3,12 @@ import pytest
 from PIL import Image
 
 from losstrail._frames import select_frames
-from losstrail.directions import Plane
-from losstrail.projection import project
-from losstrail.record import Trajectory
+from losstrail.evaluation.grids import Surface
+from losstrail.planes.directions import Plane
+from losstrail.planes.projection import project
 from losstrail.renderers import animate, output_format
 from losstrail.renderers._figure import PathFigure
-from losstrail.surface import Surface
+from losstrail.training.record import Trajectory
 
 
 @pytest.fixture
@@ -341,7 +341,8 @@ def test_sparse_truth_is_a_curve_through_the_measured_points_and_dots_stay_on_th
 
 def test_sparse_truth_draws_in_3d_html_and_comparisons(scene, tmp_path):
     from losstrail.renderers.compare import CompareFigure
-    from losstrail.renderers.surface3d import SurfaceFigure, grid_value
+    from losstrail.renderers.surface3d import SurfaceFigure
+    from losstrail.values.surface import grid_value
 
     proj, surface = scene
     at = np.array([0, 13, 26, 39])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import losstrail
-from losstrail._specs import GridSpec, PlaneSpec, Style, TrainSpec
+from losstrail.values.specs import GridSpec, PlaneSpec, Style, TrainSpec
 
 
 def test_each_spec_checks_itself_naming_the_callers_argument():
@@ -75,13 +75,13 @@ def _run(tmp_path, **kwargs):
 @pytest.fixture
 def counted(monkeypatch):
     """How many times the run trained, chose a plane and evaluated a grid."""
-    import losstrail.directions
-    import losstrail.surface
-    import losstrail.train
+    import losstrail.evaluation.grids
+    import losstrail.planes.directions
+    import losstrail.training.fit
 
     calls = {"fit": 0, "make_plane": 0, "loss_surface": 0}
-    for module, name in ((losstrail.train, "fit"), (losstrail.directions, "make_plane"),
-                         (losstrail.surface, "loss_surface")):  # fmt: skip
+    for module, name in ((losstrail.training.fit, "fit"), (losstrail.planes.directions, "make_plane"),
+                         (losstrail.evaluation.grids, "loss_surface")):  # fmt: skip
         original = getattr(module, name)
 
         def counting(*args, _original=original, _name=name, **kwargs):

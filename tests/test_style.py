@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 import losstrail
-from losstrail._specs import Style
 from losstrail.cli import app
+from losstrail.values.specs import Style
 
 runner = CliRunner()
 
@@ -129,10 +129,10 @@ def test_errors_name_the_argument_the_caller_used(saved, tmp_path):
 
 
 def _scene(saved):
-    from losstrail.artifacts import load_run_value
-    from losstrail.directions import Plane
-    from losstrail.projection import Projection
-    from losstrail.surface import Surface
+    from losstrail.evaluation.grids import Surface
+    from losstrail.planes.directions import Plane
+    from losstrail.store.artifacts import load_run_value
+    from losstrail.values.projection import Projection
 
     surface = load_run_value(saved / "run", Surface)
     plane = load_run_value(saved / "run", Plane)

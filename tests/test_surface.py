@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from losstrail.data import SpiralsDataModule
-from losstrail.directions import Plane
-from losstrail.models import load_flat_params
-from losstrail.surface import evaluate_points, loss_surface, path_grid
+from losstrail.builtin.data import SpiralsDataModule
+from losstrail.builtin.models import load_flat_params
+from losstrail.evaluation.grids import evaluate_points, loss_surface, path_grid
+from losstrail.planes.directions import Plane
 
 
 def _plane(model, rng, scale=0.5):
@@ -108,7 +108,7 @@ def test_surface_errors(tiny_model, tiny_data, rng):
 
 
 def test_subset_reports_the_standard_error_of_each_cell(tiny_model, tiny_data, rng):
-    from losstrail.surface import take_subset
+    from losstrail.evaluation.grids import take_subset
 
     plane = _plane(tiny_model, rng)
     xs, ys = np.array([-1.0, 1.0]), np.array([0.0, 0.5, 1.0])
@@ -168,7 +168,7 @@ def test_batchnorm_statistics_recomputed_at_every_point_equal_a_loop(tiny_data, 
     kept = loss_surface(model, (X, y), plane, xs, ys, quiet=True)
     assert not np.allclose(kept.loss, surface.loss)
     with pytest.raises(ValueError, match=r"bn_batches=2 recomputes BatchNorm statistics, but MLP has no BatchNorm"):
-        from losstrail.models import MLP
+        from losstrail.builtin.models import MLP
 
         loss_surface(MLP(2, 3, hidden_dim=4), (X, y), _plane(MLP(2, 3, hidden_dim=4), rng), xs, ys, bn_batches=2)
 
@@ -184,8 +184,8 @@ def test_explicit_and_asymmetric_ranges_and_resolution_per_axis():
 
 
 def test_loss_line_equals_the_model_loaded_at_each_point(tiny_model, tiny_data, rng, tmp_path):
+    from losstrail.evaluation.grids import loss_line
     from losstrail.renderers import plot_loss_line
-    from losstrail.surface import loss_line
 
     start = rng.normal(size=27).astype(np.float32)
     end = torch.cat([q.detach().flatten() for q in tiny_model.parameters()]).numpy()
@@ -215,7 +215,7 @@ def test_autocast_is_close_to_full_precision(tiny_model, tiny_data, rng):
 
 @pytest.mark.parametrize("classes", [3, 40])  # the transposed reduction (few classes) and the plain one
 def test_cross_entropy_terms_equal_the_built_in_loss_and_argmax(classes):
-    from losstrail._loss import cross_entropy_terms
+    from losstrail.evaluation.loss import cross_entropy_terms
 
     gen = torch.Generator().manual_seed(classes)
     out = torch.randn(200, classes, generator=gen) * 4
@@ -232,7 +232,7 @@ def test_cross_entropy_terms_equal_the_built_in_loss_and_argmax(classes):
 
 def test_adaptive_grid_against_the_full_grid_on_the_spirals(tmp_path):
     import losstrail as lt
-    from losstrail._adaptive import relative_difference
+    from losstrail.evaluation.adaptive import relative_difference
 
     dm = lt.SpiralsDataModule()
     torch.manual_seed(0)
@@ -263,7 +263,7 @@ class _Explodes(torch.nn.Module):
 
 
 def test_adaptive_grid_keeps_a_diverged_region_masked_and_exact_around_it():
-    from losstrail._adaptive import relative_difference
+    from losstrail.evaluation.adaptive import relative_difference
 
     torch.manual_seed(0)
     model = _Explodes()

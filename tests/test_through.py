@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import losstrail as lt
-from losstrail.models import MLP
+from losstrail.builtin.models import MLP
 
 
 def _three(tiny_data):
@@ -80,9 +80,9 @@ def test_the_loss_at_the_marks_is_each_model_evaluated(tiny_data, tmp_path):
         expected.append(_loss_of(fresh, X, y))
     np.testing.assert_allclose(surface.marks_loss, expected, rtol=1e-5)
     # saved and loaded with its marks
-    from losstrail.artifacts import load_run_value, save_run_value
-    from losstrail.landscape import Surface
-    from losstrail.plane import Plane
+    from losstrail.store.artifacts import load_run_value, save_run_value
+    from losstrail.values.plane import Plane
+    from losstrail.values.surface import Surface
 
     save_run_value(tmp_path, plane)
     save_run_value(tmp_path, surface)

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losstrail.data import SpiralsDataModule
-from losstrail.models import MLP
-from losstrail.train import fit, make_optimizer
+from losstrail.builtin.data import SpiralsDataModule
+from losstrail.builtin.models import MLP
+from losstrail.training.fit import fit, make_optimizer
 
 
 def _run(seed):
@@ -111,8 +111,8 @@ def test_the_plain_loop_leaves_batchnorm_statistics_and_the_random_state_to_trai
 
 
 def test_saved_weights_of_either_network_load_into_the_other():
-    from losstrail import nets
-    from losstrail.models import LeNet
+    from losstrail.builtin import nets
+    from losstrail.builtin.models import LeNet
 
     plain, lightning = nets.LeNet(input_size=8), LeNet(input_size=8)
     lightning.load_state_dict(plain.state_dict())
@@ -177,7 +177,7 @@ def test_the_plain_loop_shows_its_loss_without_a_torch_warning(tiny_data):
 def test_the_loops_own_steps_equal_torch_optim_bit_for_bit(rule):
     """``OwnStep`` against ``torch.optim`` itself: 40 steps of a small network and a parameter that has a gradient
     in every other step only: every weight equal, bit for bit."""
-    from losstrail._optim import OwnStep, make_optimizer
+    from losstrail.training.optim import OwnStep, make_optimizer
 
     def net():
         torch.manual_seed(0)

@@ -52,8 +52,8 @@ def test_what_the_stills_leave_out_is_only_the_date(finished_run, tmp_path):
 def test_a_loss_line_still_is_the_same_each_time(tmp_path):
     import numpy as np
 
-    from losstrail.landscape import LossLine
     from losstrail.renderers import plot_loss_line
+    from losstrail.values.surface import LossLine
 
     ts = np.linspace(-0.5, 1.5, 9)
     line = LossLine(ts, 1 + ts**2, np.linspace(0.2, 0.9, 9))

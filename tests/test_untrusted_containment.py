@@ -108,7 +108,7 @@ def api_refuses(call, *words: str) -> None:
 
 def commands(run_dir: Path, tmp_path: Path) -> dict:
     """Every way into a run directory, as ``{label: (kind, what)}``: CLI arguments or an API call."""
-    from losstrail.grid_job import compute_surface
+    from losstrail.jobs.grid import compute_surface
 
     def anim(**kwargs):
         return lambda: losstrail.loss_landscape_anim(
@@ -171,8 +171,8 @@ def test_a_name_leading_out_in_run_json_is_refused_by_every_command_and_nothing_
 
 def test_the_switch_never_deletes_a_name_outside_even_if_the_record_changes_under_it(run, monkeypatch):
     """``commit`` itself keeps to plain names (a second line of defence behind the check before any work)."""
-    import losstrail._rundir as rundir
-    from losstrail._rundir import commit, read_record
+    import losstrail.store.rundir as rundir
+    from losstrail.store.rundir import commit, read_record
 
     run_dir, canary = run
     before = fingerprint(canary)
@@ -271,7 +271,7 @@ def test_a_fifo_in_place_of_the_resume_manifest_is_named(run, tmp_path):
 
 
 def test_a_data_folder_named_by_run_json_is_never_downloaded_into(run, tmp_path):
-    from losstrail.grid_job import compute_surface
+    from losstrail.jobs.grid import compute_surface
 
     run_dir, canary = run
     data_dir = canary / "mnist"
@@ -347,7 +347,7 @@ def test_a_fifo_in_a_comparison_is_named_and_never_waited_on(comparison, tmp_pat
 
 
 def test_compare_into_a_folder_whose_run_folder_is_a_link_refuses_before_training(tmp_path, monkeypatch):
-    import losstrail.train as train
+    import losstrail.training.fit as train
 
     canary = tmp_path / "canary"
     canary.mkdir()

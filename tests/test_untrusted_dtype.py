@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import losstrail as lt
-from losstrail.data import SpiralsDataModule
-from losstrail.models import GenericModel
+from losstrail.builtin.data import SpiralsDataModule
+from losstrail.builtin.models import GenericModel
 
 F32, F64, BF16 = torch.float32, torch.float64, torch.bfloat16
 # The dtypes of the first and second layer, and how close the grid must be to the plain loop:

@@ -54,7 +54,7 @@ def refused(args: list[str], *words: str) -> str:
 
 
 def every_reader_refuses(run_dir: Path, tmp_path: Path, *words: str) -> None:
-    from losstrail.grid_job import compute_surface
+    from losstrail.jobs.grid import compute_surface
 
     refused(["render", str(run_dir), "--out", str(tmp_path / "x.gif"), "-q"], *words)
     refused(["surface", str(run_dir), "-q"], *words)
@@ -131,8 +131,8 @@ def test_a_format_1_record_that_still_lists_files_is_checked_against_them(run, t
 
 
 def test_a_run_written_by_write_settings_alone_lists_no_file_and_every_file_is_refused(tmp_path):
-    from losstrail.artifacts import load_run_value, read_settings, save_run_value, write_settings
-    from losstrail.landscape import Surface
+    from losstrail.store.artifacts import load_run_value, read_settings, save_run_value, write_settings
+    from losstrail.values.surface import Surface
 
     save_run_value(tmp_path, Surface(np.arange(3.0), np.arange(2.0), np.ones((2, 3)), np.zeros((2, 3))))
     write_settings(tmp_path, {"reduction_method": "pca"})

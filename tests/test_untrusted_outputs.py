@@ -114,7 +114,7 @@ def test_export_onto_its_own_run_and_two_exports_onto_one_file(run_dir, tmp_path
 
 
 def test_import_onto_its_own_surface_is_refused(run_dir, tmp_path):
-    from losstrail.formats import export
+    from losstrail.store.formats import export
 
     table = export(run_dir, tmp_path / "s.npz")
     _refused(["import", str(table), "--out", str(table), "--format", "png"], "is also surface=", "an input",
@@ -146,7 +146,7 @@ def test_run_out_onto_its_custom_directions_file_is_refused(tmp_path):
 
 def test_python_api_refuses_the_same_before_any_work(run_dir, tmp_path):
     from losstrail import loss_landscape_anim, render
-    from losstrail.formats import export
+    from losstrail.store.formats import export
 
     before = _hashes(run_dir)
     with pytest.raises(ValueError, match=r"out='.*surface\.npz' is the run's surface in the run directory"):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import losstrail.surface as surface_module
+import losstrail.evaluation.grids as surface_module
 from losstrail.cli import app
-from losstrail.grid_job import compute_surface
+from losstrail.jobs.grid import compute_surface
 
 runner = CliRunner()
 CHUNK = 10  # 9x7 = 63 grid points: chunks 0..6, the last of 3 points
@@ -119,7 +119,7 @@ def test_a_damaged_chunk_is_named_and_recomputed_alone(stopped, damage):
 
 def test_the_reused_chunks_are_left_as_they_were(stopped, monkeypatch):
     """Between the check and the join, the kept chunks are not rewritten (same mtimes), only chunk 2 is."""
-    import losstrail.grid_job as job
+    import losstrail.jobs.grid as job
 
     run_dir, _, evaluated = stopped
     parts = run_dir / "surface.parts"

@@ -26,7 +26,7 @@ def machine_of_24_gib(monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a size check let training start")
 
-    monkeypatch.setattr("losstrail.train.fit", no_training)
+    monkeypatch.setattr("losstrail.training.fit.fit", no_training)
 
 
 def _left(folder):
@@ -67,7 +67,7 @@ def test_a_hundred_thousand_hidden_layers_are_refused_with_the_estimate(tmp_path
 
 def test_the_estimate_counts_the_parameters_the_model_has():
     from losstrail._checks import mlp_parameters
-    from losstrail.models import MLP
+    from losstrail.builtin.models import MLP
 
     for input_dim, hidden, layers, classes in ((2, 50, 1, 3), (64, 7, 3, 10), (784, 3, 0, 10)):
         model = MLP(input_dim, classes, hidden_dim=hidden, num_hidden_layers=layers)
@@ -133,7 +133,7 @@ def test_compare_epochs_are_refused_before_the_first_run_trains(tmp_path, machin
 
 def test_python_api_names_its_keywords(tmp_path, machine_of_24_gib):
     from losstrail import compare, loss_landscape_anim
-    from losstrail.models import MLP
+    from losstrail.builtin.models import MLP
 
     with pytest.raises(
         ValueError,
@@ -173,8 +173,8 @@ def test_the_cli_refuses_before_importing_torch(tmp_path):
 
 
 def test_the_dataset_sizes_are_the_datamodules():
-    from losstrail import data
     from losstrail._registry import DATASET_SIZES
+    from losstrail.builtin import data
 
     assert set(DATASET_SIZES) == set(data.DATAMODULES)
     for name, (shape, classes, examples) in DATASET_SIZES.items():

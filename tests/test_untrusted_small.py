@@ -36,7 +36,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("losstrail.train.fit", refuse)
+    monkeypatch.setattr("losstrail.training.fit.fit", refuse)
 
 
 def test_custom_directions_without_directions_custom_is_an_error(tmp_path, no_training):
@@ -84,7 +84,7 @@ def test_messages_name_the_flag_not_the_keyword(tmp_path, monkeypatch, no_traini
 
 def test_every_setting_a_command_takes_is_translated_to_a_flag_it_has():
     """Each field of the specs the command line fills, written as the API writes it, becomes a real flag."""
-    from losstrail._specs import GridSpec, PlaneSpec, Style, TrainSpec
+    from losstrail.values.specs import GridSpec, PlaneSpec, Style, TrainSpec
 
     help_text = " ".join(
         runner.invoke(app, [command, "--help"], env={"COLUMNS": "300"}).output
@@ -102,7 +102,7 @@ def test_every_setting_a_command_takes_is_translated_to_a_flag_it_has():
 
 def test_an_infinite_learning_rate_is_refused_in_python(tmp_path, no_training):
     from losstrail import loss_landscape_anim
-    from losstrail._specs import TrainSpec
+    from losstrail.values.specs import TrainSpec
 
     for rate in (float("inf"), float("-inf"), float("nan")):
         with pytest.raises(ValueError, match=r"learning_rate=(-?inf|nan) must be a positive finite number"):
@@ -117,7 +117,7 @@ def test_an_infinite_learning_rate_is_refused_in_python(tmp_path, no_training):
 
 def test_a_run_json_nested_thousands_deep_is_one_line(tmp_path):
     from losstrail import render
-    from losstrail._rundir import current_writer
+    from losstrail.store.rundir import current_writer
 
     run_dir = tmp_path / "ck"
     run_dir.mkdir()

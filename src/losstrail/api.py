@@ -8,14 +8,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from losstrail._checks import check_outputs, check_training_memory, output_format
+from losstrail._checks import check_training_memory, output_format
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import quoted
-from losstrail._rundir import check_together, staging, writer_lock
-from losstrail._specs import GridSpec, PlaneSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
-from losstrail.redraw import render
-from losstrail.results import AnimationData, animation_data
+from losstrail.renderers.redraw import render
+from losstrail.store.checks import check_outputs
+from losstrail.store.rundir import check_together, staging, writer_lock
+from losstrail.values.results import AnimationData, animation_data
+from losstrail.values.specs import GridSpec, PlaneSpec, Style, TrainSpec
 
 __all__ = ["AnimationData", "loss_landscape_anim", "render"]
 
@@ -230,7 +231,7 @@ def _checked_style(style: dict, giffps, n_frames, output, decision) -> Style:
 def _check_job_args(reduction_method, custom_directions, model_filename, budget) -> None:
     """The arguments no spec holds: the custom vectors, the weights' file name and the time budget."""
     from losstrail._checks import check_custom_directions_used, check_directions
-    from losstrail._rundir import is_plain_name
+    from losstrail.store.rundir import is_plain_name
 
     check_custom_directions_used(reduction_method, custom_directions)
     if reduction_method == "custom":
@@ -240,7 +241,7 @@ def _check_job_args(reduction_method, custom_directions, model_filename, budget)
             f"model_filename={model_filename!r} must be a plain file name inside model_dirpath, e.g. 'model.pt'"
         )
     if budget is not None:
-        from losstrail._plan import parse_budget
+        from losstrail.evaluation.plan import parse_budget
 
         parse_budget(budget)
 
@@ -271,10 +272,10 @@ class _Job:
 
 def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
     """Train (or load), choose the plane, project the path, evaluate the grid, save, draw: the pipeline in order."""
-    from losstrail._batching import take_subset
     from losstrail._frames import frames_to_show, measured_points
-    from losstrail.artifacts import save_run_value, saved_projection
-    from losstrail.directions import make_plane
+    from losstrail.evaluation.batches import take_subset
+    from losstrail.planes.directions import make_plane
+    from losstrail.store.artifacts import save_run_value, saved_projection
 
     model, datamodule = _model_and_data(job)
     grid = _fit_the_budget(model, datamodule, job) if job.budget is not None else job.grid
@@ -317,18 +318,18 @@ def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
 
 
 def _project(plane, trajectory, measure: dict):
-    from losstrail.projection import project
+    from losstrail.planes.projection import project
 
     return project(plane, trajectory, **measure)
 
 
 def _model_and_data(job: _Job):
     """The model and data the job trains and evaluates: the given ones, or the default MLP on the spirals."""
-    from losstrail._batching import check_first_batch
-    from losstrail._optim import seed_all
-    from losstrail.data import SpiralsDataModule
-    from losstrail.directions import check_custom_directions
-    from losstrail.nets import MLP
+    from losstrail.builtin.data import SpiralsDataModule
+    from losstrail.builtin.nets import MLP
+    from losstrail.evaluation.batches import check_first_batch
+    from losstrail.planes.directions import check_custom_directions
+    from losstrail.training.optim import seed_all
 
     if job.train.seed is not None:
         seed_all(job.train.seed)
@@ -361,8 +362,8 @@ def _model_and_data(job: _Job):
 
 def _train(job: _Job, model, datamodule, incoming: Path, accelerator: str):
     """Train ``model`` as ``job.train`` says; the weights and the trajectory go to the staging folder."""
-    from losstrail.artifacts import save_run_value, save_weights
-    from losstrail.train import fit
+    from losstrail.store.artifacts import save_run_value, save_weights
+    from losstrail.training.fit import fit
 
     spec = job.train
     run = fit(
@@ -388,11 +389,11 @@ def _load_saved(job: _Job, run_dir: Path, model, grid: GridSpec):
     """``(settings, trajectory, plane, surface)`` of the run saved in ``run_dir``; the plane only when the job's
     plane spec made it, the surface only when its grid spec did too (else None: they are made again)."""
     from losstrail._checks import check_settings
-    from losstrail._rundir import require_finished
-    from losstrail.artifacts import load_run_value, load_weights
-    from losstrail.landscape import Surface
-    from losstrail.plane import Plane
-    from losstrail.trajectory import Trajectory
+    from losstrail.store.artifacts import load_run_value, load_weights
+    from losstrail.store.rundir import require_finished
+    from losstrail.values.plane import Plane
+    from losstrail.values.surface import Surface
+    from losstrail.values.trajectory import Trajectory
 
     settings = require_finished(run_dir, "model_dirpath")["settings"]
     check_settings(run_dir, settings)
@@ -433,7 +434,7 @@ def _finite_part(trajectory, plane: PlaneSpec):
 
 def _surface(model, datamodule, plane, projection, grid: GridSpec, device: str, quiet: bool, loss: dict):
     """The loss over the grid ``grid`` asks for, around the projected path."""
-    from losstrail.surface import loss_surface, plane_grid
+    from losstrail.evaluation.grids import loss_surface, plane_grid
 
     xs, ys = plane_grid(plane, projection.xy, grid.resolution, xrange=grid.xrange, yrange=grid.yrange)
     return loss_surface(
@@ -457,7 +458,7 @@ def _described(job: _Job, model, datamodule) -> dict:
 
 def _commit(job: _Job, run_dir: Path, incoming: Path, old_settings: dict, settings: dict) -> None:
     """Switch the staged run in; a run drawn again (load_model) keeps its own training in run.json."""
-    from losstrail._rundir import RUN_FILES, commit
+    from losstrail.store.rundir import RUN_FILES, commit
 
     if job.load_model:  # what the training was stays what it was
         settings.update({key: old_settings[key] for key in _TRAINING_KEYS if key in old_settings})
@@ -474,10 +475,10 @@ _TRAINING_KEYS = (*TrainSpec().key(), "model_recipe", "data_recipe")
 def _fit_the_budget(model, data, job: _Job) -> GridSpec:
     """The job's grid spec with the grid, resolution, subset and tol that fit ``job.budget``, timed on one chunk
     before training."""
-    from losstrail._evaluate import Evaluator, note
-    from losstrail._functional import choose_parameters, flat_params
-    from losstrail._plan import choose_for_budget
-    from losstrail.surface import measure_cost
+    from losstrail.evaluation.evaluator import Evaluator, note
+    from losstrail.evaluation.grids import measure_cost
+    from losstrail.evaluation.layout import choose_parameters, flat_params
+    from losstrail.evaluation.plan import choose_for_budget
 
     grid = job.grid
     names = choose_parameters(model, job.train.params)
@@ -497,8 +498,8 @@ def _fit_the_budget(model, data, job: _Job) -> GridSpec:
 def _decision_maps(model, data, trajectory, n_frames, run_dir):
     """Decision regions at the frames' points, saved in the run directory for re-rendering."""
     from losstrail._frames import select_frames
-    from losstrail.artifacts import save_run_value
-    from losstrail.surface import decision_regions
+    from losstrail.evaluation.grids import decision_regions
+    from losstrail.store.artifacts import save_run_value
 
     index = select_frames(len(trajectory), n_frames)
     maps = decision_regions(model, data, trajectory.params[index], index, names=trajectory.names)

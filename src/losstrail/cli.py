@@ -18,7 +18,7 @@ from typing import Optional
 import typer
 
 from losstrail._registry import DATASETS, FORMATS, MODELS, OPTIMIZERS, PATH_DIRECTIONS
-from losstrail._specs import Style
+from losstrail.values.specs import Style
 
 app = typer.Typer(
     add_completion=False,
@@ -278,8 +278,9 @@ def run(
 ):
     """Train a model, slice the loss landscape and animate the optimizer's path."""
     with _user_errors():
-        from losstrail._checks import check_custom_directions_used, check_outputs
+        from losstrail._checks import check_custom_directions_used
         from losstrail._registry import check_choice
+        from losstrail.store.checks import check_outputs
 
         check_choice("dataset", dataset, DATASETS)
         check_choice("model", model, MODELS)
@@ -296,9 +297,9 @@ def run(
         import torch
 
         from losstrail.api import loss_landscape_anim
-        from losstrail.data import make_datamodule
-        from losstrail.nets import make_model
-        from losstrail.train import check_optimizer
+        from losstrail.builtin.data import make_datamodule
+        from losstrail.builtin.nets import make_model
+        from losstrail.training.fit import check_optimizer
 
         optimizer = check_optimizer(optimizer)
         torch.manual_seed(seed)  # the model is built here, so its initial weights are seeded here
@@ -342,7 +343,7 @@ def _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, 
                  bn_batches, max_frames, decision, run_dir) -> None:  # fmt: skip
     """Every size ``run`` takes, checked against the memory before torch is even imported (in the API's words)."""
     from losstrail._checks import check_builtin_run
-    from losstrail._specs import GridSpec, TrainSpec
+    from losstrail.values.specs import GridSpec, TrainSpec
 
     TrainSpec.of({"n_epochs": epochs})
     GridSpec.of({"resolution": _resolution(resolution), "grid": grid, "tol": tol, "subset": subset,
@@ -459,7 +460,7 @@ def render(
 ):
     """Draw a saved run again, in any format, without training or evaluating anything."""
     with _user_errors():
-        from losstrail.redraw import render as render_run
+        from losstrail.renderers.redraw import render as render_run
 
         render_run(run_dir, out, style=style, quiet=quiet)
     typer.echo(f"wrote {out}")
@@ -483,7 +484,7 @@ def surface(
 
         if resolution is not None:
             check_resolution(_resolution(resolution))  # before torch is imported
-        from losstrail.grid_job import compute_surface
+        from losstrail.jobs.grid import compute_surface
 
         before = _identity(run_dir / "surface.npz")
         done = compute_surface(
@@ -543,7 +544,7 @@ def export(
 ):
     """Write a run's surface (and path, directions) for Li et al.'s scripts, ParaView, Blender or a spreadsheet."""
     with _user_errors({"run_dir": "RUN_DIR"}), _needs_extra():
-        from losstrail.formats import export as export_run
+        from losstrail.store.formats import export as export_run
 
         export_run(run_dir, to, path=path, directions=directions, log=log, zmax=zmax, ascii=ascii)
     typer.echo(f"wrote {', '.join(str(p) for p in (to, path, directions) if p is not None)}")
@@ -562,7 +563,7 @@ def import_(
 ):
     """Draw or animate a surface made elsewhere (Li et al.'s plot_surface.py), with its path when given."""
     with _user_errors(), _needs_extra():
-        from losstrail.formats import render_surface
+        from losstrail.renderers.redraw import render_surface
 
         render_surface(surface, out, path=path, directions=directions, key=key, style=style, quiet=quiet)
     typer.echo(f"wrote {out}")
@@ -581,7 +582,7 @@ def path_(
 ):
     """Draw the path of a folder of Hugging Face checkpoints; the model is built from its config.json."""
     with _user_errors({"source": "DIR", "data": "--data"}), _needs_extra():
-        from losstrail.checkpoint_job import draw_checkpoint_path
+        from losstrail.jobs.checkpoints import draw_checkpoint_path
 
         size = _resolution(resolution)
         draw_checkpoint_path(folder, out, data=data, method=directions, resolution=size, style=style, quiet=quiet)

@@ -11,16 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from losstrail._checks import check_output_file, check_outputs, output_format
+from losstrail._checks import check_output_file, output_format
 from losstrail._files import check_writable_dir, real_folder, removed_if_failed
 from losstrail._registry import check_choice, quoted, stated_optimizer
-from losstrail._rundir import digest, writer_lock
-from losstrail._specs import GridSpec, Style, TrainSpec
 from losstrail._threads import free_core_threads
-from losstrail.artifacts import COMPARISON_FILE, COMPARISON_ROLES, load_comparison
-from losstrail.redraw import COMPARISON_NAMES, render_comparison
-from losstrail.results import Comparison, animation_data
-from losstrail.trajectory import Trajectory
+from losstrail.renderers.redraw import COMPARISON_NAMES, render_comparison
+from losstrail.store.artifacts import COMPARISON_FILE, COMPARISON_ROLES, load_comparison
+from losstrail.store.checks import check_outputs
+from losstrail.store.rundir import digest, writer_lock
+from losstrail.values.results import Comparison, animation_data
+from losstrail.values.specs import GridSpec, Style, TrainSpec
+from losstrail.values.trajectory import Trajectory
 
 __all__ = ["Comparison", "compare", "load_comparison", "render_comparison"]
 
@@ -231,7 +232,7 @@ def _trained_runs(trained: Mapping, model, params, quiet: bool) -> tuple[list, l
                 "compare(trained={...}, model=model)"
             )
         if not isinstance(value, Trajectory):
-            from losstrail.checkpoints import load_trajectory
+            from losstrail.training.checkpoints import load_trajectory
 
             value = load_trajectory(value, model, params="all" if params == "trainable" else params, quiet=quiet)
         models.append(model)
@@ -263,16 +264,16 @@ def _check_paths_fit(settings: list[dict], epochs: int, datamodule, model) -> No
 
 
 def _default_data():
-    from losstrail.data import SpiralsDataModule
+    from losstrail.builtin.data import SpiralsDataModule
 
     return SpiralsDataModule()
 
 
 def _train_runs(names, settings, datamodule, model, train: TrainSpec, objective, loss_fn, quiet):
     """``(models, trajectories)``: a copy of ``model`` (the same initial weights) trained per run with its settings."""
-    from losstrail._optim import seed_all
-    from losstrail.nets import MLP
-    from losstrail.train import fit
+    from losstrail.builtin.nets import MLP
+    from losstrail.training.fit import fit
+    from losstrail.training.optim import seed_all
 
     if model is None:
         seed_all(train.seed)
@@ -337,9 +338,9 @@ def _shared_view(names, models, trajectories, data, method, centre, directions, 
     points its frames show (at most ``MEASURED_POINTS`` of them).
     """
     from losstrail._frames import frame_schedule, measured_points
-    from losstrail.directions import captured_fraction, plane_through
-    from losstrail.projection import project
-    from losstrail.surface import loss_surface, plane_grid
+    from losstrail.evaluation.grids import loss_surface, plane_grid
+    from losstrail.planes.directions import captured_fraction, plane_through
+    from losstrail.planes.projection import project
 
     stacked = np.concatenate([t.params for t in trajectories])  # (sum T, P): joint PCA sees every path
     finals = np.stack([t.params[-1] for t in trajectories])
@@ -375,7 +376,7 @@ def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models)
     import json
 
     from losstrail._files import atomic_path
-    from losstrail.artifacts import save_run_value, save_weights
+    from losstrail.store.artifacts import save_run_value, save_weights
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run_dir / COMPARISON_FILE)  # until it is back, the directory holds no finished comparison

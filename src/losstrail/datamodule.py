@@ -2,13 +2,13 @@
 
 ``from loss_landscape_anim.datamodule import SpiralsDataModule, MNISTDataModule`` becomes
 ``from losstrail.datamodule import SpiralsDataModule, MNISTDataModule``. Both are
-losstrail's own (see ``losstrail.data``): they take the reference's arguments and carry its
+losstrail's own (see ``losstrail.builtin.data``): they take the reference's arguments and carry its
 attributes (``dataset``, ``X``, ``y``, ``input_dim``, ``num_classes``, ``batch_size``).
 
-Each class here is the data module of ``losstrail.data`` of the same name on Lightning's
+Each class here is the data module of ``losstrail.builtin.data`` of the same name on Lightning's
 ``LightningDataModule`` base, so a Lightning ``Trainer`` of your own takes it as
 ``trainer.fit(model, datamodule=...)``; ``losstrail.SpiralsDataModule`` and the others are
-these. The default job uses the ones of ``losstrail.data`` and never imports Lightning.
+these. The default job uses the ones of ``losstrail.builtin.data`` and never imports Lightning.
 
 >>> from losstrail.datamodule import SpiralsDataModule
 >>> dm = SpiralsDataModule()
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from losstrail import data
+from losstrail.builtin import data
 
 __all__ = ["DigitsDataModule", "MNISTDataModule", "MoonsDataModule", "SpiralsDataModule"]
 

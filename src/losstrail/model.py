@@ -20,8 +20,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from losstrail import models
-from losstrail.models import GenericModel
+from losstrail.builtin import models
+from losstrail.builtin.models import GenericModel
 
 __all__ = ["GenericModel", "LeNet", "MLP"]
 

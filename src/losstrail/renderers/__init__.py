@@ -11,9 +11,9 @@ from losstrail._frames import frames_to_show
 from losstrail._memory import reuse_freed_memory
 from losstrail._progress import track
 from losstrail._registry import ANIMATED_FORMATS, STILL_FORMATS
-from losstrail._specs import Style
-from losstrail.landscape import Surface
-from losstrail.projection import Projection
+from losstrail.values.projection import Projection
+from losstrail.values.specs import Style
+from losstrail.values.surface import Surface
 
 __all__ = ["STILL_FORMATS", "Animation", "animate", "output_format", "plot_loss_line", "write_animation"]
 
@@ -138,8 +138,8 @@ def centre_point(plane, surface: Surface) -> Projection:
 
     import numpy as np
 
-    from losstrail.plane import Plane
-    from losstrail.renderers.surface3d import grid_value
+    from losstrail.values.plane import Plane
+    from losstrail.values.surface import grid_value
 
     if not isinstance(plane, Plane):
         raise ValueError(

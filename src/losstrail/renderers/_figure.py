@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from losstrail._frames import held
-from losstrail.landscape import Surface
-from losstrail.projection import Projection
+from losstrail.values.projection import Projection
+from losstrail.values.surface import Surface
 
 _METHOD_AXIS = {
     "pca": "principal component",

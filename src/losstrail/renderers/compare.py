@@ -8,10 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from losstrail._frames import fraction, frame_schedule, held
-from losstrail._specs import LAYOUTS as LAYOUTS
-from losstrail._specs import TIMELINES as TIMELINES
-from losstrail.landscape import Surface
-from losstrail.projection import Projection
 from losstrail.renderers._figure import (
     CanvasFigure,
     Label,
@@ -24,6 +20,10 @@ from losstrail.renderers._figure import (
     place_readout,
     plain_log_ticks,
 )
+from losstrail.values.projection import Projection
+from losstrail.values.specs import LAYOUTS as LAYOUTS
+from losstrail.values.specs import TIMELINES as TIMELINES
+from losstrail.values.surface import Surface
 
 # Path colours that stand out on the blue-green-yellow contour, in run order.
 RUN_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#000000", "#e377c2", "#8c564b", "#bcbd22", "#7f7f7f")

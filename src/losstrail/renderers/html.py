@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._frames import fraction, frame_schedule, held
-from losstrail._specs import Style
-from losstrail.landscape import Surface
-from losstrail.projection import Projection
 from losstrail.renderers._figure import axis_labels, faithfulness_title, grid_note
 from losstrail.renderers.compare import RUN_COLOURS
+from losstrail.values.projection import Projection
+from losstrail.values.specs import Style
+from losstrail.values.surface import Surface
 
 DIV_ID = "losstrail-plot"
 # The plotly.js version of the vendored cartesian bundle (see vendor/README.md).
@@ -46,7 +46,7 @@ def _rounded(values, digits: int = 5) -> list:
 
 def _slice_height(projection: Projection, surface: Surface) -> np.ndarray:
     """The slice loss under each point: measured where it was, else read off the grid."""
-    from losstrail.renderers.surface3d import path_height
+    from losstrail.values.surface import path_height
 
     return path_height(projection, surface)
 
@@ -141,7 +141,7 @@ def _add_marks(fig, plane, surface: Surface, style: Style) -> None:
               "hoverinfo": "text", "name": "models", "marker": {"symbol": "diamond", "size": 11, "color": "white",
               "line": {"color": "black", "width": 2}}}  # fmt: skip
     if style.view == "3d":
-        from losstrail.renderers.surface3d import grid_value
+        from losstrail.values.surface import grid_value
 
         height = np.asarray(losses if losses is not None else grid_value(surface, xy), dtype=np.float64)
         z = np.log(np.where(height > 0, height, np.nan)) if style.log_scale else height

@@ -10,7 +10,7 @@ import numpy as np
 from losstrail._checks import output_format
 from losstrail._files import atomic_path
 from losstrail._registry import STILL_FORMATS
-from losstrail.landscape import LossLine
+from losstrail.values.surface import LossLine
 
 
 def plot_loss_line(

@@ -4,49 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from losstrail.landscape import Surface
-from losstrail.projection import Projection
 from losstrail.renderers._figure import CanvasFigure
+from losstrail.values.projection import Projection
+from losstrail.values.surface import Surface, grid_value, path_height
 
 # A turning camera takes this many distinct angles over the animation; between them only the
 # path moves, so a frame is a blit (fast) and a GIF stores only the change (small).
 TURN_VIEWS = 24
-
-
-def grid_value(surface: Surface, xy: np.ndarray) -> np.ndarray:
-    """The surface's loss at points ``xy`` (T, 2), bilinear between grid nodes, clamped at the edges.
-
-    >>> s = Surface(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([[0.0, 1.0], [2.0, 3.0]]), np.zeros((2, 2)))
-    >>> grid_value(s, np.array([[0.5, 0.5], [1.0, 0.0]])).tolist()
-    [1.5, 1.0]
-    """
-    xs, ys, z = surface.xs, surface.ys, surface.loss
-    fx = np.clip(np.interp(xy[:, 0], xs, np.arange(len(xs))), 0, len(xs) - 1)
-    fy = np.clip(np.interp(xy[:, 1], ys, np.arange(len(ys))), 0, len(ys) - 1)
-    j0, i0 = np.minimum(fx.astype(int), len(xs) - 2), np.minimum(fy.astype(int), len(ys) - 2)
-    tx, ty = fx - j0, fy - i0
-    return (
-        z[i0, j0] * (1 - tx) * (1 - ty)
-        + z[i0, j0 + 1] * tx * (1 - ty)
-        + z[i0 + 1, j0] * (1 - tx) * ty
-        + z[i0 + 1, j0 + 1] * tx * ty
-    )
-
-
-def path_height(projection, surface: Surface) -> np.ndarray:
-    """The loss under each point of the path (T,): its slice loss where measured, else the grid's value there.
-
-    >>> from types import SimpleNamespace
-    >>> s = Surface(np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([[0.0, 1.0], [2.0, 3.0]]), np.zeros((2, 2)))
-    >>> p = SimpleNamespace(xy=np.array([[0.5, 0.5], [1.0, 0.0]]), slice_loss=np.array([np.nan, 1.25]))
-    >>> path_height(p, s).tolist()
-    [1.5, 1.25]
-    """
-    height = grid_value(surface, projection.xy)
-    if projection.slice_loss is not None:
-        measured = ~np.isnan(projection.slice_loss)
-        height[measured] = projection.slice_loss[measured]
-    return height
 
 
 class SurfaceFigure(CanvasFigure):

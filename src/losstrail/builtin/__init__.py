@@ -1,0 +1,1 @@
+"""Built-in models and datasets (spirals, moons, digits, MNIST IDX)."""

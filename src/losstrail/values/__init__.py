@@ -1,0 +1,1 @@
+"""Frozen values and specs, NumPy only: what the stages hand each other and what a run directory holds."""
