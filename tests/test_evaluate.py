@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import losstrail as lt
+from losstrail.builtin.models import load_flat_params
 from losstrail.evaluation.layout import ParamLayout, choose_parameters, flat_params
 from losstrail.planes.directions import Plane
 
@@ -118,7 +119,7 @@ def test_an_objective_on_dataclass_batches_with_extra_metrics():
 
     result = Evaluator(model, data, objective=objective).at_vectors(points)
     net = copy.deepcopy(model)
-    lt.models.load_flat_params(net, torch.from_numpy(points[0]))
+    load_flat_params(net, torch.from_numpy(points[0]))
     with torch.no_grad():
         mae = float((net(data.x) - data.y).abs().mean())
     assert result.metrics["mae"][0] == pytest.approx(mae, rel=1e-5)

@@ -1,8 +1,4 @@
 import copy
-import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,6 +9,7 @@ from losstrail.builtin.models import flat_params
 from losstrail.planes.directions import make_plane
 from losstrail.planes.hessian import hessian_eigenpairs
 from losstrail.training.record import Trajectory
+from probes import peak_around_a_wide_mlp
 
 
 def _dense_hessian(model, X, y):
@@ -302,31 +299,6 @@ def test_the_lanczos_basis_is_bounded_with_a_note_and_a_given_iterations_is_kept
         hessian_eigenpairs(model, tiny_data, iterations=0)
 
 
-_MEMORY_SCRIPT = textwrap.dedent(
-    """
-    import json, resource, sys
-    import torch
-    torch.set_num_threads(2)
-    import losstrail as lt
-
-    def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    torch.manual_seed(0)
-    width, depth = 2048, 7  # 7 layers of 2048 x 2048: 29.4M parameters, 117 MB in float32
-    X, y = torch.randn(16, width), torch.randint(0, 10, (16,))
-    base = peak()  # torch, losstrail and the data loaded; no model yet
-    layers = []
-    for _ in range(depth):
-        layers += [torch.nn.Linear(width, width), torch.nn.Tanh()]
-    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
-    plane = lt.make_plane(model, "hessian", data=(X, y), seed=0, quiet=False)
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    print(json.dumps({"params": params, "peak": peak() - base, "eigenvalues": plane.eigenvalues}))
-    """
-)
-
-
 def test_the_hessian_plane_of_a_big_model_stays_within_the_model_its_basis_and_one_product(tmp_path):
     """Measured in a fresh process: its peak resident memory, less what it held before the model was built.
 
@@ -337,12 +309,12 @@ def test_the_hessian_plane_of_a_big_model_stays_within_the_model_its_basis_and_o
     the steps: 3.84 GB for only 10 steps of a 12.6M-parameter MLP (76x its 50 MB), and for this model 40 x 235 MB
     twice (19 GB), far past the bound.
     """
-    script = tmp_path / "memory.py"
-    script.write_text(_MEMORY_SCRIPT)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "taking at most 9 steps" in done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    body = """
+        plane = lt.make_plane(model, "hessian", data=(X, y), seed=0, quiet=False)
+        figures = {"eigenvalues": plane.eigenvalues}
+    """
+    figures, err = peak_around_a_wide_mlp(tmp_path, "Tanh", body)
+    assert "taking at most 9 steps" in err
     assert figures["params"] > 100e6 and figures["eigenvalues"][0] >= figures["eigenvalues"][1] > 0
     assert figures["peak"] < (1 + 8) * figures["params"] + (1 << 30), figures
 

@@ -1,6 +1,8 @@
 """The way points are evaluated (vmap or point by point): chosen from interleaved timings, re-checked as units
 run, ties kept quiet; and the cost the grid states, in the caller's words (issue 23)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,19 @@ class Machine:
         self.now += self.cost[way] * (stop - start)
         self.log.append((way, stop - start))
         return list(range(start, stop))
+
+
+def assert_a_plain_loop_gives(surface, model, data, plane, xs, ys):
+    """Each grid point's loss as a user computes it: the point's weights loaded into a copy, then a forward."""
+    from losstrail.builtin.models import load_flat_params
+
+    probe = copy.deepcopy(model)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            load_flat_params(probe, torch.from_numpy(plane.point(x, y)))
+            with torch.no_grad():
+                expected = torch.nn.functional.cross_entropy(probe(data[0]), data[1]).item()
+            assert surface.loss[i, j] == pytest.approx(expected, rel=1e-5)
 
 
 def _chooser(machine, **kwargs):
@@ -175,11 +190,9 @@ def test_auto_on_a_plane_times_points_set_in_place_and_takes_them_when_faster(ti
                                                                                capsys, flat_slow):  # fmt: skip
     """200 plane points in mode auto: a few set in place, flat copies block by block, the rest the faster way;
     every loss as a plain load_state_dict loop gives it, whichever way each point went."""
-    import copy
     import time
 
     import losstrail as lt
-    from losstrail.builtin.models import load_flat_params
     from losstrail.evaluation import evaluator as _evaluate
 
     threads = torch.get_num_threads()
@@ -201,13 +214,7 @@ def test_auto_on_a_plane_times_points_set_in_place_and_takes_them_when_faster(ti
         torch.set_num_threads(threads)
     said = capsys.readouterr().err
     assert "set in place" in said or not flat_slow  # else either way may win: only the losses are checked
-    probe = copy.deepcopy(tiny_model)
-    for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
-            load_flat_params(probe, torch.from_numpy(plane.point(x, y)))
-            with torch.no_grad():
-                expected = torch.nn.functional.cross_entropy(probe(tiny_data[0]), tiny_data[1]).item()
-            assert surface.loss[i, j] == pytest.approx(expected, rel=1e-5)
+    assert_a_plain_loop_gives(surface, tiny_model, tiny_data, plane, xs, ys)
 
 
 def _job(chooser, machine, units: int, points: int = 8, examples: int = 1, *, bounded: bool = True):
@@ -287,10 +294,8 @@ def test_auto_tries_point_by_point_first_where_a_points_activations_fill_a_chunk
 def test_auto_sets_points_in_place_at_once_when_a_points_parameters_outnumber_its_activations(monkeypatch):
     """A wide layer on four examples: copying a point's parameters costs more than its forward pass, so no flat
     copy is made (``run`` is never called); the grid equals a load_state_dict loop."""
-    import copy
 
     import losstrail as lt
-    from losstrail.builtin.models import load_flat_params
     from losstrail.evaluation import evaluator as _evaluate
 
     torch.manual_seed(0)
@@ -302,13 +307,7 @@ def test_auto_sets_points_in_place_at_once_when_a_points_parameters_outnumber_it
     plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.1, 0.1)), "custom")
     xs, ys = np.linspace(-1, 1, 5), np.linspace(-1, 1, 3)
     surface = lt.loss_surface(model, data, plane, xs, ys, quiet=True)
-    probe = copy.deepcopy(model)
-    for i, y in enumerate(ys):
-        for j, x in enumerate(xs):
-            load_flat_params(probe, torch.from_numpy(plane.point(x, y)))
-            with torch.no_grad():
-                expected = torch.nn.functional.cross_entropy(probe(data[0]), data[1]).item()
-            assert surface.loss[i, j] == pytest.approx(expected, rel=1e-5)
+    assert_a_plain_loop_gives(surface, model, data, plane, xs, ys)
 
 
 @pytest.mark.parametrize("side", [10, 20])

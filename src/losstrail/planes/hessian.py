@@ -27,6 +27,7 @@ from losstrail._progress import bar
 from losstrail.evaluation.evaluator import math_attention
 from losstrail.evaluation.layout import ParamLayout
 from losstrail.evaluation.loss import LossRule
+from losstrail.values._derived import MadeOnRead
 
 __all__ = ["HessianEigen", "hessian_eigenpairs"]
 
@@ -63,29 +64,15 @@ class HessianEigen:
         return f"HessianEigen({', '.join(fields)}, product={self.product!r})"
 
 
-class _Flat:
-    """``vectors`` or ``lowest_vector`` of a ``HessianEigen``: the array given, or made once from its tensors."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __get__(self, eig, owner=None):
-        if eig is None:
-            return self
-        value = eig.__dict__.get(self.name)
-        if value is None and eig.__dict__.get("tensors") is not None:
-            rows = eig.tensors[:-1] if self.name == "vectors" else eig.tensors[-1:]
-            value = np.stack([torch.cat([t.reshape(-1).double().cpu() for t in row]).numpy() for row in rows])
-            value = value if self.name == "vectors" else value[0]
-            eig.__dict__[self.name] = value
-        return value
-
-    def __set__(self, eig, value):  # only the dataclass's __init__ sets (the class is frozen)
-        eig.__dict__[self.name] = value
+def _flat_eigenvectors(eig, name: str) -> np.ndarray:
+    """``vectors`` (k, P) or ``lowest_vector`` (P,) of a ``HessianEigen`` held per tensor, as float64 arrays."""
+    rows = eig.tensors[:-1] if name == "vectors" else eig.tensors[-1:]
+    value = np.stack([torch.cat([t.reshape(-1).double().cpu() for t in row]).numpy() for row in rows])
+    return value if name == "vectors" else value[0]
 
 
 for _name in ("vectors", "lowest_vector"):
-    setattr(HessianEigen, _name, _Flat(_name))
+    setattr(HessianEigen, _name, MadeOnRead(_name, _flat_eigenvectors))
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from losstrail.values._derived import MadeOnRead
 from losstrail.values._repr import short_repr
 from losstrail.values.rows import plane_coordinates
 
@@ -115,25 +116,6 @@ def _few(names) -> str:
     return repr(names) if names is None or len(names) <= 3 else f"<{len(names)} names: {names[0]!r}, ...>"
 
 
-class _Flat:
-    """``origin``, ``u`` or ``v`` of a plane: the array given, or made (once) from the plane's tensors when read."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __get__(self, plane, owner=None):
-        if plane is None:
-            return self
-        value = plane.__dict__.get(self.name)
-        if value is None and plane.__dict__.get("tensors") is not None:
-            value = plane.tensors.flat(self.name)
-            plane.__dict__[self.name] = value
-        return value
-
-    def __set__(self, plane, value):  # only the dataclass's __init__ sets (the class is frozen)
-        plane.__dict__[self.name] = value
-
-
 _FLAT = ("origin", "u", "v")
 for _name in _FLAT:
-    setattr(Plane, _name, _Flat(_name))
+    setattr(Plane, _name, MadeOnRead(_name, lambda plane, name: plane.tensors.flat(name)))
