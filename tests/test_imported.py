@@ -39,17 +39,17 @@ def test_uncomputed_cells_are_counted_and_said(tmp_path):
 
 
 def test_the_read_out_of_an_imported_path_is_a_surface_value(tmp_path, monkeypatch):
-    import losstrail.renderers
+    import losstrail.renderers.redraw
 
     surface_file, proj_file = _li_files(tmp_path)
     seen = {}
-    real = losstrail.renderers.animate
+    real = losstrail.renderers.redraw.animate
 
     def spy(projection, surface, out, **kwargs):
         seen["projection"] = projection
         return real(projection, surface, out, **kwargs)
 
-    monkeypatch.setattr(losstrail.renderers, "animate", spy)
+    monkeypatch.setattr(losstrail.renderers.redraw, "animate", spy)  # where render_surface looks it up
     lt.render_surface(surface_file, tmp_path / "theirs.png", path=proj_file)
     text = readout(seen["projection"], 0)
     assert "surface value at the path point" in text

@@ -67,7 +67,8 @@ def test_fit_rejects_bad_arguments_before_training(tiny_model):
 def test_the_plain_loop_takes_lightnings_steps_bit_for_bit(batch_size):
     """The Lightning-free MLP on the Lightning-free data, trained by losstrail's own loop, against
     ``losstrail.MLP`` on ``losstrail.SpiralsDataModule`` (both Lightning's) trained by a Lightning Trainer."""
-    from losstrail import data, datamodule, nets
+    from losstrail import datamodule
+    from losstrail.builtin import data, nets
 
     torch.manual_seed(3)
     plain = nets.MLP(2, 3, hidden_dim=8)

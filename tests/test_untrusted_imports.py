@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import losstrail
-import losstrail.renderers
+import losstrail.renderers.redraw
 from losstrail.cli import app
 
 XS, YS = np.linspace(-1.0, 1.0, 5), np.linspace(-1.0, 1.0, 4)
@@ -171,13 +171,13 @@ def test_a_decreasing_axis_is_turned_round(tmp_path):
 @pytest.fixture
 def titles(monkeypatch):
     """The titles render_surface hands to the renderer, which still draws the picture."""
-    seen, draw = [], losstrail.renderers.animate
+    seen, draw = [], losstrail.renderers.redraw.animate
 
     def spy(projection, surface, out, *, style, **kwargs):
         seen.append(style.title)
         return draw(projection, surface, out, style=style, **kwargs)
 
-    monkeypatch.setattr(losstrail.renderers, "animate", spy)
+    monkeypatch.setattr(losstrail.renderers.redraw, "animate", spy)  # where render_surface looks it up
     return seen
 
 
