@@ -177,8 +177,17 @@ def test_bad_recorder_settings_are_named():
 
 
 @pytest.mark.parametrize("every", [1, 3])
-def test_sketched_rows_read_from_parameters_of_mixed_dtypes_equal_their_flat_copy(every):
-    """A sketched path's rows are copied into reused tensors: each snapshot is still its own step's parameters."""
+@pytest.mark.parametrize("dtype", [None, "float32"])
+def test_sketched_rows_read_from_parameters_of_mixed_dtypes_equal_their_flat_copy(every, dtype, monkeypatch):
+    """A sketched path's rows are copied into reused tensors and written by a thread while training goes on
+    (float16 snapshots from two conversion tensors in turn; float32 ones from the recorder's rows themselves):
+    each snapshot is still its own step's parameters, though each write here waits 2 ms first (a slow disk)."""
+    import time
+
+    from losstrail.training import points
+
+    write = points.RowFile._write
+    monkeypatch.setattr(points.RowFile, "_write", lambda *args: (time.sleep(0.002), write(*args)))
 
     class Mixed(torch.nn.Module):
         def __init__(self):
@@ -191,7 +200,7 @@ def test_sketched_rows_read_from_parameters_of_mixed_dtypes_equal_their_flat_cop
     model = Mixed()
     g = torch.Generator().manual_seed(1)
     P = sum(p.numel() for p in model.parameters())
-    rec = Recorder(model, every=every, memory_limit=(16 + 8 * 24) * P, snapshots=12, quiet=True)  # a sketch fits
+    rec = Recorder(model, every=every, memory_limit=(16 + 8 * 24) * P, snapshots=12, dtype=dtype, quiet=True)
     rows = []  # the reference: every recorded step's parameters, flattened by the test itself
     for k in range(240):
         if k % every == 0:
@@ -205,6 +214,27 @@ def test_sketched_rows_read_from_parameters_of_mixed_dtypes_equal_their_flat_cop
     assert t.sketch is not None and len(t.sketch) == len(rows)
     index = np.asarray(t.step) // every
     index[-1] = len(rows) - 1  # the final point
-    np.testing.assert_array_equal(np.asarray(t.params), np.stack(rows)[index].astype(np.float16))
+    np.testing.assert_array_equal(np.asarray(t.params), np.stack(rows)[index].astype(dtype or np.float16))
     centred = np.stack(rows).astype(np.float64) - np.stack(rows).astype(np.float64).mean(axis=0)
     np.testing.assert_allclose(t.sketch.total_variance, (centred**2).sum(), rtol=1e-5)
+
+
+def test_a_row_the_writer_thread_cannot_write_is_an_error_in_the_training_loop(tmp_path, monkeypatch):
+    """A full disk while a row is written behind the loop's back is raised by the next call that needs the file."""
+    import errno
+
+    from losstrail.training import points
+
+    rows = points.RowFile(tmp_path / "rows.bin", "float32", 4)
+    rows.append(np.arange(4, dtype=np.float32))
+    np.testing.assert_array_equal(rows.read(0), np.arange(4))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(points.os, "pwrite", full)
+    rows.append(np.ones(4, np.float32))  # handed to the thread
+    with pytest.raises(OSError, match="No space left"):
+        rows.append(np.ones(4, np.float32))
+    rows.discard()
+    assert not (tmp_path / "rows.bin").exists()
