@@ -37,10 +37,12 @@ MEDIA = {"animation": ANIMATED_FORMATS, "page": PAGE_FORMATS, "still": STILL_FOR
 VIEWS = ("2d", "3d")
 # Open formats a surface is exported to, by name (each one's file suffix); store/formats.py's EXPORTS gives
 # each its writers and reader. PATH_FORMATS also hold a path alone (export's path=); READ_FORMATS are read
-# back (read_surface, render_surface, `losstrail import`), in the order their messages list them.
+# back (read_surface, render_surface, `losstrail import`), in the order their messages list them;
+# HEIGHT_FORMATS have a z axis, which log= and zmax= shape.
 EXPORT_FORMATS = ("h5", "vtp", "obj", "ply", "csv", "npz")
 PATH_FORMATS = ("h5", "vtp", "csv", "npz")
 READ_FORMATS = ("h5", "npz", "csv")
+HEIGHT_FORMATS = ("vtp", "obj", "ply")
 
 
 def quoted(names: Iterable[str]) -> str:
