@@ -49,7 +49,7 @@ def test_the_read_out_of_an_imported_path_is_a_surface_value(tmp_path, monkeypat
         seen["projection"] = projection
         return real(projection, surface, out, **kwargs)
 
-    monkeypatch.setattr(losstrail.renderers, "animate", spy)
+    monkeypatch.setattr("losstrail.renderers.redraw.animate", spy)  # render_surface's own name for it
     lt.render_surface(surface_file, tmp_path / "theirs.png", path=proj_file)
     text = readout(seen["projection"], 0)
     assert "surface value at the path point" in text

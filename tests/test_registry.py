@@ -129,7 +129,7 @@ def test_the_format_choices_and_messages_come_from_the_registries(tmp_path):
     from losstrail.cli import app
 
     runner = CliRunner()
-    wide = {"COLUMNS": "250", "TERMINAL_WIDTH": "250"}
+    wide = {"COLUMNS": "250"}  # not TERMINAL_WIDTH: typer reads it once, at import
     assert ", ".join(_registry.FORMATS) in runner.invoke(app, ["render", "--help"], env=wide).output
     export_help = runner.invoke(app, ["export", "--help"], env=wide).output
     for names in (_registry.EXPORT_FORMATS, _registry.PATH_FORMATS):
