@@ -45,7 +45,7 @@ __all__ = [
     "read_surface",
 ]
 
-_DIRECTION_FORMATS = ("h5",)  # Li et al.'s direction file
+_LI_FILE_FORMATS = ("h5",)  # of Li et al.'s projection and direction files
 _EXTRAS = "losstrail"  # the HDF5 group of what Li et al.'s files have no key for
 
 # Key names in Li et al.'s files first, then the names forks use for the same arrays.
@@ -486,7 +486,7 @@ def _read_csv_surface(argument: str, path) -> Surface:
 
 def _read_projection(path) -> dict:
     """The arrays of a projection file: ``xy`` (T, 2) and, when losstrail wrote it, step, epoch, loss, ..."""
-    _extension("path", path, ("h5",), reading=True)
+    _extension("path", path, _LI_FILE_FORMATS, reading=True)
     _existing("path", path)
     with _open_h5("path", path) as f:
         names = set(f.keys())
@@ -512,7 +512,7 @@ def _read_projection(path) -> dict:
 
 def _read_directions(path) -> dict:
     """What a direction file says about the plane: its method and, for PCA, the explained variance ratios."""
-    _extension("directions", path, _DIRECTION_FORMATS, reading=True)
+    _extension("directions", path, _LI_FILE_FORMATS, reading=True)
     _existing("directions", path)
     with _open_h5("directions", path) as f:
         names = set(f.keys())
@@ -601,7 +601,7 @@ def export(
         written unless all the arguments are good.
     """
     files = {"to": to, "path": path, "directions": directions}
-    names = {"to": EXPORT_FORMATS, "path": PATH_FORMATS, "directions": _DIRECTION_FORMATS}
+    names = {"to": EXPORT_FORMATS, "path": PATH_FORMATS, "directions": _LI_FILE_FORMATS}
     formats = {arg: EXPORTS[_extension(arg, file, names[arg])] for arg, file in files.items() if file is not None}
     if (log or zmax is not None or ascii) and not any(f.heights for f in formats.values()):
         with_heights = [f".{name}" for name, f in EXPORTS.items() if f.heights]
