@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 import losstrail
+from losstrail._registry import FORMATS
 from losstrail.cli import app
 from losstrail.values.specs import Style
 
@@ -148,3 +149,20 @@ def test_a_style_value_is_one_value_for_every_face(saved, tmp_path):
 
     animate(*_scene(saved), tmp_path / "d.png", style=look)
     assert (tmp_path / "d.png").read_bytes() == by_value
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_a_run_and_a_comparison_render_in_every_registered_format(saved, tmp_path, kind):
+    from losstrail.renderers.formats import picture_format
+
+    picture = picture_format(kind)
+    try:
+        picture.check_installed()
+    except ModuleNotFoundError as err:
+        pytest.skip(str(err))
+    for folder in ("run", "cmp"):
+        out = tmp_path / f"{folder}.{kind}"
+        animation = losstrail.render(saved / folder, out, quiet=True)
+        assert (animation.path, animation.format) == (out, kind) and out.stat().st_size > 0
+        assert (animation.frames == 1) == (picture.medium == "still")
+        assert f"data:{picture.mime};base64," in animation._repr_html_() or picture.shown in ("iframe", "path")

@@ -26,10 +26,23 @@ DATASET_SIZES = {
 }
 MODELS = ("mlp", "lenet")
 GRIDS = ("full", "adaptive")
-FORMATS = ("gif", "mp4", "html", "png", "pdf", "svg")
+# Picture formats by name (each one's file suffix), grouped by what a picture in it is: an animation,
+# an interactive page, or a still of one frame. renderers/formats.py's PICTURES gives each its writer.
 ANIMATED_FORMATS = ("gif", "mp4")
+PAGE_FORMATS = ("html",)
 STILL_FORMATS = ("png", "pdf", "svg")
+FORMATS = (*ANIMATED_FORMATS, *PAGE_FORMATS, *STILL_FORMATS)
+MEDIA = {"animation": ANIMATED_FORMATS, "page": PAGE_FORMATS, "still": STILL_FORMATS}
+# The view a picture draws, in any medium: the 2-D contour or the 3-D surface.
 VIEWS = ("2d", "3d")
+# Open formats a surface is exported to, by name (each one's file suffix); store/formats.py's EXPORTS gives
+# each its writers and reader. PATH_FORMATS also hold a path alone (export's path=); READ_FORMATS are read
+# back (read_surface, render_surface, `losstrail import`), in the order their messages list them;
+# HEIGHT_FORMATS have a z axis, which log= and zmax= shape.
+EXPORT_FORMATS = ("h5", "vtp", "obj", "ply", "csv", "npz")
+PATH_FORMATS = ("h5", "vtp", "csv", "npz")
+READ_FORMATS = ("h5", "npz", "csv")
+HEIGHT_FORMATS = ("vtp", "obj", "ply")
 
 
 def quoted(names: Iterable[str]) -> str:
@@ -51,6 +64,15 @@ def check_choice(argument: str, value: object, names: Iterable[str]) -> str:
     if value not in names:
         raise ValueError(f"{argument}={value!r} is not known; expected one of {quoted(names)}")
     return value  # type: ignore[return-value]
+
+
+def medium(format: str) -> str:
+    """What a picture in ``format`` is: ``'animation'``, ``'page'`` or ``'still'``.
+
+    >>> medium("mp4"), medium("html"), medium("svg")
+    ('animation', 'page', 'still')
+    """
+    return next(name for name, formats in MEDIA.items() if check_choice("format", format, FORMATS) in formats)
 
 
 def stated_optimizer(optimizer: str, argument: str = "optimizer") -> str:

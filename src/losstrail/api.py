@@ -12,6 +12,7 @@ from losstrail._checks import check_training_memory, output_format
 from losstrail._files import check_writable_dir, removed_if_failed
 from losstrail._registry import quoted
 from losstrail._threads import free_core_threads
+from losstrail.renderers.formats import picture_format
 from losstrail.renderers.redraw import render
 from losstrail.store.checks import check_outputs
 from losstrail.store.rundir import check_together, staging, writer_lock
@@ -212,19 +213,13 @@ def _checked_style(style: dict, giffps, n_frames, output, decision) -> Style:
     look = Style.of({**style, "fps": giffps, "max_frames": n_frames}, _STYLE_NAMES, where="loss_landscape_anim")
     kind = output_format(output, look.format) if output is not None else (look.format or "gif")
     look.check_for("run", kind, _STYLE_NAMES)
-    if decision and (look.view == "3d" or kind == "html"):
+    picture = picture_format(kind)
+    if decision and (look.view == "3d" or picture.medium == "page"):
         raise ValueError(
             f"decision=True draws decision regions beside the 2-D contour of a GIF, MP4 or still; leave it out "
             f"for view={look.view!r} and format {kind!r}"
         )
-    if kind == "mp4":
-        from losstrail.renderers.mp4 import check_ffmpeg
-
-        check_ffmpeg()
-    if kind == "html":
-        from losstrail.renderers.html import check_plotly
-
-        check_plotly()
+    picture.check_installed()
     return look
 
 

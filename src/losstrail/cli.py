@@ -17,7 +17,17 @@ from typing import Optional
 
 import typer
 
-from losstrail._registry import DATASETS, FORMATS, MODELS, OPTIMIZERS, PATH_DIRECTIONS
+from losstrail._registry import (
+    DATASETS,
+    EXPORT_FORMATS,
+    FORMATS,
+    HEIGHT_FORMATS,
+    MODELS,
+    OPTIMIZERS,
+    PATH_DIRECTIONS,
+    PATH_FORMATS,
+    READ_FORMATS,
+)
 from losstrail.values.specs import Style
 
 app = typer.Typer(
@@ -527,19 +537,23 @@ def _needs_extra():
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory written by `losstrail run`."),
     to: Path = typer.Option(
-        ..., "--to", help="Surface file; its extension picks the format: h5, vtp, obj, ply, csv, npz."
+        ..., "--to", help=f"Surface file; its extension picks the format: {_names(EXPORT_FORMATS)}."
     ),
     path: Optional[Path] = typer.Option(
         None,
         "--path",
         "--path-vtp",
-        help="Also write the path: .h5 (Li et al.'s projection file), .vtp (polyline), .csv or .npz.",
+        help=f"Also write the path: {_names(PATH_FORMATS)} (h5: Li et al.'s projection file; vtp: a polyline).",
     ),
     directions: Optional[Path] = typer.Option(
         None, "--directions", help="Also write the plane as Li et al.'s direction file (.h5)."
     ),
-    log: bool = typer.Option(False, "--log", help="vtp/obj/ply: height log(loss + 0.1), as h52vtp.py --log."),
-    zmax: Optional[float] = typer.Option(None, help="vtp/obj/ply: clip the loss at this value (before --log)."),
+    log: bool = typer.Option(
+        False, "--log", help=f"{'/'.join(HEIGHT_FORMATS)}: height log(loss + 0.1), as h52vtp.py --log."
+    ),
+    zmax: Optional[float] = typer.Option(
+        None, help=f"{'/'.join(HEIGHT_FORMATS)}: clip the loss at this value (before --log)."
+    ),
     ascii: bool = typer.Option(False, "--ascii", help="vtp/ply: text instead of binary."),
 ):
     """Write a run's surface (and path, directions) for Li et al.'s scripts, ParaView, Blender or a spreadsheet."""
@@ -553,7 +567,9 @@ def export(
 @app.command("import")
 @style_options(without=("layout", "timeline"))
 def import_(
-    surface: Path = typer.Argument(..., help="A surface file: Li et al.'s .h5 (or a fork's), or a .npz/.csv table."),
+    surface: Path = typer.Argument(
+        ..., help=f"A surface file: {_names(READ_FORMATS)} (Li et al.'s .h5, or a fork's; a table losstrail wrote)."
+    ),
     path: Optional[Path] = typer.Option(None, "--path", help="Li et al.'s projection file (.h5) of the path to draw."),
     directions: Optional[Path] = typer.Option(None, "--directions", help="Li et al.'s direction file (.h5)."),
     key: Optional[str] = typer.Option(None, help="The loss array in the .h5 [default: train_loss, or a fork's]."),

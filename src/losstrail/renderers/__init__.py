@@ -1,4 +1,4 @@
-"""Pictures of a path on a loss surface: animations and stills."""
+"""Pictures of a path on a loss surface: animations, stills and pages, in the formats ``formats.PICTURES`` names."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from losstrail._checks import output_format
 from losstrail._files import atomic_path
 from losstrail._frames import frames_to_show
 from losstrail._memory import reuse_freed_memory
-from losstrail._progress import track
 from losstrail._registry import ANIMATED_FORMATS, STILL_FORMATS
+from losstrail.renderers.formats import picture_format
 from losstrail.values.projection import Projection
 from losstrail.values.specs import Style
 from losstrail.values.surface import Surface
@@ -31,8 +31,6 @@ class Animation:
     ``path`` is the file, ``format`` its format, ``frames`` how many frames it has.
     """
 
-    _MIME = {"gif": "image/gif", "png": "image/png", "svg": "image/svg+xml", "mp4": "video/mp4"}
-
     def __init__(self, path: str | os.PathLike, format: str, frames: int):
         self.path, self.format, self.frames = Path(path), format, frames
 
@@ -46,14 +44,15 @@ class Animation:
         import base64
         import html
 
-        if self.format == "html":
+        picture = picture_format(self.format)
+        if picture.shown == "iframe":
             page = html.escape(self.path.read_text(), quote=True)
             return f'<iframe srcdoc="{page}" style="width:100%;height:720px;border:0"></iframe>'
-        if self.format == "pdf":
-            return f"<p>PDF written to <code>{html.escape(str(self.path))}</code></p>"
+        if picture.shown == "path":
+            return f"<p>{self.format.upper()} written to <code>{html.escape(str(self.path))}</code></p>"
         data = base64.b64encode(self.path.read_bytes()).decode("ascii")
-        src = f"data:{self._MIME[self.format]};base64,{data}"
-        if self.format == "mp4":
+        src = f"data:{picture.mime};base64,{data}"
+        if picture.shown == "video":
             return f'<video src="{src}" controls loop autoplay muted style="max-width:100%"></video>'
         return f'<img src="{src}" style="max-width:100%"/>'
 
@@ -101,34 +100,24 @@ def animate(
     if not isinstance(projection, Projection):
         projection, panel = centre_point(projection, surface), False if panel is None else panel
     kind = output_format(out, style.format)
+    picture = picture_format(kind)
     style.check_for("run", kind)
     style = colour_scale(surface, style)
-    if decision is not None and (style.view == "3d" or kind == "html"):
+    if decision is not None and (style.view == "3d" or picture.medium == "page"):
         raise ValueError(
             "decision regions are drawn beside the 2-D contour of a GIF, MP4 or still; "
             f"leave decision out for view={style.view!r} and format {kind!r}"
         )
     frames = frames_to_show(projection.step, style.max_frames, style.every)
-    if kind == "html":
-        from losstrail.renderers.html import write_html
-
+    picture.check_installed()  # before any drawing
+    if picture.medium == "page":
         name = "model" if projection.alone else "path"
-        path = write_html([(name, _subsampled(projection, frames))], surface, out, style=style,
-                          colours=[style.path_color])  # fmt: skip
+        path = picture.write([(name, _subsampled(projection, frames))], surface, out, style=style,
+                             colours=[style.path_color])  # fmt: skip
         return Animation(path, kind, len(frames))
-    if kind == "mp4":
-        from losstrail.renderers.mp4 import check_ffmpeg
-
-        check_ffmpeg()
+    still = len(projection) - 1 if style.step is None else _index_of_step(projection, style.step)
     figure = _path_figure(projection, surface, style, len(frames), panel, decision)
-    if kind in STILL_FORMATS:
-        from losstrail.renderers._figure import save_still
-
-        k = len(projection) - 1 if style.step is None else _index_of_step(projection, style.step)
-        with atomic_path(out) as tmp:
-            save_still(figure, k, tmp, kind)
-        return Animation(out, kind, 1)
-    return write_animation(figure, frames, out, fps=style.fps, quiet=quiet, format=kind)
+    return write_figure(figure, out, kind, frames, still=still, fps=style.fps, quiet=quiet)
 
 
 def centre_point(plane, surface: Surface) -> Projection:
@@ -204,13 +193,17 @@ def write_animation(
     kind = output_format(out, format, allowed=ANIMATED_FORMATS)
     frames = [int(k) for k in frames]
     with atomic_path(out) as tmp, reuse_freed_memory():
-        if kind == "mp4":
-            from losstrail.renderers.mp4 import write_mp4
-
-            rgba = track((figure.rgba(k, copy=False) for k in frames), len(frames), "rendering", quiet, unit="frame")
-            write_mp4(rgba, tmp, fps=fps, size=figure.size)
-        else:
-            from losstrail.renderers.gif import write_gif
-
-            write_gif(figure, frames, tmp, fps=fps, quiet=quiet)
+        picture_format(kind).write(figure, frames, tmp, fps=fps, quiet=quiet)
     return Animation(out, kind, len(frames))
+
+
+def write_figure(figure, out: str | os.PathLike, format: str, frames, *, still: int, fps: float,
+                 quiet: bool = False) -> Animation:  # fmt: skip
+    """Write ``figure`` to ``out`` in ``format``: its frame ``still`` as a still, else its ``frames`` animated."""
+    kind = output_format(out, format, allowed=(*ANIMATED_FORMATS, *STILL_FORMATS))
+    picture = picture_format(kind)
+    if picture.medium == "still":
+        with atomic_path(out) as tmp:
+            picture.write(figure, still, tmp, kind)
+        return Animation(out, kind, 1)
+    return write_animation(figure, frames, out, fps=fps, quiet=quiet, format=kind)

@@ -29,6 +29,15 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return width + width % 2, height + height % 2
 
 
+def write_figure_mp4(figure, frames, path, *, fps: float, quiet: bool = False) -> int:
+    """Write frames ``frames`` of ``figure`` (with ``rgba(k, copy)`` and ``size``) as an MP4; returns the count."""
+    from losstrail._progress import track
+
+    frames = list(frames)
+    rgba = track((figure.rgba(k, copy=False) for k in frames), len(frames), "rendering", quiet, unit="frame")
+    return write_mp4(rgba, path, fps=fps, size=figure.size)
+
+
 def write_mp4(frames: Iterable[np.ndarray], path, *, fps: float, size: tuple[int, int], crf: int = 20) -> int:
     """Write (H, W, 4) uint8 RGBA ``frames`` of ``size`` (W, H) as an H.264 MP4 that browsers play; returns the count.
 

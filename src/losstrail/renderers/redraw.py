@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._checks import check_output_file, check_settings, output_format
-from losstrail._files import atomic_path
-from losstrail._registry import STILL_FORMATS
+from losstrail._registry import medium
 from losstrail.planes.projection import project
-from losstrail.renderers import Animation, animate, write_animation
+from losstrail.renderers import Animation, animate, write_figure
+from losstrail.renderers.formats import picture_format
 from losstrail.store.artifacts import (
     COMPARISON_FILE,
     COMPARISON_ROLES,
@@ -86,7 +86,7 @@ def render(
     if projection is None:
         projection = project(plane, trajectory)
     maps = None
-    drawn_beside = style.view == "2d" and kind != "html"  # where a decision panel can go
+    drawn_beside = style.view == "2d" and medium(kind) != "page"  # where a decision panel can go
     if decision or (decision is None and drawn_beside and os.path.lexists(Path(run_dir) / "decision.npz")):
         maps = load_run_value(run_dir, DecisionMaps)
     if style.title is None:
@@ -121,23 +121,18 @@ def render_comparison(
 
     style = colour_scale(comparison.surface, style)
     runs = list(zip(comparison.names, comparison.projections))
-    if kind == "html":
-        from losstrail.renderers.html import write_html
-
-        path = write_html(runs, comparison.surface, out, style=style, captured=comparison.captured)
+    picture = picture_format(kind)
+    picture.check_installed()  # before any drawing
+    if picture.medium == "page":
+        path = picture.write(runs, comparison.surface, out, style=style, captured=comparison.captured)
         return Animation(path, kind, style.max_frames)
     figure = CompareFigure(
         runs, comparison.surface, title=style.title, layout=style.layout, timeline=style.timeline,
         max_frames=style.max_frames, size=style.size, dpi=style.dpi, cmap=style.cmap, levels=style.levels,
         log_scale=style.log_scale, captured=comparison.captured,
     )  # fmt: skip
-    if kind in STILL_FORMATS:
-        from losstrail.renderers._figure import save_still
-
-        with atomic_path(out) as tmp:
-            save_still(figure, figure.n_frames - 1, tmp, kind)
-        return Animation(out, kind, 1)
-    return write_animation(figure, range(figure.n_frames), out, fps=style.fps, quiet=quiet, format=kind)
+    frames = range(figure.n_frames)
+    return write_figure(figure, out, kind, frames, still=frames[-1], fps=style.fps, quiet=quiet)
 
 
 def render_surface(

@@ -11,7 +11,10 @@ and ``explained_variance_``; their projection file holds ``proj_xcoord``/``proj_
 losstrail writes the same, and its own extras under the group ``losstrail``.
 
 HDF5 needs ``h5py`` (``pip install 'losstrail[h5]'``); VTK XML, OBJ, PLY, CSV and NPZ are
-written with NumPy alone.
+written with NumPy alone. ``EXPORTS`` (at the end) registers each format by name with what it
+holds and the functions that write and read it; the names are also ``losstrail._registry``'s
+(``EXPORT_FORMATS``, ``PATH_FORMATS``, ``READ_FORMATS``), which the CLI reads without importing
+this, and a test checks that the two agree and that the README's table lists exactly these.
 """
 
 from __future__ import annotations
@@ -27,16 +30,22 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._files import atomic_path
-from losstrail._registry import quoted
+from losstrail._registry import EXPORT_FORMATS, PATH_FORMATS, READ_FORMATS, quoted
 from losstrail.store.checks import check_outputs
 from losstrail.values.surface import Surface
 
-__all__ = ["EXPORT_FORMATS", "PATH_FORMATS", "READ_FORMATS", "export", "read_imported", "read_surface"]
+__all__ = [
+    "EXPORTS",
+    "EXPORT_FORMATS",
+    "PATH_FORMATS",
+    "READ_FORMATS",
+    "ExportFormat",
+    "export",
+    "read_imported",
+    "read_surface",
+]
 
-EXPORT_FORMATS = ("h5", "vtp", "obj", "ply", "csv", "npz")
-PATH_FORMATS = ("h5", "vtp", "csv", "npz")
-READ_FORMATS = ("h5", "hdf5", "npz", "csv")
-_HEIGHT_FORMATS = ("vtp", "obj", "ply")  # the ones with a z axis, where log= and zmax= apply
+_LI_FILE_FORMATS = ("h5",)  # of Li et al.'s projection and direction files
 _EXTRAS = "losstrail"  # the HDF5 group of what Li et al.'s files have no key for
 
 # Key names in Li et al.'s files first, then the names forks use for the same arrays.
@@ -59,14 +68,42 @@ def _h5py(argument: str, value):
     return h5py
 
 
-def _extension(argument: str, value, known) -> str:
+@dataclass(frozen=True)
+class ExportFormat:
+    """One open format, written to files named ``*.{name}``: what it holds and the functions that write and read it.
+
+    A writer takes the run and the export's options and returns ``write(tmp)``, so that everything
+    is computed and checked before the first file is written.
+    """
+
+    name: str  # the format, and the suffix of the files losstrail writes
+    surface: Callable  # (run, options) -> write(tmp): the surface file (export's to=)
+    path: Callable | None = None  # (run, options) -> write(tmp): the path alone (export's path=), where it can
+    read: Callable | None = None  # (argument, file, key) -> (Surface, extras): read back, where it is
+    heights: bool = False  # a z axis: log=, zmax= and ascii= shape it
+    holds_path: bool = False  # the surface file carries the run's path too
+    aliases: tuple[str, ...] = ()  # other suffixes its files are read with
+    requires: Callable | None = None  # (argument, file) raising ModuleNotFoundError naming the extra to install
+
+    def check_installed(self, argument: str, file) -> None:
+        """Raise ModuleNotFoundError naming what to install when ``file`` (given as ``argument``) needs it."""
+        if self.requires is not None:
+            self.requires(argument, file)
+
+
+def _extension(argument: str, value, names, *, reading: bool = False) -> str:
+    """The format of the file ``value`` by its suffix, one of ``names`` (and, ``reading``, their aliases)."""
+    known = {name: name for name in names}
+    if reading:
+        known.update({alias: name for name in names for alias in EXPORTS[name].aliases})
+        known = dict(sorted(known.items(), key=lambda item: names.index(item[1])))  # each alias beside its name
     kind = Path(value).suffix.lstrip(".").lower()
     if kind not in known:
         raise ValueError(
             f"{argument}={str(value)!r} has extension {('.' + kind) if kind else 'none'!r}, which is not known; "
             f"expected one of {quoted('.' + k for k in known)}"
         )
-    return "h5" if kind == "hdf5" else kind
+    return known[kind]
 
 
 def _existing(argument: str, value) -> Path:
@@ -110,14 +147,9 @@ def _read_surface(argument: str, path, key: str | None) -> tuple[Surface, dict]:
     arrays of the axes' shape; any fault is one ``ValueError`` naming the file and the array.
     A loss with no finite value, or an axis of one value, is drawn with a warning instead.
     """
-    kind = _extension(argument, path, READ_FORMATS)
+    kind = _extension(argument, path, READ_FORMATS, reading=True)
     _existing(argument, path)
-    if kind == "h5":
-        surface, extras = _read_h5_surface(argument, path, key)
-    elif key is not None:
-        raise ValueError(f"key={key!r} picks an array of an HDF5 file; {argument}={str(path)!r} is a .{kind} table")
-    else:
-        surface, extras = (_read_npz_surface if kind == "npz" else _read_csv_surface)(argument, path), {}
+    surface, extras = EXPORTS[kind].read(argument, path, key)
     problem = _degenerate(surface)
     if problem is not None:
         warnings.warn(f"{argument}={str(path)!r}: {problem}, so there is no surface to draw", UserWarning, stacklevel=3)
@@ -454,7 +486,7 @@ def _read_csv_surface(argument: str, path) -> Surface:
 
 def _read_projection(path) -> dict:
     """The arrays of a projection file: ``xy`` (T, 2) and, when losstrail wrote it, step, epoch, loss, ..."""
-    _extension("path", path, ("h5", "hdf5"))
+    _extension("path", path, _LI_FILE_FORMATS, reading=True)
     _existing("path", path)
     with _open_h5("path", path) as f:
         names = set(f.keys())
@@ -480,7 +512,7 @@ def _read_projection(path) -> dict:
 
 def _read_directions(path) -> dict:
     """What a direction file says about the plane: its method and, for PCA, the explained variance ratios."""
-    _extension("directions", path, ("h5", "hdf5"))
+    _extension("directions", path, _LI_FILE_FORMATS, reading=True)
     _existing("directions", path)
     with _open_h5("directions", path) as f:
         names = set(f.keys())
@@ -568,32 +600,30 @@ def export(
         The path of the surface file. Every file appears only once complete, and none is
         written unless all the arguments are good.
     """
-    kind = _extension("to", to, EXPORT_FORMATS)
-    path_kind = None if path is None else _extension("path", path, PATH_FORMATS)
-    if directions is not None:
-        _extension("directions", directions, ("h5",))
-    heights = {kind, path_kind} & set(_HEIGHT_FORMATS)
-    if (log or zmax is not None or ascii) and not heights:
+    files = {"to": to, "path": path, "directions": directions}
+    names = {"to": EXPORT_FORMATS, "path": PATH_FORMATS, "directions": _LI_FILE_FORMATS}
+    formats = {arg: EXPORTS[_extension(arg, file, names[arg])] for arg, file in files.items() if file is not None}
+    if (log or zmax is not None or ascii) and not any(f.heights for f in formats.values()):
+        with_heights = [f".{name}" for name, f in EXPORTS.items() if f.heights]
         raise ValueError(
-            "log=, zmax= and ascii= shape the heights of a .vtp, .obj or .ply file; "
-            f"to={str(to)!r} and path={None if path is None else str(path)!r} are neither"
+            f"log=, zmax= and ascii= shape the heights of a {', '.join(with_heights[:-1])} or {with_heights[-1]} "
+            f"file; to={str(to)!r} and path={None if path is None else str(path)!r} are neither"
         )
     if zmax is not None and not (isinstance(zmax, (int, float)) and np.isfinite(zmax)):
         raise ValueError(f"zmax={zmax!r} must be a finite number, the loss at which to clip, e.g. zmax=10")
-    for argument, value, format in (("to", to, kind), ("path", path, path_kind), ("directions", directions, "h5")):
-        if value is not None and format == "h5":
-            _h5py(argument, value)
+    for argument, format in formats.items():
+        format.check_installed(argument, files[argument])
     in_memory = isinstance(run_dir, Surface)
-    check_outputs([("to", to), ("path", path), ("directions", directions)], run_dir=None if in_memory else run_dir)
+    check_outputs(list(files.items()), run_dir=None if in_memory else run_dir)
     if in_memory:
         run = _given_run(run_dir, projection, plane, trajectory, path is not None, directions is not None)
     else:
-        run = _load_run(run_dir, want_path=path is not None or kind in ("obj", "ply", "npz"))
-    height = _height(log, zmax)
+        run = _load_run(run_dir, want_path=path is not None or formats["to"].holds_path)
+    options = _Options(_height(log, zmax), ascii, directions)
     writes = []  # (file, writer): everything is computed and checked before the first file is written
-    writes.append((to, _surface_writer(kind, run, height, ascii, directions)))
+    writes.append((to, formats["to"].surface(run, options)))
     if path is not None:
-        writes.append((path, _path_writer(path_kind, run, height, ascii)))
+        writes.append((path, formats["path"].path(run, options)))
     if directions is not None:
         writes.append((directions, _directions_writer(run_dir, run, model)))
     for target, write in writes:
@@ -680,35 +710,49 @@ def _height(log: bool, zmax: float | None):
     return height
 
 
-def _surface_writer(kind: str, run: _Run, height, ascii: bool, directions):
+@dataclass(frozen=True)
+class _Options:
+    """How an export writes: the heights of the 3-D formats, text or binary, the direction file to name."""
+
+    height: Callable  # (loss array) -> its heights, as h52vtp.py
+    ascii: bool
+    directions: str | os.PathLike | None
+
+
+def _csv_surface(run: _Run, options: _Options):
+    columns = _surface_columns(run.surface)
+    return lambda tmp: _write_csv(tmp, columns)
+
+
+def _csv_path(run: _Run, options: _Options):
+    columns = _path_columns(run.projection, run.surface)
+    return lambda tmp: _write_csv(tmp, columns)
+
+
+def _npz_surface(run: _Run, options: _Options):
     s = run.surface
-    if kind == "h5":
-        return lambda tmp: _write_h5_surface(tmp, run, directions)
-    if kind == "csv":
-        return lambda tmp: _write_csv(tmp, _surface_columns(s))
-    if kind == "npz":
-        arrays = {"xs": s.xs, "ys": s.ys, "loss": s.loss, "accuracy": s.accuracy}
-        if s.loss_se is not None:
-            arrays["loss_se"] = s.loss_se
-        arrays.update({f"path_{k}": v for k, v in _path_columns(run.projection, s).items()})
-        return lambda tmp: _write_npz(tmp, arrays)
-    points, quads = _grid_mesh(s, height)
-    if kind == "vtp":
-        z = points[:, 2]
-        cell_z = z[quads].mean(axis=1)  # as h52vtp.py's 'averaged zvalue'
-        point_data = {"zvalue": z, "loss": s.loss.ravel()}
-        if np.isfinite(s.accuracy).any():
-            point_data["accuracy"] = s.accuracy.ravel()
-        if s.loss_se is not None:
-            point_data["loss_se"] = s.loss_se.ravel()
-        text = _vtp(points, point_data, polys=quads, cell_data={"averaged zvalue": cell_z}, binary=not ascii)
-        return lambda tmp: tmp.write_text(text)
-    path_points = None
-    if run.projection is not None:
-        path_points = _path_points(run.projection, s, height)
-    if kind == "obj":
-        return lambda tmp: _write_obj(tmp, points, quads, path_points)
-    return lambda tmp: _write_ply(tmp, points, quads, path_points, binary=not ascii)
+    arrays = {"xs": s.xs, "ys": s.ys, "loss": s.loss, "accuracy": s.accuracy}
+    if s.loss_se is not None:
+        arrays["loss_se"] = s.loss_se
+    arrays.update({f"path_{k}": v for k, v in _path_columns(run.projection, s).items()})
+    return lambda tmp: _write_npz(tmp, arrays)
+
+
+def _npz_path(run: _Run, options: _Options):
+    columns = _path_columns(run.projection, run.surface)
+    return lambda tmp: _write_npz(tmp, columns)
+
+
+def _table(read: Callable):
+    """The reader of a table (``.npz``, ``.csv``): ``read(argument, file)``, which has no array to pick by key."""
+
+    def read_table(argument: str, path, key: str | None) -> tuple[Surface, dict]:
+        if key is not None:
+            kind = Path(path).suffix.lstrip(".").lower()
+            raise ValueError(f"key={key!r} picks an array of an HDF5 file; {argument}={str(path)!r} is a .{kind} table")
+        return read(argument, path), {}
+
+    return read_table
 
 
 def _grid_mesh(s: Surface, height):
@@ -762,22 +806,6 @@ def _write_npz(tmp: Path, arrays: dict) -> None:
         np.savez(f, **arrays)
 
 
-def _path_writer(kind: str, run: _Run, height, ascii: bool):
-    p, s = run.projection, run.surface
-    if kind == "h5":
-        return lambda tmp: _write_h5_projection(tmp, p)
-    columns = _path_columns(p, s)
-    if kind == "csv":
-        return lambda tmp: _write_csv(tmp, columns)
-    if kind == "npz":
-        return lambda tmp: _write_npz(tmp, columns)
-    points = _path_points(p, s, height)
-    point_data = {"zvalue": points[:, 2], **{k: v for k, v in columns.items() if k not in ("x", "y")}}
-    line = np.arange(len(points))[None, :]
-    text = _vtp(points, point_data, lines=line, binary=not ascii)
-    return lambda tmp: tmp.write_text(text)
-
-
 # ---------------------------------------------------------------------------------------------- HDF5
 
 
@@ -786,6 +814,14 @@ def _write_extras(f, extras: dict) -> None:
     for name, value in extras.items():
         if value is not None:
             group[name] = value
+
+
+def _h5_surface(run: _Run, options: _Options):
+    return lambda tmp: _write_h5_surface(tmp, run, options.directions)
+
+
+def _h5_path(run: _Run, options: _Options):
+    return lambda tmp: _write_h5_projection(tmp, run.projection)
 
 
 def _write_h5_surface(tmp: Path, run: _Run, directions) -> None:
@@ -910,6 +946,48 @@ def _pca_figures(trajectory, plane) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------- VTK, OBJ, PLY
 
 
+def _vtp_surface(run: _Run, options: _Options):
+    s = run.surface
+    points, quads = _grid_mesh(s, options.height)
+    z = points[:, 2]
+    cell_z = z[quads].mean(axis=1)  # as h52vtp.py's 'averaged zvalue'
+    point_data = {"zvalue": z, "loss": s.loss.ravel()}
+    if np.isfinite(s.accuracy).any():
+        point_data["accuracy"] = s.accuracy.ravel()
+    if s.loss_se is not None:
+        point_data["loss_se"] = s.loss_se.ravel()
+    text = _vtp(points, point_data, polys=quads, cell_data={"averaged zvalue": cell_z}, binary=not options.ascii)
+    return lambda tmp: tmp.write_text(text)
+
+
+def _vtp_path(run: _Run, options: _Options):
+    columns = _path_columns(run.projection, run.surface)
+    points = _path_points(run.projection, run.surface, options.height)
+    point_data = {"zvalue": points[:, 2], **{k: v for k, v in columns.items() if k not in ("x", "y")}}
+    line = np.arange(len(points))[None, :]
+    text = _vtp(points, point_data, lines=line, binary=not options.ascii)
+    return lambda tmp: tmp.write_text(text)
+
+
+def _mesh(run: _Run, options: _Options):
+    """The surface's points and quads (``_grid_mesh``), and the path's points on it (None without a path)."""
+    points, quads = _grid_mesh(run.surface, options.height)
+    path_points = None
+    if run.projection is not None:
+        path_points = _path_points(run.projection, run.surface, options.height)
+    return points, quads, path_points
+
+
+def _obj_surface(run: _Run, options: _Options):
+    points, quads, path_points = _mesh(run, options)
+    return lambda tmp: _write_obj(tmp, points, quads, path_points)
+
+
+def _ply_surface(run: _Run, options: _Options):
+    points, quads, path_points = _mesh(run, options)
+    return lambda tmp: _write_ply(tmp, points, quads, path_points, binary=not options.ascii)
+
+
 def _vtp(points, point_data: dict, *, polys=None, lines=None, cell_data=None, binary=True) -> str:
     """A VTK XML PolyData file: ``points`` (N, 3), cells as (C, k) index arrays, data arrays by name."""
 
@@ -1012,3 +1090,18 @@ def _write_ply(tmp: Path, points, quads, path_points, *, binary: bool) -> None:
             np.savetxt(f, vertices, fmt="%.17g")
             np.savetxt(f, tris, fmt="3 %d %d %d")
             np.savetxt(f, edges, fmt="%d")
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+EXPORTS = {
+    export.name: export
+    for export in (
+        ExportFormat("h5", _h5_surface, _h5_path, _read_h5_surface, aliases=("hdf5",), requires=_h5py),
+        ExportFormat("vtp", _vtp_surface, _vtp_path, heights=True),
+        ExportFormat("obj", _obj_surface, heights=True, holds_path=True),
+        ExportFormat("ply", _ply_surface, heights=True, holds_path=True),
+        ExportFormat("csv", _csv_surface, _csv_path, _table(_read_csv_surface)),
+        ExportFormat("npz", _npz_surface, _npz_path, _table(_read_npz_surface), holds_path=True),
+    )
+}

@@ -24,7 +24,7 @@ from losstrail._checks import (
     check_resolution,
     check_size,
 )
-from losstrail._registry import FORMATS, GRIDS, PATH_DIRECTIONS, VIEWS, check_choice, quoted, stated_optimizer
+from losstrail._registry import FORMATS, GRIDS, PATH_DIRECTIONS, VIEWS, check_choice, medium, quoted, stated_optimizer
 
 __all__ = ["GridSpec", "PlaneSpec", "Style", "TrainSpec"]
 
@@ -143,12 +143,12 @@ class Style(_Spec):
 
         ``picture`` is ``'run'`` or ``'comparison'``; ``kind`` a format (gif, mp4, html, png, ...).
         """
-        medium = "html" if kind == "html" else ("animation" if kind in ("gif", "mp4") else "still")
-        uses = _USES[(picture, "3d" if self.view == "3d" else "2d", medium)]
+        drawn_as = medium(kind)
+        uses = _USES[(picture, "3d" if self.view == "3d" else "2d", drawn_as)]
         for field, value in self.changed().items():
             if field not in uses:
                 name = (names or {}).get(field, field)
-                what = f"a {'comparison' if picture == 'comparison' else 'single run'}'s {_MEDIUM_WORDS[medium]}"
+                what = f"a {'comparison' if picture == 'comparison' else 'single run'}'s {_MEDIUM_WORDS[drawn_as]}"
                 view = " in 3-D" if self.view == "3d" and field != "view" else ""
                 raise ValueError(
                     f"{name}={value!r} does not apply to {what}{view} ({kind}); {_WHY[field]}. Leave {name} out"
@@ -218,18 +218,18 @@ _FRAMES = {"fps", "max_frames"}
 _USES = {
     ("run", "2d", "animation"): _EVERY_PICTURE | _FRAMES | {"view", "levels", "dpi", "path_color", "every"},
     ("run", "2d", "still"): _EVERY_PICTURE | {"view", "levels", "dpi", "path_color", "step"},
-    ("run", "2d", "html"): _EVERY_PICTURE | _FRAMES | {"view", "levels", "path_color", "every"},
+    ("run", "2d", "page"): _EVERY_PICTURE | _FRAMES | {"view", "levels", "path_color", "every"},
     ("run", "3d", "animation"): _EVERY_PICTURE | _FRAMES | {"view", "rotate", "dpi", "path_color", "every"},
     ("run", "3d", "still"): _EVERY_PICTURE | {"view", "dpi", "path_color", "step"},
-    ("run", "3d", "html"): _EVERY_PICTURE | _FRAMES | {"view", "path_color", "every"},
+    ("run", "3d", "page"): _EVERY_PICTURE | _FRAMES | {"view", "path_color", "every"},
     ("comparison", "2d", "animation"): _EVERY_PICTURE | _FRAMES | {"levels", "dpi", "layout", "timeline"},
     ("comparison", "2d", "still"): _EVERY_PICTURE | {"levels", "dpi", "layout"},
-    ("comparison", "2d", "html"): _EVERY_PICTURE | _FRAMES | {"view", "levels", "timeline"},
+    ("comparison", "2d", "page"): _EVERY_PICTURE | _FRAMES | {"view", "levels", "timeline"},
     ("comparison", "3d", "animation"): set(),  # view='3d' itself is named first
     ("comparison", "3d", "still"): set(),
-    ("comparison", "3d", "html"): _EVERY_PICTURE | _FRAMES | {"view", "timeline"},
+    ("comparison", "3d", "page"): _EVERY_PICTURE | _FRAMES | {"view", "timeline"},
 }
-_MEDIUM_WORDS = {"animation": "animation", "still": "still picture", "html": "HTML page"}
+_MEDIUM_WORDS = {"animation": "animation", "still": "still picture", "page": "HTML page"}
 _WHY = {
     "format": "the format is always usable",
     "view": "a comparison is drawn in 3-D only as an HTML page (out='compare.html')",
