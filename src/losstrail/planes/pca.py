@@ -211,19 +211,19 @@ def sketch_rows_within(n_params: int, budget: int) -> int:
     """Rows of a Frequent Directions sketch of a path of ``n_params`` that fit ``budget`` bytes (0: none fit).
 
     The sketch holds 1 + _FILL times its rows in float32 (the block being gathered is one of them),
-    plus θ_0, the float64 sum of the rows, the two float32 rows a recorder fills in turn and a
-    float16 snapshot: 22 bytes a parameter.
+    plus θ_0, the float64 sum of the rows, the two float32 rows a recorder fills in turn and two
+    float16 snapshots (one being written while the next is made): 24 bytes a parameter.
 
     >>> [sketch_rows_within(n, 1 << 30) for n in (1000, 5_250_000, 124_000_000)]
     [12, 12, 0]
     """
-    rows = (budget - 22 * n_params) // (4 * (1 + _FILL) * max(n_params, 1))
+    rows = (budget - 24 * n_params) // (4 * (1 + _FILL) * max(n_params, 1))
     return int(min(SKETCH_ROWS, rows)) if rows >= _SKETCH_MIN_ROWS else 0
 
 
 def sketch_bytes(rows: int, n_params: int) -> int:
     """Bytes a Frequent Directions sketch of ``rows`` rows of ``n_params`` holds (see sketch_rows_within)."""
-    return (4 * (1 + _FILL) * rows + 22) * n_params
+    return (4 * (1 + _FILL) * rows + 24) * n_params
 
 
 class FrequentDirections:
