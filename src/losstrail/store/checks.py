@@ -6,6 +6,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from losstrail.store._parts import PARTS
 from losstrail.store.rundir import LOCK_FILE, RUN_FILES, SETTINGS_FILE, STAGING_PREFIX, is_plain_name, read_record
 
 # What each file a run directory keeps is, for messages (the rest of RUN_FILES: "a file of the run").
@@ -16,7 +17,7 @@ _RUN_ROLES = {
     "surface.npz": "the run's surface",
     "path.npz": "the run's projected path",
     "decision.npz": "the run's decision regions",
-    "surface.parts": "the resumable grid's chunks (surface.parts)",  # grid_job.PARTS, which imports torch
+    PARTS: f"the resumable grid's chunks ({PARTS})",
 }
 
 
