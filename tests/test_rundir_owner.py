@@ -181,9 +181,9 @@ def test_files_are_staged_only_under_the_writers_lock(tmp_path):
         pass
     with run.writing() as stage:
         assert stage.folder.parent == tmp_path and stage.folder.name.startswith(".incoming-")
-        with pytest.raises(RunDirBusy, match=r"run_dir=.* is being written by another losstrail process"):
-            with RunDir(tmp_path).lock():  # a second writer: this process holds it already, through another handle
-                pass
+        busy = pytest.raises(RunDirBusy, match=r"run_dir=.* is being written by another losstrail process")
+        with busy, RunDir(tmp_path).lock():  # a second writer: this process holds it already, through another handle
+            pass
     assert list(tmp_path.iterdir()) == []
 
 

@@ -108,4 +108,3 @@ def _busy(run_dir: Path, argument: str, holder: dict) -> str:
         f"{argument}={str(run_dir)!r} is being written by another losstrail process ({_describe(holder)}); "
         "wait for it to finish, or pass another directory"
     )
-
