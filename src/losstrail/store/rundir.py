@@ -53,6 +53,7 @@ from losstrail.store._record import (
     write_settings,
 )
 from losstrail.store._values import VALUE_FILES, put_state, read_state, read_value, save_run_value, save_weights
+from losstrail.store.checks import STAGING_PREFIX, check_settings
 from losstrail.values.plane import Plane
 from losstrail.values.projection import Projection
 from losstrail.values.results import Comparison
@@ -83,7 +84,6 @@ __all__ = [
     "write_settings",
 ]
 
-STAGING_PREFIX = ".incoming-"
 # What a comparison's record is, for a message naming an output that would overwrite it.
 COMPARISON_ROLES = {COMPARISON_FILE: f"the comparison's record ({COMPARISON_FILE})"}
 # What reading a damaged value file raises (numpy, zipfile and zlib each their own).
@@ -118,8 +118,6 @@ class RunDir:
     def finished(self) -> RunDir:
         """This directory, its finished run's ``run.json`` read and checked (settings in bounds), once for the job;
         or an error saying why there is none (being written now, stopped before it finished, never made)."""
-        from losstrail._checks import check_settings
-
         self._record, self._read = self._finished_record(), True
         check_settings(self.path, self.settings)
         return self
