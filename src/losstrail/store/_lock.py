@@ -1,5 +1,7 @@
 """A run directory's writer's lock: one writer at a time, and a second one told who the first is.
 
+(With the lock held, the writer stages its new files in ``.incoming-<pid>/``; ``RunDir.stage``.)
+
 A writer (``loss_landscape_anim``, ``losstrail run``, ``losstrail surface``, ``compare``) holds
 ``.losstrail.lock``, an OS lock that even ``kill -9`` releases, holding its pid and start time; a
 second writer stops at once with a message naming the first. The lock file is opened as a regular
@@ -18,6 +20,7 @@ from pathlib import Path
 from losstrail._files import UntrustedEntry, open_fd, open_regular, pid_alive
 
 LOCK_FILE = ".losstrail.lock"
+STAGING_PREFIX = ".incoming-"  # the folder a writer stages its new files in, ``.incoming-<pid>``
 
 
 class RunDirBusy(BlockingIOError):

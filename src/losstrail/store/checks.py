@@ -10,11 +10,9 @@ from pathlib import Path
 
 from losstrail._checks import check_resolution
 from losstrail._files import is_plain_name
-from losstrail.store._lock import LOCK_FILE
+from losstrail.store._lock import LOCK_FILE, STAGING_PREFIX
 from losstrail.store._parts import PARTS
 from losstrail.store._record import RUN_FILES, SETTINGS_FILE, read_record
-
-STAGING_PREFIX = ".incoming-"  # a writer's staging folder, ``.incoming-<pid>``
 
 # What each file a run directory keeps is, for messages (the rest of RUN_FILES: "a file of the run").
 _RUN_ROLES = {

@@ -38,7 +38,7 @@ import zlib
 from pathlib import Path
 
 from losstrail._files import UntrustedEntry, check_writable_dir, is_plain_name, open_regular, real_folder
-from losstrail.store._lock import LOCK_FILE, RunDirBusy, current_writer, writer_lock
+from losstrail.store._lock import LOCK_FILE, STAGING_PREFIX, RunDirBusy, current_writer, writer_lock
 from losstrail.store._parts import GridParts
 from losstrail.store._record import (
     COMPARISON_FILE,
@@ -53,7 +53,7 @@ from losstrail.store._record import (
     write_settings,
 )
 from losstrail.store._values import VALUE_FILES, put_state, read_state, read_value, save_run_value, save_weights
-from losstrail.store.checks import STAGING_PREFIX, check_settings
+from losstrail.store.checks import check_settings
 from losstrail.values.plane import Plane
 from losstrail.values.projection import Projection
 from losstrail.values.results import Comparison
