@@ -112,6 +112,7 @@ def read_value(path: Path, cls, linked: dict, open_rows):
     """The ``cls`` value in the ``.npz`` file ``path``; ``linked`` gives fields saved elsewhere (a Projection's
     plane), ``open_rows()`` opens the ``params.bin`` of a trajectory kept on disk (checked by the caller)."""
     with open_npz(path) as data:
+        _check_declared(path, data)
         kwargs = dict(linked)
         if cls is Trajectory and "params" not in data.files and "params_shape" in data.files:
             shape = tuple(int(n) for n in data["params_shape"])
@@ -130,6 +131,31 @@ def read_value(path: Path, cls, linked: dict, open_rows):
                 continue
             kwargs[field.name] = _field(field.name, data[field.name])
     return cls(**kwargs)
+
+
+# The most a deflated zip member can grow when read (deflate's limit is 1032:1).
+_INFLATION = 1032
+
+
+def _check_declared(path: Path, data) -> None:
+    """Refuse, before any array is allocated, one whose header declares more bytes than its member of the archive
+    holds, or a member that declares more than its stored bytes can inflate to."""
+    size = os.fstat(data.fid.fileno()).st_size if hasattr(data.fid, "fileno") else None
+    for info in data.zip.infolist():
+        stored = info.compress_size if size is None else min(info.compress_size, size)
+        with data.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(member)
+        declared = dtype.itemsize
+        for n in shape:
+            declared *= int(n)  # a Python int: no overflow
+        if declared > info.file_size or info.file_size > max(stored, 1) * _INFLATION:
+            raise ValueError(
+                f"{str(path)!r} declares {declared:,} bytes for {info.filename} (shape {tuple(shape)}) in a member of "
+                f"{info.file_size:,} bytes ({stored:,} stored); it is damaged or not losstrail's. Run the job that "
+                "wrote it again"
+            )
 
 
 def _field(name: str, item: np.ndarray):
