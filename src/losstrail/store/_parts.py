@@ -12,18 +12,17 @@ from __future__ import annotations
 import json
 import os
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from losstrail._files import UntrustedEntry, atomic_path, open_npz, open_regular, real_folder, remove_entry
+from losstrail.store._values import DAMAGED
 
 PARTS = "surface.parts"
 MANIFEST = "grid.json"
-# What reading a damaged chunk raises (numpy, zipfile and zlib each their own).
-_DAMAGED = (OSError, EOFError, ValueError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error)
+# What reading a damaged chunk raises: a chunk is small, so running out of memory reading one says it is damaged too.
+_DAMAGED = (*DAMAGED, MemoryError)
 
 
 class GridParts:

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ _SCALARS = {"max_error"}
 _NAMES, _SHAPES = "names", "shapes"
 _TEXTS = (_NAMES, "marks")  # tuples of strings
 _SKETCH = "sketch_"  # the arrays of a Trajectory's PathSketch, saved beside its own
+# What reading a damaged .npz file raises (numpy, zipfile and zlib each their own).
+DAMAGED = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 def _to_arrays(value) -> dict[str, np.ndarray]:

@@ -33,8 +33,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import zipfile
-import zlib
 from pathlib import Path
 
 from losstrail._files import UntrustedEntry, check_writable_dir, is_plain_name, open_regular, real_folder
@@ -52,7 +50,15 @@ from losstrail.store._record import (
     write_record,
     write_settings,
 )
-from losstrail.store._values import VALUE_FILES, put_state, read_state, read_value, save_run_value, save_weights
+from losstrail.store._values import (
+    DAMAGED,
+    VALUE_FILES,
+    put_state,
+    read_state,
+    read_value,
+    save_run_value,
+    save_weights,
+)
 from losstrail.store.checks import check_settings
 from losstrail.values.plane import Plane
 from losstrail.values.projection import Projection
@@ -86,8 +92,6 @@ __all__ = [
 
 # What a comparison's record is, for a message naming an output that would overwrite it.
 COMPARISON_ROLES = {COMPARISON_FILE: f"the comparison's record ({COMPARISON_FILE})"}
-# What reading a damaged value file raises (numpy, zipfile and zlib each their own).
-_DAMAGED = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 class RunDir:
@@ -437,7 +441,7 @@ def _read(path: Path, cls, linked: dict, open_rows):
     """The ``cls`` value in ``path``; a file that cannot be read is named as damaged, never a traceback."""
     try:
         return read_value(path, cls, linked, open_rows)
-    except _DAMAGED as err:
+    except DAMAGED as err:
         named = isinstance(err, (ValueError, FileNotFoundError)) and str(path) in str(err)
         if named or isinstance(err, UntrustedEntry):
             raise
