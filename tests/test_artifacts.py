@@ -6,7 +6,7 @@ import torch
 
 from losstrail.evaluation.grids import Surface
 from losstrail.planes.directions import Plane
-from losstrail.store.artifacts import (
+from losstrail.store.rundir import (
     load_run_value,
     load_weights,
     read_settings,

@@ -17,7 +17,7 @@ from losstrail.builtin.models import MLP
 from losstrail.cli import app
 from losstrail.evaluation.grids import Surface
 from losstrail.planes.directions import Plane
-from losstrail.store.artifacts import load_run_value
+from losstrail.store.rundir import load_run_value
 from losstrail.training.record import Trajectory
 from losstrail.values.projection import Projection
 

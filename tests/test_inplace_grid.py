@@ -154,7 +154,7 @@ def test_planes_around_a_model_and_a_state_dict(net_and_data, tmp_path):
                                rtol=1e-5)  # fmt: skip
     assert not plane.tensors.u[1].any()
     # saved as flat arrays: the run directory format is unchanged, and loads back
-    from losstrail.store.artifacts import load_run_value, save_run_value
+    from losstrail.store.rundir import load_run_value, save_run_value
 
     save_run_value(tmp_path, plane)
     loaded = load_run_value(tmp_path, lt.Plane)

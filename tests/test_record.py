@@ -87,7 +87,7 @@ def test_a_path_larger_than_the_memory_limit_is_kept_on_disk(tmp_path, tiny_mode
     import numpy as np
 
     from losstrail.planes.directions import make_plane
-    from losstrail.store.artifacts import load_run_value, save_run_value
+    from losstrail.store.rundir import load_run_value, save_run_value
     from losstrail.training.fit import fit
     from losstrail.training.record import Trajectory
 

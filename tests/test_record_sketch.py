@@ -150,7 +150,7 @@ def test_a_path_that_fits_keeps_every_step_and_says_nothing(capsys, tiny_model, 
 
 
 def test_a_sketched_path_is_saved_and_loaded(tmp_path, tiny_model, tiny_data):
-    from losstrail.store.artifacts import load_run_value, save_run_value
+    from losstrail.store.rundir import load_run_value, save_run_value
     from losstrail.values.trajectory import Trajectory
 
     X, y = tiny_data

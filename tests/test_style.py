@@ -132,7 +132,7 @@ def test_errors_name_the_argument_the_caller_used(saved, tmp_path):
 def _scene(saved):
     from losstrail.evaluation.grids import Surface
     from losstrail.planes.directions import Plane
-    from losstrail.store.artifacts import load_run_value
+    from losstrail.store.rundir import load_run_value
     from losstrail.values.projection import Projection
 
     surface = load_run_value(saved / "run", Surface)

@@ -80,7 +80,7 @@ def test_the_loss_at_the_marks_is_each_model_evaluated(tiny_data, tmp_path):
         expected.append(_loss_of(fresh, X, y))
     np.testing.assert_allclose(surface.marks_loss, expected, rtol=1e-5)
     # saved and loaded with its marks
-    from losstrail.store.artifacts import load_run_value, save_run_value
+    from losstrail.store.rundir import load_run_value, save_run_value
     from losstrail.values.plane import Plane
     from losstrail.values.surface import Surface
 

@@ -131,7 +131,7 @@ def test_a_format_1_record_that_still_lists_files_is_checked_against_them(run, t
 
 
 def test_a_run_written_by_write_settings_alone_lists_no_file_and_every_file_is_refused(tmp_path):
-    from losstrail.store.artifacts import load_run_value, read_settings, save_run_value, write_settings
+    from losstrail.store.rundir import load_run_value, read_settings, save_run_value, write_settings
     from losstrail.values.surface import Surface
 
     save_run_value(tmp_path, Surface(np.arange(3.0), np.arange(2.0), np.ones((2, 3)), np.zeros((2, 3))))

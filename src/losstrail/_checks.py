@@ -428,51 +428,6 @@ def check_directions(directions) -> None:
             )
 
 
-# Bounds a run.json value must keep before a reader acts on it.
-_RECIPE_INT_BOUNDS = {
-    "hidden_dim": 65536,
-    "num_hidden_layers": 1000,
-    "batch_size": 10_000_000,
-    "n_per_class": 10_000_000,
-    "n_examples": 10_000_000,
-}
-
-
-def check_settings(run_dir: Path, settings: dict) -> None:
-    """Raise ValueError for ``run.json`` settings outside sane bounds (names leading out: ``read_record``)."""
-    where = f"{str(Path(run_dir) / 'run.json')!r}"
-    fix = "the file was edited or damaged; run the job again to rewrite it"
-    resolution = settings.get("resolution", 100)
-    try:
-        check_resolution(tuple(resolution) if isinstance(resolution, list) else resolution)
-    except ValueError as err:
-        raise ValueError(f"{where} has {err}; {fix}") from None
-    for key in ("subset", "bn_batches", "seed", "n_params", "plane_seed", "subset_seed"):
-        value = settings.get(key)
-        if value is not None and (not _is_int(value) or value < 0 or value > 2**62):
-            raise ValueError(f"{where} has {key}={value!r}, not a count; {fix}")
-    for key in ("xrange", "yrange"):
-        value = settings.get(key)
-        ok = value is None or (
-            isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
-            and all(math.isfinite(v) for v in value) and value[0] < value[1]
-        )  # fmt: skip
-        if not ok:
-            raise ValueError(f"{where} has {key}={value!r}, not a range [low, high]; {fix}")
-    for kind in ("model_recipe", "data_recipe"):
-        recipe = settings.get(kind)
-        if recipe is None:
-            continue
-        if not isinstance(recipe, dict):
-            raise ValueError(f"{where} has {kind}={recipe!r}, not an object; {fix}")
-        for key, value in recipe.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{where} has {kind} {key}={value!r}; {fix}")
-            bound = _RECIPE_INT_BOUNDS.get(key)
-            if bound is not None and value is not None and (not _is_int(value) or not 1 <= value <= bound):
-                raise ValueError(f"{where} has {kind} {key}={value!r}, outside 1..{bound}; {fix}")
-
-
 # Extensions of pictures and videos in formats losstrail does not write: a format given for one is a contradiction.
 _PICTURE_SUFFIXES = ("jpg", "jpeg", "webp", "bmp", "tif", "tiff", "avi", "mov", "mkv", "webm", "eps", "ps")
 

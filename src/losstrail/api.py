@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from losstrail._checks import check_training_memory, output_format
-from losstrail._files import check_writable_dir, removed_if_failed
+from losstrail._files import removed_if_failed
 from losstrail._registry import quoted
 from losstrail._threads import free_core_threads
 from losstrail.renderers.formats import picture_format
 from losstrail.renderers.redraw import render
 from losstrail.store.checks import check_outputs
-from losstrail.store.rundir import check_together, staging, writer_lock
+from losstrail.store.rundir import RunDir, Stage
 from losstrail.values.results import AnimationData, animation_data
 from losstrail.values.specs import GridSpec, PlaneSpec, Style, TrainSpec
 
@@ -184,18 +184,17 @@ def loss_landscape_anim(
             from losstrail._checks import check_output_file
 
             check_output_file("output_filename", output_filename)
-        run_dir = check_writable_dir("model_dirpath", model_dirpath)
-        weights = run_dir / model_filename
-        if load_model and not os.path.lexists(weights):  # a link or FIFO there is named when it is read
+        run = RunDir.writable(model_dirpath, "model_dirpath")
+        if load_model and not run.has(model_filename):  # a link or FIFO there is named when it is read
             raise FileNotFoundError(
-                f"load_model=True but there is no saved model at {str(weights)!r} "
+                f"load_model=True but there is no saved model at {str(run.path / model_filename)!r} "
                 f"(model_dirpath={str(model_dirpath)!r}, model_filename={model_filename!r}); "
                 "run once with load_model=False to train and save one"
             )
         accelerator = _accelerator(gpus)
         # One writer at a time; the new run is made in a staging folder and switched in whole.
-        with writer_lock(run_dir, "model_dirpath"), staging(run_dir) as incoming:
-            return _run_job(job, run_dir, incoming, accelerator)
+        with run.writing() as stage:
+            return _run_job(job, run, stage, accelerator)
 
 
 # The names loss_landscape_anim gives the Style fields it takes as arguments of its own.
@@ -265,21 +264,20 @@ class _Job:
     gpus: int = 0
 
 
-def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
+def _run_job(job: _Job, run: RunDir, stage: Stage, accelerator: str):
     """Train (or load), choose the plane, project the path, evaluate the grid, save, draw: the pipeline in order."""
     from losstrail._frames import frames_to_show, measured_points
     from losstrail.evaluation.batches import take_subset
     from losstrail.planes.directions import make_plane
-    from losstrail.store.artifacts import save_run_value, saved_projection
 
     model, datamodule = _model_and_data(job)
     grid = _fit_the_budget(model, datamodule, job) if job.budget is not None else job.grid
     grid_data = datamodule if grid.subset is None else take_subset(datamodule, grid.subset, grid.subset_seed)
     old_settings, plane, surface = {}, None, None
     if job.load_model:
-        old_settings, recorded, plane, surface = _load_saved(job, run_dir, model, grid)
+        old_settings, recorded, plane, surface = _load_saved(job, run, model, grid)
     else:
-        recorded = _train(job, model, datamodule, incoming, accelerator)
+        recorded = _train(job, model, datamodule, stage, accelerator)
     trajectory, plane_spec = _finite_part(recorded, job.plane)
     device = "cuda" if accelerator == "gpu" else "cpu"
     loss = {"objective": job.objective, "loss_fn": job.loss_fn}
@@ -288,7 +286,7 @@ def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
             trajectory, plane_spec.method, directions=job.custom_directions, seed=plane_spec.seed, model=model,
             data=grid_data, device=device, quiet=job.quiet, **plane_spec.options, **loss,
         )  # fmt: skip
-    projection = saved_projection(run_dir, plane, trajectory) if surface is not None else None
+    projection = run.projection(plane, trajectory) if surface is not None else None
     if projection is None or (job.faithfulness and not projection.measured):
         measure = {"model": model, "data": grid_data, "bn_batches": grid.bn_batches, "device": device, **loss}
         # at the frames the animation shows (at most MEASURED_POINTS of them): every step costs a lot
@@ -296,15 +294,15 @@ def _run_job(job: _Job, run_dir: Path, incoming: Path, accelerator: str):
         projection = _project(plane, trajectory, measure if job.faithfulness else {})
     if surface is None:
         surface = _surface(model, datamodule, plane, projection, grid, device, job.quiet, loss)
-        save_run_value(incoming, plane)
-        save_run_value(incoming, surface)
-    save_run_value(incoming, projection)
+        stage.save(plane)
+        stage.save(surface)
+    stage.save(projection)
     _warn_if_unfaithful(plane)
     title = _title(model, job.train.optimizer, datamodule)
-    maps = _decision_maps(model, datamodule, trajectory, job.style.max_frames, incoming) if job.decision else None
+    maps = _decision_maps(model, datamodule, trajectory, job.style.max_frames, stage) if job.decision else None
     settings = {**plane_spec.key(), **grid.key(), "title": title, **_described(job, model, datamodule)}
-    _commit(job, run_dir, incoming, old_settings, settings)
-    animation = _output(projection, surface, job, run_dir, title, maps)
+    _commit(job, stage, old_settings, settings)
+    animation = _output(projection, surface, job, run.path, title, maps)
     if job.return_data:
         data = animation_data(recorded, projection)
         data.animation = animation
@@ -355,9 +353,8 @@ def _model_and_data(job: _Job):
     return model, datamodule
 
 
-def _train(job: _Job, model, datamodule, incoming: Path, accelerator: str):
-    """Train ``model`` as ``job.train`` says; the weights and the trajectory go to the staging folder."""
-    from losstrail.store.artifacts import save_run_value, save_weights
+def _train(job: _Job, model, datamodule, stage: Stage, accelerator: str):
+    """Train ``model`` as ``job.train`` says; the weights and the trajectory go to the stage."""
     from losstrail.training.fit import fit
 
     spec = job.train
@@ -369,39 +366,35 @@ def _train(job: _Job, model, datamodule, incoming: Path, accelerator: str):
         seed=spec.seed,
         record_every=spec.record_every,
         accelerator=accelerator,
-        storage=incoming,  # a path too large for memory is kept in the run directory
+        storage=stage.folder,  # a path too large for memory is kept in the run directory
         params=spec.params,
         objective=job.objective,
         loss_fn=job.loss_fn,
         quiet=job.quiet,
     )
-    save_weights(incoming / job.model_filename, model)
-    save_run_value(incoming, run.trajectory)
+    stage.save_weights(model, job.model_filename)
+    stage.save(run.trajectory)
     return run.trajectory
 
 
-def _load_saved(job: _Job, run_dir: Path, model, grid: GridSpec):
+def _load_saved(job: _Job, run: RunDir, model, grid: GridSpec):
     """``(settings, trajectory, plane, surface)`` of the run saved in ``run_dir``; the plane only when the job's
     plane spec made it, the surface only when its grid spec did too (else None: they are made again)."""
-    from losstrail._checks import check_settings
-    from losstrail.store.artifacts import load_run_value, load_weights
-    from losstrail.store.rundir import require_finished
     from losstrail.values.plane import Plane
     from losstrail.values.surface import Surface
     from losstrail.values.trajectory import Trajectory
 
-    settings = require_finished(run_dir, "model_dirpath")["settings"]
-    check_settings(run_dir, settings)
-    load_weights(run_dir / job.model_filename, model)
-    trajectory = load_run_value(run_dir, Trajectory)
+    settings = run.finished().settings  # run.json read and checked once, for the whole job
+    run.load_weights(model, job.model_filename)
+    trajectory = run.load(Trajectory)
     plane = surface = None
     with contextlib.suppress(FileNotFoundError):  # a run whose grid was never computed
         if job.plane.made(settings):
-            plane = load_run_value(run_dir, Plane)
+            plane = run.load(Plane)
             if grid.made(settings):  # on that plane only: a new plane needs a new surface
-                surface = load_run_value(run_dir, Surface)
+                surface = run.load(Surface)
     if plane is not None:
-        check_together(run_dir, trajectory, plane, surface, settings)
+        run.check_together(trajectory, plane, surface)
     return settings, trajectory, plane, surface
 
 
@@ -451,16 +444,12 @@ def _described(job: _Job, model, datamodule) -> dict:
     }
 
 
-def _commit(job: _Job, run_dir: Path, incoming: Path, old_settings: dict, settings: dict) -> None:
-    """Switch the staged run in; a run drawn again (load_model) keeps its own training in run.json."""
-    from losstrail.store.rundir import RUN_FILES, commit
-
+def _commit(job: _Job, stage: Stage, old_settings: dict, settings: dict) -> None:
+    """Switch the staged run in; a run drawn again (load_model) keeps its own training in run.json, and the files
+    it did not make again."""
     if job.load_model:  # what the training was stays what it was
         settings.update({key: old_settings[key] for key in _TRAINING_KEYS if key in old_settings})
-    staged = {p.name for p in incoming.iterdir()}
-    names = (job.model_filename, *RUN_FILES)
-    keep = [n for n in names if job.load_model and n not in staged and (run_dir / n).is_file()]
-    commit(run_dir, incoming, {**old_settings, **settings}, keep=keep)
+    stage.commit({**old_settings, **settings}, keep=job.load_model)
 
 
 # What the training itself was; a run re-drawn with load_model=True keeps them from its run.json.
@@ -490,15 +479,14 @@ def _fit_the_budget(model, data, job: _Job) -> GridSpec:
     )
 
 
-def _decision_maps(model, data, trajectory, n_frames, run_dir):
+def _decision_maps(model, data, trajectory, n_frames, stage: Stage):
     """Decision regions at the frames' points, saved in the run directory for re-rendering."""
     from losstrail._frames import select_frames
     from losstrail.evaluation.grids import decision_regions
-    from losstrail.store.artifacts import save_run_value
 
     index = select_frames(len(trajectory), n_frames)
     maps = decision_regions(model, data, trajectory.params[index], index, names=trajectory.names)
-    save_run_value(run_dir, maps)
+    stage.save(maps)
     return maps
 
 

@@ -495,8 +495,10 @@ def surface(
         if resolution is not None:
             check_resolution(_resolution(resolution))  # before torch is imported
         from losstrail.jobs.grid import compute_surface
+        from losstrail.store.rundir import RunDir
+        from losstrail.values.surface import Surface
 
-        before = _identity(run_dir / "surface.npz")
+        before = RunDir(run_dir).stamp(Surface)
         done = compute_surface(
             run_dir,
             resolution=None if resolution is None else _resolution(resolution),
@@ -508,17 +510,8 @@ def surface(
             mode=mode,
             quiet=quiet,
         )
-    if done is not None and _identity(run_dir / "surface.npz") != before:  # not when it was computed already
+    if done is not None and RunDir(run_dir).stamp(Surface) != before:  # not when it was computed already
         typer.echo(f"wrote {run_dir / 'surface.npz'}")
-
-
-def _identity(path: Path):
-    """What tells a replaced file from the same one: its inode and modification time."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import warnings
@@ -12,13 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._checks import check_output_file, output_format
-from losstrail._files import check_writable_dir, real_folder, removed_if_failed
+from losstrail._files import removed_if_failed
 from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._threads import free_core_threads
 from losstrail.renderers.redraw import COMPARISON_NAMES, render_comparison
-from losstrail.store.artifacts import COMPARISON_FILE, COMPARISON_ROLES, load_comparison
 from losstrail.store.checks import check_outputs
-from losstrail.store.rundir import digest, writer_lock
+from losstrail.store.rundir import COMPARISON_ROLES, RunDir, Stage, load_comparison
 from losstrail.values.results import Comparison, animation_data
 from losstrail.values.specs import GridSpec, Style, TrainSpec
 from losstrail.values.trajectory import Trajectory
@@ -165,11 +163,9 @@ def compare(
     with removed_if_failed(out_dir, run_dir), free_core_threads():  # a failed comparison leaves no empty folder
         if out is not None:
             check_output_file("out", out)
-        run_dir = check_writable_dir("run_dir", run_dir)
-        with writer_lock(run_dir, "run_dir"):
-            for folder in _folders(names):  # before any training: a link left in a run's place is refused
-                if os.path.lexists(run_dir / folder):
-                    real_folder(run_dir / folder)
+        run = RunDir.writable(run_dir, "run_dir")
+        with run.writing() as stage:
+            run.check_members(_folders(names))  # before any training: a link left in a run's place is refused
             datamodule = datamodule if datamodule is not None else _default_data()
             if trained is not None:
                 models, trajectories = _trained_runs(trained, model, params, quiet)
@@ -184,7 +180,7 @@ def compare(
             comparison = _shared_view(names, models, trajectories, datamodule, reduction_method, centre,
                                       custom_directions, grid, faithfulness, quiet, loss,
                                       frames=(look.max_frames, look.timeline))  # fmt: skip
-            _save(run_dir, comparison, trajectories, settings, models)
+            _save(stage, comparison, trajectories, settings, models)
             if out is not None:
                 render_comparison(comparison, out, style=look, quiet=quiet)
     if return_data:
@@ -371,29 +367,18 @@ def _shared_view(names, models, trajectories, data, method, centre, directions, 
     return Comparison(tuple(names), projections, captured, plane, surface)
 
 
-def _save(run_dir: Path, comparison: Comparison, trajectories, settings, models) -> None:
-    """Write the comparison; ``comparison.json``, with every file's digest, is removed first and written last."""
-    import json
-
-    from losstrail._files import atomic_path
-    from losstrail.store.artifacts import save_run_value, save_weights
-
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(run_dir / COMPARISON_FILE)  # until it is back, the directory holds no finished comparison
-    written = [save_run_value(run_dir, comparison.plane), save_run_value(run_dir, comparison.surface)]
+def _save(stage: Stage, comparison: Comparison, trajectories, settings, models) -> None:
+    """Stage the comparison and switch it in; ``comparison.json``, with every file's digest, is written last."""
+    stage.save(comparison.plane)
+    stage.save(comparison.surface)
     folders = _folders(comparison.names)
     for folder, trajectory, projection, model in zip(folders, trajectories, comparison.projections, models):
-        sub = real_folder(run_dir / folder, create=True)  # a link left in its place is refused, never written through
-        written += [save_run_value(sub, trajectory), save_run_value(sub, projection)]
-        written.append(save_weights(sub / "model.pt", model))
-    record = {
-        "format_version": 2,
-        "runs": [{"name": n, "folder": f, **s} for n, f, s in zip(comparison.names, folders, settings)],
-        "captured": list(comparison.captured),
-        "files": {path.relative_to(run_dir).as_posix(): digest(path) for path in written},
-    }
-    with atomic_path(run_dir / COMPARISON_FILE) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        stage.save(trajectory, member=folder)
+        stage.save(projection, member=folder)
+        stage.save_weights(model, member=folder)
+    stage.commit_comparison(
+        [{"name": n, "folder": f, **s} for n, f, s in zip(comparison.names, folders, settings)], comparison.captured
+    )
 
 
 def _folder(name: str) -> str:

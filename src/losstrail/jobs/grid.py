@@ -14,8 +14,8 @@ the grid's resolution) in ``run.json``, written last.
 Resuming heals: ``surface.parts/grid.json`` says which grid the chunks belong to; when it is
 missing or damaged, or names another grid, the chunks are discarded; a chunk that cannot be read
 or holds arrays of the wrong names or lengths is named in a warning and computed again, alone.
-``surface.parts`` (and each file in it) is used only as a folder (files) of its own, never through
-a link (``_files.real_folder``, ``open_regular``).
+The chunks' folder, like every file of the run directory, is read and written through ``RunDir``
+(``store.rundir``): never through a link, each file checked against ``run.json``.
 """
 
 from __future__ import annotations
@@ -24,31 +24,17 @@ import contextlib
 import hashlib
 import json
 import os
-import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from losstrail._files import (
-    UntrustedEntry,
-    atomic_path,
-    check_writable_dir,
-    open_npz,
-    open_regular,
-    real_folder,
-    remove_entry,
-)
-from losstrail.store.rundir import check_together, require_finished, update, writer_lock
+from losstrail.store.rundir import RunDir
+from losstrail.values.plane import Plane
+from losstrail.values.surface import Surface
+from losstrail.values.trajectory import Trajectory
 
 __all__ = ["compute_surface"]
-
-PARTS = "surface.parts"
-MANIFEST = "grid.json"
-# What reading a damaged chunk raises (numpy, zipfile and zlib each their own).
-_DAMAGED = (OSError, EOFError, ValueError, KeyError, MemoryError, zipfile.BadZipFile, zlib.error)
 
 
 def _grid_key(plane, xs: np.ndarray, ys: np.ndarray, chunk_points: int, subset, seed) -> str:
@@ -60,12 +46,12 @@ def _grid_key(plane, xs: np.ndarray, ys: np.ndarray, chunk_points: int, subset, 
     return digest.hexdigest()[:16]
 
 
-def _model_and_data(run_dir: Path, settings: dict, model, data):
+def _model_and_data(run: RunDir, model, data):
     """The run's model (with its saved weights) and data: given, or built again from the run's recipe."""
     from losstrail.builtin.data import make_datamodule
     from losstrail.builtin.nets import make_model
-    from losstrail.store.artifacts import load_weights
 
+    run_dir, settings = run.path, run.settings
     if data is None:
         name, recipe = _recipe(run_dir, settings, "data")
         if recipe.get("data_dir") is not None:  # a folder a run.json names is read, never downloaded into
@@ -74,7 +60,7 @@ def _model_and_data(run_dir: Path, settings: dict, model, data):
     if model is None:
         name, recipe = _recipe(run_dir, settings, "model")
         model = make_model(name, data, **recipe)
-        load_weights(run_dir / settings.get("model_filename", "model.pt"), model)
+        run.load_weights(model)
     return model, data
 
 
@@ -143,7 +129,7 @@ def compute_surface(
         The ``Surface`` on rank 0 (and on a single process); ``None`` on other ranks.
     """
     run_dir = Path(run_dir)
-    if not os.path.lexists(run_dir / "plane.npz"):  # a link or FIFO in its place is named when it is read
+    if not RunDir(run_dir).has(Plane):  # a link or FIFO in its place is named when it is read
         raise FileNotFoundError(
             f"{str(run_dir)!r} has no plane.npz, so there is no grid to compute; make the run and its plane first "
             "with `losstrail run` (or loss_landscape_anim)"
@@ -155,7 +141,7 @@ def compute_surface(
         )
     if isinstance(chunk_points, bool) or not isinstance(chunk_points, int) or chunk_points < 1:
         raise ValueError(f"chunk_points={chunk_points!r} must be a positive number of grid points, e.g. 1000")
-    from losstrail._checks import check_device, check_resolution, check_settings
+    from losstrail._checks import check_device, check_resolution
 
     if resolution is not None:
         resolution = check_resolution(resolution)
@@ -164,35 +150,32 @@ def compute_surface(
     from losstrail.evaluation.evaluator import MODES
 
     check_choice("mode", mode, MODES)
-    settings = require_finished(run_dir, "run_dir")["settings"]
-    check_settings(run_dir, settings)
-    if os.path.lexists(run_dir / PARTS):
-        real_folder(run_dir / PARTS)  # never a link that would take the chunks (and their removal) elsewhere
+    run = RunDir.open(run_dir, "run_dir")  # run.json read and checked once, for the whole job
+    run.grid_parts()  # never a link that would take the chunks (and their removal) elsewhere
     leader = int(os.environ.get("RANK", "0")) == 0
     if leader:
-        check_writable_dir("run_dir", run_dir)
-    with writer_lock(run_dir, "run_dir") if leader else contextlib.nullcontext():
-        return _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet, mode)
+        RunDir.writable(run_dir, "run_dir")
+    with run.lock() if leader else contextlib.nullcontext():
+        return _compute(run, model, data, resolution, chunk_points, force, device, autocast, quiet, mode)
 
 
-def _compute(run_dir, settings, model, data, resolution, chunk_points, force, device, autocast, quiet, mode="auto"):
+def _compute(run: RunDir, model, data, resolution, chunk_points, force, device, autocast, quiet, mode="auto"):
     from losstrail.evaluation.evaluator import Evaluator
     from losstrail.evaluation.layout import selected_names
-    from losstrail.store.artifacts import load_run_value
-    from losstrail.values.surface import Surface
 
     started = _start_group_if_launched()
     rank, world = _distributed()
+    settings, parts = run.settings, run.grid_parts()
     try:
-        unfinished = os.path.lexists(run_dir / PARTS / MANIFEST)  # a job that was stopped: go on with it
-        if os.path.lexists(run_dir / "surface.npz") and not (force or unfinished) and resolution is None:
-            saved = load_run_value(run_dir, Surface)
+        unfinished = parts.unfinished()  # a job that was stopped: go on with it
+        if run.has(Surface) and not (force or unfinished) and resolution is None:
+            saved = run.load(Surface)
             if not saved.adaptive:
                 if rank == 0 and not quiet:
-                    print(f"{run_dir / 'surface.npz'} is already computed; pass --force to compute it again")
+                    print(f"{run.path / 'surface.npz'} is already computed; pass --force to compute it again")
                 return saved if rank == 0 else None
-        plane, xs, ys, resolution = _plane_and_axes(run_dir, settings, resolution)
-        model, data = _model_and_data(run_dir, settings, model, data)
+        plane, xs, ys, resolution = _plane_and_axes(run, resolution)
+        model, data = _model_and_data(run, model, data)
         if device is None:
             device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
         device = torch.device(device)
@@ -201,19 +184,19 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
         key = _grid_key(plane, xs, ys, chunk_points, settings.get("subset"), settings.get("seed"))
         n_chunks = -(-len(xs) * len(ys) // chunk_points)
         if rank == 0:
-            _start_parts(run_dir / PARTS, key, n_chunks, chunk_points, force)
-            _drop_damaged(run_dir / PARTS, _chunk_rows(len(xs) * len(ys), n_chunks, chunk_points), _keys(settings))
+            parts.start(key, n_chunks, chunk_points, force)
+            parts.drop_damaged(_chunk_rows(len(xs) * len(ys), n_chunks, chunk_points), _keys(settings))
         _barrier(world)
         data, subset = _grid_data(data, settings)
         evaluator = Evaluator(
             model, data, names=selected_names(model, plane.names, plane.n_params, "plane"), device=device,
             bn_batches=int(settings.get("bn_batches") or 0), spread=subset is not None, autocast=autocast, mode=mode,
         )  # fmt: skip
-        _evaluate_missing(run_dir / PARTS, evaluator, plane, xs, ys, n_chunks, chunk_points, rank, world, quiet)
+        _evaluate_missing(parts, evaluator, plane, xs, ys, n_chunks, chunk_points, rank, world, quiet)
         if rank != 0:
             _barrier(world)
             return None
-        surface = _join_parts(run_dir, settings, xs, ys, n_chunks, chunk_points, resolution)
+        surface = _join_parts(run, xs, ys, n_chunks, chunk_points, resolution)
         _barrier(world)
         return surface
     finally:
@@ -223,61 +206,20 @@ def _compute(run_dir, settings, model, data, resolution, chunk_points, force, de
             dist.destroy_process_group()
 
 
-def _plane_and_axes(run_dir: Path, settings: dict, resolution):
+def _plane_and_axes(run: RunDir, resolution):
     """The run's plane and the grid axes ``(plane, xs, ys, resolution)`` at ``resolution`` (default the run's)."""
     from losstrail.evaluation.grids import plane_grid
     from losstrail.planes.projection import project
-    from losstrail.store.artifacts import load_run_value
-    from losstrail.values.plane import Plane
-    from losstrail.values.trajectory import Trajectory
 
-    plane = load_run_value(run_dir, Plane)
-    trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
-    check_together(run_dir, trajectory, plane, None, settings)
+    settings = run.settings
+    plane = run.load(Plane)
+    trajectory = run.load(Trajectory).finite_prefix()
+    run.check_together(trajectory, plane, None)
     resolution = resolution if resolution is not None else settings.get("resolution", 100)
     resolution = tuple(resolution) if isinstance(resolution, list) else resolution
     xrange, yrange = settings.get("xrange"), settings.get("yrange")
     xs, ys = plane_grid(plane, project(plane, trajectory).xy, resolution, xrange=xrange, yrange=yrange)
     return plane, xs, ys, resolution
-
-
-def _start_parts(parts: Path, key: str, n_chunks: int, chunk_points: int, force: bool) -> None:
-    """The folder of finished chunks, emptied when it holds another grid's (or ``force``), with its manifest.
-
-    A manifest that is missing beside chunks, or damaged, cannot tell whose chunks they are: they are discarded.
-    """
-    manifest = parts / MANIFEST
-    stale = force
-    if not stale and os.path.lexists(manifest):
-        stale = _read_manifest(manifest) != {"key": key, "chunks": n_chunks, "chunk_points": chunk_points}
-    elif not stale and os.path.lexists(parts):
-        stale = bool(os.listdir(parts))  # chunks without the manifest that says which grid they are of
-    if stale:
-        remove_entry(parts)
-    real_folder(parts, create=True)
-    with atomic_path(manifest) as tmp:
-        tmp.write_text(json.dumps({"key": key, "chunks": n_chunks, "chunk_points": chunk_points}))
-
-
-def _read_manifest(manifest: Path) -> dict | None:
-    """The manifest of the saved chunks, or None (with a warning naming it) when it is damaged."""
-    try:
-        with open_regular(manifest) as f:
-            found = json.loads(f.read(1 << 16))
-        if isinstance(found, dict):
-            return found
-        reason = f"a JSON {type(found).__name__}, not an object"
-    except UntrustedEntry:
-        raise
-    except (OSError, ValueError, RecursionError) as err:
-        reason = f"{type(err).__name__}: {err}"
-    warnings.warn(
-        f"{str(manifest)!r} is damaged ({reason}); the saved chunks beside it cannot be matched to this grid "
-        "and are computed again",
-        RuntimeWarning,
-        stacklevel=4,
-    )
-    return None
 
 
 def _chunk_rows(n_points: int, n_chunks: int, chunk_points: int) -> list[int]:
@@ -290,62 +232,6 @@ def _keys(settings: dict) -> set[str]:
     return {"loss", "accuracy"} | ({"loss_se"} if settings.get("subset") is not None else set())
 
 
-def _chunk_path(parts: Path, c: int) -> Path:
-    return parts / f"chunk-{c:05d}.npz"
-
-
-def _read_chunk(path: Path, rows: int, keys: set[str]) -> dict[str, np.ndarray]:
-    """The arrays of one saved chunk, checked (a regular file, the expected names, ``(rows,)`` floats each)."""
-    with open_npz(path) as data:
-        if set(data.files) != keys:
-            raise ValueError(f"it holds arrays {sorted(data.files)}, not {sorted(keys)}")
-        for info in data.zip.infolist():  # before reading: never allocate what a damaged header declares
-            if info.file_size > rows * 16 + 4096:
-                raise ValueError(f"{info.filename} declares {info.file_size} bytes for {rows} grid points")
-        arrays = {k: data[k] for k in sorted(keys)}
-    for k, a in arrays.items():
-        if a.shape != (rows,) or a.dtype.kind != "f":
-            raise ValueError(f"{k} is a {a.dtype} array of shape {a.shape}, not {rows} floats")
-    return arrays
-
-
-def _reason(err: BaseException) -> str:
-    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
-
-
-def _joined_chunk(path: Path, rows: int, keys: set[str]) -> dict[str, np.ndarray]:
-    """A chunk read to join the surface: one damaged since the check is named, never a traceback."""
-    try:
-        return _read_chunk(path, rows, keys)
-    except UntrustedEntry:
-        raise
-    except _DAMAGED as err:
-        raise ValueError(
-            f"{str(path)!r} was damaged while the job ran ({_reason(err)}); run the same command again: "
-            "it computes that chunk again"
-        ) from None
-
-
-def _drop_damaged(parts: Path, rows: list[int], keys: set[str]) -> None:
-    """Remove each saved chunk that cannot be read, with a warning naming it: it is computed again, alone."""
-    for c, n in enumerate(rows):
-        path = _chunk_path(parts, c)
-        if not os.path.lexists(path):
-            continue
-        try:
-            _read_chunk(path, n, keys)
-        except UntrustedEntry:
-            raise
-        except _DAMAGED as err:
-            warnings.warn(
-                f"{str(path)!r} is damaged ({_reason(err)}); this chunk is computed again, the other saved chunks "
-                "are kept",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            remove_entry(path)
-
-
 def _grid_data(data, settings: dict):
     """``(data, subset)``: the examples the run's own grid was evaluated on."""
     from losstrail.evaluation.batches import take_subset
@@ -356,13 +242,14 @@ def _grid_data(data, settings: dict):
     return data, subset
 
 
-def _evaluate_missing(parts: Path, evaluator, plane, xs, ys, n_chunks, chunk_points, rank, world, quiet) -> None:
-    """Evaluate the chunks not yet in ``parts``, one per rank per round; rank 0 writes each as it arrives."""
+def _evaluate_missing(parts, evaluator, plane, xs, ys, n_chunks, chunk_points, rank, world, quiet) -> None:
+    """Evaluate the chunks not yet in ``parts`` (a ``GridParts``), one per rank per round; rank 0 writes each as it
+    arrives."""
     from losstrail._progress import bar
     from losstrail.evaluation.grids import evaluate_grid
 
     n_points = len(xs) * len(ys)
-    missing = [c for c in range(n_chunks) if not os.path.lexists(_chunk_path(parts, c))]
+    missing = [c for c in range(n_chunks) if not parts.has(c)]
     with bar(len(missing), "grid chunks", quiet or rank != 0, unit="chunk") as progress:
         for round_start in range(0, len(missing), world):
             mine = missing[round_start : round_start + world]
@@ -373,26 +260,23 @@ def _evaluate_missing(parts: Path, evaluator, plane, xs, ys, n_chunks, chunk_poi
                 result = (c, evaluate_grid(evaluator, plane, xs, ys, only=rows))
             for c, part in _gather(result, world):
                 if rank == 0:
-                    with atomic_path(_chunk_path(parts, c)) as tmp, open(tmp, "wb") as f:
-                        np.savez(f, **part)
+                    parts.write(c, part)
             progress.update(len(mine))
 
 
-def _join_parts(run_dir: Path, settings: dict, xs, ys, n_chunks: int, chunk_points: int, resolution):
+def _join_parts(run: RunDir, xs, ys, n_chunks: int, chunk_points: int, resolution):
     """The full surface from its chunks, saved and recorded in ``run.json``; the chunks removed."""
-    from losstrail.store.artifacts import save_run_value
-    from losstrail.values.surface import Surface
-
-    parts = run_dir / PARTS
-    rows, keys = _chunk_rows(len(xs) * len(ys), n_chunks, chunk_points), _keys(settings)
-    chunks = [_joined_chunk(_chunk_path(parts, c), n, keys) for c, n in enumerate(rows)]
+    settings, parts = run.settings, run.grid_parts()
+    chunks = parts.read_all(_chunk_rows(len(xs) * len(ys), n_chunks, chunk_points), _keys(settings))
     grid = (len(ys), len(xs))
     joined = {k: np.concatenate([chunk[k] for chunk in chunks]).reshape(grid) for k in chunks[0]}
     surface = Surface(xs=xs, ys=ys, **joined)
     recorded = {key: value for key, value in settings.items() if key != "tol"}
     recorded.update(resolution=list(resolution) if isinstance(resolution, tuple) else resolution, grid="full")
-    update(run_dir, recorded, {"surface.npz": save_run_value(parts, surface)})
-    remove_entry(parts)
+    with run.stage() as stage:
+        stage.save(surface)
+        stage.update(recorded)
+    parts.remove()
     return surface
 
 

@@ -11,21 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from losstrail._checks import check_output_file, check_settings, output_format
+from losstrail._checks import check_output_file, output_format
 from losstrail._registry import medium
 from losstrail.planes.projection import project
 from losstrail.renderers import Animation, animate, write_figure
 from losstrail.renderers.formats import picture_format
-from losstrail.store.artifacts import (
-    COMPARISON_FILE,
-    COMPARISON_ROLES,
-    load_comparison,
-    load_run_value,
-    saved_projection,
-)
 from losstrail.store.checks import check_outputs
 from losstrail.store.formats import read_imported
-from losstrail.store.rundir import check_together, require_finished
+from losstrail.store.rundir import COMPARISON_ROLES, RunDir
 from losstrail.values.plane import Plane
 from losstrail.values.projection import Projection
 from losstrail.values.results import Comparison
@@ -72,23 +65,23 @@ def render(
             f"run_dir={str(run_dir)!r} is not a directory; pass the model_dirpath of a finished run"
         )
     check_outputs([("out", out)], run_dir=run_dir, kept=COMPARISON_ROLES)
-    comparing = os.path.lexists(Path(run_dir) / COMPARISON_FILE)  # a link or FIFO there is named, not skipped
+    run = RunDir(run_dir)
+    comparing = run.holds_comparison  # a link or FIFO there is named, not skipped
     style.check_for("comparison" if comparing else "run", kind)
     check_output_file("out", out)
     if comparing:
-        return render_comparison(load_comparison(run_dir), out, style=style, quiet=quiet)
-    settings = require_finished(Path(run_dir))["settings"]
-    check_settings(Path(run_dir), settings)
-    trajectory = load_run_value(run_dir, Trajectory).finite_prefix()
-    plane, surface = load_run_value(run_dir, Plane), load_run_value(run_dir, Surface)
-    check_together(run_dir, trajectory, plane, surface, settings)
-    projection = saved_projection(run_dir, plane, trajectory)
+        return render_comparison(run.load_comparison(), out, style=style, quiet=quiet)
+    settings = run.finished().settings  # run.json read and checked once
+    trajectory = run.load(Trajectory).finite_prefix()
+    plane, surface = run.load(Plane), run.load(Surface)
+    run.check_together(trajectory, plane, surface)
+    projection = run.projection(plane, trajectory)
     if projection is None:
         projection = project(plane, trajectory)
     maps = None
     drawn_beside = style.view == "2d" and medium(kind) != "page"  # where a decision panel can go
-    if decision or (decision is None and drawn_beside and os.path.lexists(Path(run_dir) / "decision.npz")):
-        maps = load_run_value(run_dir, DecisionMaps)
+    if decision or (decision is None and drawn_beside and run.has(DecisionMaps)):
+        maps = run.load(DecisionMaps)
     if style.title is None:
         style = style.replace(title=settings.get("title", ""))
     return animate(projection, surface, out, style=style, decision=maps, quiet=quiet)

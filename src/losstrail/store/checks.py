@@ -1,12 +1,18 @@
-"""Checks that a command's outputs are neither its inputs nor files of a run directory, before any work."""
+"""Checks of a run directory: a command's outputs are neither its inputs nor files of one, before any work; the
+settings its ``run.json`` gives are in bounds before a reader acts on them."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 
-from losstrail.store.rundir import LOCK_FILE, RUN_FILES, SETTINGS_FILE, STAGING_PREFIX, is_plain_name, read_record
+from losstrail._checks import check_resolution
+from losstrail._files import is_plain_name
+from losstrail.store._lock import LOCK_FILE, STAGING_PREFIX
+from losstrail.store._parts import PARTS
+from losstrail.store._record import RUN_FILES, SETTINGS_FILE, read_record
 
 # What each file a run directory keeps is, for messages (the rest of RUN_FILES: "a file of the run").
 _RUN_ROLES = {
@@ -16,7 +22,7 @@ _RUN_ROLES = {
     "surface.npz": "the run's surface",
     "path.npz": "the run's projected path",
     "decision.npz": "the run's decision regions",
-    "surface.parts": "the resumable grid's chunks (surface.parts)",  # grid_job.PARTS, which imports torch
+    PARTS: f"the resumable grid's chunks ({PARTS})",
 }
 
 
@@ -105,3 +111,52 @@ def check_outputs(outputs, *, inputs=(), run_dir=None, model_filename: str | Non
                 raise ValueError(
                     f"{shown} is the same file as {other}={str(earlier)!r}: choose another path for one of them"
                 )
+
+
+# Bounds a run.json value must keep before a reader acts on it.
+_RECIPE_INT_BOUNDS = {
+    "hidden_dim": 65536,
+    "num_hidden_layers": 1000,
+    "batch_size": 10_000_000,
+    "n_per_class": 10_000_000,
+    "n_examples": 10_000_000,
+}
+
+
+def check_settings(run_dir: Path, settings: dict) -> None:
+    """Raise ValueError for ``run.json`` settings outside sane bounds (names leading out: ``read_record``)."""
+    where = f"{str(Path(run_dir) / 'run.json')!r}"
+    fix = "the file was edited or damaged; run the job again to rewrite it"
+    resolution = settings.get("resolution", 100)
+    try:
+        check_resolution(tuple(resolution) if isinstance(resolution, list) else resolution)
+    except ValueError as err:
+        raise ValueError(f"{where} has {err}; {fix}") from None
+    for key in ("subset", "bn_batches", "seed", "n_params", "plane_seed", "subset_seed"):
+        value = settings.get(key)
+        if value is not None and (not _is_count(value) or value < 0 or value > 2**62):
+            raise ValueError(f"{where} has {key}={value!r}, not a count; {fix}")
+    for key in ("xrange", "yrange"):
+        value = settings.get(key)
+        ok = value is None or (
+            isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+            and all(math.isfinite(v) for v in value) and value[0] < value[1]
+        )  # fmt: skip
+        if not ok:
+            raise ValueError(f"{where} has {key}={value!r}, not a range [low, high]; {fix}")
+    for kind in ("model_recipe", "data_recipe"):
+        recipe = settings.get(kind)
+        if recipe is None:
+            continue
+        if not isinstance(recipe, dict):
+            raise ValueError(f"{where} has {kind}={recipe!r}, not an object; {fix}")
+        for key, value in recipe.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where} has {kind} {key}={value!r}; {fix}")
+            bound = _RECIPE_INT_BOUNDS.get(key)
+            if bound is not None and value is not None and (not _is_count(value) or not 1 <= value <= bound):
+                raise ValueError(f"{where} has {kind} {key}={value!r}, outside 1..{bound}; {fix}")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

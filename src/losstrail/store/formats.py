@@ -32,6 +32,7 @@ import numpy as np
 from losstrail._files import atomic_path
 from losstrail._registry import EXPORT_FORMATS, PATH_FORMATS, READ_FORMATS, quoted
 from losstrail.store.checks import check_outputs
+from losstrail.store.rundir import RunDir
 from losstrail.values.surface import Surface
 
 __all__ = [
@@ -625,7 +626,7 @@ def export(
     if path is not None:
         writes.append((path, formats["path"].path(run, options)))
     if directions is not None:
-        writes.append((directions, _directions_writer(run_dir, run, model)))
+        writes.append((directions, _directions_writer(run, model)))
     for target, write in writes:
         with atomic_path(target) as tmp:
             write(tmp)
@@ -641,11 +642,11 @@ class _Run:
     settings: dict
     projection: object | None  # Projection, when the export writes the path
     trajectory: Callable  # () -> Trajectory, read only when needed (PCA figures)
+    store: RunDir | None = None  # the run directory read (None: a surface made in memory), for the weights' shapes
 
 
 def _load_run(run_dir, want_path: bool) -> _Run:
     from losstrail.planes.projection import project
-    from losstrail.store.artifacts import load_run_value, read_settings
     from losstrail.values.plane import Plane
     from losstrail.values.projection import Projection
     from losstrail.values.trajectory import Trajectory
@@ -655,16 +656,16 @@ def _load_run(run_dir, want_path: bool) -> _Run:
             f"run_dir={str(run_dir)!r} is not a directory; pass a run directory written by loss_landscape_anim "
             "or `losstrail run` (or, in Python, a Surface)"
         )
-    surface, plane = load_run_value(run_dir, Surface), load_run_value(run_dir, Plane)
-    settings = read_settings(run_dir)
-    trajectory = lambda: load_run_value(run_dir, Trajectory).finite_prefix()
+    store = RunDir(run_dir)
+    surface, plane = store.load(Surface), store.load(Plane)
+    trajectory = lambda: store.load(Trajectory).finite_prefix()
     projection = None
     if want_path:
         try:
-            projection = load_run_value(run_dir, Projection, plane=plane)
+            projection = store.load(Projection, plane=plane)
         except FileNotFoundError:
             projection = project(plane, trajectory())
-    return _Run(surface, plane, settings, projection, trajectory)
+    return _Run(surface, plane, store.settings, projection, trajectory, store)
 
 
 def _given_run(surface: Surface, projection, plane, trajectory, want_path: bool, want_directions: bool) -> _Run:
@@ -853,9 +854,9 @@ def _write_h5_projection(tmp: Path, p) -> None:
         _write_extras(f, extras)
 
 
-def _directions_writer(run_dir, run: _Run, model):
+def _directions_writer(run: _Run, model):
     plane = run.plane
-    shapes = _parameter_shapes(run_dir, run.settings, plane.n_params, model)
+    shapes = _parameter_shapes(run.store, run.settings, plane.n_params, model)
     pca = None
     if plane.method == "pca":
         trajectory = run.trajectory()
@@ -883,27 +884,22 @@ def _directions_writer(run_dir, run: _Run, model):
     return write
 
 
-def _parameter_shapes(run_dir, settings: dict, n_params: int, model) -> list[tuple[int, ...]]:
+def _parameter_shapes(store: RunDir | None, settings: dict, n_params: int, model) -> list[tuple[int, ...]]:
     """Shapes of the parameter tensors the plane spans, in ``model.parameters()`` order."""
     if model is not None:
         shapes = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
         source = "model.parameters()"
     elif "shapes" in settings:  # a surface exported from memory, with the trajectory's tensor shapes
         shapes, source = [tuple(s) for s in settings["shapes"]], "trajectory.shapes"
-    elif not isinstance(run_dir, (str, os.PathLike)):
+    elif store is None:
         raise ValueError("directions= needs the shapes of the parameter tensors; pass model= (the network)")
     else:
-        import torch
-
-        from losstrail._files import open_regular
-
-        weights = Path(run_dir) / settings.get("model_filename", "model.pt")
-        if not weights.is_file():
+        weights = store.path / settings.get("model_filename", "model.pt")
+        if not store.has(weights.name):
             raise FileNotFoundError(
-                f"run_dir={str(run_dir)!r} has no {weights.name} to read the parameter shapes from; pass model="
+                f"run_dir={str(store.path)!r} has no {weights.name} to read the parameter shapes from; pass model="
             )
-        with open_regular(weights) as f:  # never through a link out of the run directory
-            state = torch.load(f, map_location="cpu", weights_only=True)
+        state = store.load_state()  # checked against run.json, never through a link out of the run directory
         # A state_dict lists each module's parameters then its buffers, modules in the order
         # parameters() visits them; without the buffers it is that order.
         buffers = ("running_mean", "running_var", "num_batches_tracked")

@@ -1,172 +1,398 @@
-"""One run per run directory: a writer's lock, a staging folder, and a manifest written last.
+"""One owner for a run directory: ``RunDir`` is the only code that opens files inside one.
 
-- A writer (``loss_landscape_anim``, ``losstrail run``, ``losstrail surface``, ``compare``) holds
-  ``.losstrail.lock``, an OS lock that even ``kill -9`` releases, holding its pid and start
-  time; a second writer stops at once with a message naming the first.
-- A new run is written into ``.incoming-<pid>/`` inside the directory, so the previous run
-  stays whole while the new one trains and evaluates. ``commit`` then switches: it removes
-  ``run.json``, moves the new files in, removes the old run's files the new one lacks, and
-  writes ``run.json`` last. Killed during the switch (milliseconds), the directory has no
-  ``run.json`` and says it holds no finished run.
-- ``run.json`` lists every file of the run with its SHA-256; a reader checks each file it
-  loads against it, so a file of another run, or one changed or damaged since, is named,
-  never drawn. It is written and read here (``write_settings``, ``read_record``); the versions
-  it records come from the installed packages' metadata, so neither needs torch imported.
-- A run directory is untrusted input (it may have been downloaded): every name ``run.json``
-  gives is a plain name inside the directory, a format-2 record must list its files with
-  well-formed digests (only one that says format 1 is read without them), and every entry is
-  opened as what losstrail writes there, never through a link or a FIFO (``_files.open_fd``).
+A run directory holds:
+
+- the weights (``model.pt``, or the ``model_filename`` run.json records): a ``state_dict``,
+- ``trajectory.npz`` (and ``params.bin``), ``plane.npz``, ``surface.npz``, ``path.npz``,
+  ``decision.npz``: the stage values, as plain arrays (``_values``),
+- ``run.json``: the settings of the run, the versions that made it and (format 2) the SHA-256
+  of every other file of the run; written last (``_record``),
+- while a writer works: ``.losstrail.lock`` (``_lock``), ``.incoming-<pid>/`` (the new run,
+  staged) and, for the resumable grid, ``surface.parts/`` (``_parts``).
+
+A comparison directory (``compare``) holds the shared ``plane.npz`` and ``surface.npz``, one
+folder per run (a member) with its ``trajectory.npz``, ``path.npz`` and ``model.pt``, and
+``comparison.json`` (the runs, their folders and every file's SHA-256), written last.
+
+How one is used: ``RunDir.open(path)`` reads and checks the finished run's record once; ``load``
+and ``load_weights`` then check each file against it before reading it. A writer holds the lock
+(``lock``), stages the new files (``stage``: a ``Stage``, so the previous run stays whole while the
+new one trains and evaluates) and switches them in with ``Stage.commit`` (a whole run, or a
+comparison with ``commit_comparison``) or ``Stage.update`` (some files of a finished run): the
+record is removed first and written last, so a directory killed during the switch (milliseconds)
+says it holds no finished run.
+
+A run directory is untrusted input (it may have been downloaded): every name in it is a plain
+name inside it, links that leave it are not followed (every entry is opened as what losstrail
+writes there, ``_files.open_fd``), its file list and digests cannot be switched off by editing
+``run.json``, arrays load with ``allow_pickle=False`` and weights with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import re
 import shutil
-import sys
-import time
 from pathlib import Path
 
-from losstrail._files import (
-    UntrustedEntry,
-    atomic_path,
-    is_plain_name,
-    open_fd,
-    open_regular,
-    pid_alive,
-    real_folder,
+from losstrail._files import UntrustedEntry, check_writable_dir, is_plain_name, open_regular, real_folder
+from losstrail.store._lock import LOCK_FILE, STAGING_PREFIX, RunDirBusy, current_writer, writer_lock
+from losstrail.store._parts import GridParts
+from losstrail.store._record import (
+    COMPARISON_FILE,
+    RUN_FILES,
+    SETTINGS_FILE,
+    check_file,
+    digest,
+    read_comparison_record,
+    read_record,
+    run_record,
+    write_record,
+    write_settings,
 )
+from losstrail.store._values import (
+    DAMAGED,
+    VALUE_FILES,
+    put_state,
+    read_state,
+    read_value,
+    save_run_value,
+    save_weights,
+)
+from losstrail.store.checks import check_settings
+from losstrail.values.plane import Plane
+from losstrail.values.projection import Projection
+from losstrail.values.results import Comparison
+from losstrail.values.surface import Surface
+from losstrail.values.trajectory import PARAMS_FILE
 
-LOCK_FILE = ".losstrail.lock"
-STAGING_PREFIX = ".incoming-"
-SETTINGS_FILE = "run.json"
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)  # 1: before run.json listed the run's files
-# Every file a run may hold besides its weights (whose name run.json records).
-RUN_FILES = ("trajectory.npz", "params.bin", "plane.npz", "surface.npz", "path.npz", "decision.npz")
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-MAX_RECORD_BYTES = 64 << 20  # a run.json is a few KiB; a larger one is not read into memory
+__all__ = [
+    "COMPARISON_FILE",
+    "COMPARISON_ROLES",
+    "LOCK_FILE",
+    "RUN_FILES",
+    "SETTINGS_FILE",
+    "STAGING_PREFIX",
+    "RunDir",
+    "RunDirBusy",
+    "Stage",
+    "commit",
+    "current_writer",
+    "is_plain_name",
+    "load_comparison",
+    "load_run_value",
+    "load_weights",
+    "read_record",
+    "read_settings",
+    "save_run_value",
+    "save_weights",
+    "update",
+    "write_settings",
+]
 
-
-class RunDirBusy(BlockingIOError):
-    """Another process is writing the run directory."""
-
-
-def _holder(lock: Path) -> dict:
-    with contextlib.suppress(OSError, ValueError, RecursionError), open_regular(lock) as f:
-        holder = json.loads(f.read(1 << 16) or b"{}")
-        if isinstance(holder, dict):
-            return holder
-    return {}
-
-
-def _describe(holder: dict) -> str:
-    started = holder.get("started")
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "?"
-    return f"pid {holder.get('pid', '?')}, started {when}: {holder.get('command', '?')}"
-
-
-def current_writer(run_dir: str | os.PathLike) -> str | None:
-    """``'pid N, started T: command'`` of the process writing ``run_dir`` now, or None."""
-    holder = _holder(Path(run_dir) / LOCK_FILE)
-    pid = holder.get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
-        return _describe(holder)
-    return None
-
-
-@contextlib.contextmanager
-def writer_lock(run_dir: str | os.PathLike, argument: str = "model_dirpath"):
-    """Hold the run directory for writing; raise ``RunDirBusy`` naming the process that holds it now."""
-    run_dir = Path(run_dir)
-    lock = run_dir / LOCK_FILE
-    fd = _take(lock, run_dir, argument)
-    try:
-        holder = {"pid": os.getpid(), "started": time.time(), "command": " ".join(sys.argv)[:300]}
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(holder).encode())
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(lock)
-        os.close(fd)
+# What a comparison's record is, for a message naming an output that would overwrite it.
+COMPARISON_ROLES = {COMPARISON_FILE: f"the comparison's record ({COMPARISON_FILE})"}
 
 
-def _take(lock: Path, run_dir: Path, argument: str) -> int:
-    try:
-        import fcntl
-    except ImportError:  # Windows: a file made exclusively; one left by a dead process is taken over
-        return _take_by_creating(lock, run_dir, argument)
-    while True:
-        fd = open_fd(lock, os.O_RDWR | os.O_CREAT)  # never a link or a FIFO planted in its place
-        if os.fstat(fd).st_nlink > 1:  # a hard link: writing the holder in would change a file elsewhere
-            os.close(fd)
-            raise UntrustedEntry(
-                f"{str(lock)!r} is a hard link to another file, which the lock would overwrite; remove it"
-            )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RunDirBusy(_busy(run_dir, argument, _holder(lock))) from None
-        try:
-            same = os.fstat(fd).st_ino == os.lstat(lock).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)  # the holder removed the file as we opened it: take the new one
+class RunDir:
+    """A run (or comparison) directory: its record read once, its values loaded and saved, its writes staged.
 
+    Args:
+        path: the directory.
+        argument: the caller's name for it (``model_dirpath``, ``run_dir``), for messages.
 
-def _take_by_creating(lock: Path, run_dir: Path, argument: str) -> int:
-    for _ in range(2):
-        try:
-            return open_fd(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL)
-        except FileExistsError:
-            holder = _holder(lock)
-            if isinstance(holder.get("pid"), int) and pid_alive(holder["pid"]):
-                raise RunDirBusy(_busy(run_dir, argument, holder)) from None
-            with contextlib.suppress(OSError):
-                lock.unlink()
-    raise RunDirBusy(_busy(run_dir, argument, _holder(lock)))
-
-
-def _busy(run_dir: Path, argument: str, holder: dict) -> str:
-    return (
-        f"{argument}={str(run_dir)!r} is being written by another losstrail process ({_describe(holder)}); "
-        "wait for it to finish, or pass another directory"
-    )
-
-
-@contextlib.contextmanager
-def staging(run_dir: Path):
-    """A fresh folder inside ``run_dir`` for the new run's files; removed if the block fails.
-
-    Call with the writer's lock held: folders of earlier writers (killed) are removed first; an
-    entry of that name that is not such a folder (a link, a file) is refused, as is a ``run.json``
-    of the old run that names files outside the directory (before any work).
+    >>> import tempfile
+    >>> run = RunDir(tempfile.mkdtemp())
+    >>> run.settings, run.has(Surface)
+    ({}, False)
     """
-    read_record(run_dir, missing_ok=True, damaged_ok=True)  # a damaged record is replaced; one leading out is not
-    for old in sorted(run_dir.glob(STAGING_PREFIX + "*")):
-        shutil.rmtree(real_folder(old), ignore_errors=True)  # rmtree removes links inside, never follows them
-    folder = run_dir / f"{STAGING_PREFIX}{os.getpid()}"
-    folder.mkdir()
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)  # empty after a commit
+
+    def __init__(self, path: str | os.PathLike, argument: str = "run_dir"):
+        self.path = Path(path)
+        self.argument = argument
+        self._record: dict | None = None
+        self._read = False  # whether ``_record`` holds what run.json says (None: there is none)
+        self._locked = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, argument: str = "run_dir") -> RunDir:
+        """The finished run in ``path`` (see ``finished``)."""
+        return cls(path, argument).finished()
+
+    def finished(self) -> RunDir:
+        """This directory, its finished run's ``run.json`` read and checked (settings in bounds), once for the job;
+        or an error saying why there is none (being written now, stopped before it finished, never made)."""
+        self._record, self._read = self._finished_record(), True
+        check_settings(self.path, self.settings)
+        return self
+
+    @classmethod
+    def writable(cls, path: str | os.PathLike, argument: str) -> RunDir:
+        """The directory ``path`` for a writer: made if missing and proved writable, else ValueError naming it."""
+        return cls(check_writable_dir(argument, path), argument)
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    @property
+    def record(self) -> dict | None:
+        """The whole ``run.json`` record (format, versions, settings, files), read once; None when there is none."""
+        if not self._read:
+            self._record, self._read = read_record(self.path, missing_ok=True), True
+        return self._record
+
+    @property
+    def settings(self) -> dict:
+        """The run's settings (empty when there is no ``run.json``)."""
+        return {} if self.record is None else self.record["settings"]
+
+    @property
+    def files(self) -> dict | None:
+        """``{name: 'sha256:...'}`` of every file of the run, or None (no run.json, or format 1)."""
+        files = self.record.get("files") if self.record is not None else None
+        return files if isinstance(files, dict) else None
+
+    @property
+    def holds_comparison(self) -> bool:
+        """Whether this is a comparison directory (a link or FIFO in the record's place is named when read)."""
+        return os.path.lexists(self.path / COMPARISON_FILE)
+
+    def has(self, what) -> bool:
+        """Whether an entry stands for ``what``: a value class (``Surface``) or a file name of the run."""
+        return os.path.lexists(self._entry(VALUE_FILES.get(what, what)))
+
+    def stamp(self, what) -> tuple[int, int] | None:
+        """What tells a replaced file of ``what`` (as ``has``) from the same one: its inode and modification time."""
+        try:
+            found = os.stat(self._entry(VALUE_FILES.get(what, what)))
+        except OSError:
+            return None
+        return found.st_ino, found.st_mtime_ns
+
+    def load(self, cls, **linked):
+        """The ``cls`` value saved here (checked against run.json); ``linked`` gives fields saved elsewhere
+        (a Projection's plane)."""
+        path = self.path / VALUE_FILES[cls]
+        if not os.path.lexists(path):  # a link or a FIFO in its place is named when it is opened
+            raise FileNotFoundError(
+                f"run directory {str(self.path)!r} has no {path.name}; it holds {_listing(self.path)}"
+            )
+        self._check(path.name)
+        return _read(path, cls, linked, self._rows)
+
+    def projection(self, plane: Plane, trajectory) -> Projection | None:
+        """The path saved with ``plane``, if it is here and matches ``trajectory``."""
+        try:
+            projection = self.load(Projection, plane=plane)
+        except FileNotFoundError:
+            return None
+        same = len(projection) == len(trajectory) and (projection.step == trajectory.step).all()
+        return projection if same else None
+
+    def load_state(self, name: str | None = None) -> dict:
+        """The saved ``state_dict`` (checked against run.json, read with ``weights_only``); ``name`` default the
+        ``model_filename`` run.json records."""
+        name = self._weights(name)
+        self._check(name)
+        return read_state(self.path / name)
+
+    def load_weights(self, model, name: str | None = None) -> None:
+        """Load the saved weights into ``model`` (see ``load_state``); ValueError when they do not fit it."""
+        put_state(self.path / self._weights(name), self.load_state(name), model)
+
+    def check_together(self, trajectory, plane, surface) -> None:
+        """Raise ValueError naming the file when the loaded trajectory, plane, surface and settings are not one
+        run's."""
+        fix = "the files come from different runs; run the job again"
+        if plane is not None and (plane.n_params != trajectory.n_params or plane.names != trajectory.names):
+            raise ValueError(
+                f"{str(self.path / VALUE_FILES[Plane])!r} spans P={plane.n_params} parameters but "
+                f"{str(self.path / 'trajectory.npz')!r} records P={trajectory.n_params}: {fix}"
+            )
+        if surface is not None and "resolution" in self.settings:
+            resolution = self.settings["resolution"]
+            nx, ny = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+            if surface.loss.shape != (ny, nx):
+                raise ValueError(
+                    f"{str(self.path / VALUE_FILES[Surface])!r} is a {surface.loss.shape[1]}x{surface.loss.shape[0]} "
+                    f"grid but {str(self.path / SETTINGS_FILE)!r} says resolution {nx}x{ny}: {fix} "
+                    f"(or `losstrail surface {self.path} --force`)"
+                )
+
+    def load_comparison(self) -> Comparison:
+        """The comparison saved here by ``compare`` (every file checked against ``comparison.json``)."""
+        found = read_comparison_record(self.path)
+        folders, files = found["folders"], found["files"]
+        if files is not None:  # format 2 (or a format 1 that lists them): every file checked
+            for name in ("plane.npz", "surface.npz", *(f"{f}/path.npz" for f in folders)):
+                check_file(self.path, name, files)
+        nothing = contextlib.nullcontext
+        plane = _read(self._present(self.path, Plane), Plane, {}, nothing)
+        surface = _read(self._present(self.path, Surface), Surface, {}, nothing)
+        projections = tuple(
+            _read(self._present(self.path / f, Projection), Projection, {"plane": plane}, nothing) for f in folders
+        )
+        return Comparison(found["names"], projections, found["captured"], plane, surface)
+
+    def grid_parts(self) -> GridParts:
+        """The resumable grid's finished chunks (``surface.parts``), refused when a link stands in its place."""
+        return GridParts(self.path).checked()
+
+    # --- writing ------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the directory for writing; raise ``RunDirBusy`` naming the process that holds it now."""
+        with writer_lock(self.path, self.argument):
+            self._locked = True
+            try:
+                yield self
+            finally:
+                self._locked = False
+
+    @contextlib.contextmanager
+    def stage(self):
+        """A ``Stage``: a fresh folder inside the directory for the new files; removed when the block ends.
+
+        Call with the writer's lock held: folders of earlier writers (killed) are removed first; an
+        entry of that name that is not such a folder (a link, a file) is refused, as is a ``run.json``
+        of the old run that names files outside the directory (before any work).
+        """
+        if not self._locked:
+            raise RuntimeError("stage a run directory's files with its writer's lock held: `with run.lock(): ...`")
+        read_record(self.path, missing_ok=True, damaged_ok=True)  # a damaged record is replaced; one leading out not
+        for old in sorted(self.path.glob(STAGING_PREFIX + "*")):
+            shutil.rmtree(real_folder(old), ignore_errors=True)  # rmtree removes links inside, never follows them
+        folder = self.path / f"{STAGING_PREFIX}{os.getpid()}"
+        folder.mkdir()
+        try:
+            yield Stage(self, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # empty after a commit
+
+    @contextlib.contextmanager
+    def writing(self):
+        """The writer's lock and a ``Stage`` at once: ``with run.writing() as stage: ...; stage.commit(settings)``."""
+        with self.lock(), self.stage() as stage:
+            yield stage
+
+    def check_members(self, folders) -> None:
+        """Refuse, before any work, a comparison's run folder that something else (a link) stands in place of."""
+        for folder in folders:
+            if os.path.lexists(self._entry(folder)):
+                real_folder(self.path / folder)
+
+    # --- private ------------------------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> Path:
+        if not is_plain_name(name):
+            raise UntrustedEntry(f"{name!r} is not a plain file name inside {str(self.path)!r}")
+        return self.path / name
+
+    def _weights(self, name: str | None) -> str:
+        name = self.settings.get("model_filename", "model.pt") if name is None else name
+        self._entry(name)
+        return name
+
+    def _check(self, name: str) -> None:
+        """Raise ValueError unless ``name`` is the file run.json lists (when it lists its files)."""
+        if self.files is not None:
+            check_file(self.path, name, self.files)
+
+    def _rows(self):
+        """``params.bin`` opened: the rows of a trajectory kept on disk (checked against run.json)."""
+        self._check(PARAMS_FILE)
+        return open_regular(self.path / PARAMS_FILE)
+
+    @staticmethod
+    def _present(folder: Path, cls) -> Path:
+        path = folder / VALUE_FILES[cls]
+        if not os.path.lexists(path):
+            raise FileNotFoundError(f"run directory {str(folder)!r} has no {path.name}; it holds {_listing(folder)}")
+        return path
+
+    def _finished_record(self) -> dict:
+        """The ``run.json`` record of the finished run, or an error saying why there is none."""
+        record = read_record(self.path, missing_ok=True)
+        if record is not None:
+            return record
+        where = f"{self.argument}={str(self.path)!r}"
+        writer = current_writer(self.path)
+        if writer is not None:
+            raise ValueError(f"{where} is being written now ({writer}) and holds no finished run yet; wait for it to "
+                             "finish")  # fmt: skip
+        present = [name for name in RUN_FILES if (self.path / name).exists()]
+        if present:
+            raise ValueError(
+                f"{where} holds no finished run: {SETTINGS_FILE}, written last, is missing beside "
+                f"{', '.join(present)} (the run that wrote them was stopped before it finished); run it again"
+            )
+        raise FileNotFoundError(
+            f"{where} holds no run ({SETTINGS_FILE} is missing); pass the model_dirpath of a finished run, or make "
+            "one with `losstrail run`"
+        )
 
 
-def digest(path: str | os.PathLike) -> str:
-    """``'sha256:<hex>'`` of the file's bytes."""
-    sha = hashlib.sha256()
-    with open_regular(path) as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            sha.update(block)
-    return "sha256:" + sha.hexdigest()
+class Stage:
+    """The new files of a run (or comparison), written into ``.incoming-<pid>/`` inside its directory while the
+    old ones stay whole; nothing is switched in until ``commit``, ``commit_comparison`` or ``update``."""
+
+    def __init__(self, run: RunDir, folder: Path):
+        self.run = run
+        self.folder = folder  # also where a recorder keeps a path too large for memory (its params.bin)
+
+    def save(self, value, member: str | None = None) -> Path:
+        """Stage a ``Trajectory``, ``Plane``, ``Surface``, ``Projection`` or ``DecisionMaps`` (in a comparison's
+        ``member`` folder)."""
+        return save_run_value(self._where(member), value)
+
+    def save_weights(self, model, name: str = "model.pt", member: str | None = None) -> Path:
+        """Stage ``model.state_dict()`` as ``name`` (in a comparison's ``member`` folder)."""
+        self.run._entry(name)
+        return save_weights(self._where(member) / name, model)
+
+    def commit(self, settings: dict, *, keep: bool = False) -> None:
+        """Make the directory hold the staged run, with ``settings`` in its ``run.json``, written last.
+
+        ``keep``: the old run's files the stage does not replace stay (a run drawn again from its own
+        weights and path); otherwise they are removed.
+        """
+        staged = {p.name for p in self.folder.iterdir()}
+        names = (settings.get("model_filename", "model.pt"), *RUN_FILES)
+        kept = [n for n in names if keep and n not in staged and (self.run._entry(n)).is_file()]
+        commit(self.run.path, self.folder, settings, keep=kept)
+        self.run._read = False  # the next reader reads the new record
+
+    def update(self, settings: dict) -> None:
+        """Replace the staged files of the finished run, with ``settings`` in its ``run.json``, written last."""
+        update(self.run.path, settings, {p.name: p for p in sorted(self.folder.iterdir())})
+        self.run._read = False
+
+    def commit_comparison(self, runs: list[dict], captured) -> None:
+        """Make the directory hold the staged comparison: ``comparison.json``, listing ``runs`` (each with its
+        ``folder``) and every file's digest, is removed first and written last."""
+        staged = []  # paths relative to the stage: the shared files, then each member's
+        for entry in sorted(self.folder.iterdir()):
+            staged += [f"{entry.name}/{p.name}" for p in sorted(entry.iterdir())] if entry.is_dir() else [entry.name]
+        record = {
+            "format_version": 2,
+            "runs": runs,
+            "captured": list(captured),
+            "files": {name: digest(self.folder / name) for name in staged},
+        }
+        write_record(self.folder / COMPARISON_FILE, record)  # first, beside the new files: on a full disk nothing moves
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.run.path / COMPARISON_FILE)  # until it is back, the directory holds no finished comparison
+        for name in staged:
+            member, _, leaf = name.rpartition("/")
+            target = real_folder(self.run.path / member, create=True) if member else self.run.path
+            os.replace(self.folder / name, target / leaf)  # a link left in a member's place is refused, not followed
+        os.replace(self.folder / COMPARISON_FILE, self.run.path / COMPARISON_FILE)
+
+    def _where(self, member: str | None) -> Path:
+        if member is None:
+            return self.folder
+        self.run._entry(member)
+        return real_folder(self.folder / member, create=True)
 
 
 def commit(run_dir: Path, folder: Path, settings: dict, keep=()) -> None:
@@ -181,7 +407,7 @@ def commit(run_dir: Path, folder: Path, settings: dict, keep=()) -> None:
     old = read_record(run_dir, missing_ok=True, damaged_ok=True) or {}
     old_names = set(RUN_FILES) | set(old.get("files") or ()) | {old.get("settings", {}).get("model_filename")}
     old_names = {name for name in old_names if is_plain_name(name)}  # read_record refused any other; never outside
-    write_settings(folder, settings, files=files)
+    write_record(folder / SETTINGS_FILE, run_record(settings, files))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run_dir / SETTINGS_FILE)
     for name in sorted(old_names - set(files)):  # the old run's files the new one does not have
@@ -205,202 +431,50 @@ def update(run_dir: Path, settings: dict, written: dict[str, Path]) -> None:
     files = dict(files)
     files.update({name: digest(path) for name, path in written.items()})
     folder = next(iter(written.values())).parent
-    write_settings(folder, settings, files=files)  # first, beside the new files: on a full disk nothing moves
+    write_record(folder / SETTINGS_FILE, run_record(settings, files))  # first: on a full disk nothing moves
     for name, path in written.items():
         os.replace(path, run_dir / name)
     os.replace(folder / SETTINGS_FILE, run_dir / SETTINGS_FILE)
 
 
-def check_file(run_dir: Path, name: str, files: dict) -> None:
-    """Raise ValueError unless ``run_dir/name`` is the file ``run.json`` lists (same bytes)."""
-    path = run_dir / name
-    fix = (
-        f"compute it again with `losstrail surface {run_dir} --force`"
-        if name == "surface.npz"
-        else f"run the job again (losstrail run --run-dir {run_dir}, or load_model=False)"
-    )
-    if name not in files:
+def _read(path: Path, cls, linked: dict, open_rows):
+    """The ``cls`` value in ``path``; a file that cannot be read is named as damaged, never a traceback."""
+    try:
+        return read_value(path, cls, linked, open_rows)
+    except DAMAGED as err:
+        named = isinstance(err, (ValueError, FileNotFoundError)) and str(path) in str(err)
+        if named or isinstance(err, UntrustedEntry):
+            raise
         raise ValueError(
-            f"{str(path)!r} is not part of the run recorded in {SETTINGS_FILE} (a file left by another run); "
-            f"delete it or {fix}"
-        )
-    if digest(path) != files[name]:
-        raise ValueError(
-            f"{str(path)!r} does not belong to the run recorded in {SETTINGS_FILE}: it was written by another run, "
-            f"or changed or damaged since; {fix}"
-        )
+            f"{str(path)!r} cannot be read ({type(err).__name__}: {err}); it is damaged or truncated. "
+            "Run the job that wrote it again"
+        ) from None
 
 
-def require_finished(run_dir: Path, argument: str = "run_dir") -> dict:
-    """The ``run.json`` record of the finished run in ``run_dir``, or an error saying why there is none."""
-    record = read_record(run_dir, missing_ok=True)
-    if record is not None:
-        return record
-    writer = current_writer(run_dir)
-    if writer is not None:
-        raise ValueError(
-            f"{argument}={str(run_dir)!r} is being written now ({writer}) and holds no finished run yet; "
-            "wait for it to finish"
-        )
-    present = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if present:
-        raise ValueError(
-            f"{argument}={str(run_dir)!r} holds no finished run: {SETTINGS_FILE}, written last, is missing beside "
-            f"{', '.join(present)} (the run that wrote them was stopped before it finished); run it again"
-        )
-    raise FileNotFoundError(
-        f"{argument}={str(run_dir)!r} holds no run ({SETTINGS_FILE} is missing); pass the model_dirpath of a "
-        "finished run, or make one with `losstrail run`"
-    )
+def _listing(folder: Path) -> str:
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return ", ".join(names) if names else "nothing"
 
 
-def check_together(run_dir, trajectory, plane, surface, settings) -> None:
-    """Raise ValueError naming the file when the saved trajectory, plane, surface and settings are not one run's."""
-    run_dir = Path(run_dir)
-    fix = "the files come from different runs; run the job again"
-    if plane is not None and (plane.n_params != trajectory.n_params or plane.names != trajectory.names):
-        raise ValueError(
-            f"{str(run_dir / 'plane.npz')!r} spans P={plane.n_params} parameters but "
-            f"{str(run_dir / 'trajectory.npz')!r} records P={trajectory.n_params}: {fix}"
-        )
-    if surface is not None and "resolution" in settings:
-        resolution = settings["resolution"]
-        nx, ny = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
-        if surface.loss.shape != (ny, nx):
-            raise ValueError(
-                f"{str(run_dir / 'surface.npz')!r} is a {surface.loss.shape[1]}x{surface.loss.shape[0]} grid but "
-                f"{str(run_dir / 'run.json')!r} says resolution {nx}x{ny}: {fix} "
-                f"(or `losstrail surface {run_dir} --force`)"
-            )
+# One call each, for a folder that is not opened as a job's run directory (tests, a quick look).
 
 
-def write_settings(run_dir: str | os.PathLike, settings: dict, files: dict | None = None) -> Path:
-    """Write ``settings`` with the versions that made the run to ``run_dir/run.json``.
+def load_run_value(run_dir: str | os.PathLike, cls, **linked):
+    """``RunDir(run_dir).load(cls, **linked)``."""
+    return RunDir(run_dir).load(cls, **linked)
 
-    ``files`` maps each other file of the run to its digest (``'sha256:...'``); readers check them
-    (none given: the run has no other file, and a reader refuses any).
-    """
-    record = {
-        "format_version": FORMAT_VERSION,
-        "versions": {name: _version(name) for name in ("losstrail", "torch", "lightning", "numpy")},
-        "settings": settings,
-        "files": dict(sorted((files or {}).items())),
-    }
-    path = Path(run_dir) / SETTINGS_FILE
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return path
+
+def load_weights(path: str | os.PathLike, model) -> None:
+    """Load the weights saved at ``path`` into ``model``; checked to be the run's when its ``run.json`` lists files."""
+    path = Path(path)
+    RunDir(path.parent).load_weights(model, path.name)
 
 
 def read_settings(run_dir: str | os.PathLike) -> dict:
     """The settings saved in ``run_dir/run.json`` (empty if there is none)."""
-    record = read_record(run_dir, missing_ok=True)
-    return {} if record is None else record["settings"]
+    return RunDir(run_dir).settings
 
 
-def read_record(run_dir: str | os.PathLike, *, missing_ok: bool = False, damaged_ok: bool = False) -> dict | None:
-    """The whole ``run_dir/run.json`` record (format, versions, settings, files), checked for its shape.
-
-    Raises ValueError naming the file when it is not JSON, not an object, of another format, or
-    (format 2) without a well-formed list of files; returns None for a missing file when
-    ``missing_ok`` (and for a damaged one when ``damaged_ok``). A record that names a file outside
-    the directory, or a ``run.json`` that is a link or a FIFO, is always refused (``UntrustedEntry``).
-    """
-    path = Path(run_dir) / SETTINGS_FILE
-    try:
-        with open_regular(path) as f:
-            raw = f.read(MAX_RECORD_BYTES + 1)
-        if len(raw) > MAX_RECORD_BYTES:
-            raise OSError(f"larger than {MAX_RECORD_BYTES >> 20} MiB")
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise FileNotFoundError(f"{str(path)!r} does not exist; {str(run_dir)!r} holds no finished run") from None
-    except (OSError, UnicodeDecodeError) as err:
-        if damaged_ok:
-            return None
-        raise ValueError(f"{str(path)!r} cannot be read ({err}); run the job again to rewrite it") from None
-    try:
-        return _checked_record(path, text)
-    except UntrustedEntry:
-        raise
-    except ValueError:
-        if damaged_ok:
-            return None
-        raise
-
-
-def _checked_record(path: Path, text: str) -> dict:
-    """The record in ``text`` (the contents of ``path``), or ValueError saying what is wrong with it."""
-    fix = "it is damaged; run the job again to rewrite it"
-    try:
-        record = json.loads(text)
-    except RecursionError:
-        raise ValueError(f"{str(path)!r} is nested too deeply to be a run record; {fix}") from None
-    except ValueError as err:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); {fix}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
-        raise ValueError(f"{str(path)!r} is not a losstrail run record (an object with 'settings'); {fix}")
-    version = record.get("format_version")
-    if isinstance(version, bool) or version not in READABLE_FORMATS or not isinstance(version, int):
-        raise ValueError(
-            f"{path} has format_version={version!r}; this losstrail reads "
-            f"{' and '.join(map(str, READABLE_FORMATS))}. Re-run the job to rewrite it"
-        )
-    model = record["settings"].get("model_filename", "model.pt")
-    if not is_plain_name(model):
-        raise UntrustedEntry(f"{str(path)!r} has model_filename={model!r}, which leaves the run directory; {_OUTSIDE}")
-    if version >= 2 or "files" in record:
-        check_listing(path, record)
-    return record
-
-
-_OUTSIDE = (
-    "losstrail reads and writes only plain file names inside a run directory. The record was edited or is not "
-    "losstrail's: delete it (and the run directory's files you do not trust), or pass another directory"
-)
-
-
-def check_listing(path: Path, record: dict, folders=()) -> None:
-    """Raise ValueError unless the key ``'files'`` of ``record`` (read from ``path``) maps names to SHA-256 digests.
-
-    Only a record that says format 1 has no list; without one every digest check would be skipped. Each
-    name is a plain name in the directory, or ``folder/name`` for one of ``folders`` (a comparison's runs);
-    any other is refused as leading out of it (``UntrustedEntry``).
-    """
-    fix = "so the files it names cannot be checked; run the job again to rewrite it"
-    files = record.get("files")
-    if "files" not in record:
-        raise ValueError(
-            f"{str(path)!r} has format_version=2 but no key 'files' (the run's files and their SHA-256), {fix}"
-        )
-    if not isinstance(files, dict):
-        raise ValueError(
-            f"{str(path)!r} has 'files' of type {type(files).__name__}, not an object of file names and SHA-256 "
-            f"digests, {fix}"
-        )
-    for name, value in files.items():
-        folder, _, rest = name.rpartition("/")
-        if not (is_plain_name(name) or (folder in folders and is_plain_name(rest))):
-            raise UntrustedEntry(f"{str(path)!r} lists in 'files' the name {name!r}, which leaves the directory; "
-                                 f"{_OUTSIDE}")  # fmt: skip
-        if not (isinstance(value, str) and DIGEST.fullmatch(value)):
-            raise ValueError(
-                f"{str(path)!r} has 'files' {name!r}: {value!r}, not a SHA-256 digest ('sha256:' and 64 hex digits), "
-                f"{fix}"
-            )
-
-
-def _version(distribution: str) -> str | None:
-    """The installed version of ``distribution``, read without importing it (None when it is not installed)."""
-    from importlib import metadata
-
-    if distribution == "losstrail":
-        from losstrail import __version__
-
-        return __version__
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+def load_comparison(run_dir: str | os.PathLike) -> Comparison:
+    """Read a comparison directory written by ``compare``; recomputes nothing (see ``RunDir.load_comparison``)."""
+    return RunDir(run_dir).load_comparison()
