@@ -480,7 +480,13 @@ def _line(model, data, ts, coords, options: dict, plane: Plane | None = None, fl
 
 
 def decision_regions(
-    model: torch.nn.Module, data, params: np.ndarray, index, *, names=None, resolution: int = 80,
+    model: torch.nn.Module,
+    data,
+    params: np.ndarray,
+    index,
+    *,
+    names=None,
+    resolution: int = 80,
     evaluator: Evaluator | None = None,
 ) -> DecisionMaps:
     """Predicted classes of a model with 2-D inputs over the data's extent, at each row of ``params`` (F, P).
