@@ -66,7 +66,7 @@ def test_load_model_reuses_the_run_and_recomputes_nothing(tmp_path, monkeypatch)
         raise AssertionError("recomputed")
 
     monkeypatch.setattr("losstrail.training.fit.fit", forbidden)
-    monkeypatch.setattr("losstrail.evaluation.grids.loss_surface", forbidden)
+    monkeypatch.setattr("losstrail.evaluation.grids.grid_surface", forbidden)
     again = _small(tmp_path, load_model=True)
     assert _frames(tmp_path / "a.gif")[0] == 9
     assert all(torch.equal(x, y) for x, y in zip(first[0], again[0])) and first[1] == again[1]
@@ -98,7 +98,7 @@ def test_output_to_file_false_writes_no_animation(tmp_path):
 def test_render_redraws_a_saved_run(tmp_path, monkeypatch):
     _small(tmp_path)
     monkeypatch.setattr(
-        "losstrail.evaluation.grids.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
+        "losstrail.evaluation.grids.grid_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
     )
     out = losstrail.render(tmp_path / "run", tmp_path / "again.gif", max_frames=4, quiet=True)
     assert _frames(out) == (4, (1280, 600))  # the saved path carries its true and slice losses
@@ -231,7 +231,7 @@ def test_a_datamodule_that_yields_no_tensors_is_refused_before_training(tmp_path
 def test_a_saved_full_grid_serves_a_later_adaptive_request(tmp_path, monkeypatch):
     _small(tmp_path, grid="full")
     monkeypatch.setattr("losstrail.training.fit.fit", lambda *a, **k: pytest.fail("retrained"))
-    monkeypatch.setattr("losstrail.evaluation.grids.loss_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
+    monkeypatch.setattr("losstrail.evaluation.grids.grid_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
     _small(tmp_path, load_model=True, grid="adaptive")
 
 
@@ -246,7 +246,7 @@ def test_the_truth_is_measured_at_the_frames_and_redrawn_with_other_frames(tmp_p
         np.arange(1, len(data.steps) - 1), measured)]).all()  # fmt: skip
     assert measured[0] == 0 and measured[-1] == len(data.steps) - 1  # first and last always in
     monkeypatch.setattr(
-        "losstrail.evaluation.grids.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
+        "losstrail.evaluation.grids.grid_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
     )
     for frames, out in ((7, "few.gif"), (181, "all.gif")):  # other frames than measured
         animation = losstrail.render(tmp_path / "run", tmp_path / out, max_frames=frames, quiet=True)

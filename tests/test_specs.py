@@ -80,12 +80,14 @@ def counted(monkeypatch):
     import losstrail.training.fit
 
     calls = {"fit": 0, "make_plane": 0, "loss_surface": 0}
-    for module, name in ((losstrail.training.fit, "fit"), (losstrail.planes.directions, "make_plane"),
-                         (losstrail.evaluation.grids, "loss_surface")):  # fmt: skip
+    # where the job runner looks them up; "loss_surface" counts the grids (the runner's grid_surface)
+    for module, name, key in ((losstrail.training.fit, "fit", "fit"),
+                              (losstrail.planes.directions, "make_plane", "make_plane"),
+                              (losstrail.evaluation.grids, "grid_surface", "loss_surface")):  # fmt: skip
         original = getattr(module, name)
 
-        def counting(*args, _original=original, _name=name, **kwargs):
-            calls[_name] += 1
+        def counting(*args, _original=original, _key=key, **kwargs):
+            calls[_key] += 1
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, counting)

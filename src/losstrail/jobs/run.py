@@ -312,8 +312,8 @@ def _train(job: Job, model, datamodule, incoming: Path, accelerator: str):
 def _load_saved(job: Job, run_dir: Path, model, grid: GridSpec):
     """``(settings, trajectory, plane, surface)`` of the run saved in ``run_dir``; the plane only when the job's
     plane spec made it, the surface only when its grid spec did too (else None: they are made again)."""
+    from losstrail._checks import check_settings
     from losstrail.store.artifacts import load_run_value, load_weights
-    from losstrail.store.checks import check_settings
     from losstrail.store.rundir import require_finished
     from losstrail.values.plane import Plane
     from losstrail.values.surface import Surface
