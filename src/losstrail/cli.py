@@ -96,7 +96,8 @@ def _style(values: dict) -> Style:
         if width is None:
             raise ValueError(f"--size={size!r} must be WxH in pixels, e.g. 1280x600")
         values["size"] = (width, height)
-    return Style.of(values, _STYLE_FLAGS)
+    given = {name: value for name, value in values.items() if value != getattr(_LOOK, name)}  # the rest: defaults
+    return Style.of(given, _STYLE_FLAGS)
 
 
 # The style's fields, and the flags that set them.
