@@ -86,7 +86,7 @@ def style_options(*, without: tuple[str, ...] = ()):
 
 
 def _style(values: dict) -> Style:
-    """The ``Style`` of a command's look options, checked (errors in the command line's words)."""
+    """The ``Style`` of a command's look options: those set away from their defaults checked, once, by their flags."""
     values = dict(values)
     values["log_scale"] = not values.pop("linear", not _LOOK.log_scale)
     values["max_frames"] = values.pop("frames", _LOOK.max_frames)
@@ -100,10 +100,9 @@ def _style(values: dict) -> Style:
     return Style.of(given, _STYLE_FLAGS)
 
 
-# The style's fields, and the flags that set them.
-STYLE_FIELDS = tuple(f.name for f in dataclasses.fields(Style))
+# The flags that set the style's fields: errors name them as typed.
 _STYLE_FLAGS = {
-    **{name: "--" + name.replace("_", "-") for name in STYLE_FIELDS},
+    **{f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(Style)},
     "max_frames": "--frames",
     "log_scale": "--linear",
 }

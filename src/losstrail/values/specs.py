@@ -430,6 +430,12 @@ class GridSpec(_Spec):
         _check_seed(values.get("seed"), name("seed"))
         return values
 
+    def replace(self, **changes):
+        """A copy with ``changes``, each checked; ``tol`` too when the grid becomes adaptive (a full grid's is not)."""
+        if changes.get("grid") == "adaptive":
+            changes = {"tol": self.tol, **changes}
+        return super().replace(**changes)
+
     @property
     def subset_seed(self) -> int:
         """The seed of the subset's draw: the grid and the path see the same examples."""
