@@ -89,7 +89,7 @@ import sys, time
 import numpy as np, torch
 import losstrail.evaluation.evaluator as ev
 from losstrail import LeNet, MNISTDataModule, Plane
-from losstrail.store.artifacts import load_weights
+from losstrail.store.rundir import load_weights
 from losstrail.evaluation.grids import evaluate_grid
 data_dir, run_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from losstrail._threads import free_cores

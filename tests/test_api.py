@@ -66,10 +66,14 @@ def test_load_model_reuses_the_run_and_recomputes_nothing(tmp_path, monkeypatch)
         raise AssertionError("recomputed")
 
     monkeypatch.setattr("losstrail.training.fit.fit", forbidden)
-    monkeypatch.setattr("losstrail.evaluation.grids.loss_surface", forbidden)
+    monkeypatch.setattr("losstrail.evaluation.grids.grid_surface", forbidden)
     again = _small(tmp_path, load_model=True)
     assert _frames(tmp_path / "a.gif")[0] == 9
     assert all(torch.equal(x, y) for x, y in zip(first[0], again[0])) and first[1] == again[1]
+    with pytest.raises(AssertionError, match="recomputed"):  # the patches are where the job looks them up
+        _small(tmp_path / "fresh")
+    with pytest.raises(AssertionError, match="recomputed"):
+        _small(tmp_path, load_model=True, resolution=12)
 
 
 def test_load_model_with_another_method_recomputes_only_the_plane_and_grid(tmp_path, monkeypatch):
@@ -80,6 +84,8 @@ def test_load_model_with_another_method_recomputes_only_the_plane_and_grid(tmp_p
     _small(tmp_path, load_model=True, reduction_method="random")
     with np.load(tmp_path / "run" / "plane.npz") as plane:
         assert str(plane["method"]) == "random"
+    with pytest.raises(AssertionError, match="retrained"):  # the patch is where the job looks fit up
+        _small(tmp_path / "fresh")
 
 
 def test_custom_directions(tmp_path):
@@ -98,7 +104,7 @@ def test_output_to_file_false_writes_no_animation(tmp_path):
 def test_render_redraws_a_saved_run(tmp_path, monkeypatch):
     _small(tmp_path)
     monkeypatch.setattr(
-        "losstrail.evaluation.grids.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
+        "losstrail.evaluation.grids.grid_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
     )
     out = losstrail.render(tmp_path / "run", tmp_path / "again.gif", max_frames=4, quiet=True)
     assert _frames(out) == (4, (1280, 600))  # the saved path carries its true and slice losses
@@ -231,8 +237,10 @@ def test_a_datamodule_that_yields_no_tensors_is_refused_before_training(tmp_path
 def test_a_saved_full_grid_serves_a_later_adaptive_request(tmp_path, monkeypatch):
     _small(tmp_path, grid="full")
     monkeypatch.setattr("losstrail.training.fit.fit", lambda *a, **k: pytest.fail("retrained"))
-    monkeypatch.setattr("losstrail.evaluation.grids.loss_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
+    monkeypatch.setattr("losstrail.evaluation.grids.grid_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
     _small(tmp_path, load_model=True, grid="adaptive")
+    with pytest.raises(pytest.fail.Exception, match="recomputed the grid"):  # the patch is where the job looks
+        _small(tmp_path, load_model=True, grid="adaptive", resolution=12)
 
 
 def test_the_truth_is_measured_at_the_frames_and_redrawn_with_other_frames(tmp_path, monkeypatch):
@@ -246,7 +254,7 @@ def test_the_truth_is_measured_at_the_frames_and_redrawn_with_other_frames(tmp_p
         np.arange(1, len(data.steps) - 1), measured)]).all()  # fmt: skip
     assert measured[0] == 0 and measured[-1] == len(data.steps) - 1  # first and last always in
     monkeypatch.setattr(
-        "losstrail.evaluation.grids.loss_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
+        "losstrail.evaluation.grids.grid_surface", lambda *a, **k: (_ for _ in ()).throw(AssertionError)
     )
     for frames, out in ((7, "few.gif"), (181, "all.gif")):  # other frames than measured
         animation = losstrail.render(tmp_path / "run", tmp_path / out, max_frames=frames, quiet=True)

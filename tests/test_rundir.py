@@ -93,7 +93,7 @@ main()
 def start_paused(tmp_path, phase: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
     module, name, before = {
         "training": ("losstrail.training.fit", "fit", "real(*args, **kwargs)"),  # trained and staged, then stopped
-        "grid": ("losstrail.evaluation.grids", "loss_surface", "pass"),
+        "grid": ("losstrail.evaluation.grids", "grid_surface", "pass"),
         "chunks": ("losstrail.evaluation.grids", "evaluate_grid", "pass"),
         "rendering": ("losstrail.renderers.gif", "write_gif", "Path(args[2]).write_bytes(b'half')"),
     }[phase]
@@ -160,7 +160,7 @@ def test_a_run_that_fails_after_training_leaves_the_old_run_whole(old_run, tmp_p
     def broken(*args, **kwargs):
         raise RuntimeError("the grid failed")
 
-    monkeypatch.setattr("losstrail.evaluation.grids.loss_surface", broken)
+    monkeypatch.setattr("losstrail.evaluation.grids.grid_surface", broken)
     with pytest.raises(RuntimeError, match="the grid failed"):
         losstrail.loss_landscape_anim(n_epochs=3, seed=2, model_dirpath=run_dir, resolution=6, n_frames=2,
                                       output_filename=tmp_path / "x.gif", quiet=True)  # fmt: skip

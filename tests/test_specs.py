@@ -32,6 +32,32 @@ def test_each_spec_checks_itself_naming_the_callers_argument():
         Style.of({"colour": "red"}, where="animate")
 
 
+def test_a_spec_checks_each_value_once_where_it_is_made(monkeypatch):
+    """``of`` checks what it is given and makes the value without a second check; ``replace`` and ``updated``
+    check only the values they change; a value made directly checks itself."""
+    seen = []
+    for spec in (GridSpec, Style):
+        original = spec._check
+
+        def checking(values, names, _original=original):
+            seen.append(sorted(values))
+            return _original(values, names)
+
+        monkeypatch.setattr(spec, "_check", staticmethod(checking))
+    grid = GridSpec.of({"resolution": [12, 8], "subset": 5})
+    assert seen == [["resolution", "subset"]] and grid.resolution == (12, 8)
+    seen.clear()
+    assert grid.replace(tol=0.05).tol == 0.05 and seen == [["tol"]]
+    seen.clear()
+    look = Style(cmap="magma")
+    assert len(seen) == 1 and look.updated({}) is look and len(seen) == 1
+    assert look.updated({"size": [300, 200]}).size == (300, 200) and seen[-1] == ["size"]
+    with pytest.raises(ValueError, match=r"^tol=-1 must be a positive finite number"):
+        GridSpec(grid="full", tol=-1).replace(grid="adaptive")  # a full grid's tol is checked once it is used
+    with pytest.raises(ValueError, match=r"^--levels=1 must be from 2 to"):
+        look.updated({"levels": 1}, {"levels": "--levels"})
+
+
 def test_keys_are_the_names_run_json_has_always_used():
     assert TrainSpec(optimizer="sgd+momentum", n_epochs=5).key() == {
         "n_epochs": 5, "optimizer": "momentum", "learning_rate": None, "seed": None, "record_every": 1,
@@ -80,12 +106,14 @@ def counted(monkeypatch):
     import losstrail.training.fit
 
     calls = {"fit": 0, "make_plane": 0, "loss_surface": 0}
-    for module, name in ((losstrail.training.fit, "fit"), (losstrail.planes.directions, "make_plane"),
-                         (losstrail.evaluation.grids, "loss_surface")):  # fmt: skip
+    # where the job runner looks them up; "loss_surface" counts the grids (the runner's grid_surface)
+    for module, name, key in ((losstrail.training.fit, "fit", "fit"),
+                              (losstrail.planes.directions, "make_plane", "make_plane"),
+                              (losstrail.evaluation.grids, "grid_surface", "loss_surface")):  # fmt: skip
         original = getattr(module, name)
 
-        def counting(*args, _original=original, _name=name, **kwargs):
-            calls[_name] += 1
+        def counting(*args, _original=original, _key=key, **kwargs):
+            calls[_key] += 1
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, counting)

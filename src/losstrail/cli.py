@@ -7,6 +7,7 @@ answers at once; the heavy modules load inside the commands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import inspect
@@ -95,7 +96,7 @@ def style_options(*, without: tuple[str, ...] = ()):
 
 
 def _style(values: dict) -> Style:
-    """The ``Style`` of a command's look options, checked (errors in the command line's words)."""
+    """The ``Style`` of a command's look options: those set away from their defaults checked, once, by their flags."""
     values = dict(values)
     values["log_scale"] = not values.pop("linear", not _LOOK.log_scale)
     values["max_frames"] = values.pop("frames", _LOOK.max_frames)
@@ -105,8 +106,16 @@ def _style(values: dict) -> Style:
         if width is None:
             raise ValueError(f"--size={size!r} must be WxH in pixels, e.g. 1280x600")
         values["size"] = (width, height)
-    return Style.of(values)
+    given = {name: value for name, value in values.items() if value != getattr(_LOOK, name)}  # the rest: defaults
+    return Style.of(given, _STYLE_FLAGS)
 
+
+# The flags that set the style's fields: errors name them as typed.
+_STYLE_FLAGS = {
+    **{f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(Style)},
+    "max_frames": "--frames",
+    "log_scale": "--linear",
+}
 
 # The API's argument names, as the command line spells them; errors and warnings are shown in flags.
 _FLAGS = {
@@ -288,78 +297,55 @@ def run(
 ):
     """Train a model, slice the loss landscape and animate the optimizer's path."""
     with _user_errors():
-        from losstrail._checks import check_custom_directions_used
+        from losstrail._checks import check_builtin_run
         from losstrail._registry import check_choice
-        from losstrail.store.checks import check_outputs
+        from losstrail.values.specs import GridSpec, PlaneSpec, TrainSpec
 
         check_choice("dataset", dataset, DATASETS)
         check_choice("model", model, MODELS)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"--batch-size={batch_size} must be a positive integer, or left out for the whole dataset")
-        if lr is not None and not (math.isfinite(lr) and lr > 0):
+        if lr is not None and not (math.isfinite(lr) and lr > 0):  # the model's, as --hidden-dim: no spec's setting
             raise ValueError(f"--lr={lr:g} must be a positive learning rate, e.g. --lr 0.005")
-        check_outputs([("output_filename", out)], inputs=[("custom_directions", custom_directions)], run_dir=run_dir,
-                      how="written by this run")  # fmt: skip
-        _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, resolution, grid, tol, subset,
-                     bn_batches, style.max_frames, decision, run_dir)  # fmt: skip
-        vectors = _custom_directions(custom_directions)
-        check_custom_directions_used(directions, custom_directions)
-        import torch
-
-        from losstrail.api import loss_landscape_anim
+        train = TrainSpec.of({"n_epochs": epochs, "optimizer": optimizer, "seed": seed, "params": _params(params)},
+                             _RUN_FLAGS)  # fmt: skip
+        plane = PlaneSpec.of(
+            {"method": directions, "centre": _centre(centre), "keep_biases": keep_biases, "seed": seed,
+             "negative_curvature": negative_curvature, "hessian_examples": hessian_examples}, _RUN_FLAGS,
+        )  # fmt: skip
+        grid_spec = GridSpec.of(
+            {"resolution": _resolution(resolution), "xrange": _pair("--xrange", xrange),
+             "yrange": _pair("--yrange", yrange), "subset": subset, "bn_batches": bn_batches, "grid": grid, "tol": tol,
+             "seed": seed}, _RUN_FLAGS,
+        )  # fmt: skip
+        check_builtin_run(dataset, model, hidden_dim=hidden_dim, num_hidden_layers=hidden_layers, batch_size=batch_size,
+                          n_epochs=epochs, max_frames=style.max_frames, decision=decision, storage=run_dir)  # fmt: skip
         from losstrail.builtin.data import make_datamodule
         from losstrail.builtin.nets import make_model
-        from losstrail.training.fit import check_optimizer
+        from losstrail.jobs.run import Job, run_job
 
-        optimizer = check_optimizer(optimizer)
-        torch.manual_seed(seed)  # the model is built here, so its initial weights are seeded here
-        datamodule = make_datamodule(dataset, batch_size=batch_size)
-        net = make_model(model, datamodule, optimizer=optimizer, learning_rate=5e-3 if lr is None else lr,
-                         hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
-        loss_landscape_anim(
-            n_epochs=epochs,
-            datamodule=datamodule,
-            model=net,
-            optimizer=optimizer,
-            reduction_method=directions,
-            custom_directions=vectors,
-            model_dirpath=run_dir,
-            output_filename=out,
-            giffps=style.fps,
-            n_frames=style.max_frames,
-            seed=seed,
-            resolution=_resolution(resolution),
-            centre=_centre(centre),
-            xrange=_pair("--xrange", xrange),
-            yrange=_pair("--yrange", yrange),
-            subset=subset,
-            bn_batches=bn_batches,
-            keep_biases=keep_biases,
-            negative_curvature=negative_curvature,
-            hessian_examples=hessian_examples,
-            faithfulness=faithfulness,
-            decision=decision,
-            params=_params(params),
-            grid=grid,
-            tol=tol,
-            budget=budget,
-            quiet=quiet,
-            **_own_look(style, "fps", "max_frames"),
-        )
+        def net(datamodule):  # built by the job, once the seed is set: its initial weights are seeded
+            return make_model(model, datamodule, optimizer=train.optimizer, learning_rate=5e-3 if lr is None else lr,
+                              hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
+
+        job = Job(
+            train, plane, grid_spec, style, run_dir=run_dir, output=out,
+            make_data=functools.partial(make_datamodule, dataset, batch_size=batch_size), make_model=net,
+            custom_directions=_custom_directions(custom_directions), budget=budget, faithfulness=faithfulness,
+            decision=decision, quiet=quiet, names=_RUN_FLAGS, inputs=(("--custom-directions", custom_directions),),
+        )  # fmt: skip
+        run_job(job)
     typer.echo(f"wrote {out} (run saved in {run_dir})")
 
 
-def _check_sizes(dataset, model, hidden_dim, hidden_layers, batch_size, epochs, resolution, grid, tol, subset,
-                 bn_batches, max_frames, decision, run_dir) -> None:  # fmt: skip
-    """Every size ``run`` takes, checked against the memory before torch is even imported (in the API's words)."""
-    from losstrail._checks import check_builtin_run
-    from losstrail.values.specs import GridSpec, TrainSpec
-
-    TrainSpec.of({"n_epochs": epochs})
-    GridSpec.of({"resolution": _resolution(resolution), "grid": grid, "tol": tol, "subset": subset,
-                 "bn_batches": bn_batches})  # fmt: skip
-    check_builtin_run(dataset, model, hidden_dim=hidden_dim, num_hidden_layers=hidden_layers, batch_size=batch_size,
-                      n_epochs=epochs, max_frames=max_frames, decision=decision, storage=run_dir)  # fmt: skip
+# The flags of `run` by the settings they give: errors name them as typed.
+_RUN_FLAGS = {
+    **_STYLE_FLAGS,
+    **{name: "--" + name.replace("_", "-") for name in ("optimizer", "seed", "params", "centre", "keep_biases",
+                                                        "negative_curvature", "hessian_examples", "resolution",
+                                                        "xrange", "yrange", "subset", "bn_batches", "grid", "tol")},
+    "n_epochs": "--epochs", "method": "--directions", "output_filename": "--out", "model_dirpath": "--run-dir",
+}  # fmt: skip
 
 
 def _own_look(style: Style, *taken: str) -> dict:

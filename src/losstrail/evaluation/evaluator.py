@@ -698,10 +698,12 @@ class Evaluator:
         metrics = {k: np.concatenate([d.metrics[k] for d in done]) for k in done[0].metrics}
         return Evaluated(joined["loss"], joined["accuracy"], se, metrics)
 
-    def outputs(self, rows: np.ndarray, fn: Callable, chunk: int = 32) -> np.ndarray:
-        """``fn(model, batch)`` on the first batch at each parameter vector of ``rows`` (N, K), stacked (N, ...)."""
+    def outputs(self, rows: np.ndarray, fn: Callable, chunk: int = 32, batch=None) -> np.ndarray:
+        """``fn(model, batch)`` at each parameter vector of ``rows`` (N, K), stacked (N, ...): on the first batch,
+        or on ``batch`` (a tree of tensors: other inputs than the data's, such as a grid of 2-D points)."""
         flat = self.layout.tensor(rows, self.device)
-        call, batch = _Call(self.model, fn), self.batches.first()
+        call = _Call(self.model, fn)
+        batch = self.batches.first() if batch is None else map_tree(lambda t: t.to(self.device), batch)
 
         def at(row):
             return torch.func.functional_call(call, (self._tensors(row), self.buffers), (batch,))

@@ -27,6 +27,7 @@ __all__ = [
     "decision_regions",
     "Surface",
     "evaluate_points",
+    "grid_surface",
     "loss_line",
     "loss_surface",
     "path_grid",
@@ -131,6 +132,15 @@ def _grid_coords(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
 
 
+def check_evaluator(evaluator: Evaluator, n_params: int, what: str) -> None:
+    """An evaluator handed in sets ``n_params`` values per point, as ``what`` (the plane, the rows) has."""
+    if evaluator.layout.n_params != n_params:
+        raise ValueError(
+            f"the evaluator sets P={evaluator.layout.n_params} parameters per point but {what} has P={n_params}; "
+            "pass an evaluator over the parameters it spans (Evaluator(model, data, names=plane.names))"
+        )
+
+
 def _check_axis(name: str, values) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
@@ -220,7 +230,7 @@ def loss_surface(
     from losstrail._checks import check_tol
     from losstrail._registry import GRIDS, check_choice
 
-    xs, ys = _check_axis("xs", xs), _check_axis("ys", ys)
+    xs, ys = _check_axis("xs", xs), _check_axis("ys", ys)  # before the evaluator's forward pass
     check_choice("grid", grid, GRIDS)
     if grid == "adaptive":
         check_tol(tol)
@@ -231,6 +241,30 @@ def loss_surface(
         model, data, names=names, objective=objective, loss_fn=loss_fn, batch_size=batch_size, device=device,
         bn_batches=bn_batches, spread=subset is not None, autocast=autocast, mode=mode, quiet=quiet,
     )  # fmt: skip
+    return grid_surface(evaluator, plane, xs, ys, grid=grid, tol=tol, subset=subset, chunk_size=chunk_size,
+                        memory_budget=memory_budget, quiet=quiet)  # fmt: skip
+
+
+def grid_surface(
+    evaluator: Evaluator,
+    plane: Plane,
+    xs,
+    ys,
+    *,
+    grid: str = "full",
+    tol: float = 0.01,
+    subset: int | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int = 48 << 20,
+    quiet: bool = False,
+) -> Surface:
+    """``loss_surface`` on an evaluator set up already (a job's one ``Evaluator``: its data, the subset drawn,
+    its way of running points chosen once), with ``grid`` and ``tol`` checked by the caller (``GridSpec``).
+
+    ``subset``: the examples the evaluator's data were drawn to, or None (for the cost it says).
+    """
+    xs, ys = _check_axis("xs", xs), _check_axis("ys", ys)
+    check_evaluator(evaluator, plane.n_params, "the plane")
     options = {"chunk_size": chunk_size, "memory_budget": memory_budget}
     if not quiet:
         options["on_first_chunk"] = _say_the_cost(len(xs), len(ys), evaluator.batches.n_examples, grid, tol, subset)
@@ -246,7 +280,7 @@ def loss_surface(
             f"{bad} of {result.loss.size} grid cells have a non-finite loss (the model diverges there); "
             "pictures mask them",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return result
 
@@ -361,17 +395,21 @@ def evaluate_points(
     batch_size: int = 4096,
     device: str | torch.device = "cpu",
     quiet: bool = True,
+    evaluator: Evaluator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean loss and accuracy (N,) over ``data`` at each parameter vector of ``params`` (N, P).
 
     The same evaluation core as the grid, for points that are not on a grid (the recorded
     path, a line). ``names`` are the parameters a vector sets (default: as ``loss_surface``).
+    ``evaluator``: one set up already (a job's), used in place of ``model``, ``data`` and the options.
     """
-    names = selected_names(model, names, np.shape(params)[1], "path")
-    evaluator = Evaluator(
-        model, data, names=names, objective=objective, loss_fn=loss_fn, batch_size=batch_size, device=device,
-        bn_batches=bn_batches, quiet=quiet,
-    )  # fmt: skip
+    if evaluator is None:
+        names = selected_names(model, names, np.shape(params)[1], "path")
+        evaluator = Evaluator(
+            model, data, names=names, objective=objective, loss_fn=loss_fn, batch_size=batch_size, device=device,
+            bn_batches=bn_batches, quiet=quiet,
+        )  # fmt: skip
+    check_evaluator(evaluator, np.shape(params)[1], "each row of params")
     result = evaluator.at_vectors(params)
     return result.loss, result.accuracy
 
@@ -382,7 +420,7 @@ def loss_line(model: torch.nn.Module, data, origin, direction, ts, **options) ->
     With ``origin`` the initial parameters and ``direction`` the final minus the initial ones,
     ``t`` runs from the start (0) to the end (1) of training in a straight line (Goodfellow
     et al., 2015). ``options`` are those of ``evaluate_points`` (``names`` for a parameter subset,
-    ``objective``, ``loss_fn``, ...).
+    ``objective``, ``loss_fn``, ..., or ``evaluator``: one set up already, in place of the others).
 
     ``origin`` may be a ``Plane`` and ``direction`` ``'u'`` or ``'v'``: the line through its
     centre along that axis, evaluated like its grid (in place for a plane around a model, with no
@@ -419,9 +457,12 @@ def _line(model, data, ts, coords, options: dict, plane: Plane | None = None, fl
 
     options = dict(options)
     names = options.pop("names", None)
+    evaluator = options.pop("evaluator", None)
     n_params = plane.n_params if plane is not None else flat[0].shape[0]
-    names = selected_names(model, names if names is not None else getattr(plane, "names", None), n_params, "path")
-    evaluator = Evaluator(model, data, names=names, **options)
+    if evaluator is None:
+        names = selected_names(model, names if names is not None else getattr(plane, "names", None), n_params, "path")
+        evaluator = Evaluator(model, data, names=names, **options)
+    check_evaluator(evaluator, n_params, "the line")
     if evaluator.in_place(plane is not None and plane.tensors is not None):
         if plane is not None:
             tensors = plane.tensors or PlaneTensors.from_flat(evaluator.layout, plane.origin, plane.u, plane.v)
@@ -439,12 +480,20 @@ def _line(model, data, ts, coords, options: dict, plane: Plane | None = None, fl
 
 
 def decision_regions(
-    model: torch.nn.Module, data, params: np.ndarray, index, *, names=None, resolution: int = 80
+    model: torch.nn.Module,
+    data,
+    params: np.ndarray,
+    index,
+    *,
+    names=None,
+    resolution: int = 80,
+    evaluator: Evaluator | None = None,
 ) -> DecisionMaps:
     """Predicted classes of a model with 2-D inputs over the data's extent, at each row of ``params`` (F, P).
 
     ``index`` (F,) says which recorded points the rows are. Evaluated for all rows at once by
     the evaluation core, in eval mode; the data must be ``(X, y)`` pairs with ``X`` of shape (N, 2).
+    ``evaluator``: one of ``model`` set up already (a job's), run on the grid of inputs in place of its data.
     """
     from losstrail.evaluation.batches import Batches
 
@@ -462,10 +511,12 @@ def decision_regions(
     ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
     gx, gy = np.meshgrid(xs, ys)
     grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32))
-    names = selected_names(model, names, np.shape(params)[1], "path")
     inputs = (grid, torch.zeros(len(grid), dtype=torch.long))
-    evaluator = Evaluator(model, inputs, names=names, loss_fn=_no_loss, batch_size=len(grid))
-    labels = evaluator.outputs(params, lambda m, b: m(b[0]).argmax(-1).to(torch.uint8))
+    if evaluator is None:
+        names = selected_names(model, names, np.shape(params)[1], "path")
+        evaluator = Evaluator(model, inputs, names=names, loss_fn=_no_loss, batch_size=len(grid))
+    check_evaluator(evaluator, np.shape(params)[1], "each row of params")
+    labels = evaluator.outputs(params, lambda m, b: m(b[0]).argmax(-1).to(torch.uint8), batch=inputs)
     return DecisionMaps(xs, ys, labels.reshape(len(params), resolution, resolution), np.asarray(index), X.numpy(),
                         y.numpy())  # fmt: skip
 

@@ -1,1 +1,2 @@
-"""Jobs the faces run: a saved run's grid in chunks, a checkpoint folder's path."""
+"""Jobs the faces run: the one job runner of `loss_landscape_anim` and `losstrail run`, a saved run's grid in
+chunks, a checkpoint folder's path."""

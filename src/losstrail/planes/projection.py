@@ -29,6 +29,7 @@ def project(
     device: str = "cpu",
     at=None,
     quiet: bool = True,
+    evaluator=None,
 ) -> Projection:
     """Plane coordinates and off-plane distance of every recorded point.
 
@@ -39,7 +40,8 @@ def project(
     of recorded points) measures only those and leaves NaN elsewhere. The one-call API, the
     command line and ``compare`` measure at most ``losstrail._frames.MEASURED_POINTS`` (100) of
     the frames the animation shows; the pictures draw the true and slice curves through the
-    measured points. Default: every point.
+    measured points. Default: every point. ``evaluator``: an ``Evaluator`` set up already (a job's
+    one, on the grid's data), used in place of ``model``, ``data`` and their options.
 
     >>> rng = np.random.default_rng(0)
     >>> plane = Plane(np.zeros(4, np.float32), np.eye(4, dtype=np.float32)[0], np.eye(4, dtype=np.float32)[1], "custom")
@@ -59,26 +61,25 @@ def project(
     true_loss = slice_loss = None
     if (model is None) != (data is None):
         raise ValueError("pass both model and data to measure the true and slice losses along the path, or neither")
+    if model is not None and evaluator is not None:
+        raise ValueError("pass an evaluator, or model and data to make one, not both")
     if model is not None:
-        from losstrail.evaluation.evaluator import Evaluator, batch_norms
-        from losstrail.evaluation.grids import evaluate_on_plane
-        from losstrail.evaluation.layout import selected_names
+        evaluator = _evaluator(plane, trajectory, model, data, objective, loss_fn, bn_batches, device, quiet)
+    if evaluator is not None:
+        from losstrail.evaluation.evaluator import batch_norms
+        from losstrail.evaluation.grids import check_evaluator, evaluate_on_plane
 
-        if batch_norms(model) and not bn_batches:
+        check_evaluator(evaluator, plane.n_params, "the plane")
+        if batch_norms(evaluator.model) and not evaluator.bn_batches:
             import warnings
 
             warnings.warn(
-                f"{type(model).__name__} has BatchNorm layers, and with bn_batches=0 every recorded point is evaluated "
-                "with the final running statistics, which flattens the true loss early in training; pass "
-                "bn_batches=4 (or more) to recompute them at each point",
+                f"{type(evaluator.model).__name__} has BatchNorm layers, and with bn_batches=0 every recorded point "
+                "is evaluated with the final running statistics, which flattens the true loss early in training; "
+                "pass bn_batches=4 (or more) to recompute them at each point",
                 UserWarning,
                 stacklevel=2,
             )
-        names = plane.names if plane.names is not None else trajectory.names
-        evaluator = Evaluator(
-            model, data, names=selected_names(model, names, plane.n_params, "path"), objective=objective,
-            loss_fn=loss_fn, bn_batches=bn_batches, device=device, quiet=quiet,
-        )  # fmt: skip
         index = np.arange(len(trajectory)) if chosen is None else chosen
         true_loss, slice_loss = np.full(len(trajectory), np.nan), np.full(len(trajectory), np.nan)
         if len(index):
@@ -95,6 +96,19 @@ def project(
         true_loss=true_loss,
         slice_loss=slice_loss,
     )
+
+
+def _evaluator(plane: Plane, trajectory: Trajectory, model, data, objective, loss_fn, bn_batches: int, device: str,
+               quiet: bool):  # fmt: skip
+    """An ``Evaluator`` of the path's losses over the parameters the plane spans."""
+    from losstrail.evaluation.evaluator import Evaluator
+    from losstrail.evaluation.layout import selected_names
+
+    names = plane.names if plane.names is not None else trajectory.names
+    return Evaluator(
+        model, data, names=selected_names(model, names, plane.n_params, "path"), objective=objective,
+        loss_fn=loss_fn, bn_batches=bn_batches, device=device, quiet=quiet,
+    )  # fmt: skip
 
 
 def _check_at(at, n_points: int) -> np.ndarray | None:

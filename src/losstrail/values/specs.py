@@ -9,6 +9,7 @@ existed read the same way. Torch-free: the renderers and the CLI use ``Style``.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from losstrail._registry import FORMATS, GRIDS, PATH_DIRECTIONS, VIEWS, check_ch
 __all__ = ["GridSpec", "PlaneSpec", "Style", "TrainSpec"]
 
 LAYOUTS = ("overlay", "grid")
+# True while ``_Spec.of`` or ``_Spec.replace`` makes a value whose fields it has checked already.
+_CHECKED = contextvars.ContextVar("losstrail_spec_checked", default=False)
 TIMELINES = ("auto", "step", "fraction")
 
 
@@ -37,10 +40,18 @@ def _is_int(value) -> bool:
 
 
 class _Spec:
-    """A frozen value whose fields are checked by ``_check(values, names)``, naming each as the caller did."""
+    """A frozen value whose fields are checked by ``_check(values, names)``, naming each as the caller did.
+
+    Each setting is checked once: ``of`` and ``replace`` check what they are given and make the value
+    without checking it again; a value made directly (``Style(cmap=...)``) checks its fields as it is made.
+    ``_check`` returns the values in their normal form (a size as a tuple, an optimizer by its name here).
+    """
 
     def __post_init__(self):
-        self._check({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, {})
+        if _CHECKED.get():  # made by ``of`` or ``replace``: the values were checked there, by the caller's names
+            return
+        for field, value in self._check(self._values(), {}).items():
+            object.__setattr__(self, field, value)
 
     @classmethod
     def of(cls, values: Mapping, names: Mapping[str, str] | None = None, *, where: str | None = None):
@@ -56,16 +67,27 @@ class _Spec:
                 f"{where or cls.__name__}() got unexpected keyword argument(s) {quoted(unknown)}; "
                 f"expected {', '.join(shown)}"
             )
-        cls._check(dict(values), dict(names or {}))
-        return cls(**values)
+        return cls._made(cls._check(dict(values), dict(names or {})))
+
+    @classmethod
+    def _made(cls, values: Mapping):
+        """The value of ``values``, checked already: made without checking them again."""
+        token = _CHECKED.set(True)
+        try:
+            return cls(**values)
+        finally:
+            _CHECKED.reset(token)
 
     @staticmethod
-    def _check(values: dict, names: dict) -> None:
+    def _check(values: dict, names: dict) -> dict:
         raise NotImplementedError
 
+    def _values(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
     def replace(self, **changes):
-        """A copy with ``changes`` (checked again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``, each checked (the fields it keeps were checked when this value was made)."""
+        return self._made({**self._values(), **self._check(dict(changes), {})})
 
 
 # ------------------------------------------------------------------------------------------ the look
@@ -121,18 +143,20 @@ class Style(_Spec):
     layout: str = "overlay"
     timeline: str = "auto"
 
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.size, list):
-            object.__setattr__(self, "size", tuple(self.size))
-
     @staticmethod
-    def _check(values: dict, names: dict) -> None:
+    def _check(values: dict, names: dict) -> dict:
         _check_look(values, lambda field: names.get(field, field))
+        if isinstance(values.get("size"), list):
+            values["size"] = tuple(values["size"])
+        return values
 
     def updated(self, options: Mapping, names: Mapping[str, str] | None = None, *, where: str | None = None):
-        """This style with ``options`` (field values) in place of its own, checked and named as ``names`` says."""
-        return Style.of({**self.changed(), **options}, names, where=where) if options or names else self
+        """This style with ``options`` (field values) in place of its own: only ``options`` are checked, named
+        as ``names`` says (this style's own fields were checked when it was made)."""
+        if not options:
+            return self
+        checked = Style.of(options, names, where=where)  # the unknown names refused, the options checked
+        return self._made({**self._values(), **{k: getattr(checked, k) for k in options}})
 
     def changed(self) -> dict:
         """The fields set away from their defaults."""
@@ -268,13 +292,8 @@ class TrainSpec(_Spec):
     record_every: int = 1
     params: object = "trainable"
 
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.optimizer, str):  # the reference's aliases, by their names here
-            object.__setattr__(self, "optimizer", stated_optimizer(self.optimizer))
-
     @staticmethod
-    def _check(values: dict, names: dict) -> None:
+    def _check(values: dict, names: dict) -> dict:
         def name(field):
             return names.get(field, field)
 
@@ -282,10 +301,11 @@ class TrainSpec(_Spec):
             value = values.get(field, 1)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name(field)}={value!r} must be a positive integer, e.g. {name(field)}={example}")
-        if "optimizer" in values and not callable(values["optimizer"]):
-            stated_optimizer(values["optimizer"], name("optimizer"))
+        if "optimizer" in values and not callable(values["optimizer"]):  # the reference's aliases by their names here
+            values["optimizer"] = stated_optimizer(values["optimizer"], name("optimizer"))
         check_learning_rate(values.get("learning_rate"), name("learning_rate"))
         _check_seed(values.get("seed"), name("seed"))
+        return values
 
     def key(self) -> dict:
         """What ``run.json`` keeps of the training."""
@@ -328,7 +348,7 @@ class PlaneSpec(_Spec):
     seed: int | None = None
 
     @staticmethod
-    def _check(values: dict, names: dict) -> None:
+    def _check(values: dict, names: dict) -> dict:
         def name(field):
             return names.get(field, field)
 
@@ -344,6 +364,7 @@ class PlaneSpec(_Spec):
                 f"e.g. {name('hessian_examples')}=256"
             )
         _check_seed(values.get("seed"), name("seed"))
+        return values
 
     @property
     def options(self) -> dict:
@@ -387,27 +408,18 @@ class GridSpec(_Spec):
     tol: float = 0.01
     seed: int | None = None
 
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.resolution, list):
-            object.__setattr__(self, "resolution", tuple(self.resolution))
-        for field in ("xrange", "yrange"):
-            value = getattr(self, field)
-            if value is not None:
-                object.__setattr__(self, field, check_range(field, value))
-
     @staticmethod
-    def _check(values: dict, names: dict) -> None:
+    def _check(values: dict, names: dict) -> dict:
         from losstrail._checks import check_tol
 
         def name(field):
             return names.get(field, field)
 
-        resolution = values.get("resolution", 100)
-        check_resolution(tuple(resolution) if isinstance(resolution, list) else resolution, name("resolution"))
+        if "resolution" in values:
+            values["resolution"] = check_resolution(values["resolution"], name("resolution"))  # a list as a tuple
         for field in ("xrange", "yrange"):
             if values.get(field) is not None:
-                check_range(name(field), values[field])
+                values[field] = check_range(name(field), values[field])  # as floats
         grid = check_choice(name("grid"), values.get("grid", "adaptive"), GRIDS)
         if grid == "adaptive":
             check_tol(values.get("tol", 0.01), name("tol"))
@@ -416,6 +428,13 @@ class GridSpec(_Spec):
             if value is not None and (not _is_int(value) or value < low):
                 raise ValueError(f"{name(field)}={value!r} must be an integer of at least {low}, or left out")
         _check_seed(values.get("seed"), name("seed"))
+        return values
+
+    def replace(self, **changes):
+        """A copy with ``changes``, each checked; ``tol`` too when the grid becomes adaptive (a full grid's is not)."""
+        if changes.get("grid") == "adaptive":
+            changes = {"tol": self.tol, **changes}
+        return super().replace(**changes)
 
     @property
     def subset_seed(self) -> int:
