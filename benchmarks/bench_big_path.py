@@ -90,10 +90,14 @@ def make_batches(n: int, size: int):
 class Loop:
     """One training run, advanced a block of steps at a time so two runs share the machine's load evenly."""
 
-    def __init__(self, batches, recorder_options: dict | None):
+    def __init__(self, batches):
         self.model, self.batches, self.k, self.seconds = make_model(), batches, 0, 0.0
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self.recorder = Recorder(self.model, **recorder_options) if recorder_options is not None else None
+        self.recorder = None
+
+    def record(self, **options) -> None:
+        """Record from here on (after the warm-up: the gradients and momentum are the training's, not the path's)."""
+        self.recorder = Recorder(self.model, **options)
 
     def advance(self, steps: int) -> None:
         start = time.perf_counter()
@@ -131,9 +135,12 @@ def main():
     print(f"{n_params:,} parameters ({n_params * 4 / 1e6:.0f} MB), {args.steps} steps of {args.batch} examples, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
 
-    plain, recorded = Loop(batches, None), Loop(batches, {})  # Recorder(model) with its defaults
-    plain.advance(2)  # warm up the allocator and kernels before either is timed
-    before = rss()
+    plain, recorded = Loop(batches), Loop(batches)
+    plain.advance(2)  # warm up the allocator and kernels, and allocate both runs' gradients and momentum
+    recorded.advance(2)
+    plain.seconds = recorded.seconds = 0.0
+    before = rss()  # both models, their gradients and momentum: what is above this is the recording's
+    recorded.record()  # Recorder(model) with its defaults
     for done in range(0, args.steps, args.block):  # the two loops take turns, a block of steps each
         steps = min(args.block, args.steps - done)
         plain.advance(steps)
