@@ -186,16 +186,18 @@ def shown(argument: str, value) -> str:
     return f"{argument} {value}" if argument.startswith("-") else f"{argument}={value!r}"
 
 
-def check_tol(tol, argument: str = "tol") -> float:
-    """``tol`` as a float, if it is a positive finite number; else a ValueError naming ``argument``.
+def check_tol(tol, argument: str = "tol", *, as_setting: bool = False) -> float:
+    """``tol`` as a float, if it is a positive finite number; else a ValueError naming ``argument``, as typed
+    (``--tol 0``), or as the specs name every setting (``--tol=0``) with ``as_setting``.
 
     >>> check_tol(0.01)
     0.01
     """
     ok = isinstance(tol, numbers.Real) and not isinstance(tol, bool)
     if not ok or not math.isfinite(tol) or tol <= 0:
+        given = f"{argument}={tol!r}" if as_setting else shown(argument, tol)
         raise ValueError(
-            f"{shown(argument, tol)} must be a positive finite number, the largest relative error an "
+            f"{given} must be a positive finite number, the largest relative error an "
             f"interpolated grid cell may have; e.g. {shown(argument, '0.01')} (1%)"
         )
     return float(tol)

@@ -328,11 +328,13 @@ def run(
             return make_model(model, datamodule, optimizer=train.optimizer, learning_rate=5e-3 if lr is None else lr,
                               hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
 
+        given = _custom_directions(custom_directions)  # read and checked; with another plane the job names the file
+        given = given if given is None or plane.method == "custom" else custom_directions
         job = Job(
             train, plane, grid_spec, style, run_dir=run_dir, output=out,
             make_data=functools.partial(make_datamodule, dataset, batch_size=batch_size), make_model=net,
-            custom_directions=_custom_directions(custom_directions), budget=budget, faithfulness=faithfulness,
-            decision=decision, quiet=quiet, names=_RUN_FLAGS, inputs=(("--custom-directions", custom_directions),),
+            custom_directions=given, budget=budget, faithfulness=faithfulness, decision=decision, quiet=quiet,
+            names=_RUN_FLAGS, inputs=(("--custom-directions", custom_directions),),
         )  # fmt: skip
         run_job(job)
     typer.echo(f"wrote {out} (run saved in {run_dir})")

@@ -99,11 +99,16 @@ def run_job(job: Job):
 
 
 def _check_job(job: Job) -> None:
-    """What no spec holds, before any work: the picture's format for the style, the custom vectors, the weights'
-    file name, the time budget and the outputs."""
+    """What no spec holds, before any work: the outputs (first: an output onto a file of the run is named as
+    such, whatever its suffix), the picture's format for the style, the custom vectors, the weights' file name
+    and the time budget."""
     from losstrail._checks import check_custom_directions_used, check_directions
     from losstrail.store.rundir import is_plain_name
 
+    if job.output is not None:
+        how = "an input" if job.load_model else "written by this run"
+        check_outputs([(job.name("output_filename"), job.output)], inputs=job.inputs, run_dir=job.run_dir,
+                      model_filename=job.model_filename, how=how)  # fmt: skip
     look = job.style
     kind = output_format(job.output, look.format) if job.output is not None else (look.format or "gif")
     look.check_for("run", kind, job.names)
@@ -125,10 +130,6 @@ def _check_job(job: Job) -> None:
         from losstrail.evaluation.plan import parse_budget
 
         parse_budget(job.budget)
-    if job.output is not None:
-        how = "an input" if job.load_model else "written by this run"
-        check_outputs([(job.name("output_filename"), job.output)], inputs=job.inputs, run_dir=job.run_dir,
-                      model_filename=job.model_filename, how=how)  # fmt: skip
 
 
 def _accelerator(gpus) -> str:

@@ -422,7 +422,7 @@ class GridSpec(_Spec):
                 values[field] = check_range(name(field), values[field])  # as floats
         grid = check_choice(name("grid"), values.get("grid", "adaptive"), GRIDS)
         if grid == "adaptive":
-            check_tol(values.get("tol", 0.01), name("tol"))
+            check_tol(values.get("tol", 0.01), name("tol"), as_setting=True)
         for field, low in (("subset", 1), ("bn_batches", 0)):
             value = values.get(field)
             if value is not None and (not _is_int(value) or value < low):
