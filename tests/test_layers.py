@@ -92,7 +92,14 @@ def graph(root: Path, package: str = "losstrail"):
         edges.setdefault(importer, set()).add(module)
         if name is not None and name.startswith("_") and not name.startswith("__"):
             private.append(f"{modules[importer].relative_to(root)}:{line} takes {name} from {module}")
+        inner = module.split(".")[1:-1]  # a folder's private module is its own (the helpers at the top are shared)
+        if inner and _private(module.split(".")[-1]) and importer.split(".")[1:2] != inner[:1]:
+            private.append(f"{modules[importer].relative_to(root)}:{line} imports {module}, private to its folder")
     return edges, private
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
 
 
 def test_no_module_imports_one_that_imports_it_back():
@@ -113,10 +120,15 @@ STAGES = ("helpers", "values", "evaluation", "planes", "training", "store", "bui
 TORCH_FREE = ("values", "renderers", "store")
 
 
+# The folders at the top that are faces, beside the modules at the top that are not helpers.
+FACE_FOLDERS = ("jobs",)
+
+
 def stage(module: str) -> str:
     """The stage of a module: its folder's; ``_name`` modules at the top are the small helpers every stage
-    shares, and the package's lazy table of names is one too; the rest at the top (``api``, ``cli``,
-    ``comparison``, ``jobs``, the reference's ``model``/``datamodule``) are the faces.
+    shares, and the package's lazy table of names is one too; the other modules at the top (``api``, ``cli``,
+    ``comparison``, the reference's ``model``/``datamodule``) and ``jobs/`` are the faces. A folder of no stage
+    is an error: the order must say where a new one stands.
 
     >>> stage("losstrail.values.plane"), stage("losstrail._checks"), stage("losstrail.api"), stage("losstrail")
     ('values', 'helpers', 'faces', 'helpers')
@@ -124,7 +136,13 @@ def stage(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1 or (parts[1].startswith("_") and not parts[1].startswith("__")):
         return "helpers"
-    return parts[1] if parts[1] in STAGES else "faces"
+    if len(parts) == 2 and not (SOURCE / parts[0] / parts[1]).is_dir():
+        return "faces"
+    if parts[1] in STAGES:
+        return parts[1]
+    if parts[1] in FACE_FOLDERS:
+        return "faces"
+    raise ValueError(f"the folder {parts[1]!r} of {module} has no stage: add it to STAGES or FACE_FOLDERS")
 
 
 def against_the_stages(root: Path, package: str = "losstrail") -> list[str]:
@@ -159,6 +177,19 @@ def test_the_stage_check_sees_an_import_up_the_order(tmp_path):
     ]
 
 
+def test_every_folder_has_a_stage_and_the_picture_writers_are_renderers():
+    """``stage`` fails on a folder the order does not place; the writers ``renderers.formats`` names as strings
+    (imported when a picture is written, so the import graph cannot see them) are renderers' own."""
+    folders = {p.parent.name for p in (SOURCE / "losstrail").glob("*/__init__.py")}
+    assert {stage(f"losstrail.{folder}.x") for folder in folders} <= set(STAGES)
+    with pytest.raises(ValueError, match="has no stage"):
+        stage("losstrail.elsewhere.x")
+    from losstrail.renderers.formats import PICTURES
+
+    named = {ref.partition(":")[0] for p in PICTURES.values() for ref in (p.writer, p.requires) if ref is not None}
+    assert named and all(stage(module) == "renderers" for module in named), named
+
+
 def test_values_renderers_and_the_store_import_no_torch_at_import_time():
     """A saved run loads and draws without torch: torch only inside the functions that load weights."""
     found = []
@@ -183,9 +214,15 @@ def test_the_checks_see_lazy_imports_relative_imports_and_private_names(tmp_path
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "c.py").write_text("def f():\n    from ..a import thing\n")
     (pkg / "d.py").write_text("import pkg.sub.c\nfrom .b import _hidden\n")
+    (pkg / "sub" / "_inner.py").write_text("")
+    (pkg / "sub" / "e.py").write_text("from pkg.sub import _inner\n")  # its own folder's: allowed
+    (pkg / "f.py").write_text("from pkg.sub._inner import x\n")
     edges, private = graph(tmp_path, "pkg")
     assert cycles(edges) == [["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]]
-    assert private == [f"{Path('pkg/d.py')}:2 takes _hidden from pkg.b"]
+    assert private == [
+        f"{Path('pkg/d.py')}:2 takes _hidden from pkg.b",
+        f"{Path('pkg/f.py')}:1 imports pkg.sub._inner, private to its folder",
+    ]
     (pkg / "b.py").write_text("def thing():\n    pass\n")
     assert cycles(graph(tmp_path, "pkg")[0]) == []
     (pkg / "e.py").write_text("def other():\n    from pkg import thing\n")  # a name the package loads lazily

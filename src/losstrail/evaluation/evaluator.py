@@ -37,7 +37,7 @@ from losstrail.evaluation.inplace import PlaneTensors, is_sharded, points_in_pla
 from losstrail.evaluation.layout import ParamLayout
 from losstrail.evaluation.loss import LossRule, call_model, correct_count, cross_entropy_terms
 from losstrail.evaluation.mode import Pace, WayChooser
-from losstrail.values._repr import short_repr
+from losstrail.values.reprs import short_repr
 
 __all__ = ["Evaluated", "Evaluator", "FirstLayer", "batch_norms", "eval_mode", "note"]
 

@@ -27,7 +27,7 @@ from losstrail._progress import bar
 from losstrail.evaluation.evaluator import math_attention
 from losstrail.evaluation.layout import ParamLayout
 from losstrail.evaluation.loss import LossRule
-from losstrail.values._derived import MadeOnRead
+from losstrail.values.derived import MadeOnRead
 
 __all__ = ["HessianEigen", "hessian_eigenpairs"]
 

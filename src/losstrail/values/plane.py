@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from losstrail.values._derived import MadeOnRead
-from losstrail.values._repr import short_repr
+from losstrail.values.derived import MadeOnRead
+from losstrail.values.reprs import short_repr
 from losstrail.values.rows import plane_coordinates
 
 __all__ = ["Plane"]

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from losstrail.values._repr import short_repr
 from losstrail.values.plane import Plane
+from losstrail.values.reprs import short_repr
 
 __all__ = ["Projection"]
 

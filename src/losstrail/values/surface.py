@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from losstrail.values._repr import short_repr
+from losstrail.values.reprs import short_repr
 
 __all__ = ["DecisionMaps", "LossLine", "Surface"]
 

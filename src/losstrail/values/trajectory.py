@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from losstrail.values._repr import short_repr
+from losstrail.values.reprs import short_repr
 from losstrail.values.rows import SketchedRows, release_pages, row_block
 
 __all__ = ["PathSketch", "Steps", "Trajectory"]
