@@ -6,7 +6,7 @@ spirals MLP, LeNet on the 8x8 digits, a small GPT-2 (2 layers of width 32, rando
 GPT2Config, 64 windows of 32 characters) and a BatchNorm CNN (two conv+BatchNorm blocks on the
 digits), each in mode='auto', each run quiet and then beside one competing CPU-bound process.
 
-The statement is what ``loss_surface`` says (``surface._say_the_cost``): the callback the grid
+The statement is what ``loss_surface`` says (``evaluation.grids._say_the_cost``): the callback the grid
 calls after each unit of work once the way is chosen, at the pace measured since then. A grid that took
 under ``SHORT`` (5) seconds and stated nothing is not counted (``loss_surface`` prints a statement only
 for a grid of more than 5 s); one that took longer and said nothing counts as a miss. It is
@@ -36,7 +36,7 @@ from losstrail.training.fit import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 HOG = "import itertools\nfor _ in itertools.count(): pass"
-# loss_surface says the cost only of a grid that will take longer than this (surface._say_the_cost): a grid
+# loss_surface says the cost only of a grid that will take longer than this (evaluation.grids._say_the_cost): a grid
 # that ends sooner may say nothing.
 SHORT = 5.0
 
@@ -79,7 +79,7 @@ def measured(model, data, side: int):
     xs = ys = np.linspace(-1, 1, side)
     points, stated = side * side, []
 
-    def said(seconds, chunk):  # as surface._say_the_cost: the first, then each that moves the whole by 2x
+    def said(seconds, chunk):  # as evaluation.grids._say_the_cost: the first, then each that moves the whole by 2x
         total = seconds * points / chunk
         if not stated or not 0.5 < total / stated[-1] < 2:
             stated.append(total)

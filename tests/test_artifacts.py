@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from losstrail.evaluation.grids import Surface
-from losstrail.planes.directions import Plane
 from losstrail.store.rundir import (
     load_run_value,
     load_weights,
@@ -14,7 +12,9 @@ from losstrail.store.rundir import (
     save_weights,
     write_settings,
 )
-from losstrail.training.record import Trajectory
+from losstrail.values.plane import Plane
+from losstrail.values.surface import Surface
+from losstrail.values.trajectory import Trajectory
 
 
 def test_values_round_trip_without_pickle(tmp_path, rng):

@@ -1,4 +1,4 @@
-"""Models that are a chain of linear layers and activations, run over a plane's points hidden-major (``_chain``).
+"""Models that are a chain of linear layers and activations, run over a plane's points hidden-major (``evaluation.chain``).
 
 Every grid is checked against a plain loop that copies the model, loads each point's weights with
 ``load_state_dict`` and calls the model with cross-entropy, as a user would.
@@ -14,7 +14,7 @@ import losstrail as lt
 from losstrail.evaluation.evaluator import Evaluator
 from losstrail.evaluation.grids import evaluate_grid
 from losstrail.evaluation.layout import ParamLayout
-from losstrail.planes.directions import Plane
+from losstrail.values.plane import Plane
 
 
 def _loop(model, names, plane, xs, ys, X, y):

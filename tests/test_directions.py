@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from losstrail.planes.directions import Plane, captured_fraction, make_plane
-from losstrail.training.record import Trajectory
+from losstrail.planes.directions import captured_fraction, make_plane
+from losstrail.values.plane import Plane
+from losstrail.values.trajectory import Trajectory
 
 
 def _trajectory(params):

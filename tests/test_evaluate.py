@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import losstrail as lt
 from losstrail.builtin.models import load_flat_params
 from losstrail.evaluation.layout import ParamLayout, choose_parameters, flat_params
-from losstrail.planes.directions import Plane
+from losstrail.values.plane import Plane
 
 
 def _plain_loop(model, names, plane, xs, ys, loss_of):

@@ -15,11 +15,11 @@ from vtk.util.numpy_support import vtk_to_numpy
 import losstrail
 from losstrail.builtin.models import MLP
 from losstrail.cli import app
-from losstrail.evaluation.grids import Surface
-from losstrail.planes.directions import Plane
 from losstrail.store.rundir import load_run_value
-from losstrail.training.record import Trajectory
+from losstrail.values.plane import Plane
 from losstrail.values.projection import Projection
+from losstrail.values.surface import Surface
+from losstrail.values.trajectory import Trajectory
 
 NX, NY = 7, 5  # not square, so a transposition cannot hide
 

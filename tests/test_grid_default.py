@@ -9,7 +9,7 @@ import torch
 
 from losstrail.api import loss_landscape_anim
 from losstrail.evaluation.grids import loss_surface
-from losstrail.planes.directions import Plane
+from losstrail.values.plane import Plane
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -95,8 +95,8 @@ def test_surface_grid_full_upgrades_an_adaptive_run(tmp_path):
     result = CliRunner().invoke(app, [*args, "--grid", "adaptive", "--out", str(tmp_path / "a.gif"),
                                       "--run-dir", str(out), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    from losstrail.evaluation.grids import Surface
     from losstrail.store.rundir import load_run_value
+    from losstrail.values.surface import Surface
 
     adaptive = load_run_value(out, Surface)
     assert adaptive.adaptive and adaptive.max_error <= 0.01

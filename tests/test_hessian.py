@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from losstrail.builtin.models import flat_params
 from losstrail.planes.directions import make_plane
 from losstrail.planes.hessian import hessian_eigenpairs
-from losstrail.training.record import Trajectory
+from losstrail.values.trajectory import Trajectory
 from probes import peak_around_a_wide_mlp
 
 

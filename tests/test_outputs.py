@@ -12,10 +12,10 @@ from losstrail.renderers import animate
 
 @pytest.fixture
 def scene(rng):
-    from losstrail.evaluation.grids import Surface
-    from losstrail.planes.directions import Plane
     from losstrail.planes.projection import project
-    from losstrail.training.record import Trajectory
+    from losstrail.values.plane import Plane
+    from losstrail.values.surface import Surface
+    from losstrail.values.trajectory import Trajectory
 
     t = 30
     s = np.linspace(0, 1, t)

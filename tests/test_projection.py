@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from losstrail.planes.directions import Plane
 from losstrail.planes.projection import project
-from losstrail.training.record import Trajectory
+from losstrail.values.plane import Plane
+from losstrail.values.trajectory import Trajectory
 
 
 def test_coordinates_and_distance_from_the_plane(rng):

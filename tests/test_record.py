@@ -10,7 +10,7 @@ from torch import nn
 from losstrail import TrajectoryRecorder
 from losstrail.builtin.models import load_flat_params
 from losstrail.training.fit import fit
-from losstrail.training.record import Trajectory
+from losstrail.values.trajectory import Trajectory
 
 
 class Plain(pl.LightningModule):
@@ -89,7 +89,7 @@ def test_a_path_larger_than_the_memory_limit_is_kept_on_disk(tmp_path, tiny_mode
     from losstrail.planes.directions import make_plane
     from losstrail.store.rundir import load_run_value, save_run_value
     from losstrail.training.fit import fit
-    from losstrail.training.record import Trajectory
+    from losstrail.values.trajectory import Trajectory
 
     in_memory = fit(copy.deepcopy(tiny_model), tiny_data, epochs=12, seed=0, quiet=True).trajectory
     on_disk = fit(

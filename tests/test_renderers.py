@@ -3,12 +3,12 @@ import pytest
 from PIL import Image
 
 from losstrail._frames import select_frames
-from losstrail.evaluation.grids import Surface
-from losstrail.planes.directions import Plane
 from losstrail.planes.projection import project
 from losstrail.renderers import animate, output_format
 from losstrail.renderers._figure import PathFigure
-from losstrail.training.record import Trajectory
+from losstrail.values.plane import Plane
+from losstrail.values.surface import Surface
+from losstrail.values.trajectory import Trajectory
 
 
 @pytest.fixture

@@ -130,10 +130,10 @@ def test_errors_name_the_argument_the_caller_used(saved, tmp_path):
 
 
 def _scene(saved):
-    from losstrail.evaluation.grids import Surface
-    from losstrail.planes.directions import Plane
     from losstrail.store.rundir import load_run_value
+    from losstrail.values.plane import Plane
     from losstrail.values.projection import Projection
+    from losstrail.values.surface import Surface
 
     surface = load_run_value(saved / "run", Surface)
     plane = load_run_value(saved / "run", Plane)

@@ -7,7 +7,7 @@ from PIL import Image
 from losstrail.builtin.data import SpiralsDataModule
 from losstrail.builtin.models import load_flat_params
 from losstrail.evaluation.grids import evaluate_points, loss_surface, path_grid
-from losstrail.planes.directions import Plane
+from losstrail.values.plane import Plane
 
 
 def _plane(model, rng, scale=0.5):
@@ -108,7 +108,7 @@ def test_surface_errors(tiny_model, tiny_data, rng):
 
 
 def test_subset_reports_the_standard_error_of_each_cell(tiny_model, tiny_data, rng):
-    from losstrail.evaluation.grids import take_subset
+    from losstrail.evaluation.batches import take_subset
 
     plane = _plane(tiny_model, rng)
     xs, ys = np.array([-1.0, 1.0]), np.array([0.0, 0.5, 1.0])

@@ -46,7 +46,7 @@ _EXPORTS = {
     "Plane": "values.plane",
     "captured_fraction": "planes.directions",
     "make_plane": "planes.directions",
-    "Projection": "planes.projection",
+    "Projection": "values.projection",
     "project": "planes.projection",
     "Surface": "values.surface",
     "loss_surface": "evaluation.grids",

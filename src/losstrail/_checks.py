@@ -1,7 +1,8 @@
-"""Checks of arguments and saved settings that run where they enter, before any training, grid or file.
+"""Checks of arguments that run where they enter, before any training, grid or file.
 
-Each names the argument as the caller spelled it, the bad value and a value that works; the
-CLI translates the API's names into its flags (``cli_words``).
+Each names the argument as the caller spelled it (a keyword from Python, a flag from the command
+line: the specs pass the caller's names), the bad value and a value that works. The checks of a
+run directory's saved settings and of a command's outputs are the store's (``store/checks.py``).
 """
 
 from __future__ import annotations

@@ -304,12 +304,6 @@ class Batches:
         return next(iter(self))
 
 
-def describe(batch) -> str:
-    """A short description of a batch tree for messages: its kind and its leaves' shapes."""
-    leaves = ", ".join(f"{p}: {tuple(t.shape)}" for p, t in tree_leaves(batch)[:4])
-    return f"a {type(batch).__name__} ({leaves})"
-
-
 def batch_loader(dataset: TensorDataset, batch_size: int | None, *, shuffle: bool, num_workers: int = 0) -> DataLoader:
     """A DataLoader over ``dataset`` that indexes a whole batch at a time.
 

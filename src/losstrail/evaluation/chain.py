@@ -5,7 +5,7 @@ Under ``vmap`` a linear layer with a weight per point becomes a batched matrix p
 runs at a few GFLOP/s. Kept hidden-major instead, (points, width, examples), every layer is a
 product of the point's (out × in) weight by (in × examples) activations: long rows, the rate a
 matrix product should have. The first layer's output comes from its three factored outputs
-(``_evaluate.FirstLayer``), ``f(W0) + x·f(U) + y·f(V)`` point by point (so a point's numbers are
+(``evaluation.evaluator.FirstLayer``), ``f(W0) + x·f(U) + y·f(V)`` point by point (so a point's numbers are
 the same bits whatever other points share its chunk), and the points are taken a cache's worth at
 a time (``_CACHE``), so each activation is written and read in cache.
 
@@ -125,7 +125,7 @@ class LinearChain:
     @staticmethod
     def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, spread: bool) -> torch.Tensor:
         """``[mean loss, correct, sum of squares]`` (c, 3) of class-major logits (c, K, N), as
-        ``_loss.cross_entropy_terms`` computes them per point."""
+        ``evaluation.loss.cross_entropy_terms`` computes them per point."""
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         top, best = logits.max(dim=1)  # (c, N): the first largest, as argmax
         lse = (logits - top.unsqueeze(1)).exp_().sum(1).log_().add_(top)

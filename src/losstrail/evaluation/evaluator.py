@@ -173,10 +173,6 @@ class _Call(torch.nn.Module):
         return self.fn(self.model, batch)
 
 
-def _unsqueezed(tree):
-    return map_tree(lambda t: t.unsqueeze(0), tree)
-
-
 class Evaluator:
     """Mean loss, accuracy and standard error over ``data`` at many values of the chosen parameters.
 
@@ -614,7 +610,7 @@ class Evaluator:
         quiet: bool | None = None, on_first_chunk: Callable[[float, int], None] | None = None, chunk_size=None,
     ) -> Evaluated:  # fmt: skip
         """Loss, accuracy (and standard error) at the plane points ``origin + x*u + y*v`` of ``coords`` (N, 2),
-        each set in place in the model's own parameters (see ``_planes.points_in_place``): one forward pass
+        each set in place in the model's own parameters (see ``evaluation.inplace.points_in_place``): one forward pass
         over the data per point plus O(P) work, in the model's dtype; the model's tensors are put back
         exactly afterwards, also when something raises. ``chunk_size`` is accepted for the flat path's
         callers and has no effect: points are one at a time. ``on_first_chunk(seconds, 1)``, as ``run``'s: after
@@ -863,7 +859,7 @@ class FirstLayer:
         return layer
 
     def _chain(self, batch, prefixes: dict) -> LinearChain | None:
-        """The model as a chain of linear layers (see ``_chain``), checked: vmap runs the model as it is (so no
+        """The model as a chain of linear layers (see ``evaluation.chain``), checked: vmap runs the model as it is (so no
         Python branch reads a tensor's value, and every point runs the same calls), and the chain's
         numbers equal vmap's at two points of a random plane on ``batch``; else None."""
         evaluator, model = self.evaluator, self.evaluator.model

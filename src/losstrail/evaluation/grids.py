@@ -1,6 +1,6 @@
 """The loss over a grid of points in a plane, along a line, and a classifier's decision regions.
 
-Every value here comes from the one evaluation core (``_evaluate.Evaluator``): chunks of
+Every value here comes from the one evaluation core (``evaluation.evaluator.Evaluator``): chunks of
 points as parameter vectors, run with ``functional_call`` (``vmap`` where it pays), so there
 is no per-point ``load_state_dict`` and one code path serves every model.
 """
@@ -22,17 +22,13 @@ from losstrail.values.plane import Plane
 from losstrail.values.surface import DecisionMaps, LossLine, Surface
 
 __all__ = [
-    "DecisionMaps",
-    "LossLine",
     "decision_regions",
-    "Surface",
     "evaluate_points",
     "grid_surface",
     "loss_line",
     "loss_surface",
     "path_grid",
     "plane_grid",
-    "take_subset",
 ]
 
 
@@ -78,9 +74,6 @@ def path_grid(
 # Planes whose directions are not fitted to the path: the path's projection on them is tiny,
 # so a grid fitted to it alone shows a flat patch. Li et al. (2018) draw them on a fixed
 # extent, ±1 in units of the filter-normalized direction, whose length is about |θ|.
-FIXED_EXTENT_METHODS = ("filter", "layer", "random", "custom")
-
-
 def fixed_extent(plane: Plane) -> float | None:
     """The half-width the grid of ``plane`` spans at least: 1 for filter/layer-normalized directions
     (as Li et al.), the centre's norm for unit random or custom directions (the same in their units);
@@ -362,7 +355,7 @@ def evaluate_on_plane(evaluator: Evaluator, plane: Plane, coords: np.ndarray, **
     Evaluated in place in the model's own tensors (``Evaluator.run_in_place``) for a plane held
     per tensor or a model too big for flat copies; else as flat vectors, where the points being on
     the plane lets the model's first layer be computed once per batch (see
-    ``_evaluate.FirstLayer``). ``options`` are those of ``Evaluator.run``.
+    ``evaluation.evaluator.FirstLayer``). ``options`` are those of ``Evaluator.run``.
     """
     if evaluator.in_place(plane.tensors is not None):
         from losstrail.evaluation.inplace import PlaneTensors

@@ -22,8 +22,6 @@ import torch
 
 __all__ = ["ParamLayout", "choose_parameters", "flat_params", "selected_names"]
 
-PARAM_CHOICES = ("trainable", "all")
-
 
 def _few(names: Sequence[str], k: int = 5) -> str:
     shown = ", ".join(repr(n) for n in names[:k])

@@ -14,7 +14,7 @@ from losstrail.values.projection import Projection
 from losstrail.values.rows import plane_coordinates
 from losstrail.values.trajectory import Trajectory
 
-__all__ = ["Projection", "project"]
+__all__ = ["project"]
 
 
 def project(

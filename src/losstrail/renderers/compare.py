@@ -21,8 +21,6 @@ from losstrail.renderers._figure import (
     plain_log_ticks,
 )
 from losstrail.values.projection import Projection
-from losstrail.values.specs import LAYOUTS as LAYOUTS
-from losstrail.values.specs import TIMELINES as TIMELINES
 from losstrail.values.surface import Surface
 
 # Path colours that stand out on the blue-green-yellow contour, in run order.

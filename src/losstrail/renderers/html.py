@@ -19,7 +19,7 @@ from losstrail.renderers._figure import axis_labels, faithfulness_title, grid_no
 from losstrail.renderers.compare import RUN_COLOURS
 from losstrail.values.projection import Projection
 from losstrail.values.specs import Style
-from losstrail.values.surface import Surface
+from losstrail.values.surface import Surface, path_height
 
 DIV_ID = "losstrail-plot"
 # The plotly.js version of the vendored cartesian bundle (see vendor/README.md).
@@ -42,13 +42,6 @@ def _rounded(values, digits: int = 5) -> list:
     for v in np.asarray(values, dtype=np.float64).ravel():
         out.append(float(f"{v:.{digits}g}") if np.isfinite(v) else None)
     return out
-
-
-def _slice_height(projection: Projection, surface: Surface) -> np.ndarray:
-    """The slice loss under each point: measured where it was, else read off the grid."""
-    from losstrail.values.surface import path_height
-
-    return path_height(projection, surface)
 
 
 def write_html(
@@ -154,7 +147,7 @@ def _add_path(fig, name: str, p: Projection, surface: Surface, style: Style, col
     """A run's (empty) line and marker traces, which the player fills; returns the path data the page stores."""
     import plotly.graph_objects as go
 
-    height = _slice_height(p, surface)
+    height = path_height(p, surface)  # the slice loss: measured, else read off the grid
     h = np.log(np.where(height > 0, height, np.nan)) if style.log_scale else height
     true = p.true_loss if p.true_loss is not None else np.full(len(p), np.nan)
     custom = np.stack([p.step, true, height, p.loss], axis=1)  # the slice loss: measured, else the grid's
