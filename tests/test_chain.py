@@ -1,4 +1,5 @@
-"""Models that are a chain of linear layers and activations, run over a plane's points hidden-major (``evaluation.chain``).
+"""Models that are a chain of linear layers and activations, run over a plane's points hidden-major
+(``evaluation.chain``).
 
 Every grid is checked against a plain loop that copies the model, loads each point's weights with
 ``load_state_dict`` and calls the model with cross-entropy, as a user would.

@@ -859,8 +859,8 @@ class FirstLayer:
         return layer
 
     def _chain(self, batch, prefixes: dict) -> LinearChain | None:
-        """The model as a chain of linear layers (see ``evaluation.chain``), checked: vmap runs the model as it is (so no
-        Python branch reads a tensor's value, and every point runs the same calls), and the chain's
+        """The model as a chain of linear layers (see ``evaluation.chain``), checked: vmap runs the model as it
+        is (so no Python branch reads a tensor's value, and every point runs the same calls), and the chain's
         numbers equal vmap's at two points of a random plane on ``batch``; else None."""
         evaluator, model = self.evaluator, self.evaluator.model
 
