@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from losstrail._registry import FORMATS, check_choice
+from losstrail._registry import FORMATS, check_choice, medium
 
 __all__ = ["PICTURES", "PictureFormat", "picture_format"]
 
@@ -29,11 +29,15 @@ class PictureFormat:
     """
 
     name: str  # the format, and the file's suffix
-    medium: str  # 'animation', 'still' or 'page'
     mime: str
     shown: str  # how a notebook shows it inline: 'img', 'video', 'iframe', or 'path' (its name only)
     writer: str
     requires: str | None = None  # raises ModuleNotFoundError naming the extra to install, if one is missing
+
+    @property
+    def medium(self) -> str:
+        """``'animation'``, ``'still'`` or ``'page'``: the cheap registry's (``losstrail._registry.MEDIA``)."""
+        return medium(self.name)
 
     def write(self, *args, **kwargs):
         """Call this format's writer with the arguments its medium takes."""
@@ -55,14 +59,14 @@ _STILL = "losstrail.renderers._figure:save_still"
 PICTURES = {
     picture.name: picture
     for picture in (
-        PictureFormat("gif", "animation", "image/gif", "img", "losstrail.renderers.gif:write_gif"),
-        PictureFormat("mp4", "animation", "video/mp4", "video", "losstrail.renderers.mp4:write_figure_mp4",
+        PictureFormat("gif", "image/gif", "img", "losstrail.renderers.gif:write_gif"),
+        PictureFormat("mp4", "video/mp4", "video", "losstrail.renderers.mp4:write_figure_mp4",
                       requires="losstrail.renderers.mp4:check_ffmpeg"),
-        PictureFormat("html", "page", "text/html", "iframe", "losstrail.renderers.html:write_html",
+        PictureFormat("html", "text/html", "iframe", "losstrail.renderers.html:write_html",
                       requires="losstrail.renderers.html:check_plotly"),
-        PictureFormat("png", "still", "image/png", "img", _STILL),
-        PictureFormat("pdf", "still", "application/pdf", "path", _STILL),
-        PictureFormat("svg", "still", "image/svg+xml", "img", _STILL),
+        PictureFormat("png", "image/png", "img", _STILL),
+        PictureFormat("pdf", "application/pdf", "path", _STILL),
+        PictureFormat("svg", "image/svg+xml", "img", _STILL),
     )
 }  # fmt: skip
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from losstrail._files import atomic_path
-from losstrail._registry import EXPORT_FORMATS, PATH_FORMATS, READ_FORMATS, quoted
+from losstrail._registry import EXPORT_FORMATS, HEIGHT_FORMATS, PATH_FORMATS, READ_FORMATS, quoted
 from losstrail.store.checks import check_outputs
 from losstrail.store.rundir import RunDir
 from losstrail.values.surface import Surface
@@ -81,10 +81,14 @@ class ExportFormat:
     surface: Callable  # (run, options) -> write(tmp): the surface file (export's to=)
     path: Callable | None = None  # (run, options) -> write(tmp): the path alone (export's path=), where it can
     read: Callable | None = None  # (argument, file, key) -> (Surface, extras): read back, where it is
-    heights: bool = False  # a z axis: log=, zmax= and ascii= shape it
     holds_path: bool = False  # the surface file carries the run's path too
     aliases: tuple[str, ...] = ()  # other suffixes its files are read with
     requires: Callable | None = None  # (argument, file) raising ModuleNotFoundError naming the extra to install
+
+    @property
+    def heights(self) -> bool:
+        """A z axis, which log=, zmax= and ascii= shape: the cheap registry's ``HEIGHT_FORMATS``."""
+        return self.name in HEIGHT_FORMATS
 
     def check_installed(self, argument: str, file) -> None:
         """Raise ModuleNotFoundError naming what to install when ``file`` (given as ``argument``) needs it."""
@@ -1094,9 +1098,9 @@ EXPORTS = {
     export.name: export
     for export in (
         ExportFormat("h5", _h5_surface, _h5_path, _read_h5_surface, aliases=("hdf5",), requires=_h5py),
-        ExportFormat("vtp", _vtp_surface, _vtp_path, heights=True),
-        ExportFormat("obj", _obj_surface, heights=True, holds_path=True),
-        ExportFormat("ply", _ply_surface, heights=True, holds_path=True),
+        ExportFormat("vtp", _vtp_surface, _vtp_path),
+        ExportFormat("obj", _obj_surface, holds_path=True),
+        ExportFormat("ply", _ply_surface, holds_path=True),
         ExportFormat("csv", _csv_surface, _csv_path, _table(_read_csv_surface)),
         ExportFormat("npz", _npz_surface, _npz_path, _table(_read_npz_surface), holds_path=True),
     )
