@@ -6,9 +6,7 @@ line, no traceback) and through Python (``read_surface`` or ``render_surface``: 
 and a picture whose title says so.
 """
 
-import io
 import re
-import zipfile
 
 import h5py
 import numpy as np
@@ -19,6 +17,7 @@ from typer.testing import CliRunner
 import losstrail
 import losstrail.renderers.redraw
 from losstrail.cli import app
+from probes import declare_huge
 
 XS, YS = np.linspace(-1.0, 1.0, 5), np.linspace(-1.0, 1.0, 4)
 LOSS = np.add.outer(YS**2, XS**2) + 1  # (ny, nx)
@@ -63,16 +62,7 @@ def _huge_h5(path, name="train_loss"):
 
 def _huge_npz(path):
     """A .npz whose ``loss`` header declares (10**6, 10**6) float64 values, followed by none."""
-    _npz(path)
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
-    with zipfile.ZipFile(path) as old:
-        kept = {name: old.read(name) for name in old.namelist() if name != "loss.npy"}
-    with zipfile.ZipFile(path, "w") as new:
-        for name, data in kept.items():
-            new.writestr(name, data)
-        new.writestr("loss.npy", header.getvalue())
-    return path
+    return declare_huge(_npz(path))
 
 
 def _projection(path, x, y):
