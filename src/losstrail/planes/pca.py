@@ -194,7 +194,7 @@ def _centred_product(AtY: np.ndarray, Y: np.ndarray, mean: np.ndarray) -> np.nda
 # Frequent Directions keeps at most this many rows, and _FILL times as many again while it fills;
 # each row entering it is the mean of SKETCH_BLOCK steps. Its work per recorded step is one pass
 # over the row and about 4 * rows * P / SKETCH_BLOCK multiply-adds in the shrinks; its memory
-# 4 * (1 + _FILL) * rows * P bytes and 22 * P more (see sketch_rows_within).
+# 4 * (1 + _FILL) * rows * P bytes and 24 * P more (see sketch_rows_within).
 SKETCH_ROWS = 12
 _FILL = 1  # rows added between shrinks, per row kept: more reads the buffer less often, but takes more memory
 SKETCH_BLOCK = 4  # consecutive rows of a path that enter the sketch as one (their mean)
