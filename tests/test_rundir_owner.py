@@ -182,11 +182,14 @@ def test_files_are_staged_only_under_the_writers_lock(tmp_path):
     run = RunDir(tmp_path)
     with pytest.raises(RuntimeError, match=r"with its writer's lock held"), run.stage():
         pass
+    with pytest.raises(RuntimeError, match=r"picture with its writer's lock held"):
+        run.picture_path("gif")
     with run.writing() as stage:
         assert stage.folder.parent == tmp_path and stage.folder.name.startswith(".incoming-")
         busy = pytest.raises(RunDirBusy, match=r"run_dir=.* is being written by another losstrail process")
         with busy, RunDir(tmp_path).lock():  # a second writer: this process holds it already, through another handle
             pass
+        assert run.picture_path("mp4") == tmp_path / "animation.mp4"  # written under the lock, after the commit
     assert list(tmp_path.iterdir()) == []
 
 

@@ -301,7 +301,7 @@ def run(
         from losstrail._registry import check_choice
         from losstrail.values.specs import GridSpec, PlaneSpec, TrainSpec
 
-        check_choice("dataset", dataset, DATASETS)
+        check_choice("dataset", dataset, DATASETS)  # once, before torch loads: the job builds them as checked
         check_choice("model", model, MODELS)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"--batch-size={batch_size} must be a positive integer, or left out for the whole dataset")
@@ -320,17 +320,17 @@ def run(
         )  # fmt: skip
         check_builtin_run(dataset, model, hidden_dim=hidden_dim, num_hidden_layers=hidden_layers, batch_size=batch_size,
                           n_epochs=epochs, max_frames=style.max_frames, decision=decision, storage=run_dir)  # fmt: skip
-        from losstrail.builtin.data import make_datamodule
-        from losstrail.builtin.nets import make_model
+        from losstrail.builtin.data import built_datamodule
+        from losstrail.builtin.nets import built_model
         from losstrail.jobs.run import Job, run_job
 
         def net(datamodule):  # built by the job, once the seed is set: its initial weights are seeded
-            return make_model(model, datamodule, optimizer=train.optimizer, learning_rate=5e-3 if lr is None else lr,
-                              hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
+            return built_model(model, datamodule, optimizer=train.optimizer, learning_rate=5e-3 if lr is None else lr,
+                               hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
 
         job = Job(
             train, plane, grid_spec, style, run_dir=run_dir, output=out,
-            make_data=functools.partial(make_datamodule, dataset, batch_size=batch_size), make_model=net,
+            make_data=functools.partial(built_datamodule, dataset, batch_size=batch_size), make_model=net,
             custom_directions=_custom_directions(custom_directions), budget=budget, faithfulness=faithfulness,
             decision=decision, quiet=quiet, names=_RUN_FLAGS, inputs=(("--custom-directions", custom_directions),),
         )  # fmt: skip

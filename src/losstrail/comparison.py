@@ -335,10 +335,12 @@ def _shared_view(names, models, trajectories, data, method, centre, directions, 
     """
     from losstrail._frames import frame_schedule, measured_points
     from losstrail.evaluation.grids import loss_surface, plane_grid
-    from losstrail.planes.directions import captured_fraction, plane_through
+    from losstrail.planes.directions import captured_fraction, check_custom_directions, plane_through
     from losstrail.planes.projection import project
 
     stacked = np.concatenate([t.params for t in trajectories])  # (sum T, P): joint PCA sees every path
+    if method == "custom":  # the method was checked where compare was called; the vectors once P is known
+        directions = check_custom_directions(directions, stacked.shape[1])
     finals = np.stack([t.params[-1] for t in trajectories])
     origin = finals.mean(axis=0) if centre == "mean" else trajectories[names.index(centre)].params[-1]
     reference = models[names.index(centre)] if centre != "mean" else models[0]
