@@ -140,6 +140,18 @@ def test_one_job_checks_each_named_setting_once_from_python_and_from_the_command
     assert counts == {**once, ("choice", "dataset"): 1, ("choice", "model"): 1}
 
 
+def test_compare_from_the_command_line_takes_its_style_as_the_flags_built_it(tmp_path, monkeypatch, checks):
+    """``losstrail compare`` builds its ``Style`` once, by the flags' names, and hands it to ``compare`` whole: no
+    field is checked again, and the style is checked against the comparison's picture once."""
+    _count_named_settings(monkeypatch, checks)
+    result = runner.invoke(app, ["compare", "--optimizers", "adam,sgd", "--epochs", "2", "--resolution", "5", "-q",
+                                 "--frames", "3", "--fps", "5", "--cmap", "magma", "--layout", "grid",
+                                 "--out", str(tmp_path / "c.gif"), "--run-dir", str(tmp_path / "C")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert checks[("Style", "cmap")] == checks[("Style", "fps")] == checks[("Style", "layout")] == 1
+    assert [key for key in _checked_twice(checks) if key[0] == "Style"] == [] and checks[("Style", "check_for")] == 1
+
+
 def test_without_an_output_file_the_picture_goes_where_the_run_directory_says(tmp_path, monkeypatch):
     """``output_to_file=False``: ``RunDir`` names the file the animation is written to (``animation.gif`` in the run
     directory, drawn again by each job, not one of the run's files)."""

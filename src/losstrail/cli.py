@@ -348,11 +348,6 @@ _RUN_FLAGS = {
 }  # fmt: skip
 
 
-def _own_look(style: Style, *taken: str) -> dict:
-    """The fields of ``style`` set away from their defaults, less those the API takes as arguments of its own."""
-    return {name: value for name, value in style.changed().items() if name not in taken}
-
-
 def _resolution(text: str):
     """``'100'`` -> 100, ``'120x80'`` -> (120, 80)."""
     parts = text.lower().split("x")
@@ -431,17 +426,12 @@ def compare(
             reduction_method=directions,
             centre=centre,
             resolution=_resolution(resolution),
-            layout=style.layout,
-            timeline=style.timeline,
-            fps=style.fps,
-            n_frames=style.max_frames,
-            title=style.title,
             seed=seed,
             out=out,
             run_dir=run_dir,
             params=_params(params),
             quiet=quiet,
-            **_own_look(style, "fps", "max_frames", "title", "layout", "timeline"),
+            style=style,  # built once from the flags, by their names: taken as it is
         )
     typer.echo(f"wrote {out} (comparison saved in {run_dir})")
 

@@ -70,7 +70,8 @@ def render(
     style.check_for("comparison" if comparing else "run", kind)
     check_output_file("out", out)
     if comparing:
-        return render_comparison(run.load_comparison(), out, style=style, quiet=quiet)
+        picture_format(kind).check_installed()  # before any drawing
+        return draw_comparison(run.load_comparison(), out, style, kind, quiet=quiet)
     settings = run.finished().settings  # run.json read and checked once
     trajectory = run.load(Trajectory).finite_prefix()
     plane, surface = run.load(Plane), run.load(Surface)
@@ -102,20 +103,27 @@ def render_comparison(
     ``format``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``, and ``view='3d'`` for
     an HTML page. A field a comparison's picture cannot show is an error naming it.
     """
-    from losstrail.renderers.compare import CompareFigure
-
     if "n_frames" in options:
         options["max_frames"] = options.pop("n_frames")
     style = (style or Style()).updated(options, COMPARISON_NAMES, where="render_comparison")
     kind = output_format(out, style.format)
     style.check_for("comparison", kind, COMPARISON_NAMES)
+    picture_format(kind).check_installed()  # before any drawing
+    return draw_comparison(comparison, out, style, kind, quiet=quiet)
+
+
+def draw_comparison(comparison: Comparison, out: str | os.PathLike, style: Style, kind: str, *,
+                    quiet: bool = False) -> Animation:  # fmt: skip
+    """``render_comparison``'s drawing, for a ``style`` checked already for a comparison's picture in format
+    ``kind`` (``Style.check_for``, the format's package installed): ``compare`` and ``render`` check them once."""
+    from losstrail.renderers.compare import CompareFigure
+
     style = style if style.title is not None else style.replace(title="Comparing " + ", ".join(comparison.names))
     from losstrail.renderers._figure import colour_scale
 
     style = colour_scale(comparison.surface, style)
     runs = list(zip(comparison.names, comparison.projections))
     picture = picture_format(kind)
-    picture.check_installed()  # before any drawing
     if picture.medium == "page":
         path = picture.write(runs, comparison.surface, out, style=style, captured=comparison.captured)
         return Animation(path, kind, style.max_frames)
