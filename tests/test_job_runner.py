@@ -152,6 +152,20 @@ def test_compare_from_the_command_line_takes_its_style_as_the_flags_built_it(tmp
     assert [key for key in _checked_twice(checks) if key[0] == "Style"] == [] and checks[("Style", "check_for")] == 1
 
 
+def test_compare_takes_a_style_and_the_look_keywords_set_away_from_their_defaults(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr("losstrail.comparison.draw_comparison", lambda *args, **kwargs: drawn.append(args))
+    look = Style(cmap="magma", layout="grid", fps=5)
+    losstrail.compare(optimizers=["adam", "sgd"], epochs=2, resolution=5, out=tmp_path / "c.gif", quiet=True,
+                      run_dir=tmp_path / "C", style=look, fps=15, title="T")  # fmt: skip
+    ((_, _, style, kind),) = drawn
+    assert (style.cmap, style.layout, style.fps, style.title, kind) == ("magma", "grid", 5, "T", "gif")
+    with pytest.raises(ValueError, match=r"^path_color='blue' does not apply to a comparison's animation"):
+        losstrail.compare(optimizers=["adam", "sgd"], epochs=2, out=tmp_path / "d.gif", run_dir=tmp_path / "D",
+                          style=Style(path_color="blue"))  # fmt: skip
+    assert not (tmp_path / "D").exists()
+
+
 def test_without_an_output_file_the_picture_goes_where_the_run_directory_says(tmp_path, monkeypatch):
     """``output_to_file=False``: ``RunDir`` names the file the animation is written to (``animation.gif`` in the run
     directory, drawn again by each job, not one of the run's files)."""

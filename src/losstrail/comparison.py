@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -212,8 +213,12 @@ def _checked_style(style: Style | None, options: dict, own: dict, out) -> tuple[
     return look, kind
 
 
-# compare's defaults of the look arguments it takes as its own.
-_OWN_LOOK = {"fps": 15, "max_frames": 300, "title": None, "layout": "overlay", "timeline": "auto"}
+# compare's defaults of the look arguments it takes as its own, by the Style fields they set.
+_OWN_LOOK = {
+    field: inspect.signature(compare).parameters[argument].default
+    for field, argument in (("fps", "fps"), ("max_frames", "n_frames"), ("title", "title"), ("layout", "layout"),
+                            ("timeline", "timeline"))
+}  # fmt: skip
 
 
 def _named_runs(runs, optimizers, learning_rates, batch_sizes, trained) -> tuple[list[str], list[dict]]:

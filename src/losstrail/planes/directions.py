@@ -321,9 +321,9 @@ def make_plane(
             ``'interpolation'`` (u from the initial to the final parameters, v the path's top
             principal direction orthogonal to u; Goodfellow et al., 2015);
             ``'custom'`` (two given vectors).
-            Or a ``PlaneSpec`` checked where the call came in (the job runner's): its method, ``centre``,
-            ``seed`` and options are taken as they are, not checked again (the keywords of the same names are
-            not used), and ``directions`` as ``check_custom_directions`` returned them.
+            Or, for a trajectory, a ``PlaneSpec`` checked where the call came in (the job runner's): its
+            method, ``centre``, ``seed`` and options are taken as they are, not checked again (the keywords of
+            the same names are not used), and ``directions`` as ``check_custom_directions`` returned them.
         directions: ``(u, v)``, two vectors of length P, for ``'custom'``.
         seed: seed of every random choice (directions, Hessian start vector, data subset).
         centre: the plane's origin: ``'final'`` (default, as the reference), ``'initial'``,
