@@ -99,9 +99,9 @@ def run_job(job: Job):
 
 
 def _check_job(job: Job) -> None:
-    """What no spec holds, before any work: the picture's format for the style, the custom vectors, the weights'
-    file name, the time budget and the outputs."""
-    from losstrail._checks import check_custom_directions_used, check_directions
+    """What no spec holds, before any work: the picture's format for the style, the custom vectors' use, the
+    weights' file name, the time budget and the outputs."""
+    from losstrail._checks import check_custom_directions_used
     from losstrail.store.rundir import is_plain_name
 
     look = job.style
@@ -114,9 +114,7 @@ def _check_job(job: Job) -> None:
             f"for view={look.view!r} and format {kind!r}"
         )
     picture.check_installed()
-    check_custom_directions_used(job.plane.method, job.custom_directions)
-    if job.plane.method == "custom":
-        check_directions(job.custom_directions)  # their lengths once the model's parameters are known
+    check_custom_directions_used(job.plane.method, job.custom_directions)  # the vectors: once P is known
     if not is_plain_name(job.model_filename):
         raise ValueError(
             f"model_filename={job.model_filename!r} must be a plain file name inside model_dirpath, e.g. 'model.pt'"

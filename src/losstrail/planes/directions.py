@@ -161,7 +161,8 @@ def _through(params, origin) -> _Made:
 
 
 def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two usable direction vectors of length ``n_params`` from ``directions``, or a ValueError."""
+    """Two usable direction vectors of length ``n_params`` from ``directions``, or a ValueError: the one check of
+    custom directions (their length, their values, their squares summable in float64, not parallel)."""
     example = f"custom_directions=(u, v) with u and v NumPy arrays of shape ({n_params},)"
     if directions is None:
         raise ValueError(f"reduction_method='custom' needs two directions; pass {example}")
@@ -172,6 +173,13 @@ def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.n
     pair = []
     for name, d in (("u", u), ("v", v)):
         d = np.asarray(d.detach().cpu() if hasattr(d, "detach") else d, dtype=np.float64).reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            length = float(np.sqrt(np.sum(d * d)))
+        if np.all(np.isfinite(d)) and not (np.isfinite(length) and (length == 0 or length >= 1e-150)):
+            raise ValueError(  # 1e300 overflows and breaks every plane
+                f"custom_directions {name} has length {length:g}, which float arithmetic cannot use; "
+                "scale it to about the size of the parameters (e.g. u / np.linalg.norm(u))"
+            )
         if d.shape[0] != n_params:
             raise ValueError(
                 f"custom_directions {name} has {d.shape[0]} values but the model has P={n_params} parameters; "
