@@ -184,6 +184,17 @@ def test_without_an_output_file_the_picture_goes_where_the_run_directory_says(tm
     assert "animation.gif" not in read_record(tmp_path / "run")["files"] and not (tmp_path / "a.gif").exists()
 
 
+def test_render_checks_its_style_against_the_picture_once(tmp_path, monkeypatch):
+    counts = Counter()
+    _small(tmp_path)
+    _count_named_settings(monkeypatch, counts)
+    losstrail.render(tmp_path / "run", tmp_path / "again.png", cmap="magma", quiet=True)
+    assert counts[("Style", "check_for")] == 1 and (tmp_path / "again.png").is_file()
+    with pytest.raises(ValueError, match=r"^decision regions are drawn beside the 2-D contour .* view='3d'"):
+        losstrail.render(tmp_path / "run", tmp_path / "3d.png", view="3d", decision=True, quiet=True)
+    assert not (tmp_path / "3d.png").exists()
+
+
 def test_animate_takes_a_style_as_it_is(tmp_path, checks):
     from losstrail.renderers import animate
     from losstrail.store.rundir import load_run_value

@@ -14,7 +14,7 @@ import numpy as np
 from losstrail._checks import check_output_file, output_format
 from losstrail._registry import medium
 from losstrail.planes.projection import project
-from losstrail.renderers import Animation, animate, write_figure
+from losstrail.renderers import Animation, animate, draw_path, write_figure
 from losstrail.renderers.formats import picture_format
 from losstrail.store.checks import check_outputs
 from losstrail.store.formats import read_imported
@@ -67,10 +67,16 @@ def render(
     check_outputs([("out", out)], run_dir=run_dir, kept=COMPARISON_ROLES)
     run = RunDir(run_dir)
     comparing = run.holds_comparison  # a link or FIFO there is named, not skipped
-    style.check_for("comparison" if comparing else "run", kind)
+    style.check_for("comparison" if comparing else "run", kind)  # once: drawn with the style as it is
+    drawn_beside = style.view == "2d" and medium(kind) != "page"  # where a decision panel can go
+    if decision and not comparing and not drawn_beside:
+        raise ValueError(
+            "decision regions are drawn beside the 2-D contour of a GIF, MP4 or still; "
+            f"leave decision out for view={style.view!r} and format {kind!r}"
+        )
     check_output_file("out", out)
+    picture_format(kind).check_installed()  # before any drawing
     if comparing:
-        picture_format(kind).check_installed()  # before any drawing
         return draw_comparison(run.load_comparison(), out, style, kind, quiet=quiet)
     settings = run.finished().settings  # run.json read and checked once
     trajectory = run.load(Trajectory).finite_prefix()
@@ -80,12 +86,11 @@ def render(
     if projection is None:
         projection = project(plane, trajectory)
     maps = None
-    drawn_beside = style.view == "2d" and medium(kind) != "page"  # where a decision panel can go
     if decision or (decision is None and drawn_beside and run.has(DecisionMaps)):
         maps = run.load(DecisionMaps)
     if style.title is None:
         style = style.replace(title=settings.get("title", ""))
-    return animate(projection, surface, out, style=style, decision=maps, quiet=quiet)
+    return draw_path(projection, surface, out, style, kind, decision=maps, quiet=quiet)
 
 
 def render_comparison(
