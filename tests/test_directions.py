@@ -81,6 +81,8 @@ def test_captured_fraction_is_one_in_plane_and_the_pca_ratio_for_pca(rng):
         ((np.ones(30), np.zeros(30)), r"custom_directions v has zero length"),
         ((np.ones(30), 2 * np.ones(30)), r"u and v are parallel"),
         (np.ones(30), r"custom_directions must be a pair of vectors"),
+        ((np.ones(30), np.full(30, 1e300)), r"custom_directions v has length inf, which float arithmetic cannot use"),
+        ((np.full(30, 1e-160), np.ones(30)), r"custom_directions u has length [0-9.]+e-160, which float arithmetic"),
     ],
 )
 def test_custom_direction_errors(rng, directions, message):

@@ -26,12 +26,15 @@ def _small(tmp_path, **kwargs):
     return losstrail.loss_landscape_anim(**{**args, **kwargs})
 
 
-def _counted_everywhere(monkeypatch, function, counts: Counter, key: str):
+def _counted_everywhere(monkeypatch, function, counts: Counter, key):
     """Count the calls of ``function`` in every losstrail module that holds it (imported at the top or looked up
-    when called), and in torch when it is torch's."""
+    when called), and in torch when it is torch's. ``key`` names what is counted, or gives it from the call's
+    arguments (None: not counted)."""
 
     def counting(*args, **kwargs):
-        counts[key] += 1
+        name = key(*args, **kwargs) if callable(key) else key
+        if name is not None:
+            counts[name] += 1
         return function(*args, **kwargs)
 
     holders = [m for n, m in list(sys.modules.items()) if n == "losstrail" or n.startswith("losstrail.")]
@@ -64,6 +67,36 @@ def _checked_twice(counts: Counter) -> list:
     return sorted(key for key, n in counts.items() if isinstance(key, tuple) and n > 1)
 
 
+def _count_named_settings(monkeypatch, counts: Counter) -> None:
+    """Count, as ``("choice", setting)``, each check of a name against the registry of the directions, the
+    optimizers, the datasets or the models (``check_choice``, wherever it is called from); each check of the
+    custom directions (``check_custom_directions``); and each check of a style against a picture (``check_for``)."""
+    from losstrail import _registry
+    from losstrail.planes.directions import check_custom_directions
+
+    registries = {
+        _registry.DIRECTIONS: "reduction_method",
+        _registry.PATH_DIRECTIONS: "reduction_method",
+        _registry.OPTIMIZERS: "optimizer",
+        _registry.DATASETS: "dataset",
+        _registry.MODELS: "model",
+    }
+
+    def setting(argument, value, names):
+        kind = registries.get(tuple(names))
+        return None if kind is None else ("choice", kind)
+
+    _counted_everywhere(monkeypatch, _registry.check_choice, counts, setting)
+    _counted_everywhere(monkeypatch, check_custom_directions, counts, ("custom", "custom_directions"))
+    check_for = Style.check_for
+
+    def counting_check_for(self, *args, **kwargs):
+        counts[("Style", "check_for")] += 1
+        return check_for(self, *args, **kwargs)
+
+    monkeypatch.setattr(Style, "check_for", counting_check_for)
+
+
 def test_one_job_checks_each_setting_once_from_python_and_from_the_command_line(tmp_path, monkeypatch, checks):
     import losstrail._checks
     import losstrail.store.checks
@@ -81,6 +114,85 @@ def test_one_job_checks_each_setting_once_from_python_and_from_the_command_line(
     assert result.exit_code == 0, result.output
     assert checks[("Style", "cmap")] == checks[("TrainSpec", "n_epochs")] == checks[("GridSpec", "resolution")] == 1
     assert _checked_twice(checks) == [] and checks["check_outputs"] == checks["custom_directions_used"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:the 'custom' plane captures only")
+@pytest.mark.parametrize("method", ["pca", "custom"])
+def test_one_job_checks_each_named_setting_once_from_python_and_from_the_command_line(tmp_path, monkeypatch, method):
+    """The plane's method, the optimizer, the custom directions, the dataset and the model are each checked once,
+    and the style against its picture once: the stages take them as the specs (and the face) checked them."""
+    import numpy as np
+
+    counts = Counter()
+    _count_named_settings(monkeypatch, counts)
+    u, v = np.random.default_rng(0).normal(size=(2, 303))  # the default MLP on the spirals: P=303
+    custom = {"reduction_method": "custom", "custom_directions": (u, v)} if method == "custom" else {}
+    _small(tmp_path / "py", optimizer="sgd", **custom)
+    once = {("choice", "reduction_method"): 1, ("choice", "optimizer"): 1, ("Style", "check_for"): 1}
+    once.update({("custom", "custom_directions"): 1} if custom else {})
+    assert counts == once
+    counts.clear()
+    np.savez(tmp_path / "uv.npz", u=u, v=v)
+    flags = ["--directions", "custom", "--custom-directions", str(tmp_path / "uv.npz")] if custom else []
+    result = runner.invoke(app, ["run", *SMALL, "--dataset", "spirals", "--model", "mlp", "--optimizer", "sgd", *flags,
+                                 "--out", str(tmp_path / "c.gif"), "--run-dir", str(tmp_path / "ck")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert counts == {**once, ("choice", "dataset"): 1, ("choice", "model"): 1}
+
+
+def test_compare_from_the_command_line_takes_its_style_as_the_flags_built_it(tmp_path, monkeypatch, checks):
+    """``losstrail compare`` builds its ``Style`` once, by the flags' names, and hands it to ``compare`` whole: no
+    field is checked again, and the style is checked against the comparison's picture once."""
+    _count_named_settings(monkeypatch, checks)
+    result = runner.invoke(app, ["compare", "--optimizers", "adam,sgd", "--epochs", "2", "--resolution", "5", "-q",
+                                 "--frames", "3", "--fps", "5", "--cmap", "magma", "--layout", "grid",
+                                 "--out", str(tmp_path / "c.gif"), "--run-dir", str(tmp_path / "C")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert checks[("Style", "cmap")] == checks[("Style", "fps")] == checks[("Style", "layout")] == 1
+    assert [key for key in _checked_twice(checks) if key[0] == "Style"] == [] and checks[("Style", "check_for")] == 1
+
+
+def test_compare_takes_a_style_and_the_look_keywords_set_away_from_their_defaults(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr("losstrail.comparison.draw_comparison", lambda *args, **kwargs: drawn.append(args))
+    look = Style(cmap="magma", layout="grid", fps=5)
+    losstrail.compare(optimizers=["adam", "sgd"], epochs=2, resolution=5, out=tmp_path / "c.gif", quiet=True,
+                      run_dir=tmp_path / "C", style=look, fps=15, title="T")  # fmt: skip
+    ((_, _, style, kind),) = drawn
+    assert (style.cmap, style.layout, style.fps, style.title, kind) == ("magma", "grid", 5, "T", "gif")
+    with pytest.raises(ValueError, match=r"^path_color='blue' does not apply to a comparison's animation"):
+        losstrail.compare(optimizers=["adam", "sgd"], epochs=2, out=tmp_path / "d.gif", run_dir=tmp_path / "D",
+                          style=Style(path_color="blue"))  # fmt: skip
+    assert not (tmp_path / "D").exists()
+
+
+def test_without_an_output_file_the_picture_goes_where_the_run_directory_says(tmp_path, monkeypatch):
+    """``output_to_file=False``: ``RunDir`` names the file the animation is written to (``animation.gif`` in the run
+    directory, drawn again by each job, not one of the run's files)."""
+    from losstrail.store.rundir import RunDir, read_record
+
+    asked = []
+    picture_path = RunDir.picture_path
+
+    def spy(self, format):
+        asked.append(format)
+        return picture_path(self, format)
+
+    monkeypatch.setattr(RunDir, "picture_path", spy)
+    animation = _small(tmp_path, output_to_file=False)
+    assert asked == ["gif"] and animation.path == tmp_path / "run" / "animation.gif" and animation.path.is_file()
+    assert "animation.gif" not in read_record(tmp_path / "run")["files"] and not (tmp_path / "a.gif").exists()
+
+
+def test_render_checks_its_style_against_the_picture_once(tmp_path, monkeypatch):
+    counts = Counter()
+    _small(tmp_path)
+    _count_named_settings(monkeypatch, counts)
+    losstrail.render(tmp_path / "run", tmp_path / "again.png", cmap="magma", quiet=True)
+    assert counts[("Style", "check_for")] == 1 and (tmp_path / "again.png").is_file()
+    with pytest.raises(ValueError, match=r"^decision regions are drawn beside the 2-D contour .* view='3d'"):
+        losstrail.render(tmp_path / "run", tmp_path / "3d.png", view="3d", decision=True, quiet=True)
+    assert not (tmp_path / "3d.png").exists()
 
 
 def test_animate_takes_a_style_as_it_is(tmp_path, checks):

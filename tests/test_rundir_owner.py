@@ -1,7 +1,8 @@
 """``store/`` is the only code that opens files in a run directory (``RunDir``); the rest of the package asks it.
 
 Outside ``store/`` (and ``_files.py``, the helpers it is built on) no module
-- names a file of a run directory (a path to one is built only where the files are read and written),
+- names a file of a run directory (a path to one is built only where the files are read and written), or joins
+  a run directory and a name written out (``Path(run_dir) / f"animation.{kind}"``: ``RunDir`` names its entries),
 - imports the helpers that open the entries of an untrusted folder, or the store's private parts,
 - opens, loads, saves, replaces or removes a path built from a run directory (``run_dir``, ``model_dirpath``,
   a staging folder).
@@ -84,6 +85,10 @@ def run_dir_access(package: Path) -> list[str]:
                     found.append(f"{where}:{node.lineno} imports {', '.join(taken)}")
                 if re.search(r"\.store\._", node.module):
                     found.append(f"{where}:{node.lineno} imports {node.module}")
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and id(node) not in messages:
+                named = isinstance(node.right, (ast.Constant, ast.JoinedStr))  # a file's name written out
+                if named and RUN_DIR_WORDS.search(ast.unparse(node.left)):
+                    found.append(f"{where}:{node.lineno} builds {ast.unparse(node)[:100]}")
             elif isinstance(node, ast.Call) and _callee(node) in OPENERS:
                 arguments = [*node.args, *(k.value for k in node.keywords)]
                 if any(RUN_DIR_WORDS.search(ast.unparse(a)) for a in arguments):
@@ -113,6 +118,7 @@ def test_the_scan_sees_each_way_into_a_run_directory(tmp_path):
         "print(f\"wrote {run_dir / 'surface.npz'}\")\n"
         "temporary = '.incoming-1'\n"
         "run = RunDir.open(run_dir)\n"
+        "out = Path(run_dir) / f'animation.{kind}'\n"
     )
     assert run_dir_access(package) == [
         "losstrail/face.py:2 imports open_regular",
@@ -121,6 +127,7 @@ def test_the_scan_sees_each_way_into_a_run_directory(tmp_path):
         "losstrail/face.py:5 calls open(Path(model_dirpath) / name)",
         "losstrail/face.py:7 names 'surface.npz'",
         "losstrail/face.py:9 names '.incoming-1'",
+        "losstrail/face.py:11 builds Path(run_dir) / f'animation.{kind}'",
     ]
 
 
@@ -181,11 +188,14 @@ def test_files_are_staged_only_under_the_writers_lock(tmp_path):
     run = RunDir(tmp_path)
     with pytest.raises(RuntimeError, match=r"with its writer's lock held"), run.stage():
         pass
+    with pytest.raises(RuntimeError, match=r"picture with its writer's lock held"):
+        run.picture_path("gif")
     with run.writing() as stage:
         assert stage.folder.parent == tmp_path and stage.folder.name.startswith(".incoming-")
         busy = pytest.raises(RunDirBusy, match=r"run_dir=.* is being written by another losstrail process")
         with busy, RunDir(tmp_path).lock():  # a second writer: this process holds it already, through another handle
             pass
+        assert run.picture_path("mp4") == tmp_path / "animation.mp4"  # written under the lock, after the commit
     assert list(tmp_path.iterdir()) == []
 
 

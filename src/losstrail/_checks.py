@@ -410,27 +410,6 @@ def check_device(device, argument: str = "device") -> None:
         raise ValueError(f"{argument}={device!r} is not supported; expected 'cpu' or 'cuda'")
 
 
-def check_directions(directions) -> None:
-    """Custom directions whose squares can be summed in float64 (1e300 overflows and breaks every plane)."""
-    import numpy as np
-
-    if directions is None:
-        return
-    try:
-        u, v = directions
-    except (TypeError, ValueError):
-        return  # the shape is checked where the parameter count is known
-    for name, d in (("u", u), ("v", v)):
-        d = np.asarray(d.detach().cpu() if hasattr(d, "detach") else d, dtype=np.float64).reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            norm = float(np.sqrt(np.sum(d * d)))
-        if not math.isfinite(norm) or (norm > 0 and norm < 1e-150):
-            raise ValueError(
-                f"custom_directions {name} has length {norm:g}, which float arithmetic cannot use; "
-                "scale it to about the size of the parameters (e.g. u / np.linalg.norm(u))"
-            )
-
-
 # Extensions of pictures and videos in formats losstrail does not write: a format given for one is a contradiction.
 _PICTURE_SUFFIXES = ("jpg", "jpeg", "webp", "bmp", "tif", "tiff", "avi", "mov", "mkv", "webm", "eps", "ps")
 

@@ -301,7 +301,7 @@ def run(
         from losstrail._registry import check_choice
         from losstrail.values.specs import GridSpec, PlaneSpec, TrainSpec
 
-        check_choice("dataset", dataset, DATASETS)
+        check_choice("dataset", dataset, DATASETS)  # once, before torch loads: the job builds them as checked
         check_choice("model", model, MODELS)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"--batch-size={batch_size} must be a positive integer, or left out for the whole dataset")
@@ -320,19 +320,19 @@ def run(
         )  # fmt: skip
         check_builtin_run(dataset, model, hidden_dim=hidden_dim, num_hidden_layers=hidden_layers, batch_size=batch_size,
                           n_epochs=epochs, max_frames=style.max_frames, decision=decision, storage=run_dir)  # fmt: skip
-        from losstrail.builtin.data import make_datamodule
-        from losstrail.builtin.nets import make_model
+        from losstrail.builtin.data import built_datamodule
+        from losstrail.builtin.nets import built_model
         from losstrail.jobs.run import Job, run_job
 
         def net(datamodule):  # built by the job, once the seed is set: its initial weights are seeded
-            return make_model(model, datamodule, optimizer=train.optimizer, learning_rate=5e-3 if lr is None else lr,
-                              hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
+            return built_model(model, datamodule, optimizer=train.optimizer, learning_rate=5e-3 if lr is None else lr,
+                               hidden_dim=hidden_dim, num_hidden_layers=hidden_layers)  # fmt: skip
 
         given = _custom_directions(custom_directions)  # read and checked; with another plane the job names the file
         given = given if given is None or plane.method == "custom" else custom_directions
         job = Job(
             train, plane, grid_spec, style, run_dir=run_dir, output=out,
-            make_data=functools.partial(make_datamodule, dataset, batch_size=batch_size), make_model=net,
+            make_data=functools.partial(built_datamodule, dataset, batch_size=batch_size), make_model=net,
             custom_directions=given, budget=budget, faithfulness=faithfulness, decision=decision, quiet=quiet,
             names=_RUN_FLAGS, inputs=(("--custom-directions", custom_directions),),
         )  # fmt: skip
@@ -348,11 +348,6 @@ _RUN_FLAGS = {
                                                         "xrange", "yrange", "subset", "bn_batches", "grid", "tol")},
     "n_epochs": "--epochs", "method": "--directions", "output_filename": "--out", "model_dirpath": "--run-dir",
 }  # fmt: skip
-
-
-def _own_look(style: Style, *taken: str) -> dict:
-    """The fields of ``style`` set away from their defaults, less those the API takes as arguments of its own."""
-    return {name: value for name, value in style.changed().items() if name not in taken}
 
 
 def _resolution(text: str):
@@ -433,17 +428,12 @@ def compare(
             reduction_method=directions,
             centre=centre,
             resolution=_resolution(resolution),
-            layout=style.layout,
-            timeline=style.timeline,
-            fps=style.fps,
-            n_frames=style.max_frames,
-            title=style.title,
             seed=seed,
             out=out,
             run_dir=run_dir,
             params=_params(params),
             quiet=quiet,
-            **_own_look(style, "fps", "max_frames", "title", "layout", "timeline"),
+            style=style,  # built once from the flags, by their names: taken as it is
         )
     typer.echo(f"wrote {out} (comparison saved in {run_dir})")
 

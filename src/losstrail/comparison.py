@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,8 @@ from losstrail._checks import check_output_file, output_format
 from losstrail._files import removed_if_failed
 from losstrail._registry import check_choice, quoted, stated_optimizer
 from losstrail._threads import free_core_threads
-from losstrail.renderers.redraw import COMPARISON_NAMES, render_comparison
+from losstrail.renderers.formats import picture_format
+from losstrail.renderers.redraw import COMPARISON_NAMES, draw_comparison, render_comparison
 from losstrail.store.checks import check_outputs
 from losstrail.store.rundir import COMPARISON_ROLES, RunDir, Stage, load_comparison
 from losstrail.values.results import Comparison, animation_data
@@ -108,7 +110,8 @@ def compare(
     loss_fn=None,
     return_data: bool = False,
     quiet: bool = False,
-    **style,
+    style: Style | None = None,
+    **look,
 ):
     """Train (or take) several runs from the same weights and animate them on one shared plane.
 
@@ -142,7 +145,11 @@ def compare(
             for regression); used for training, the path's losses and the surface alike.
         return_data: return ``{name: (optim_path, loss_steps, accu_steps)}`` (each an
             ``AnimationData`` with the faithfulness figures).
-        **style: the rest of the look, fields of ``Style``: ``format``, ``view`` (``'3d'`` for an
+        style: a ``Style`` made (and checked) where the call came in, as ``losstrail compare`` builds
+            one from its flags: the look as it is, checked for the picture once; the look keywords
+            (``layout``, ``timeline``, ``fps``, ``n_frames``, ``title``, ``**look``) then replace only
+            what they set away from their defaults.
+        **look: the rest of the look, fields of ``Style``: ``format``, ``view`` (``'3d'`` for an
             HTML page), ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``.
 
     Returns:
@@ -151,8 +158,8 @@ def compare(
     check_choice("reduction_method", reduction_method, COMPARE_DIRECTIONS)
     train = TrainSpec.of({"n_epochs": epochs, "seed": seed, "params": params}, {"n_epochs": "epochs"})
     grid = GridSpec.of({"resolution": resolution, "grid": "full", "seed": seed})
-    look = _checked_style(style, {"fps": fps, "max_frames": n_frames, "title": title, "layout": layout,
-                                  "timeline": timeline}, out)  # fmt: skip
+    look, kind = _checked_style(style, look, {"fps": fps, "max_frames": n_frames, "title": title, "layout": layout,
+                                              "timeline": timeline}, out)  # fmt: skip
     names, settings = _named_runs(runs, optimizers, learning_rates, batch_sizes, trained)
     check_runs(names, centre=centre)
     check_outputs([("out", out)], run_dir=run_dir, how="written by this comparison", kept=COMPARISON_ROLES)
@@ -182,20 +189,36 @@ def compare(
                                       frames=(look.max_frames, look.timeline))  # fmt: skip
             _save(stage, comparison, trajectories, settings, models)
             if out is not None:
-                render_comparison(comparison, out, style=look, quiet=quiet)
+                draw_comparison(comparison, out, look, kind, quiet=quiet)  # the look checked for it above
     if return_data:
         return {n: animation_data(t, p) for n, t, p in zip(names, trajectories, comparison.projections)}
     return comparison
 
 
-def _checked_style(style: dict, own: dict, out) -> Style:
-    """The comparison's ``Style``: its own look arguments and ``**style``, checked for the picture it draws."""
-    if "max_frames" in style:
+def _checked_style(style: Style | None, options: dict, own: dict, out) -> tuple[Style, str | None]:
+    """``(style, format)``: the comparison's ``Style`` (the one given, or made of its own look arguments and
+    ``**look``), checked once for the picture it draws, and that picture's format (None: no picture)."""
+    if "max_frames" in options:
         raise TypeError("compare() got an unexpected keyword argument 'max_frames'; the most frames are n_frames=")
-    look = Style.of({**style, **own}, COMPARISON_NAMES, where="compare")
-    if out is not None:
-        look.check_for("comparison", output_format(out, look.format), COMPARISON_NAMES)
-    return look
+    if style is None:
+        look = Style.of({**options, **own}, COMPARISON_NAMES, where="compare")
+    else:  # checked where it was made: only what the keywords set away from their defaults is checked here
+        changed = {field: value for field, value in own.items() if value != _OWN_LOOK[field]}
+        look = style.updated({**options, **changed}, COMPARISON_NAMES, where="compare")
+    if out is None:
+        return look, None
+    kind = output_format(out, look.format)
+    look.check_for("comparison", kind, COMPARISON_NAMES)
+    picture_format(kind).check_installed()  # before any training
+    return look, kind
+
+
+# compare's defaults of the look arguments it takes as its own, by the Style fields they set.
+_OWN_LOOK = {
+    field: inspect.signature(compare).parameters[argument].default
+    for field, argument in (("fps", "fps"), ("max_frames", "n_frames"), ("title", "title"), ("layout", "layout"),
+                            ("timeline", "timeline"))
+}  # fmt: skip
 
 
 def _named_runs(runs, optimizers, learning_rates, batch_sizes, trained) -> tuple[list[str], list[dict]]:
@@ -335,10 +358,12 @@ def _shared_view(names, models, trajectories, data, method, centre, directions, 
     """
     from losstrail._frames import frame_schedule, measured_points
     from losstrail.evaluation.grids import loss_surface, plane_grid
-    from losstrail.planes.directions import captured_fraction, plane_through
+    from losstrail.planes.directions import captured_fraction, check_custom_directions, plane_through
     from losstrail.planes.projection import project
 
     stacked = np.concatenate([t.params for t in trajectories])  # (sum T, P): joint PCA sees every path
+    if method == "custom":  # the method was checked where compare was called; the vectors once P is known
+        directions = check_custom_directions(directions, stacked.shape[1])
     finals = np.stack([t.params[-1] for t in trajectories])
     origin = finals.mean(axis=0) if centre == "mean" else trajectories[names.index(centre)].params[-1]
     reference = models[names.index(centre)] if centre != "mean" else models[0]

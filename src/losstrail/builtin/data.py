@@ -28,6 +28,7 @@ __all__ = [
     "MNISTDataModule",
     "MoonsDataModule",
     "SpiralsDataModule",
+    "built_datamodule",
     "make_datamodule",
     "make_moons",
     "make_spirals",
@@ -234,6 +235,11 @@ DATAMODULES = {
 
 def make_datamodule(name: str, **kwargs) -> _InMemoryDataModule:
     """A built-in data module by name (one of ``losstrail._registry.DATASETS``), without Lightning."""
-    datamodule = DATAMODULES[check_choice("dataset", name, DATASETS)](**kwargs)
+    return built_datamodule(check_choice("dataset", name, DATASETS), **kwargs)
+
+
+def built_datamodule(name: str, **kwargs) -> _InMemoryDataModule:
+    """``make_datamodule`` for a name checked already where the call came in (``losstrail run``'s ``--dataset``)."""
+    datamodule = DATAMODULES[name](**kwargs)
     datamodule.recipe = {"name": name, **kwargs}  # how to build it again (``losstrail surface``)
     return datamodule

@@ -17,7 +17,7 @@ from torch import nn
 from losstrail._checks import check_training_memory, mlp_parameters
 from losstrail._registry import MODELS, check_choice
 
-__all__ = ["LeNet", "MLP", "MaxPool2x2", "lenet_parts", "make_model", "mlp_layers"]
+__all__ = ["LeNet", "MLP", "MaxPool2x2", "built_model", "lenet_parts", "make_model", "mlp_layers"]
 
 
 def mlp_layers(input_dim: int, num_classes: int, hidden_dim: int = 50, num_hidden_layers: int = 1) -> nn.Sequential:
@@ -164,10 +164,15 @@ def make_model(name: str, datamodule, **kwargs) -> nn.Module:
     ``kwargs`` are the network's (``hidden_dim``, ``num_hidden_layers``, ``learning_rate``,
     ``optimizer``); ``fit`` trains it with its ``optimizer`` at its ``learning_rate``.
     """
+    return built_model(check_choice("model", name, MODELS), datamodule, **kwargs)
+
+
+def built_model(name: str, datamodule, **kwargs) -> nn.Module:
+    """``make_model`` for a name checked already where the call came in (``losstrail run``'s ``--model``)."""
     kwargs.pop("gpus", None)  # the reference's option; the device is chosen by ``fit``
     if kwargs.get("custom_optimizer") is not None:  # the reference's way to pass a callable optimizer
         kwargs["optimizer"] = kwargs["custom_optimizer"]
     kwargs.pop("custom_optimizer", None)
-    model = MODEL_BUILDERS[check_choice("model", name, MODELS)](datamodule, **kwargs)
+    model = MODEL_BUILDERS[name](datamodule, **kwargs)
     model.recipe = {"name": name, **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float))}}
     return model

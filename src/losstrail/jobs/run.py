@@ -100,9 +100,9 @@ def run_job(job: Job):
 
 def _check_job(job: Job) -> None:
     """What no spec holds, before any work: the outputs (first: an output onto a file of the run is named as
-    such, whatever its suffix), the picture's format for the style, the custom vectors, the weights' file name
-    and the time budget."""
-    from losstrail._checks import check_custom_directions_used, check_directions
+    such, whatever its suffix), the picture's format for the style, the custom vectors' use, the weights' file
+    name and the time budget."""
+    from losstrail._checks import check_custom_directions_used
     from losstrail.store.rundir import is_plain_name
 
     if job.output is not None:
@@ -110,8 +110,8 @@ def _check_job(job: Job) -> None:
         check_outputs([(job.name("output_filename"), job.output)], inputs=job.inputs, run_dir=job.run_dir,
                       model_filename=job.model_filename, how=how)  # fmt: skip
     look = job.style
-    kind = output_format(job.output, look.format) if job.output is not None else (look.format or "gif")
-    look.check_for("run", kind, job.names)
+    kind = _picture_kind(job)
+    look.check_for("run", kind, job.names)  # once for the job: the picture is drawn with the style as it is
     picture = picture_format(kind)
     if job.decision and (look.view == "3d" or picture.medium == "page"):
         raise ValueError(
@@ -119,9 +119,7 @@ def _check_job(job: Job) -> None:
             f"for view={look.view!r} and format {kind!r}"
         )
     picture.check_installed()
-    check_custom_directions_used(job.plane.method, job.custom_directions)
-    if job.plane.method == "custom":
-        check_directions(job.custom_directions)  # their lengths once the model's parameters are known
+    check_custom_directions_used(job.plane.method, job.custom_directions)  # the vectors: once P is known
     if not is_plain_name(job.model_filename):
         raise ValueError(
             f"model_filename={job.model_filename!r} must be a plain file name inside model_dirpath, e.g. 'model.pt'"
@@ -130,6 +128,11 @@ def _check_job(job: Job) -> None:
         from losstrail.evaluation.plan import parse_budget
 
         parse_budget(job.budget)
+
+
+def _picture_kind(job: Job) -> str:
+    """The format of the job's picture: the output file's, or (none named) the style's, default GIF."""
+    return output_format(job.output, job.style.format) if job.output is not None else (job.style.format or "gif")
 
 
 def _accelerator(gpus) -> str:
@@ -148,7 +151,7 @@ def _run(job: Job, run: RunDir, stage: Stage, accelerator: str):
     from losstrail.evaluation.batches import take_subset
     from losstrail.planes.directions import make_plane
 
-    model, datamodule = _model_and_data(job)
+    model, datamodule, directions = _model_and_data(job)
     grid = _fit_the_budget(model, datamodule, job) if job.budget is not None else job.grid
     grid_data = datamodule if grid.subset is None else take_subset(datamodule, grid.subset, grid.subset_seed)
     old_settings, plane, surface = {}, None, None
@@ -159,10 +162,10 @@ def _run(job: Job, run: RunDir, stage: Stage, accelerator: str):
     trajectory, plane_spec = _finite_part(recorded, job.plane)
     device = "cuda" if accelerator == "gpu" else "cpu"
     if plane is None:
+        # the spec as the face checked it, and the directions as _model_and_data checked them: not checked again
         plane = make_plane(
-            trajectory, plane_spec.method, directions=job.custom_directions, seed=plane_spec.seed, model=model,
-            data=grid_data, device=device, quiet=job.quiet, objective=job.objective, loss_fn=job.loss_fn,
-            **plane_spec.options,
+            trajectory, plane_spec, directions=directions, model=model, data=grid_data, device=device,
+            quiet=job.quiet, objective=job.objective, loss_fn=job.loss_fn,
         )  # fmt: skip
     evaluator = functools.cache(lambda: _evaluator(job, model, grid_data, grid, plane, trajectory, device))
     projection = run.projection(plane, trajectory) if surface is not None else None
@@ -180,7 +183,7 @@ def _run(job: Job, run: RunDir, stage: Stage, accelerator: str):
     maps = _decision_maps(evaluator(), datamodule, trajectory, job.style.max_frames, stage) if job.decision else None
     settings = {**plane_spec.key(), **grid.key(), "title": title, **_described(job, model, datamodule)}
     _commit(job, stage, old_settings, settings)
-    animation = _output(projection, surface, job, run.path, title, maps)
+    animation = _output(projection, surface, job, run, title, maps)
     if job.return_data:
         data = animation_data(recorded, projection)
         data.animation = animation
@@ -226,7 +229,8 @@ def _on_a_copy_of_the_random_state():
 
 
 def _model_and_data(job: Job):
-    """The model and data the job trains and evaluates: the given ones, or built after the seed is set."""
+    """``(model, data, directions)``: the model and data the job trains and evaluates (the given ones, or built after
+    the seed is set) and the custom directions, checked once the model's parameter count is known (or None)."""
     from losstrail.evaluation.batches import check_first_batch
     from losstrail.planes.directions import check_custom_directions
     from losstrail.training.optim import seed_all
@@ -251,9 +255,8 @@ def _model_and_data(job: Job):
             f"decision=True draws decision regions of 2-D inputs; {type(datamodule).__name__} has inputs of "
             f"shape {datamodule.input_dim!r}. Leave decision off for image data"
         )
-    if job.plane.method == "custom":
-        check_custom_directions(job.custom_directions, n_params)
-    return model, datamodule
+    directions = check_custom_directions(job.custom_directions, n_params) if job.plane.method == "custom" else None
+    return model, datamodule, directions
 
 
 def _make_data(job: Job):
@@ -432,13 +435,15 @@ def _warn_if_unfaithful(plane) -> None:
         )
 
 
-def _output(projection, surface, job: Job, run_dir: Path, title: str, decision):
-    """Write the animation (to the run directory when not to a file) and show it inline under IPython."""
-    from losstrail.renderers import animate
+def _output(projection, surface, job: Job, run: RunDir, title: str, decision):
+    """Write the animation (to the run directory when not to a file, where ``RunDir`` says) and show it inline
+    under IPython. The style was checked for this picture before any work (``_check_job``): drawn as it is."""
+    from losstrail.renderers import draw_path
 
     style = job.style if job.style.title is not None else job.style.replace(title=title)
-    out = job.output if job.output is not None else Path(run_dir) / f"animation.{style.format or 'gif'}"
-    animation = animate(projection, surface, out, style=style, decision=decision, quiet=job.quiet)
+    kind = _picture_kind(job)
+    out = job.output if job.output is not None else run.picture_path(kind)
+    animation = draw_path(projection, surface, out, style, kind, decision=decision, quiet=job.quiet)
     if job.output is None:
         try:
             from IPython import get_ipython

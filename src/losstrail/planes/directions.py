@@ -18,6 +18,7 @@ from losstrail._registry import DIRECTIONS, check_choice
 from losstrail.planes.pca import centred_gram, column_blocks, combine_rows, mean_row, principal_directions
 from losstrail.values.plane import Plane
 from losstrail.values.rows import release_pages, row_block
+from losstrail.values.specs import PlaneSpec
 from losstrail.values.trajectory import Trajectory
 
 __all__ = ["Plane", "captured_fraction", "make_plane"]
@@ -47,8 +48,8 @@ def _random(params: np.ndarray, origin: np.ndarray, seed: int | None = None) -> 
 
 
 def _custom(params: np.ndarray, origin: np.ndarray, directions=None) -> _Made:
-    """The two given directions, checked and scaled to unit length."""
-    u, v = check_custom_directions(directions, params.shape[1])
+    """The two given directions (checked already: ``check_custom_directions``), scaled to unit length."""
+    u, v = directions
     return _Made(u / np.linalg.norm(u), v / np.linalg.norm(v))
 
 
@@ -160,7 +161,8 @@ def _through(params, origin) -> _Made:
 
 
 def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two usable direction vectors of length ``n_params`` from ``directions``, or a ValueError."""
+    """Two usable direction vectors of length ``n_params`` from ``directions``, or a ValueError: the one check of
+    custom directions (their length, their values, their squares summable in float64, not parallel)."""
     example = f"custom_directions=(u, v) with u and v NumPy arrays of shape ({n_params},)"
     if directions is None:
         raise ValueError(f"reduction_method='custom' needs two directions; pass {example}")
@@ -171,6 +173,13 @@ def check_custom_directions(directions, n_params: int) -> tuple[np.ndarray, np.n
     pair = []
     for name, d in (("u", u), ("v", v)):
         d = np.asarray(d.detach().cpu() if hasattr(d, "detach") else d, dtype=np.float64).reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            length = float(np.sqrt(np.sum(d * d)))
+        if np.all(np.isfinite(d)) and not (np.isfinite(length) and (length == 0 or length >= 1e-150)):
+            raise ValueError(  # 1e300 overflows and breaks every plane
+                f"custom_directions {name} has length {length:g}, which float arithmetic cannot use; "
+                "scale it to about the size of the parameters (e.g. u / np.linalg.norm(u))"
+            )
         if d.shape[0] != n_params:
             raise ValueError(
                 f"custom_directions {name} has {d.shape[0]} values but the model has P={n_params} parameters; "
@@ -265,7 +274,7 @@ def centre_index(trajectory: Trajectory, centre: str | int = "final") -> int:
 
 def make_plane(
     trajectory,
-    method: str = "pca",
+    method: str | PlaneSpec = "pca",
     *,
     directions=None,
     seed: int | None = None,
@@ -320,6 +329,9 @@ def make_plane(
             ``'interpolation'`` (u from the initial to the final parameters, v the path's top
             principal direction orthogonal to u; Goodfellow et al., 2015);
             ``'custom'`` (two given vectors).
+            Or, for a trajectory, a ``PlaneSpec`` checked where the call came in (the job runner's): its
+            method, ``centre``, ``seed`` and options are taken as they are, not checked again (the keywords of
+            the same names are not used), and ``directions`` as ``check_custom_directions`` returned them.
         directions: ``(u, v)``, two vectors of length P, for ``'custom'``.
         seed: seed of every random choice (directions, Hessian start vector, data subset).
         centre: the plane's origin: ``'final'`` (default, as the reference), ``'initial'``,
@@ -353,7 +365,20 @@ def make_plane(
             loss_fn=loss_fn, keep_biases=keep_biases, negative_curvature=negative_curvature,
             hessian_examples=hessian_examples, device=device, quiet=quiet, params=params, store=store,
         )  # fmt: skip
-    index = _checked_centre(trajectory, method, centre)
+    if isinstance(method, PlaneSpec):  # checked where the call came in: taken as it is
+        spec = method
+        method, centre, seed = spec.method, spec.centre, spec.seed
+        keep_biases, negative_curvature, hessian_examples = (
+            spec.keep_biases,
+            spec.negative_curvature,
+            spec.hessian_examples,
+        )
+    else:
+        check_choice("reduction_method", method, DIRECTIONS)
+        check_choice("second", second, ("pca", "random"))
+        if method == "custom":
+            directions = check_custom_directions(directions, trajectory.n_params)
+    index = _path_centre(trajectory, centre)
     return plane_through(
         trajectory.params, trajectory.params[index], method, directions=directions, seed=seed, model=model, data=data,
         objective=objective, loss_fn=loss_fn, names=trajectory.names, keep_biases=keep_biases,
@@ -490,9 +515,8 @@ def _hessian_around(source, names, centre, plane_names, *, seed=None, data=None,
     return Plane(None, None, None, "hessian", eigenvalues=eigenvalues, names=plane_names, tensors=tensors)
 
 
-def _checked_centre(trajectory: Trajectory, method: str, centre: str | int) -> int:
-    """The row of ``trajectory`` a plane goes through, once ``method`` is known and the path finite."""
-    check_choice("reduction_method", method, DIRECTIONS)
+def _path_centre(trajectory: Trajectory, centre: str | int) -> int:
+    """The row of ``trajectory`` a plane goes through, once the path is known to be finite."""
     if len(trajectory.finite_prefix()) != len(trajectory):
         raise ValueError(
             "the trajectory has NaN or infinite parameters (training diverged); "
@@ -526,10 +550,11 @@ def plane_through(
     What ``make_plane`` does once it knows the centre; ``compare`` calls it with the
     stacked paths of several runs. ``start`` (default ``params[0]``) is where the path
     begins, used only to orient the axes so it starts at negative coordinates. ``names`` are
-    the parameters a row holds (None: all of the model's), as ``Trajectory.names``.
+    the parameters a row holds (None: all of the model's), as ``Trajectory.names``. The caller
+    has checked the settings (once, where its call came in): ``method`` one of ``DIRECTIONS``,
+    ``second`` 'pca' or 'random', and for ``'custom'`` ``directions`` as ``check_custom_directions``
+    returned them.
     """
-    check_choice("reduction_method", method, DIRECTIONS)
-    check_choice("second", second, ("pca", "random"))
     layout = _check_model(method, model, params.shape[1], names) if method in _NEEDS_MODEL else None
     _check_data(method, data)
     origin = np.asarray(centre).astype(np.float64)

@@ -15,7 +15,7 @@ from losstrail.values.projection import Projection
 from losstrail.values.specs import Style
 from losstrail.values.surface import Surface
 
-__all__ = ["STILL_FORMATS", "Animation", "animate", "output_format", "plot_loss_line", "write_animation"]
+__all__ = ["STILL_FORMATS", "Animation", "animate", "draw_path", "output_format", "plot_loss_line", "write_animation"]
 
 
 def plot_loss_line(line, out="line.png", **options) -> Path:
@@ -94,22 +94,31 @@ def animate(
         An ``Animation`` (the written file; shows itself inline in Jupyter). The file
         appears only once complete.
     """
-    from losstrail.renderers._figure import colour_scale
-
     style = (style or Style()).updated(options, where="animate")
     if not isinstance(projection, Projection):
         projection, panel = centre_point(projection, surface), False if panel is None else panel
     kind = output_format(out, style.format)
     picture = picture_format(kind)
     style.check_for("run", kind)
-    style = colour_scale(surface, style)
     if decision is not None and (style.view == "3d" or picture.medium == "page"):
         raise ValueError(
             "decision regions are drawn beside the 2-D contour of a GIF, MP4 or still; "
             f"leave decision out for view={style.view!r} and format {kind!r}"
         )
-    frames = frames_to_show(projection.step, style.max_frames, style.every)
     picture.check_installed()  # before any drawing
+    return draw_path(projection, surface, out, style, kind, panel=panel, decision=decision, quiet=quiet)
+
+
+def draw_path(projection: Projection, surface: Surface, out: str | os.PathLike, style: Style, kind: str, *,
+              panel: bool | None = None, decision=None, quiet: bool = False) -> Animation:  # fmt: skip
+    """``animate``'s drawing, for a ``style`` checked already for a single run's picture in format ``kind``
+    (``Style.check_for``, the decision panel's view and format, the format's package installed): the job runner
+    checks them once, before any work, and calls this."""
+    from losstrail.renderers._figure import colour_scale
+
+    picture = picture_format(kind)
+    style = colour_scale(surface, style)
+    frames = frames_to_show(projection.step, style.max_frames, style.every)
     if picture.medium == "page":
         name = "model" if projection.alone else "path"
         path = picture.write([(name, _subsampled(projection, frames))], surface, out, style=style,

@@ -14,7 +14,7 @@ import numpy as np
 from losstrail._checks import check_output_file, output_format
 from losstrail._registry import medium
 from losstrail.planes.projection import project
-from losstrail.renderers import Animation, animate, write_figure
+from losstrail.renderers import Animation, animate, draw_path, write_figure
 from losstrail.renderers.formats import picture_format
 from losstrail.store.checks import check_outputs
 from losstrail.store.formats import read_imported
@@ -67,10 +67,17 @@ def render(
     check_outputs([("out", out)], run_dir=run_dir, kept=COMPARISON_ROLES)
     run = RunDir(run_dir)
     comparing = run.holds_comparison  # a link or FIFO there is named, not skipped
-    style.check_for("comparison" if comparing else "run", kind)
+    style.check_for("comparison" if comparing else "run", kind)  # once: drawn with the style as it is
+    drawn_beside = style.view == "2d" and medium(kind) != "page"  # where a decision panel can go
+    if decision and not comparing and not drawn_beside:
+        raise ValueError(
+            "decision regions are drawn beside the 2-D contour of a GIF, MP4 or still; "
+            f"leave decision out for view={style.view!r} and format {kind!r}"
+        )
     check_output_file("out", out)
+    picture_format(kind).check_installed()  # before any drawing
     if comparing:
-        return render_comparison(run.load_comparison(), out, style=style, quiet=quiet)
+        return draw_comparison(run.load_comparison(), out, style, kind, quiet=quiet)
     settings = run.finished().settings  # run.json read and checked once
     trajectory = run.load(Trajectory).finite_prefix()
     plane, surface = run.load(Plane), run.load(Surface)
@@ -79,12 +86,11 @@ def render(
     if projection is None:
         projection = project(plane, trajectory)
     maps = None
-    drawn_beside = style.view == "2d" and medium(kind) != "page"  # where a decision panel can go
     if decision or (decision is None and drawn_beside and run.has(DecisionMaps)):
         maps = run.load(DecisionMaps)
     if style.title is None:
         style = style.replace(title=settings.get("title", ""))
-    return animate(projection, surface, out, style=style, decision=maps, quiet=quiet)
+    return draw_path(projection, surface, out, style, kind, decision=maps, quiet=quiet)
 
 
 def render_comparison(
@@ -102,20 +108,27 @@ def render_comparison(
     ``format``, ``cmap``, ``levels``, ``log_scale``, ``size``, ``dpi``, and ``view='3d'`` for
     an HTML page. A field a comparison's picture cannot show is an error naming it.
     """
-    from losstrail.renderers.compare import CompareFigure
-
     if "n_frames" in options:
         options["max_frames"] = options.pop("n_frames")
     style = (style or Style()).updated(options, COMPARISON_NAMES, where="render_comparison")
     kind = output_format(out, style.format)
     style.check_for("comparison", kind, COMPARISON_NAMES)
+    picture_format(kind).check_installed()  # before any drawing
+    return draw_comparison(comparison, out, style, kind, quiet=quiet)
+
+
+def draw_comparison(comparison: Comparison, out: str | os.PathLike, style: Style, kind: str, *,
+                    quiet: bool = False) -> Animation:  # fmt: skip
+    """``render_comparison``'s drawing, for a ``style`` checked already for a comparison's picture in format
+    ``kind`` (``Style.check_for``, the format's package installed): ``compare`` and ``render`` check them once."""
+    from losstrail.renderers.compare import CompareFigure
+
     style = style if style.title is not None else style.replace(title="Comparing " + ", ".join(comparison.names))
     from losstrail.renderers._figure import colour_scale
 
     style = colour_scale(comparison.surface, style)
     runs = list(zip(comparison.names, comparison.projections))
     picture = picture_format(kind)
-    picture.check_installed()  # before any drawing
     if picture.medium == "page":
         path = picture.write(runs, comparison.surface, out, style=style, captured=comparison.captured)
         return Animation(path, kind, style.max_frames)

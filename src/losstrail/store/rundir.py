@@ -90,6 +90,8 @@ __all__ = [
     "write_settings",
 ]
 
+# The picture a job that names no output file leaves in its run directory, by format: animation.gif, ...
+PICTURE_NAME = "animation"
 # What a comparison's record is, for a message naming an output that would overwrite it.
 COMPARISON_ROLES = {COMPARISON_FILE: f"the comparison's record ({COMPARISON_FILE})"}
 
@@ -274,6 +276,14 @@ class RunDir:
         """The writer's lock and a ``Stage`` at once: ``with run.writing() as stage: ...; stage.commit(settings)``."""
         with self.lock(), self.stage() as stage:
             yield stage
+
+    def picture_path(self, format: str) -> Path:
+        """Where a job that names no output file writes its picture (``output_to_file=False``): ``animation.<format>``
+        in this directory, written under the writer's lock once the run is committed. It is no file of the run
+        (``run.json`` does not list it): each job draws it again."""
+        if not self._locked:
+            raise RuntimeError("write a run directory's picture with its writer's lock held: `with run.lock(): ...`")
+        return self._entry(f"{PICTURE_NAME}.{format}")
 
     def check_members(self, folders) -> None:
         """Refuse, before any work, a comparison's run folder that something else (a link) stands in place of."""

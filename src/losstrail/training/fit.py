@@ -105,7 +105,7 @@ def fit(
         final parameters.
     """
     if optimizer is not None:
-        check_optimizer(optimizer)
+        optimizer = check_optimizer(optimizer)  # once, here: the loop takes the name as checked
     check_positive_int("epochs", epochs, 10)
     every = check_positive_int("record_every", record_every, 1)
     from losstrail.training.record import recorded_layout

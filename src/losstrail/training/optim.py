@@ -42,11 +42,16 @@ def make_optimizer(optimizer: str | Callable, params: Iterable, lr: float) -> to
 def loop_optimizer(optimizer: str | Callable, params: Iterable, lr: float):
     """The optimizer losstrail's own loop steps with: ``OwnStep`` for ``'sgd'``, ``'momentum'`` and ``'adam'``,
     else ``make_optimizer``'s. Building any ``torch.optim`` optimizer imports ``torch._dynamo`` (seconds on a
-    laptop, longer than the default job's training); ``OwnStep`` takes the same steps, bit for bit, without it."""
-    chosen = check_optimizer(optimizer)
+    laptop, longer than the default job's training); ``OwnStep`` takes the same steps, bit for bit, without it.
+
+    A name is taken as checked where it came in (a ``TrainSpec``, ``fit``'s ``optimizer=``): one of
+    ``OPTIMIZER_BUILDERS`` is used as it is; any other (an alias, a model's own attribute that nothing checked)
+    is checked here."""
+    known = callable(optimizer) or (isinstance(optimizer, str) and optimizer in OPTIMIZER_BUILDERS)
+    chosen = optimizer if known else check_optimizer(optimizer)
     if isinstance(chosen, str) and chosen in OwnStep.RULES:
         return OwnStep(chosen, params, lr)
-    return make_optimizer(chosen, params, lr)
+    return chosen(params, lr=lr) if callable(chosen) else OPTIMIZER_BUILDERS[chosen](params, lr)
 
 
 class OwnStep:
