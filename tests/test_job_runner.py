@@ -306,6 +306,29 @@ def test_the_seed_set_once_still_gives_the_same_run_from_python_and_the_command_
     assert out.read_bytes() == (tmp_path / "a.gif").read_bytes()
 
 
+def test_a_budget_leaves_training_on_the_seed(tmp_path):
+    """Timing the grid for budget= runs the model on the data before training; from a shuffling DataLoader that
+    draws from torch's generator. Training still starts from the seed: the same path with a budget as without."""
+    import numpy as np
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(96, 2, generator=g)
+    y = (X[:, 0] * X[:, 1] > 0).long()
+
+    def path(name, **budget):
+        torch.manual_seed(1)  # the same initial weights for both
+        model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        loader = DataLoader(TensorDataset(X, y), batch_size=16, shuffle=True)
+        losstrail.loss_landscape_anim(model=model, datamodule=loader, n_epochs=2, seed=0, resolution=5,
+                                      model_dirpath=tmp_path / name, output_filename=tmp_path / f"{name}.png",
+                                      quiet=True, **budget)  # fmt: skip
+        with np.load(tmp_path / name / "trajectory.npz") as saved:
+            return saved["params"]
+
+    np.testing.assert_array_equal(path("plain"), path("timed", budget="1h"))
+
+
 @pytest.mark.parametrize(
     "target",
     ["losstrail.training.fit.fit", "losstrail.planes.directions.make_plane", "losstrail.evaluation.grids.grid_surface"],

@@ -152,7 +152,8 @@ def _run(job: Job, run: RunDir, stage: Stage, accelerator: str):
     from losstrail.planes.directions import make_plane
 
     model, datamodule, directions = _model_and_data(job)
-    grid = _fit_the_budget(model, datamodule, job) if job.budget is not None else job.grid
+    with _on_a_copy_of_the_random_state():  # timing the budget may draw (a shuffling loader): training keeps the seed
+        grid = _fit_the_budget(model, datamodule, job) if job.budget is not None else job.grid
     grid_data = datamodule if grid.subset is None else take_subset(datamodule, grid.subset, grid.subset_seed)
     old_settings, plane, surface = {}, None, None
     if job.load_model:
@@ -193,15 +194,10 @@ def _run(job: Job, run: RunDir, stage: Stage, accelerator: str):
 
 def _evaluator(job: Job, model, data, grid: GridSpec, plane, trajectory, device: str):
     """The job's one ``Evaluator``: the grid's data (the subset, drawn once), over the parameters the plane spans."""
-    from losstrail.evaluation.evaluator import Evaluator
-    from losstrail.evaluation.layout import selected_names
+    from losstrail.planes.projection import path_evaluator
 
-    names = plane.names if plane.names is not None else trajectory.names
-    return Evaluator(
-        model, data, names=selected_names(model, names, plane.n_params, "path"), objective=job.objective,
-        loss_fn=job.loss_fn, bn_batches=grid.bn_batches, spread=grid.subset is not None, device=device,
-        quiet=job.quiet,
-    )  # fmt: skip
+    return path_evaluator(plane, trajectory, model, data, job.objective, job.loss_fn, grid.bn_batches, device,
+                          job.quiet, spread=grid.subset is not None)  # fmt: skip
 
 
 def _project(plane, trajectory, evaluator, at):

@@ -14,7 +14,7 @@ from losstrail.values.projection import Projection
 from losstrail.values.rows import plane_coordinates
 from losstrail.values.trajectory import Trajectory
 
-__all__ = ["project"]
+__all__ = ["path_evaluator", "project"]
 
 
 def project(
@@ -64,7 +64,7 @@ def project(
     if model is not None and evaluator is not None:
         raise ValueError("pass an evaluator, or model and data to make one, not both")
     if model is not None:
-        evaluator = _evaluator(plane, trajectory, model, data, objective, loss_fn, bn_batches, device, quiet)
+        evaluator = path_evaluator(plane, trajectory, model, data, objective, loss_fn, bn_batches, device, quiet)
     if evaluator is not None:
         from losstrail.evaluation.evaluator import batch_norms
         from losstrail.evaluation.grids import check_evaluator, evaluate_on_plane
@@ -98,16 +98,18 @@ def project(
     )
 
 
-def _evaluator(plane: Plane, trajectory: Trajectory, model, data, objective, loss_fn, bn_batches: int, device: str,
-               quiet: bool):  # fmt: skip
-    """An ``Evaluator`` of the path's losses over the parameters the plane spans."""
+def path_evaluator(plane: Plane, trajectory: Trajectory, model, data, objective, loss_fn, bn_batches: int, device: str,
+                   quiet: bool, spread: bool = False):  # fmt: skip
+    """An ``Evaluator`` of ``model`` on ``data`` over the parameters the plane spans (its names, else the path's):
+    the path's true and slice losses, and a job's grid and lines on the same evaluator (``spread``: standard errors,
+    for a grid on a subset)."""
     from losstrail.evaluation.evaluator import Evaluator
     from losstrail.evaluation.layout import selected_names
 
     names = plane.names if plane.names is not None else trajectory.names
     return Evaluator(
         model, data, names=selected_names(model, names, plane.n_params, "path"), objective=objective,
-        loss_fn=loss_fn, bn_batches=bn_batches, device=device, quiet=quiet,
+        loss_fn=loss_fn, bn_batches=bn_batches, spread=spread, device=device, quiet=quiet,
     )  # fmt: skip
 
 
