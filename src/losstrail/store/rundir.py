@@ -46,7 +46,6 @@ from losstrail.store._record import (
     digest,
     read_comparison_record,
     read_record,
-    run_record,
     write_record,
     write_settings,
 )
@@ -417,7 +416,7 @@ def commit(run_dir: Path, folder: Path, settings: dict, keep=()) -> None:
     old = read_record(run_dir, missing_ok=True, damaged_ok=True) or {}
     old_names = set(RUN_FILES) | set(old.get("files") or ()) | {old.get("settings", {}).get("model_filename")}
     old_names = {name for name in old_names if is_plain_name(name)}  # read_record refused any other; never outside
-    write_record(folder / SETTINGS_FILE, run_record(settings, files))
+    write_settings(folder, settings, files)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(run_dir / SETTINGS_FILE)
     for name in sorted(old_names - set(files)):  # the old run's files the new one does not have
@@ -441,7 +440,7 @@ def update(run_dir: Path, settings: dict, written: dict[str, Path]) -> None:
     files = dict(files)
     files.update({name: digest(path) for name, path in written.items()})
     folder = next(iter(written.values())).parent
-    write_record(folder / SETTINGS_FILE, run_record(settings, files))  # first: on a full disk nothing moves
+    write_settings(folder, settings, files)  # first: on a full disk nothing moves
     for name, path in written.items():
         os.replace(path, run_dir / name)
     os.replace(folder / SETTINGS_FILE, run_dir / SETTINGS_FILE)
