@@ -65,7 +65,7 @@ def test_load_model_reuses_the_run_and_recomputes_nothing(tmp_path, monkeypatch)
     def forbidden(*args, **kwargs):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr("losstrail.training.fit.fit", forbidden)
+    monkeypatch.setattr("losstrail.training.fit.train_model", forbidden)
     monkeypatch.setattr("losstrail.evaluation.grids.grid_surface", forbidden)
     again = _small(tmp_path, load_model=True)
     assert _frames(tmp_path / "a.gif")[0] == 9
@@ -79,7 +79,7 @@ def test_load_model_reuses_the_run_and_recomputes_nothing(tmp_path, monkeypatch)
 def test_load_model_with_another_method_recomputes_only_the_plane_and_grid(tmp_path, monkeypatch):
     _small(tmp_path)
     monkeypatch.setattr(
-        "losstrail.training.fit.fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
+        "losstrail.training.fit.train_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
     )
     _small(tmp_path, load_model=True, reduction_method="random")
     with np.load(tmp_path / "run" / "plane.npz") as plane:
@@ -142,7 +142,9 @@ def test_render_redraws_a_saved_run(tmp_path, monkeypatch):
 def test_bad_arguments_fail_before_training(tmp_path, monkeypatch, kwargs, error, message):
     if kwargs.get("gpus") and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    monkeypatch.setattr("losstrail.training.fit.fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(
+        "losstrail.training.fit.train_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained"))
+    )
     with pytest.raises(error, match=message):
         _small(tmp_path, **kwargs)
     assert not (tmp_path / "a.gif").exists()
@@ -227,7 +229,9 @@ def test_a_datamodule_that_yields_no_tensors_is_refused_before_training(tmp_path
         def train_dataloader(self):
             return torch.utils.data.DataLoader(["a", "b", "c"], batch_size=2)
 
-    monkeypatch.setattr(losstrail.training.fit, "fit", lambda *a, **k: pytest.fail("trained before checking the data"))
+    monkeypatch.setattr(
+        losstrail.training.fit, "train_model", lambda *a, **k: pytest.fail("trained before checking the data")
+    )
     with pytest.raises(ValueError, match=r"datamodule holds no tensors \(got a list\)"):
         losstrail.loss_landscape_anim(
             datamodule=Words(), model_dirpath=tmp_path / "r", output_filename=tmp_path / "x.gif"
@@ -236,7 +240,7 @@ def test_a_datamodule_that_yields_no_tensors_is_refused_before_training(tmp_path
 
 def test_a_saved_full_grid_serves_a_later_adaptive_request(tmp_path, monkeypatch):
     _small(tmp_path, grid="full")
-    monkeypatch.setattr("losstrail.training.fit.fit", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr("losstrail.training.fit.train_model", lambda *a, **k: pytest.fail("retrained"))
     monkeypatch.setattr("losstrail.evaluation.grids.grid_surface", lambda *a, **k: pytest.fail("recomputed the grid"))
     _small(tmp_path, load_model=True, grid="adaptive")
     with pytest.raises(pytest.fail.Exception, match="recomputed the grid"):  # the patch is where the job looks

@@ -20,7 +20,9 @@ SMALL = ["--epochs", "3", "--frames", "2", "--resolution", "6", "--hidden-dim", 
 
 @pytest.fixture
 def no_training(monkeypatch):
-    monkeypatch.setattr("losstrail.training.fit.fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(
+        "losstrail.training.fit.train_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained"))
+    )
 
 
 @pytest.mark.parametrize(

@@ -50,8 +50,13 @@ def _counted_everywhere(monkeypatch, function, counts: Counter, key):
 
 @pytest.fixture
 def checks(monkeypatch):
-    """``{(spec, field): times checked}`` over every spec's field checks."""
+    """``{(spec, field): times checked}`` over every spec's field checks, and ``fit``'s own checks of the training's
+    epochs and recording interval counted as the TrainSpec fields they are."""
+    from losstrail.training.fit import check_positive_int
+
     counts = Counter()
+    fields = {"epochs": "n_epochs", "record_every": "record_every"}
+    _counted_everywhere(monkeypatch, check_positive_int, counts, lambda argument, *_: ("TrainSpec", fields[argument]))
     for spec in (Style, TrainSpec, PlaneSpec, GridSpec):
         original = spec._check
 
@@ -331,7 +336,11 @@ def test_a_budget_leaves_training_on_the_seed(tmp_path):
 
 @pytest.mark.parametrize(
     "target",
-    ["losstrail.training.fit.fit", "losstrail.planes.directions.make_plane", "losstrail.evaluation.grids.grid_surface"],
+    [
+        "losstrail.training.fit.train_model",
+        "losstrail.planes.directions.make_plane",
+        "losstrail.evaluation.grids.grid_surface",
+    ],
 )
 def test_the_stage_functions_tests_patch_are_the_ones_the_job_calls(tmp_path, monkeypatch, target):
     """Tests forbid retraining (or a new plane or grid) by patching these names: a job must call them there."""

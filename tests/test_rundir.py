@@ -92,7 +92,11 @@ main()
 
 def start_paused(tmp_path, phase: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
     module, name, before = {
-        "training": ("losstrail.training.fit", "fit", "real(*args, **kwargs)"),  # trained and staged, then stopped
+        "training": (
+            "losstrail.training.fit",
+            "train_model",
+            "real(*args, **kwargs)",
+        ),  # trained and staged, then stopped
         "grid": ("losstrail.evaluation.grids", "grid_surface", "pass"),
         "chunks": ("losstrail.evaluation.grids", "evaluate_grid", "pass"),
         "rendering": ("losstrail.renderers.gif", "write_gif", "Path(args[2]).write_bytes(b'half')"),

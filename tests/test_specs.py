@@ -107,7 +107,7 @@ def counted(monkeypatch):
 
     calls = {"fit": 0, "make_plane": 0, "loss_surface": 0}
     # where the job runner looks them up; "loss_surface" counts the grids (the runner's grid_surface)
-    for module, name, key in ((losstrail.training.fit, "fit", "fit"),
+    for module, name, key in ((losstrail.training.fit, "train_model", "fit"),
                               (losstrail.planes.directions, "make_plane", "make_plane"),
                               (losstrail.evaluation.grids, "grid_surface", "loss_surface")):  # fmt: skip
         original = getattr(module, name)

@@ -355,7 +355,7 @@ def test_compare_into_a_folder_whose_run_folder_is_a_link_refuses_before_trainin
     cmp_dir = tmp_path / "C"
     cmp_dir.mkdir()
     (cmp_dir / "run-adam").symlink_to(canary, target_is_directory=True)
-    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained before checking the folder"))
+    monkeypatch.setattr(train, "train_model", lambda *a, **k: pytest.fail("trained before checking the folder"))
     before = fingerprint(canary)
     api_refuses(
         lambda: losstrail.compare(

@@ -26,7 +26,7 @@ def machine_of_24_gib(monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a size check let training start")
 
-    monkeypatch.setattr("losstrail.training.fit.fit", no_training)
+    monkeypatch.setattr("losstrail.training.fit.train_model", no_training)
 
 
 def _left(folder):

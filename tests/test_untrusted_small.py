@@ -36,7 +36,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("losstrail.training.fit.fit", refuse)
+    monkeypatch.setattr("losstrail.training.fit.train_model", refuse)
 
 
 def test_custom_directions_without_directions_custom_is_an_error(tmp_path, no_training):

@@ -291,7 +291,7 @@ def _default_data():
 def _train_runs(names, settings, datamodule, model, train: TrainSpec, objective, loss_fn, quiet):
     """``(models, trajectories)``: a copy of ``model`` (the same initial weights) trained per run with its settings."""
     from losstrail.builtin.nets import MLP
-    from losstrail.training.fit import fit
+    from losstrail.training.fit import train_model
     from losstrail.training.optim import seed_all
 
     if model is None:
@@ -306,8 +306,19 @@ def _train_runs(names, settings, datamodule, model, train: TrainSpec, objective,
             data.batch_size = int(s["batch_size"])
         if not quiet:
             print(f"training {name!r}")
-        run = fit(net, data, optimizer=s.get("optimizer"), learning_rate=s.get("learning_rate"), epochs=train.n_epochs,
-                  seed=train.seed, params=train.params, objective=objective, loss_fn=loss_fn, quiet=quiet)  # fmt: skip
+        run = train_model(
+            net,
+            data,
+            optimizer=s.get("optimizer"),
+            learning_rate=s.get("learning_rate"),
+            epochs=train.n_epochs,
+            seed=train.seed,
+            record_every=1,
+            params=train.params,
+            objective=objective,
+            loss_fn=loss_fn,
+            quiet=quiet,
+        )  # fmt: skip  (checked by _named_runs)
         models.append(run.model)
         trajectories.append(run.trajectory)
     return models, trajectories

@@ -278,12 +278,13 @@ def _make_model(job: Job, datamodule):
 
 def _train(job: Job, model, datamodule, stage: Stage, accelerator: str):
     """Train ``model`` as ``job.train`` says; the weights and the trajectory go to the stage."""
-    from losstrail.training.fit import fit, needs_lightning
+    from losstrail.training.fit import needs_lightning, train_model
 
     spec = job.train
-    run = fit(
+    run = train_model(  # the spec checked the settings: not checked again
         model,
         datamodule,
+        optimizer=None,  # the model's own (a built-in model was built with the spec's)
         learning_rate=spec.learning_rate if job.model is not None else None,  # a model built here has it already
         epochs=spec.n_epochs,
         # set once already (_model_and_data); Lightning seeds again, for its data loaders' workers too

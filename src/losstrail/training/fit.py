@@ -107,7 +107,19 @@ def fit(
     if optimizer is not None:
         optimizer = check_optimizer(optimizer)  # once, here: the loop takes the name as checked
     check_positive_int("epochs", epochs, 10)
-    every = check_positive_int("record_every", record_every, 1)
+    check_positive_int("record_every", record_every, 1)
+    return train_model(model, datamodule, optimizer=optimizer, learning_rate=learning_rate, epochs=epochs, seed=seed,
+                       record_every=record_every, accelerator=accelerator, loss_fn=loss_fn, objective=objective,
+                       params=params, storage=storage, dtype=dtype, memory_limit=memory_limit, quiet=quiet)  # fmt: skip
+
+
+def train_model(model: torch.nn.Module, datamodule, *, optimizer, learning_rate, epochs: int, seed, record_every: int,
+                accelerator: str = "cpu", loss_fn=None, objective=None, params="trainable", storage=None,
+                dtype: str | None = None, memory_limit: int = 1 << 30, quiet: bool = False) -> Run:  # fmt: skip
+    """``fit`` with its settings as checked already (``fit``'s own checks, a job's ``TrainSpec``, ``compare``'s
+    runs): train ``model`` and record its trajectory. The one place training starts: tests that must see a job
+    train (or not) watch this."""
+    every = record_every
     from losstrail.training.record import recorded_layout
 
     recorded_layout(model, params)  # a selection that does not fit fails here, before training
