@@ -180,14 +180,16 @@ def test_bad_recorder_settings_are_named():
 @pytest.mark.parametrize("dtype", [None, "float32"])
 def test_sketched_rows_read_from_parameters_of_mixed_dtypes_equal_their_flat_copy(every, dtype, monkeypatch):
     """A sketched path's rows are copied into reused tensors and written by a thread while training goes on
-    (float16 snapshots from two conversion tensors in turn; float32 ones from the recorder's rows themselves):
-    each snapshot is still its own step's parameters, though each write here waits 2 ms first (a slow disk)."""
+    (float16 snapshots from two conversion tensors in turn; float32 ones from the recorder's rows themselves),
+    and sketched by another: each snapshot is still its own step's parameters, and the sketch's total variance
+    that of every step, though each write and each row sketched here waits 2 ms first (a slow disk, a busy core)."""
     import time
 
     from losstrail.training import points
 
-    write = points.RowFile._write
+    write, sketch = points.RowFile._write, points.FrequentDirections.add
     monkeypatch.setattr(points.RowFile, "_write", lambda *args: (time.sleep(0.002), write(*args)))
+    monkeypatch.setattr(points.FrequentDirections, "add", lambda *args: (time.sleep(0.002), sketch(*args))[1])
 
     class Mixed(torch.nn.Module):
         def __init__(self):

@@ -141,6 +141,8 @@ class Points:
         self._stride = 1
         self._sketched = False
         self._sketch: FrequentDirections | None = None
+        self._sketcher: ThreadPoolExecutor | None = None  # a sketched path: adds rows to the sketch behind the loop
+        self._last_job: Future | None = None  # the row being sketched
         self._newest: torch.Tensor | None = None  # a sketched path: the last row, kept even if no snapshot
         self._spares: tuple[torch.Tensor, torch.Tensor] | None = None  # a sketched path: see spare_row
         self._snapshot_rows: list[torch.Tensor] | None = None  # a sketched path: snapshots before they are written
@@ -242,8 +244,8 @@ class Points:
     def _add_sketched(self, row: torch.Tensor, index: int) -> None:
         if self._rows is None:
             self._begin_sketch(row)
-        if self._sketch is not None and not self._sketch.add(row):
-            self._sketch = None  # training diverged: PCA of the finite snapshots (finite_prefix) is all that is left
+        if self._sketch is not None:
+            self._sketch_behind(row)
         self._newest = row  # not a copy: a row given to ``add`` is not changed until the next is given
         if index % self._stride == 0:
             self._rows.append(self._snapshot(row))
@@ -252,6 +254,34 @@ class Points:
                 self._rows.keep(range(0, len(self._kept), 2))
                 self._kept = self._kept[::2]
                 self._stride *= 2
+
+    def _sketch_behind(self, row: torch.Tensor) -> None:
+        """Add ``row`` to the sketch on a thread of its own while training goes on (one sweep over the row and the
+        shrinks: 14 ms of the 5.25M-parameter MLP's step here, on a core the loop leaves free).
+
+        One row at a time: the one before is sketched first, so rows enter in order, a recorder's spare row is
+        not handed out again while the sketch reads it (``spare_row``), and no more than one row given waits.
+        """
+        self._sketched_row()
+        if self._sketcher is None:
+            self._sketcher = ThreadPoolExecutor(1, thread_name_prefix="losstrail-sketch")
+        self._last_job = self._sketcher.submit(self._sketch.add, row)
+
+    def _sketched_row(self) -> None:
+        """Until the row given last is in the sketch (its error, if any, raised here)."""
+        job, self._last_job = self._last_job, None
+        if job is not None:
+            job.result()
+
+    def _sketched_all(self) -> None:
+        """Until every row given is in the sketch; a sketch that met a non-finite row (training diverged) is
+        dropped: PCA of the finite snapshots (finite_prefix) is all that is left."""
+        self._sketched_row()
+        if self._sketcher is not None:
+            self._sketcher.shutdown()
+            self._sketcher = None
+        if self._sketch is not None and not self._sketch.finite:
+            self._sketch = None
 
     def _snapshot(self, row: torch.Tensor) -> np.ndarray:
         """The row in the snapshots' dtype, converted by torch (NumPy's float16 conversion is several times slower).
@@ -300,6 +330,7 @@ class Points:
         for index in range(len(held)):
             self._add_sketched(torch.from_numpy(held[index].astype(np.float32, copy=False)), index)
             held[index] = None
+        self._sketched_row()
         give_back_freed_memory()
 
     def _say_sketched(self, n_params: int) -> None:
@@ -341,6 +372,7 @@ class Points:
         if self._kept[-1] != last:
             self._rows.append(self._snapshot(self._newest))
             self._kept.append(last)
+        self._sketched_all()
         sketch = self._sketch_value(every)
         kept = np.asarray(self._kept)
         rows = {name: values[kept] for name, values in every.items()}
