@@ -651,9 +651,11 @@ class Evaluator:
         if self._first is False:
             self._first = FirstLayer.find(self)
             if self._first is not None and self._first.chain is not None and self.mode == "auto":
-                # the chain does point by point's arithmetic for many points at once: never slower, so
-                # nothing to time (and every point gets the same bits however the grid is cut into chunks)
-                self.ways = WayChooser(("vmap",), join=torch.cat, on_fail=self._failed)
+                # the chain does point by point's arithmetic for many points at once: never slower than it, so
+                # only its threads are timed: beside a busy core one thread ran the spirals grid in 1.0 s, two
+                # in 2.5-2.9 s (each waiting on the other); every point gets the same bits however the grid is cut
+                vmaps = tuple(w for w in _ways("auto") if w.startswith("vmap"))
+                self.ways = WayChooser(vmaps, join=torch.cat, on_switch=self._switched, on_fail=self._failed)
         small = self._first is not None and self._first.fan_in < _MIN_FAN_IN and self._first.chain is None
         if small and self.first_layer == "auto":  # a chain (see _chain) takes its first layer factored
             return None
