@@ -402,3 +402,35 @@ def test_points_set_in_place_state_their_cost_from_the_points_after_the_first():
     assert said and said[0] < 0.5 / 2  # 0.5 s + 11 fast points over 12; the first point's 0.5 s alone was said before
     reference = lt.loss_surface(model, data, plane, coords[:, 0], [0.0], mode="loop")
     np.testing.assert_allclose(result.loss, reference.loss[0], rtol=1e-6)
+
+
+def test_a_calls_warm_up_is_spread_over_the_points_that_follow_it_in_the_job():
+    """A block of a grid (``more`` points follow) stalls 0.5 s on its first point: the grid's cost said from it is
+    that stall once plus every point at the pace after it (1.14 s for 64 points here), not the block's time
+    so far once per block (2.6 s: the first statement beside a CPU hog was 2.5-2.8x the actual time)."""
+    import time
+
+    from losstrail.evaluation.evaluator import Evaluator
+
+    class Paced(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.stall = torch.nn.Linear(2, 3), False
+
+        def forward(self, x):
+            time.sleep(0.5 if self.stall else 0.01)
+            self.stall = False
+            return self.layer(x)
+
+    torch.manual_seed(0)
+    model = Paced()
+    data = (torch.randn(16, 2), torch.randint(0, 3, (16,)))
+    evaluator = Evaluator(model, data, mode="loop")
+    rows = torch.randn(16, sum(p.numel() for p in model.parameters()))
+    said: list[float] = []
+    model.stall = True  # the evaluator's own first look at the model ran it once
+    result = evaluator.run(lambda sl: rows[sl], 16, chunk_size=4, more=48,
+                           on_first_chunk=lambda seconds, points: said.append(seconds * 64 / points))  # fmt: skip
+    assert said and 1.0 < said[0] < 1.7, said
+    model.stall = False
+    np.testing.assert_allclose(result.loss, Evaluator(model, data, mode="loop").run(lambda sl: rows[sl], 16).loss)

@@ -185,7 +185,7 @@ def test_auto_times_one_thread_too_and_puts_torchs_threads_back(tiny_model, tiny
                                rtol=1e-5)  # fmt: skip
 
 
-def test_auto_on_a_chain_of_linear_layers_times_its_threads_and_gives_the_plain_loops_grid(monkeypatch):
+def test_auto_on_a_chain_of_linear_layers_times_its_threads_and_gives_the_plain_loops_grid(monkeypatch, capsys):
     """A chain (the spirals MLP's kind) runs no point-by-point way, but its thread count is timed: beside a busy core
     one thread ran the spirals grid in 1.0 s where two took 2.5-2.9 s."""
     import losstrail as lt
@@ -214,6 +214,11 @@ def test_auto_on_a_chain_of_linear_layers_times_its_threads_and_gives_the_plain_
     assert made and set(made[-1]) == {"vmap", "vmap, 1 thread"}, made
     assert torch.get_num_threads() == threads
     assert_a_plain_loop_gives(surface, model, data, plane, xs, ys)
+    evaluator = _evaluate.Evaluator(model, data, mode="auto", quiet=False)
+    evaluator._first_layer()
+    capsys.readouterr()
+    evaluator._switched("vmap", "vmap, 1 thread", 2.0)  # a switch between the two names the threads: both are vmap
+    assert f"with vmap on 1 thread: 2.0x the rate of with vmap on {threads} threads" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flat_slow", [False, True])
@@ -401,6 +406,43 @@ def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tin
         torch.set_num_threads(threads)
     said = capsys.readouterr().err
     assert "set in place" in said and "by flat copies again" in said and calls == [4, 32]
+    monkeypatch.undo()
+    reference = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True, mode="loop")
+    np.testing.assert_allclose(surface.loss, reference.loss, rtol=1e-5)
+
+
+def test_the_in_place_trial_times_its_points_past_the_first(tiny_model, tiny_data, monkeypatch, capsys):
+    """Points set in place made 10 ms slower each than flat copies: the trial's three points past the first show
+    it, so no point after the trial is set in place and nothing claims it faster (the trial's rate was once read
+    from a callback made after its last point: every trial then said in place ran ~1000x faster)."""
+    import contextlib
+    import time
+
+    import losstrail as lt
+    from losstrail.evaluation import evaluator as _evaluate
+
+    calls, real = [], _evaluate.points_in_place
+
+    @contextlib.contextmanager
+    def slowed(model, plane, **k):
+        with real(model, plane, **k) as at:
+            def slow_at(x, y):
+                time.sleep(0.01)
+                return at(x, y)
+
+            slow_at.checked = at.checked
+            yield slow_at
+
+    in_place = _evaluate.Evaluator.run_in_place
+    monkeypatch.setattr(_evaluate, "points_in_place", slowed)
+    monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", lambda self, plane, coords, **k: calls.append(
+        len(coords)) or in_place(self, plane, coords, **k))  # fmt: skip
+    rng = np.random.default_rng(3)
+    n = sum(p.numel() for p in tiny_model.parameters())
+    plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
+    xs = ys = np.linspace(-1, 1, 20)
+    surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
+    assert calls == [4] and "set in place" not in capsys.readouterr().err
     monkeypatch.undo()
     reference = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=True, mode="loop")
     np.testing.assert_allclose(surface.loss, reference.loss, rtol=1e-5)

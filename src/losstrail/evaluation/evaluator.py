@@ -343,7 +343,8 @@ class Evaluator:
     def _said_way(self, way: str) -> str:
         kind = "point by point" if way.startswith("loop") else "with vmap"
         threads = self._way_threads(way)
-        return f"{kind} on {threads} thread{'s' if threads > 1 else ''}" if len(self.ways.timings) > 2 else kind
+        both = any(w.endswith(_ONE) for w in self.ways.ways)  # ways that differ only in threads: name them
+        return f"{kind} on {threads} thread{'s' if threads > 1 else ''}" if both else kind
 
     def _switched(self, old: str, new: str, times: float) -> None:
         name = type(self.model).__name__
@@ -438,7 +439,8 @@ class Evaluator:
         the timings leave warm-up out: ``seconds / points`` is this run's time per point, the time
         spent so far (warm-up, the ways' trials) plus the rest at the rate measured now (to say what the
         grid will cost, and to revise it). ``more``: points that follow in the same job (the trials of the ways
-        are bounded by what the whole job can repay).
+        are bounded by what the whole job can repay, and ``on_first_chunk``'s time per point spreads this call's
+        time so far over them too: the warm-up and trials are paid once, not once per call).
         """
         quiet = self.quiet if quiet is None else quiet
         if chunk_size is None:
@@ -458,18 +460,24 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
-        # the pace is said once it covers 3 units or 2 s (one short unit on a busy machine misleads)
-        pace, started, n_examples = Pace(units=3, seconds=2.0), time.perf_counter(), self.batches.n_examples
+        # the pace is said once it covers 3 units and 0.3 s, or 2 s, or the call (a few short units mislead)
+        pace, started, n_examples = Pace(units=3, seconds=2.0, least=0.3), time.perf_counter(), self.batches.n_examples
         self._threads = torch.get_num_threads()  # the ways' threads are set per unit and put back at the end
+        switches = [len(self.ways.switches)]
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
             worth = n_chunks * n_pieces > 1 or more > 0  # more calls follow: the choice matters
             left = (n_points + more) * n_examples - pace.work  # this unit's included
             stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth, left)
-            seconds = pace.done(flat.shape[0] * n_b, self.ways.decided)  # a (point x example), warm-up left out
+            if len(self.ways.switches) > switches[0]:  # another way runs now: the pace so far was the old one's
+                switches[0] = len(self.ways.switches)
+                pace.restart()
+            work = flat.shape[0] * n_b  # (points x examples); the pace leaves warm-up and the trials out
+            seconds = pace.done(work, self.ways.decided, last=pace.work + work >= n_points * n_examples)
             if on_first_chunk is not None and seconds is not None:  # the time spent so far (warm-up, trials)
-                total = time.perf_counter() - started + seconds * (n_points * n_examples - pace.work)  # + the rest
-                on_first_chunk(chunk_size * total / n_points, chunk_size)
+                rest = (n_points + more) * n_examples - pace.work  # this call's and the points that follow
+                total = time.perf_counter() - started + seconds * rest  # spread over them all, not this call's
+                on_first_chunk(chunk_size * total / (n_points + more), chunk_size)
             stats = stats.double().cpu().numpy()  # (C, n_stats)
             totals[sl, 0] += stats[:, 0] * n_b
             totals[sl, 1:3] += stats[:, 1:3]
@@ -539,24 +547,25 @@ class Evaluator:
         started = time.perf_counter()
         said = options.get("on_first_chunk")
 
-        def pace(seconds: float, points: int) -> None:
+        def pace(seconds: float, points: int) -> None:  # per point over this block and the rest of the grid
             paces.append(seconds / points)
-            if said is not None:
-                said(seconds, points)
+            if said is not None:  # the time before this block, then this block's time so far and the rest
+                said((block_began - started + paces[-1] * (n - start)) / n, 1)
 
         done, start = [], 0
         while not paces:  # flat copies until their pace after their choice is known
             if not repaid(start + block):  # no trial the rest repays: the rest by flat copies, in one run
                 done.append(flat(start, n, more=0))
                 return _joined(done)
+            block_began = time.perf_counter()
             done.append(flat(start, start + block, on_first_chunk=pace, more=n - start - block))
             start += block
-        began = []  # when the second point starts: set-up and the first point (warm-up) left out
+        ends = []  # when each point ends: set-up and the first point (warm-up) left out of the rate
         with _threads_kept():
             torch.set_num_threads(self._way_threads(self.ways.chosen))  # on the threads flat copies chose
             trial = self.run_in_place(plane, xy[start : start + _IN_PLACE_TRIAL], **{**kept, "quiet": True},
-                                      on_first_chunk=lambda *_: began.append(time.perf_counter()))  # fmt: skip
-            in_place = (time.perf_counter() - began[0]) / (_IN_PLACE_TRIAL - 1)  # seconds a point
+                                      on_point=lambda: ends.append(time.perf_counter()))  # fmt: skip
+            in_place = (ends[-1] - ends[0]) / (len(ends) - 1)  # seconds a point
             if in_place * self.ways.tie < paces[-1]:
                 done.append(trial)
                 start += _IN_PLACE_TRIAL
@@ -608,14 +617,16 @@ class Evaluator:
     def run_in_place(
         self, plane: PlaneTensors, coords: np.ndarray, *, memory_budget: int = 48 << 20, desc: str = "grid",
         quiet: bool | None = None, on_first_chunk: Callable[[float, int], None] | None = None, chunk_size=None,
+        on_point: Callable[[], None] | None = None,
     ) -> Evaluated:  # fmt: skip
         """Loss, accuracy (and standard error) at the plane points ``origin + x*u + y*v`` of ``coords`` (N, 2),
         each set in place in the model's own parameters (see ``evaluation.inplace.points_in_place``): one forward pass
         over the data per point plus O(P) work, in the model's dtype; the model's tensors are put back
         exactly afterwards, also when something raises. ``chunk_size`` is accepted for the flat path's
         callers and has no effect: points are one at a time. ``on_first_chunk(seconds, 1)``, as ``run``'s: after
-        each point once three points past the first (or 2 s) have been timed, the time per point this call
-        will have taken (the time so far and the rest at that pace)."""
+        each point once three points past the first and 0.3 s (or 2 s) have been timed, the time per point this
+        call will have taken (the time so far and the rest at that pace), and after the last. ``on_point()``: after
+        each point."""
         quiet = self.quiet if quiet is None else quiet
         piece = self.piece_size(memory_budget)
         n_pieces = sum(math.ceil(n / piece) for n in self.batches.lengths)
@@ -625,7 +636,7 @@ class Evaluator:
             if self.autocast
             else contextlib.nullcontext()
         )
-        started, pace, n = time.perf_counter(), Pace(units=3, seconds=2.0), len(coords)
+        started, pace, n = time.perf_counter(), Pace(units=3, seconds=2.0, least=0.3), len(coords)
         progress = bar(n * n_pieces, desc, quiet, unit="batch")
         with points_in_place(self.model, plane) as at, eval_mode(self.model), torch.inference_mode(), \
                 reuse_freed_memory(), precision, progress as pbar:  # fmt: skip
@@ -637,7 +648,9 @@ class Evaluator:
                     totals[i, 1:3] += stats[1:3]
                     totals[i, 3:] += stats[3:] * n_b
                     pbar.update(1)
-                seconds = pace.done(1, settled=True)  # a point's time once past the first (warm-up, the check)
+                if on_point is not None:
+                    on_point()
+                seconds = pace.done(1, settled=True, last=i == n - 1)  # past the first point (warm-up, the check)
                 if on_first_chunk is not None and seconds is not None:  # the time so far + the rest at that pace
                     on_first_chunk((time.perf_counter() - started + seconds * (n - i - 1)) / n, 1)
         return self._summary(totals)

@@ -269,9 +269,10 @@ class Pace:
 
     It starts counting at the end of the first unit after ``settled`` turns true (the way chosen, so
     neither warm-up nor the trial of both ways is in it), and counts everything from there, the work
-    between the timed calls too. It answers once it covers ``units`` units or ``seconds`` seconds: one
-    short unit is a poor witness on a busy machine (a spirals grid's first unit beside other work ran 4x
-    slower than the grid's mean, and the cost said from it was 3.8x the actual time).
+    between the timed calls too. It answers once it covers ``units`` units and ``least`` seconds, or
+    ``seconds`` seconds, or at the ``last`` unit of the work: a few short units are a poor witness on a busy
+    machine (a spirals grid's first unit beside other work ran 4x slower than the grid's mean, and the
+    cost said from it was 3.8x the actual time; three of its 9 ms units beside a CPU hog once said 5.8x).
 
     >>> pace = Pace(clock=iter([1.0, 2.0, 4.0]).__next__)
     >>> pace.done(10, settled=True), pace.done(10, settled=True), pace.done(20, settled=True)
@@ -281,11 +282,18 @@ class Pace:
     [None, None, None, None]
     >>> pace.done(1, settled=True), pace.done(1, settled=True)  # four units; then a long one, counted whole
     (0.5, 1.2)
+    >>> pace = Pace(clock=iter([0.0, 0.01, 0.02, 0.03, 0.25]).__next__, units=2, seconds=1.0, least=0.2)
+    >>> [pace.done(1, settled=True) for _ in range(5)]  # two units, but under 0.2 s: not yet
+    [None, None, None, None, 0.0625]
+    >>> pace = Pace(clock=iter([0.0, 0.01, 0.02]).__next__, units=3, seconds=1.0, least=0.2)
+    >>> pace.done(1, settled=True), pace.done(1, settled=True), pace.done(1, settled=True, last=True)
+    (None, None, 0.01)
     """
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter, units: int = 1, seconds: float = 0.0):
+    def __init__(self, clock: Callable[[], float] = time.perf_counter, units: int = 1, seconds: float = 0.0,
+                 least: float = 0.0):  # fmt: skip
         self.clock = clock
-        self.units, self.seconds = units, seconds
+        self.units, self.seconds, self.least = units, seconds, least
         self._start: tuple[float, float] | None = None
         self._work = 0.0
         self._count = 0
@@ -295,8 +303,13 @@ class Pace:
         """The work noted so far."""
         return self._work
 
-    def done(self, work: float, settled: bool) -> float | None:
-        """Note a finished unit of ``work``; the seconds per unit of work since counting began, or None yet."""
+    def restart(self) -> None:
+        """Count again from the end of the next unit: what ran so far (another way, say) no longer tells the pace."""
+        self._start, self._count = None, 0
+
+    def done(self, work: float, settled: bool, last: bool = False) -> float | None:
+        """Note a finished unit of ``work`` (``last``: the work's last); the seconds per unit of work since counting
+        began, or None yet."""
         now = self.clock()
         self._work += work
         if self._start is None:
@@ -305,6 +318,6 @@ class Pace:
             return None
         began, before = self._start
         self._count += 1
-        if self._count < self.units and now - began < self.seconds:
+        if (self._count < self.units or now - began < self.least) and now - began < self.seconds and not last:
             return None
         return (now - began) / (self._work - before)
