@@ -313,16 +313,15 @@ def test_the_first_way_left_untimed_gives_way_to_the_fastest_that_ran():
 
 def test_auto_tries_point_by_point_first_where_a_points_activations_fill_a_chunk_and_one_thread_when_busy(
         monkeypatch):  # fmt: skip
-    import os
-
+    from losstrail.evaluation import evaluator as _evaluate
     from losstrail.evaluation.evaluator import _ways
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 1.0, 1.0))  # no more than torch's own threads
+    monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda: 0.0)  # no other process wants a core
     assert _ways("auto", loop_first=True)[0] == "loop" and _ways("auto")[0] == "vmap"
     assert set(_ways("auto", loop_first=True)) == set(_ways("auto")) and _ways("loop", loop_first=True) == ("loop",)
-    monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 1.0, 1.0))  # another process on the cores
+    monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda: 1.0)  # another process on the cores
     assert _ways("auto", loop_first=True)[0] == "loop, 1 thread" and _ways("auto")[0] == "vmap, 1 thread"
     assert len(_ways("auto")) == 4 and _ways("vmap") == ("vmap",)
 
@@ -459,8 +458,6 @@ def test_when_only_sliceable_ways_are_left_the_side_way_runs_the_whole_unit():
 def test_points_set_in_place_at_once_run_on_one_thread_while_the_cores_are_busy(monkeypatch):
     """The in-place rule needs no trial; it runs on the threads of the way most likely best: one while other
     processes keep the cores busy, torch's own (put back afterwards) otherwise."""
-    import os
-
     import losstrail as lt
     from losstrail.evaluation import evaluator as _evaluate
 
@@ -477,7 +474,7 @@ def test_points_set_in_place_at_once_run_on_one_thread_while_the_cores_are_busy(
     data = (torch.randn(4, 40), torch.tensor([0, 1, 2, 1]))
     n = sum(p.numel() for p in model.parameters())
     plane = lt.Plane(*(np.random.default_rng(0).normal(size=(3, n)).astype(np.float32) * 0.1), "custom")
-    for load in (0.0, threads + 1.5):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+    for load in (0.0, 1.0):
+        monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda load=load: load)
         lt.loss_surface(model, data, plane, [0.0, 1.0], [0.0], quiet=True)
     assert seen == [threads, 1] and torch.get_num_threads() == threads

@@ -31,6 +31,7 @@ import torch
 
 from losstrail._memory import reuse_freed_memory
 from losstrail._progress import bar, say
+from losstrail._threads import busy_elsewhere
 from losstrail.evaluation.batches import Batches, map_tree
 from losstrail.evaluation.chain import LinearChain
 from losstrail.evaluation.inplace import PlaneTensors, is_sharded, points_in_place, resharded
@@ -69,15 +70,15 @@ def _ways(mode: str, loop_first: bool = False) -> tuple[str, ...]:
     torch has more than one thread and ``OMP_NUM_THREADS`` does not fix it, both again on one thread.
 
     The way most likely best comes first (a grid too short to repay trials runs by it): point by point with
-    ``loop_first``, and on one thread while other processes keep the cores busy (the load average beyond
-    torch's own threads is 1 or more: there torch's threads wait on each other; a small MLP's forward pass
-    beside two other engineers' test runs took 0.6-12.7 ms on two threads, 0.2-0.7 ms on one)."""
+    ``loop_first``, and on one thread while other processes keep a core busy (``busy_elsewhere`` is 1 or more:
+    there torch's threads wait on each other; a small MLP's forward pass beside two other engineers' test runs
+    took 0.6-12.7 ms on two threads, 0.2-0.7 ms on one)."""
     if mode in ("vmap", "loop"):
         return (mode,)
     ways = ("vmap", "loop")
     threads = torch.get_num_threads()
     if threads > 1 and "OMP_NUM_THREADS" not in os.environ:
-        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] - threads >= 1
+        busy = busy_elsewhere() >= 1
         ways = ("vmap", "loop", "vmap" + _ONE, _ONE_THREAD_LOOP)
         ways = tuple(sorted(ways, key=lambda w: not w.endswith(_ONE))) if busy else ways
     return tuple(sorted(ways, key=lambda w: not w.startswith("loop"))) if loop_first else ways
