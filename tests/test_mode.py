@@ -425,6 +425,7 @@ def test_the_in_place_trial_times_its_points_past_the_first(tiny_model, tiny_dat
     @contextlib.contextmanager
     def slowed(model, plane, **k):
         with real(model, plane, **k) as at:
+
             def slow_at(x, y):
                 time.sleep(0.01)
                 return at(x, y)
