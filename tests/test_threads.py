@@ -44,8 +44,8 @@ def test_a_cpu_bound_process_shows_at_once_where_the_load_average_lags():
 
 
 def test_free_cores_leaves_out_the_cores_others_run_on(monkeypatch):
-    monkeypatch.setattr(_threads, "busy_elsewhere", lambda: 1.0)
+    monkeypatch.setattr(_threads, "busy_elsewhere", lambda **sampling: 1.0)
     monkeypatch.setattr(_threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert _threads.free_cores() == 3
-    monkeypatch.setattr(_threads, "busy_elsewhere", lambda: 9.0)
+    monkeypatch.setattr(_threads, "busy_elsewhere", lambda **sampling: 9.0)
     assert _threads.free_cores() == 1

@@ -8,27 +8,24 @@ import os
 import time
 from pathlib import Path
 
-# Samples of the kernel's runnable count that ``busy_elsewhere`` takes the median of, this many seconds apart.
-_SAMPLES, _APART = 5, 0.002
 
-
-def busy_elsewhere(proc: Path = Path("/proc")) -> float:
-    """Threads of other processes that want a core now: the median of a few samples (8 ms in all) of the
-    kernel's count of runnable threads (``/proc/loadavg``) less this process's own runnable threads; where
-    there is no ``/proc``, the 1-minute load average.
+def busy_elsewhere(proc: Path = Path("/proc"), samples: int = 5, apart: float = 0.002) -> float:
+    """Threads of other processes that want a core now: the median of ``samples`` samples ``apart`` seconds apart
+    of the kernel's count of runnable threads (``/proc/loadavg``) less this process's own runnable threads;
+    where there is no ``/proc``, the 1-minute load average.
 
     The load average lags a minute behind: a CPU-bound process started 10 s before a grid showed in it as 0.2
     of a core, and the grid's first units ran on two threads beside it at 2.5x one thread's time. The count
-    now sees it at once; the median of five leaves out a browser's burst.
+    sees it at once; the median leaves out a short burst of other work.
 
     >>> busy_elsewhere() >= 0
     True
     """
     try:
         counts = []
-        for i in range(_SAMPLES):
+        for i in range(samples):
             if i:
-                time.sleep(_APART)
+                time.sleep(apart)
             runnable = int((proc / "loadavg").read_text().split()[3].split("/")[0])
             counts.append(max(0, runnable - _own_runnable(proc / "self" / "task")))
         return float(sorted(counts)[len(counts) // 2])
@@ -46,13 +43,14 @@ def _own_runnable(tasks: Path) -> int:
 
 
 def free_cores() -> int:
-    """Cores this process may use that other processes' threads are not running on now (at least 1).
+    """Cores this process may use that other processes' threads are not running on now (at least 1), over 50 ms:
+    it sets the threads of a whole job, so a burst of other work shorter than that is left out.
 
     >>> free_cores() >= 1
     True
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, int(cores - busy_elsewhere() + 0.5)))
+    return max(1, min(cores, int(cores - busy_elsewhere(samples=11, apart=0.005) + 0.5)))
 
 
 @contextlib.contextmanager
