@@ -349,12 +349,16 @@ def test_auto_sets_points_in_place_at_once_when_a_points_parameters_outnumber_it
 def test_the_in_place_trial_is_made_only_where_the_rest_of_the_grid_repays_it(tiny_model, tiny_data, monkeypatch,
                                                                                side):  # fmt: skip
     """100 points in chunks of 8: after the flat copies' first block too few are left to repay a trial of 4
-    points (it may cost 8 points' time), so flat copies run the whole grid in one go; 400 points make it."""
+    points (it may cost 8 points' time), so flat copies run the whole grid in one go; 400 points make it (each
+    unit of flat copies made to take 20 ms: their pace is known once it covers 0.5 s, here 200 points)."""
+    import time
+
     import losstrail as lt
     from losstrail.evaluation import evaluator as _evaluate
 
     trials, runs = [], []
-    in_place, run = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator.run
+    in_place, run, unit = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator.run, _evaluate.Evaluator._run
+    monkeypatch.setattr(_evaluate.Evaluator, "_run", lambda *a: time.sleep(0.02) or unit(*a))
     monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", lambda self, plane, coords, **k: trials.append(
         len(coords)) or in_place(self, plane, coords, **k))  # fmt: skip
     monkeypatch.setattr(_evaluate.Evaluator, "run", lambda self, f, n, **k: runs.append(n) or run(self, f, n, **k))
@@ -411,9 +415,9 @@ def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tin
 
 
 def test_the_in_place_trial_times_its_points_past_the_first(tiny_model, tiny_data, monkeypatch, capsys):
-    """Points set in place made 10 ms slower each than flat copies: the trial's three points past the first show
-    it, so no point after the trial is set in place and nothing claims it faster (the trial's rate was once read
-    from a callback made after its last point: every trial then said in place ran ~1000x faster)."""
+    """Points set in place take 10 ms more each, flat copies 2.5 ms a point: the trial's three points past the first
+    show it, so no point after the trial is set in place and nothing claims it faster (the trial's rate was once
+    read from a callback made after its last point: every trial then said in place ran ~1000x faster)."""
     import contextlib
     import time
 
@@ -433,8 +437,9 @@ def test_the_in_place_trial_times_its_points_past_the_first(tiny_model, tiny_dat
             slow_at.checked = at.checked
             yield slow_at
 
-    in_place = _evaluate.Evaluator.run_in_place
+    in_place, unit = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator._run
     monkeypatch.setattr(_evaluate, "points_in_place", slowed)
+    monkeypatch.setattr(_evaluate.Evaluator, "_run", lambda *a: time.sleep(0.02) or unit(*a))  # 2.5 ms a point
     monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", lambda self, plane, coords, **k: calls.append(
         len(coords)) or in_place(self, plane, coords, **k))  # fmt: skip
     rng = np.random.default_rng(3)

@@ -65,6 +65,13 @@ _ONE_THREAD_LOOP = "loop" + _ONE
 _IN_PLACE_FROM, _IN_PLACE_TRIAL = 100, 4
 
 
+def job_pace() -> Pace:
+    """The pace a grid's cost is said from: once it covers 3 units and 0.5 s, or 2 s, or the job's last unit (a few
+    short units on a busy machine mislead: three 9 ms units of the spirals grid beside a CPU hog once said 5.8x
+    the time it took)."""
+    return Pace(units=3, seconds=2.0, least=0.5)
+
+
 def _ways(mode: str, loop_first: bool = False) -> tuple[str, ...]:
     """The ways ``mode`` may run points: ``'vmap'``, ``'loop'`` (on torch's threads) and, for ``'auto'`` when
     torch has more than one thread and ``OMP_NUM_THREADS`` does not fix it, both again on one thread.
@@ -430,6 +437,7 @@ class Evaluator:
         quiet: bool | None = None,
         on_first_chunk: Callable[[float, int], None] | None = None,
         more: int = 0,
+        pace: Pace | None = None,
     ) -> Evaluated:
         """Loss, accuracy (and standard error) at the ``n_points`` vectors ``chunk_params(slice) -> (C, K)``.
 
@@ -441,7 +449,8 @@ class Evaluator:
         spent so far (warm-up, the ways' trials) plus the rest at the rate measured now (to say what the
         grid will cost, and to revise it). ``more``: points that follow in the same job (the trials of the ways
         are bounded by what the whole job can repay, and ``on_first_chunk``'s time per point spreads this call's
-        time so far over them too: the warm-up and trials are paid once, not once per call).
+        time so far over them too: the warm-up and trials are paid once, not once per call). ``pace``: a ``Pace``
+        the calls of one job share (each call's own otherwise), so its window is not cut short by each call's end.
         """
         quiet = self.quiet if quiet is None else quiet
         if chunk_size is None:
@@ -461,22 +470,24 @@ class Evaluator:
             else contextlib.nullcontext()
         )
         per_point_buffers = bool(self.bn_batches)
-        # the pace is said once it covers 3 units and 0.3 s, or 2 s, or the call (a few short units mislead)
-        pace, started, n_examples = Pace(units=3, seconds=2.0, least=0.3), time.perf_counter(), self.batches.n_examples
+        shared, pace = pace is not None, pace or job_pace()
+        started, n_examples = time.perf_counter(), self.batches.n_examples
         self._threads = torch.get_num_threads()  # the ways' threads are set per unit and put back at the end
-        switches = [len(self.ways.switches)]
+        switches, done = [len(self.ways.switches)], [0]  # the ways' switches seen; this call's work done
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
             worth = n_chunks * n_pieces > 1 or more > 0  # more calls follow: the choice matters
-            left = (n_points + more) * n_examples - pace.work  # this unit's included
+            left = (n_points + more) * n_examples - done[0]  # this unit's included
             stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth, left)
             if len(self.ways.switches) > switches[0]:  # another way runs now: the pace so far was the old one's
                 switches[0] = len(self.ways.switches)
                 pace.restart()
             work = flat.shape[0] * n_b  # (points x examples); the pace leaves warm-up and the trials out
-            seconds = pace.done(work, self.ways.decided, last=pace.work + work >= n_points * n_examples)
+            done[0] += work
+            end = (n_points + (more if shared else 0)) * n_examples  # a pace of its own ends with the call
+            seconds = pace.done(work, self.ways.decided, last=done[0] >= end)
             if on_first_chunk is not None and seconds is not None:  # the time spent so far (warm-up, trials)
-                rest = (n_points + more) * n_examples - pace.work  # this call's and the points that follow
+                rest = (n_points + more) * n_examples - done[0]  # this call's and the points that follow
                 total = time.perf_counter() - started + seconds * rest  # spread over them all, not this call's
                 on_first_chunk(chunk_size * total / (n_points + more), chunk_size)
             stats = stats.double().cpu().numpy()  # (C, n_stats)
@@ -553,13 +564,13 @@ class Evaluator:
             if said is not None:  # the time before this block, then this block's time so far and the rest
                 said((block_began - started + paces[-1] * (n - start)) / n, 1)
 
-        done, start = [], 0
+        done, start, shared = [], 0, job_pace()  # one pace over the blocks: a block may be shorter than its window
         while not paces:  # flat copies until their pace after their choice is known
             if not repaid(start + block):  # no trial the rest repays: the rest by flat copies, in one run
-                done.append(flat(start, n, more=0))
+                done.append(flat(start, n, more=0, pace=shared))
                 return _joined(done)
             block_began = time.perf_counter()
-            done.append(flat(start, start + block, on_first_chunk=pace, more=n - start - block))
+            done.append(flat(start, start + block, on_first_chunk=pace, more=n - start - block, pace=shared))
             start += block
         ends = []  # when each point ends: set-up and the first point (warm-up) left out of the rate
         with _threads_kept():
@@ -625,7 +636,7 @@ class Evaluator:
         over the data per point plus O(P) work, in the model's dtype; the model's tensors are put back
         exactly afterwards, also when something raises. ``chunk_size`` is accepted for the flat path's
         callers and has no effect: points are one at a time. ``on_first_chunk(seconds, 1)``, as ``run``'s: after
-        each point once three points past the first and 0.3 s (or 2 s) have been timed, the time per point this
+        each point once three points past the first and 0.5 s (or 2 s) have been timed, the time per point this
         call will have taken (the time so far and the rest at that pace), and after the last. ``on_point()``: after
         each point."""
         quiet = self.quiet if quiet is None else quiet
@@ -637,7 +648,7 @@ class Evaluator:
             if self.autocast
             else contextlib.nullcontext()
         )
-        started, pace, n = time.perf_counter(), Pace(units=3, seconds=2.0, least=0.3), len(coords)
+        started, pace, n = time.perf_counter(), job_pace(), len(coords)
         progress = bar(n * n_pieces, desc, quiet, unit="batch")
         with points_in_place(self.model, plane) as at, eval_mode(self.model), torch.inference_mode(), \
                 reuse_freed_memory(), precision, progress as pbar:  # fmt: skip
