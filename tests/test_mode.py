@@ -318,10 +318,10 @@ def test_auto_tries_point_by_point_first_where_a_points_activations_fill_a_chunk
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda: 0.0)  # no other process wants a core
+    monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda **sampling: 0.0)  # no other process wants a core
     assert _ways("auto", loop_first=True)[0] == "loop" and _ways("auto")[0] == "vmap"
     assert set(_ways("auto", loop_first=True)) == set(_ways("auto")) and _ways("loop", loop_first=True) == ("loop",)
-    monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda: 1.0)  # another process on the cores
+    monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda **sampling: 1.0)  # another process on the cores
     assert _ways("auto", loop_first=True)[0] == "loop, 1 thread" and _ways("auto")[0] == "vmap, 1 thread"
     assert len(_ways("auto")) == 4 and _ways("vmap") == ("vmap",)
 
@@ -481,6 +481,6 @@ def test_points_set_in_place_at_once_run_on_one_thread_while_the_cores_are_busy(
     n = sum(p.numel() for p in model.parameters())
     plane = lt.Plane(*(np.random.default_rng(0).normal(size=(3, n)).astype(np.float32) * 0.1), "custom")
     for load in (0.0, 1.0):
-        monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda load=load: load)
+        monkeypatch.setattr(_evaluate, "busy_elsewhere", lambda load=load, **sampling: load)
         lt.loss_surface(model, data, plane, [0.0, 1.0], [0.0], quiet=True)
     assert seen == [threads, 1] and torch.get_num_threads() == threads

@@ -27,6 +27,7 @@ the work is any callable.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Sequence
 
@@ -273,30 +274,35 @@ class Pace:
     ``seconds`` seconds, or at the ``last`` unit of the work: a few short units are a poor witness on a busy
     machine (a spirals grid's first unit beside other work ran 4x slower than the grid's mean, and the
     cost said from it was 3.8x the actual time; three of its 9 ms units beside a CPU hog once said 5.8x).
+    The answer is the median of the last ``keep`` units' paces, weighted by their work: a unit stalled by a
+    burst of other work (or a process's first touch of its memory) does not set the pace of all the rest.
 
     >>> pace = Pace(clock=iter([1.0, 2.0, 4.0]).__next__)
     >>> pace.done(10, settled=True), pace.done(10, settled=True), pace.done(20, settled=True)
     (None, 0.1, 0.1)
-    >>> pace = Pace(clock=iter([0.0, 0.5, 1.0, 1.5, 2.0, 6.0]).__next__, units=4, seconds=3.0)
+    >>> pace = Pace(clock=iter([0.0, 0.5, 1.0, 1.5, 2.0, 6.0, 6.5, 7.0, 7.5, 11.5]).__next__, units=4, seconds=3.0)
     >>> [pace.done(1, settled=True) for _ in range(4)]  # three short units after the first: not yet
     [None, None, None, None]
-    >>> pace.done(1, settled=True), pace.done(1, settled=True)  # four units; then a long one, counted whole
-    (0.5, 1.2)
+    >>> pace.done(1, settled=True), pace.done(1, settled=True)  # four units; then a stalled one, left out
+    (0.5, 0.5)
+    >>> [pace.done(1, settled=True) for _ in range(4)][-1]  # two stalled of eight: the median still
+    0.5
     >>> pace = Pace(clock=iter([0.0, 0.01, 0.02, 0.03, 0.25]).__next__, units=2, seconds=1.0, least=0.2)
     >>> [pace.done(1, settled=True) for _ in range(5)]  # two units, but under 0.2 s: not yet
-    [None, None, None, None, 0.0625]
+    [None, None, None, None, 0.01]
     >>> pace = Pace(clock=iter([0.0, 0.01, 0.02]).__next__, units=3, seconds=1.0, least=0.2)
     >>> pace.done(1, settled=True), pace.done(1, settled=True), pace.done(1, settled=True, last=True)
     (None, None, 0.01)
     """
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter, units: int = 1, seconds: float = 0.0,
-                 least: float = 0.0):  # fmt: skip
+                 least: float = 0.0, keep: int = 64):  # fmt: skip
         self.clock = clock
         self.units, self.seconds, self.least = units, seconds, least
-        self._start: tuple[float, float] | None = None
+        self._start: float | None = None  # when counting began
+        self._last = 0.0  # when the last unit ended
+        self._steps: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)  # (pace, work)
         self._work = 0.0
-        self._count = 0
 
     @property
     def work(self) -> float:
@@ -305,19 +311,26 @@ class Pace:
 
     def restart(self) -> None:
         """Count again from the end of the next unit: what ran so far (another way, say) no longer tells the pace."""
-        self._start, self._count = None, 0
+        self._start = None
+        self._steps.clear()
 
     def done(self, work: float, settled: bool, last: bool = False) -> float | None:
-        """Note a finished unit of ``work`` (``last``: the work's last); the seconds per unit of work since counting
-        began, or None yet."""
+        """Note a finished unit of ``work`` (``last``: the work's last); the seconds per unit of work now (see the
+        class), or None yet."""
         now = self.clock()
         self._work += work
         if self._start is None:
             if settled:
-                self._start = (now, self._work)
+                self._start = self._last = now
             return None
-        began, before = self._start
-        self._count += 1
-        if (self._count < self.units or now - began < self.least) and now - began < self.seconds and not last:
+        self._steps.append(((now - self._last) / max(work, 1e-12), work))
+        self._last = now
+        covered = now - self._start
+        if (len(self._steps) < self.units or covered < self.least) and covered < self.seconds and not last:
             return None
-        return (now - began) / (self._work - before)
+        half, behind = sum(w for _, w in self._steps) / 2, 0.0
+        for pace, w in sorted(self._steps):
+            behind += w
+            if behind >= half:
+                return pace
+        return None  # not reached: the work's sum is at least its half
