@@ -345,12 +345,12 @@ def test_auto_sets_points_in_place_at_once_when_a_points_parameters_outnumber_it
     assert_a_plain_loop_gives(surface, model, data, plane, xs, ys)
 
 
-@pytest.mark.parametrize("side", [10, 20])
+@pytest.mark.parametrize("side", [10, 30])
 def test_the_in_place_trial_is_made_only_where_the_rest_of_the_grid_repays_it(tiny_model, tiny_data, monkeypatch,
                                                                                side):  # fmt: skip
     """100 points in chunks of 8: after the flat copies' first block too few are left to repay a trial of 4
-    points (it may cost 8 points' time), so flat copies run the whole grid in one go; 400 points make it (each
-    unit of flat copies made to take 20 ms: their pace is known once it covers 0.5 s, here 200 points)."""
+    points (it may cost 8 points' time), so flat copies run the whole grid in one go; 900 points make it (each
+    unit of flat copies made to take 10 ms: their pace is known once it covers 0.5 s, here about 500 points)."""
     import time
 
     import losstrail as lt
@@ -358,7 +358,7 @@ def test_the_in_place_trial_is_made_only_where_the_rest_of_the_grid_repays_it(ti
 
     trials, runs = [], []
     in_place, run, unit = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator.run, _evaluate.Evaluator._run
-    monkeypatch.setattr(_evaluate.Evaluator, "_run", lambda *a: time.sleep(0.02) or unit(*a))
+    monkeypatch.setattr(_evaluate.Evaluator, "_run", lambda *a: time.sleep(0.01) or unit(*a))
     monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", lambda self, plane, coords, **k: trials.append(
         len(coords)) or in_place(self, plane, coords, **k))  # fmt: skip
     monkeypatch.setattr(_evaluate.Evaluator, "run", lambda self, f, n, **k: runs.append(n) or run(self, f, n, **k))
@@ -372,7 +372,7 @@ def test_the_in_place_trial_is_made_only_where_the_rest_of_the_grid_repays_it(ti
     if side == 10:
         assert trials == [] and runs[0] == 100
     else:
-        assert trials[0] == 4 and sum(runs[:-1]) + sum(trials[1:]) + runs[-1] >= 400 - 4
+        assert trials[0] == 4 and sum(runs[:-1]) + sum(trials[1:]) + runs[-1] >= 900 - 4
 
 
 def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tiny_model, tiny_data, monkeypatch,
@@ -415,7 +415,7 @@ def test_points_set_in_place_go_back_to_flat_copies_when_a_block_runs_slower(tin
 
 
 def test_the_in_place_trial_times_its_points_past_the_first(tiny_model, tiny_data, monkeypatch, capsys):
-    """Points set in place take 10 ms more each, flat copies 2.5 ms a point: the trial's three points past the first
+    """Points set in place take 10 ms more each, flat copies 1.25 ms a point: the trial's three points past the first
     show it, so no point after the trial is set in place and nothing claims it faster (the trial's rate was once
     read from a callback made after its last point: every trial then said in place ran ~1000x faster)."""
     import contextlib
@@ -439,13 +439,13 @@ def test_the_in_place_trial_times_its_points_past_the_first(tiny_model, tiny_dat
 
     in_place, unit = _evaluate.Evaluator.run_in_place, _evaluate.Evaluator._run
     monkeypatch.setattr(_evaluate, "points_in_place", slowed)
-    monkeypatch.setattr(_evaluate.Evaluator, "_run", lambda *a: time.sleep(0.02) or unit(*a))  # 2.5 ms a point
+    monkeypatch.setattr(_evaluate.Evaluator, "_run", lambda *a: time.sleep(0.01) or unit(*a))  # 1.25 ms a point
     monkeypatch.setattr(_evaluate.Evaluator, "run_in_place", lambda self, plane, coords, **k: calls.append(
         len(coords)) or in_place(self, plane, coords, **k))  # fmt: skip
     rng = np.random.default_rng(3)
     n = sum(p.numel() for p in tiny_model.parameters())
     plane = lt.Plane(*(rng.normal(size=n).astype(np.float32) * s for s in (0.3, 0.2, 0.2)), "custom")
-    xs = ys = np.linspace(-1, 1, 20)
+    xs = ys = np.linspace(-1, 1, 30)
     surface = lt.loss_surface(tiny_model, tiny_data, plane, xs, ys, quiet=False, chunk_size=8)
     assert calls == [4] and "set in place" not in capsys.readouterr().err
     monkeypatch.undo()
