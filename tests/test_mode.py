@@ -96,6 +96,30 @@ def test_a_way_that_slows_down_is_left_and_taken_again_when_it_recovers():
     assert probes <= units // 2 // 4  # the other way is timed again now and then, not on every unit
 
 
+def test_a_way_fast_only_now_and_then_does_not_draw_the_choice_away():
+    """Two threads beside a busy core: mostly twice one thread's time, but every third timing lucky (0.7x). One lucky
+    probe once moved the choice (the spirals grid switched 14 times beside a CPU hog); now a switch needs every
+    recent timing of the other way faster, and a lasting change still gets one."""
+    now, calls = [0.0], {"one": 0, "two": 0}
+    cost = {"one": 1.0, "two": 2.0}
+
+    def work(way, start, stop):
+        calls[way] += 1
+        lucky = way == "two" and calls[way] % 3 == 0
+        now[0] += (0.7 if lucky else cost[way]) * (stop - start)
+        return list(range(start, stop))
+
+    said = []
+    chooser = WayChooser(("one", "two"), clock=lambda: now[0], on_switch=lambda *a: said.append(a[:2]))
+    for _ in range(200):
+        assert chooser.run(work, 16, 1) == list(range(16))
+    assert chooser.chosen == "one" and said == [] and calls["two"] >= 8  # probed again and again, never taken
+    cost["two"] = 0.5  # the other work ended: two threads are now always faster
+    for _ in range(200):
+        chooser.run(work, 16, 1)
+    assert chooser.chosen == "two" and said == [("one", "two")]
+
+
 def test_a_way_that_fails_is_dropped_and_its_part_done_by_the_other():
     machine = Machine(vmap=1.0, loop=1.0)
     failed = []

@@ -10,7 +10,8 @@ beside the grid can slow either way by 2-5x for a second. ``WayChooser`` therefo
   slows a timing, so one slow unit does not move the choice, a lasting slowdown does;
 - keeps timing the way it chose on every unit, and times each other way again now and then
   (more rarely the further behind it was) and at once when the chosen way's recent rate
-  falls below that way's last one; when another is then faster by more than ``tie``, it switches;
+  falls below that way's last one; when every recent timing of another is then faster by more than ``tie``,
+  it switches (a way that is fast only now and then, as two threads beside a busy core, does not draw it);
 - treats rates within ``tie`` of each other as a tie: it keeps the first way and says nothing;
 - bounds what the trials and re-checks may cost when told the work left (``run(..., left=)``): one is run
   only while the excess of all of them (their time beyond the best rate's) could stay within ``regret`` of
@@ -212,9 +213,17 @@ class WayChooser:
                 self._probe = other  # time it again on the next unit, under the same conditions
                 return
 
+    def _sure(self, way: str) -> float | None:
+        """The rate ``way`` keeps: the worst of its last ``samples`` timings (what a switch to it must beat)."""
+        recent = self.timings[way][-self.samples :]
+        return min(recent) if recent else None
+
     def _compare(self) -> None:
+        """Switch to the fastest other way when even the worst of its recent timings beats the chosen way's rate by
+        more than ``tie``: one lucky timing of a way that runs fast only now and then (two threads beside a busy
+        core) does not move the choice, a lasting change does, once it has shown in ``samples`` timings."""
         best = self._fastest(self.ways)
-        mine, theirs = self.rate(), self.rate(best)
+        mine, theirs = self.rate(), self._sure(best)
         if best != self.chosen and mine is not None and theirs is not None and theirs > mine * self.tie:
             self.switches.append((self.chosen, best, theirs / mine))
             if self.on_switch is not None:
