@@ -474,21 +474,21 @@ class Evaluator:
         started, n_examples = time.perf_counter(), self.batches.n_examples
         self._threads = torch.get_num_threads()  # the ways' threads are set per unit and put back at the end
         switches, done = [len(self.ways.switches)], [0]  # the ways' switches seen; this call's work done
+        job = (n_points + more) * n_examples  # this call's work and that of the points that follow it
+        end = job if shared else n_points * n_examples  # where the pace must answer: a pace of its own, the call's
 
         def add(sl, batch, n_b, flat, bufs, first_out=None) -> None:
             worth = n_chunks * n_pieces > 1 or more > 0  # more calls follow: the choice matters
-            left = (n_points + more) * n_examples - done[0]  # this unit's included
+            left = job - done[0]  # this unit's included
             stats = self._unit(flat, bufs, batch, n_b, per_point_buffers, first_out, worth, left)
             if len(self.ways.switches) > switches[0]:  # another way runs now: the pace so far was the old one's
                 switches[0] = len(self.ways.switches)
                 pace.restart()
             work = flat.shape[0] * n_b  # (points x examples); the pace leaves warm-up and the trials out
             done[0] += work
-            end = (n_points + (more if shared else 0)) * n_examples  # a pace of its own ends with the call
             seconds = pace.done(work, self.ways.decided, last=done[0] >= end)
             if on_first_chunk is not None and seconds is not None:  # the time spent so far (warm-up, trials)
-                rest = (n_points + more) * n_examples - done[0]  # this call's and the points that follow
-                total = time.perf_counter() - started + seconds * rest  # spread over them all, not this call's
+                total = time.perf_counter() - started + seconds * (job - done[0])  # the rest, this call's and after
                 on_first_chunk(chunk_size * total / (n_points + more), chunk_size)
             stats = stats.double().cpu().numpy()  # (C, n_stats)
             totals[sl, 0] += stats[:, 0] * n_b

@@ -311,12 +311,6 @@ class Pace:
         self._start: float | None = None  # when counting began
         self._last = 0.0  # when the last unit ended
         self._steps: collections.deque[tuple[float, float]] = collections.deque(maxlen=keep)  # (pace, work)
-        self._work = 0.0
-
-    @property
-    def work(self) -> float:
-        """The work noted so far."""
-        return self._work
 
     def restart(self) -> None:
         """Count again from the end of the next unit: what ran so far (another way, say) no longer tells the pace."""
@@ -327,7 +321,6 @@ class Pace:
         """Note a finished unit of ``work`` (``last``: the work's last); the seconds per unit of work now (see the
         class), or None yet."""
         now = self.clock()
-        self._work += work
         if self._start is None:
             if settled:
                 self._start = self._last = now
